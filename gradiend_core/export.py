@@ -1,0 +1,196 @@
+"""Export a pruned checkpoint: select, prune, write atomically, reload and verify.
+
+This is the one export path; the CLI's ``prune`` and the dashboard's Export button both call
+:func:`export_pruned`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from .checkpoint import (
+    CARRIED_JSON_FILES,
+    PROVENANCE_FILE,
+    CheckpointData,
+    CheckpointError,
+    read_checkpoint,
+    write_checkpoint,
+)
+from .importance import DEFAULT_PART, validate_part, weight_importance
+from .pruning import prune_checkpoint
+from .reduction import ReductionReport, reduction_report
+from .selection import Ranking, Selection, select
+
+HASH_CHUNK = 1 << 24
+
+
+def sha256_file(path: Union[str, os.PathLike]) -> str:
+    """Hex sha256 of a file, read in 16 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(HASH_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_mask(mask: Optional[np.ndarray]) -> Optional[str]:
+    """Hex sha256 of a bool mask's packed bits (``None`` for no mask)."""
+    if mask is None:
+        return None
+    return hashlib.sha256(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).hexdigest()
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_pruned` wrote.
+
+    Attributes:
+        path: the export directory.
+        selection: the kept dims (in the source's input space).
+        report: the reduction preview the export matches.
+        provenance: the content of ``pruning.json``.
+        file_sha256: sha256 of every written file, by name.
+    """
+
+    path: Path
+    selection: Selection
+    report: ReductionReport
+    provenance: Dict[str, Any]
+    file_sha256: Dict[str, str] = field(default_factory=dict)
+
+
+def importance_for(data: CheckpointData, part: str = DEFAULT_PART) -> np.ndarray:
+    """Weight importance of ``part`` for a checkpoint, float32 ``(input_dim,)``."""
+    return weight_importance(data.state_dict, validate_part(part))
+
+
+def cli_command(source: Union[str, os.PathLike], out: Union[str, os.PathLike], part: str, topk: Any, threshold: Any, mask_path: Optional[str]) -> str:
+    """The ``gradiend-core prune`` command line that reproduces an export."""
+    import shlex
+
+    args = ["gradiend-core", "prune", str(source), "--part", part]
+    if topk is not None:
+        args += ["--topk", repr(topk) if isinstance(topk, float) else str(topk)]
+    if threshold is not None:
+        args += ["--threshold", repr(float(threshold))]
+    if mask_path:
+        args += ["--mask", str(mask_path)]
+    args += ["--out", str(out)]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def export_pruned(
+    source: Union[CheckpointData, str, os.PathLike],
+    target: Union[str, os.PathLike],
+    *,
+    part: str = DEFAULT_PART,
+    topk: object = None,
+    threshold: object = None,
+    mask: Optional[np.ndarray] = None,
+    importance: Union[Ranking, np.ndarray, None] = None,
+    overwrite: bool = False,
+    use_safetensors: bool = True,
+    mask_path: Optional[str] = None,
+    source_sha256: Optional[str] = None,
+) -> ExportResult:
+    """Prune ``source`` by mask -> threshold -> topk and write it to ``target``.
+
+    The source is never modified. The export is written atomically, reloaded, and compared with
+    what was meant to be written (input_dim, kept base-global indices, every weight tensor)
+    before this returns; on a mismatch the export is removed and an error raised.
+
+    Args:
+        source: checkpoint directory or :class:`CheckpointData`.
+        target: new (or empty, or with ``overwrite``) directory.
+        part: importance source (ignored when ``importance`` is given, except for the record).
+        topk, threshold, mask: the selection (see :func:`gradiend_core.selection.select`).
+        importance: precomputed :class:`Ranking` or importance ``(input_dim,)`` (e.g. the
+            dashboard's cached one); computed from ``part`` when omitted.
+        overwrite: replace a non-empty ``target``.
+        use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
+        mask_path: the mask file's path, for the provenance record.
+        source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        CheckpointError: unreadable source, refused target, failed write or failed verification.
+        SelectionError: invalid selection arguments or an empty selection.
+    """
+    data = source if isinstance(source, CheckpointData) else read_checkpoint(source)
+    part = validate_part(part)
+    ranking = None
+    if threshold is not None or topk is not None:
+        ranking = importance if isinstance(importance, Ranking) else Ranking(
+            importance if importance is not None else importance_for(data, part)
+        )
+    selection = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=threshold, topk=topk)
+    report = reduction_report(data, selection, ranking, part if ranking is not None else None)
+    pruned = prune_checkpoint(data, selection.keep)
+
+    if source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
+        source_sha256 = sha256_file(data.weights_file)
+    from . import __version__
+
+    provenance = {
+        "tool": "gradiend_core",
+        "tool_version": __version__,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source_path": str(data.path),
+        "source_weights_file": data.weights_file.name if data.weights_file else None,
+        "source_weights_sha256": source_sha256,
+        "part": part if ranking is not None else None,
+        "importance": "custom" if importance is not None and not isinstance(importance, Ranking) else part,
+        "threshold": threshold,
+        "topk": topk,
+        "mask_sha256": sha256_mask(mask),
+        "mask_file": mask_path,
+        "input_dim_before": data.architecture.input_dim,
+        "kept_dims": selection.k,
+        "unpruned_length": data.param_map.unpruned_length,
+        "command": cli_command(data.path, target, part, topk, threshold, mask_path),
+    }
+    side = {k: v for k, v in data.side_files.items() if k in CARRIED_JSON_FILES}
+    side[PROVENANCE_FILE] = provenance
+    path = write_checkpoint(
+        target,
+        architecture=pruned.architecture,
+        param_map=pruned.param_map,
+        state_dict=pruned.state_dict,
+        metadata=pruned.metadata,
+        side_files=side,
+        use_safetensors=use_safetensors,
+        overwrite=overwrite,
+        source=data.path,
+    )
+    try:
+        _verify(path, pruned, data.param_map.base_global_index()[selection.keep])
+    except Exception:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    sums = {f.name: sha256_file(f) for f in sorted(path.iterdir()) if f.is_file()}
+    return ExportResult(path=path, selection=selection, report=report, provenance=provenance, file_sha256=sums)
+
+
+def _verify(path: Path, expected: CheckpointData, expected_global: np.ndarray) -> None:
+    back = read_checkpoint(path)
+    problems = []
+    if back.architecture.input_dim != expected.architecture.input_dim:
+        problems.append(f"input_dim {back.architecture.input_dim} != {expected.architecture.input_dim}")
+    if not np.array_equal(back.param_map.base_global_index(), expected_global):
+        problems.append("kept base-global indices differ")
+    for key, t in expected.state_dict.items():
+        if key not in back.state_dict or not torch.equal(back.state_dict[key], t):
+            problems.append(f"tensor {key} differs")
+    if problems:
+        raise CheckpointError(f"verification of the export {path} failed: {'; '.join(problems)}. It was removed.")

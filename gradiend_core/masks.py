@@ -1,0 +1,115 @@
+"""Keep-masks from files and from parameter names.
+
+A mask is a bool vector in the model's current input space, shape ``(input_dim,)``. A mask of
+length ``unpruned_length`` is read as a mask over base-global indices and translated into the
+current input space, so one mask file can be applied to differently pruned models of one base.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import SelectionError
+from .param_map import ParamMap
+
+MASK_SUFFIXES = (".pt", ".pth", ".safetensors", ".npy")
+
+
+def _only_tensor(obj: object, path: Path) -> object:
+    if isinstance(obj, dict):
+        if "mask" in obj:
+            return obj["mask"]
+        if len(obj) == 1:
+            return next(iter(obj.values()))
+        raise SelectionError(f"{path}: holds {len(obj)} tensors ({', '.join(map(str, obj))}); store one, or name it 'mask'.")
+    return obj
+
+
+def read_mask_file(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Read a 1-D bool mask from ``.pt``/``.pth`` (torch.save, loaded with weights_only=True),
+    ``.safetensors`` (one tensor, or one named ``mask``) or ``.npy`` (no pickles).
+
+    Returns:
+        numpy bool array, 1-D.
+
+    Raises:
+        SelectionError: for an unknown suffix, an unreadable file, a non-bool dtype or not 1-D.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in MASK_SUFFIXES:
+        raise SelectionError(f"{p}: mask files must end in {', '.join(MASK_SUFFIXES)}; got {suffix or 'no suffix'!r}.")
+    try:
+        if suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            arr = _only_tensor(load_file(str(p)), p)
+        else:
+            arr = _only_tensor(torch.load(str(p), map_location="cpu", weights_only=True), p)
+    except SelectionError:
+        raise
+    except Exception as e:
+        raise SelectionError(f"{p}: cannot read the mask ({e}).") from e
+    if torch.is_tensor(arr):
+        if arr.dtype != torch.bool:
+            raise SelectionError(f"{p}: mask must have dtype bool, got {arr.dtype}; save mask.bool().")
+        arr = arr.cpu().numpy()
+    if not isinstance(arr, np.ndarray):
+        raise SelectionError(f"{p}: expected a tensor or array, got {type(arr).__name__}.")
+    if arr.dtype != np.bool_:
+        raise SelectionError(f"{p}: mask must have dtype bool, got {arr.dtype}; save mask.astype(bool).")
+    if arr.ndim != 1:
+        raise SelectionError(f"{p}: mask must be 1-D, got shape {arr.shape}.")
+    return arr
+
+
+def to_local_mask(mask: np.ndarray, param_map: ParamMap, source: str = "mask") -> np.ndarray:
+    """Translate a mask to the current input space.
+
+    Length ``input_dim`` -> used as is; length ``unpruned_length`` (base-global space) ->
+    ``mask[base_global_index]``.
+
+    Raises:
+        SelectionError: for any other length.
+    """
+    n, full = param_map.input_dim, param_map.unpruned_length
+    if mask.shape == (n,):
+        return mask
+    if mask.shape == (full,):
+        return mask[param_map.base_global_index()]
+    raise SelectionError(
+        f"{source} has length {mask.shape[0]}, but this model has input_dim {n} (current input space) and "
+        f"unpruned length {full} (base-global space); a mask must have one of those lengths."
+    )
+
+
+def load_mask(path: Union[str, os.PathLike], param_map: ParamMap) -> np.ndarray:
+    """:func:`read_mask_file` then :func:`to_local_mask`."""
+    return to_local_mask(read_mask_file(path), param_map, str(path))
+
+
+def name_filter_mask(param_map: ParamMap, include: Optional[str] = None, exclude: Optional[str] = None) -> np.ndarray:
+    """Keep-mask of the input dims whose base-model parameter name matches ``include`` and not
+    ``exclude`` (Python regular expressions, searched anywhere in the name).
+
+    Raises:
+        SelectionError: for an invalid regular expression.
+    """
+    try:
+        inc = re.compile(include) if include else None
+        exc = re.compile(exclude) if exclude else None
+    except re.error as e:
+        raise SelectionError(f"invalid parameter-name pattern: {e}") from e
+    keep_param = np.array(
+        [(inc is None or bool(inc.search(e.name))) and not (exc is not None and exc.search(e.name)) for e in param_map],
+        dtype=bool,
+    )
+    return np.repeat(keep_param, param_map.per_param_counts())

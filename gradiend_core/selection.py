@@ -1,0 +1,275 @@
+"""The one selection rule: mask -> threshold -> topk.
+
+Every caller (model ``prune``, ``get_enhancer_mask``, ``get_topk_weights``, the reduction
+preview, the CLI, the dashboard, pre- and post-pruning) goes through :func:`select`, so a preview
+can never disagree with an export.
+
+Rule (the pruning guide's order, the reference's ``ParamMappedGradiendModel.prune`` semantics):
+
+1. ``mask`` - bool, shape ``(input_dim,)``: keep only dimensions where it is True.
+2. ``threshold`` - float >= 0: of those, keep dimensions with ``importance >= threshold``.
+3. ``topk`` - of those ``n`` left, keep the ``k`` most important, where ``k = min(topk, n)`` for
+   an int ``topk >= 1`` and ``k = ceil(topk * n)`` for a float in ``(0, 1]`` (so ``1.0`` keeps
+   all). The float product is taken as the reference takes it, ``math.ceil(topk * n)``, so counts
+   match its exports exactly, floating-point rounding included.
+
+Ranking is total and deterministic: higher importance first; equal importance -> lower local
+index first; NaN ranks below every number (it is never silently "most important") and never
+passes a threshold; ``+inf`` ranks first. The reference breaks ties arbitrarily (``torch.topk``
+with ``sorted=False``), so on exact ties the two may keep different but equally important dims.
+
+Implementation: importance is sorted once into a :class:`Ranking` (``O(n log n)``); after that a
+threshold is a binary search and a topk is a prefix of the ranked order, which keeps interactive
+re-selection cheap for models with hundreds of millions of input dimensions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import SelectionError
+
+TopK = Union[int, float]
+
+
+def validate_topk(topk: object) -> Optional[TopK]:
+    """Check ``topk``: ``None``, an int >= 1 (a count) or a float in (0, 1] (a fraction).
+
+    Returns:
+        ``topk`` as a Python ``int`` or ``float`` (numpy scalars are converted).
+
+    Raises:
+        SelectionError: for a bool, a non-number, an int < 1 or a float outside (0, 1].
+    """
+    if topk is None:
+        return None
+    if isinstance(topk, (bool, np.bool_)):
+        raise SelectionError(f"topk must be an int (a count) or a float in (0, 1] (a fraction), not a bool ({topk!r}).")
+    if isinstance(topk, numbers.Integral):
+        if topk < 1:
+            raise SelectionError(f"topk as a count must be >= 1; got {int(topk)}. To keep a fraction, pass a float in (0, 1].")
+        return int(topk)
+    if isinstance(topk, numbers.Real):
+        t = float(topk)
+        if not (0.0 < t <= 1.0) or math.isnan(t):
+            raise SelectionError(
+                f"topk as a float is a fraction and must be in (0, 1]; got {t!r}. For a count, pass an int."
+            )
+        return t
+    raise SelectionError(f"topk must be an int or a float, got {type(topk).__name__} ({topk!r}).")
+
+
+def validate_threshold(threshold: object) -> Optional[float]:
+    """Check ``threshold``: ``None`` or a finite-or-infinite number >= 0.
+
+    Raises:
+        SelectionError: for a bool, a non-number, NaN or a negative value.
+    """
+    if threshold is None:
+        return None
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, numbers.Real):
+        raise SelectionError(f"threshold must be a number >= 0, got {type(threshold).__name__} ({threshold!r}).")
+    t = float(threshold)
+    if math.isnan(t) or t < 0:
+        raise SelectionError(f"threshold must be >= 0 (importance is an absolute value); got {t!r}.")
+    return t
+
+
+def validate_mask(mask: object, input_dim: int) -> Optional[np.ndarray]:
+    """Check a keep-mask and return it as a numpy bool array of shape ``(input_dim,)``.
+
+    Accepts a torch or numpy bool tensor of shape ``(input_dim,)``.
+
+    Raises:
+        SelectionError: for another dtype, shape or length, or an all-False mask.
+    """
+    if mask is None:
+        return None
+    if torch.is_tensor(mask):
+        if mask.dtype != torch.bool:
+            raise SelectionError(f"mask must have dtype bool, got {mask.dtype}; convert it with mask.bool() if it is 0/1.")
+        arr = mask.detach().cpu().numpy()
+    elif isinstance(mask, np.ndarray):
+        if mask.dtype != np.bool_:
+            raise SelectionError(f"mask must have dtype bool, got {mask.dtype}; convert it with mask.astype(bool) if it is 0/1.")
+        arr = mask
+    else:
+        raise SelectionError(f"mask must be a torch or numpy bool tensor of shape ({input_dim},), got {type(mask).__name__}.")
+    if arr.shape != (input_dim,):
+        raise SelectionError(
+            f"mask must have shape ({input_dim},) (the current input_dim), got {tuple(arr.shape)}. Masks are in the "
+            "model's current input space; for a pruned model, build them from its param_map."
+        )
+    if not arr.any():
+        raise SelectionError("mask is all False: it keeps no dimension.")
+    return arr
+
+
+def resolve_k(topk: TopK, n_left: int) -> int:
+    """How many dimensions ``topk`` keeps out of ``n_left`` (the rule in the module docstring)."""
+    if isinstance(topk, float):
+        return min(n_left, int(math.ceil(topk * n_left)))
+    return min(int(topk), n_left)
+
+
+class Ranking:
+    """Importance sorted once by the selection rule's total order.
+
+    Args:
+        importance: 1-D float array or tensor of shape ``(input_dim,)``; converted to float32.
+
+    Attributes:
+        importance: float32 ``(n,)``.
+        order: int64 ``(n,)``, local indices from most to least important.
+        sorted_values: float32 ``(n,)``, ``importance[order]`` (NaN at the end).
+        n_nan: number of NaN values.
+    """
+
+    def __init__(self, importance: Union[np.ndarray, torch.Tensor]):
+        if torch.is_tensor(importance):
+            importance = importance.detach().cpu().to(torch.float32).numpy()
+        imp = np.ascontiguousarray(importance, dtype=np.float32)
+        if imp.ndim != 1 or imp.size == 0:
+            raise SelectionError(f"importance must be a non-empty 1-D vector, got shape {imp.shape}.")
+        self.importance = imp
+        nan = np.isnan(imp)
+        self.n_nan = int(nan.sum())
+        key = torch.from_numpy(np.where(nan, -np.inf, imp).astype(np.float32) if self.n_nan else imp)
+        # torch's stable descending sort keeps equal values in index order and uses both cores.
+        _, order_t = torch.sort(key, descending=True, stable=True)
+        order = order_t.numpy().astype(np.int64, copy=False)
+        if self.n_nan:
+            is_nan = nan[order]
+            order = np.concatenate([order[~is_nan], order[is_nan]])
+        self.order = order
+        self.sorted_values = imp[order]
+
+    @property
+    def size(self) -> int:
+        return int(self.importance.size)
+
+    def count_at_least(self, threshold: float) -> int:
+        """Number of dimensions with ``importance >= threshold`` (NaN never counts); O(log n)."""
+        finite = self.size - self.n_nan
+        vals = self.sorted_values
+        return bisect.bisect_left(range(finite), True, key=lambda i: bool(vals[i] < threshold))
+
+    def max_value(self) -> float:
+        """Largest non-NaN importance (``nan`` if all are NaN)."""
+        return float(self.sorted_values[0]) if self.size > self.n_nan else float("nan")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Result of :func:`select`.
+
+    Attributes:
+        keep: sorted local indices kept, int64 ``(k,)``.
+        input_dim: dimensions before selection.
+        n_after_mask: dimensions the mask kept (``input_dim`` without a mask).
+        n_after_threshold: dimensions left after mask and threshold.
+    """
+
+    keep: np.ndarray
+    input_dim: int
+    n_after_mask: int
+    n_after_threshold: int
+
+    @property
+    def k(self) -> int:
+        """Kept dimensions."""
+        return int(self.keep.size)
+
+    def mask(self) -> np.ndarray:
+        """Kept dimensions as a bool array of shape ``(input_dim,)``."""
+        m = np.zeros(self.input_dim, dtype=bool)
+        m[self.keep] = True
+        return m
+
+
+def select(
+    importance: Union[Ranking, np.ndarray, torch.Tensor, None],
+    *,
+    input_dim: Optional[int] = None,
+    mask: object = None,
+    threshold: object = None,
+    topk: object = None,
+) -> Selection:
+    """Apply mask -> threshold -> topk and return the kept local indices.
+
+    Args:
+        importance: a :class:`Ranking`, or importance of shape ``(input_dim,)``; may be ``None``
+            when only a mask is given.
+        input_dim: required when ``importance`` is ``None``.
+        mask: optional bool keep-mask of shape ``(input_dim,)`` (torch or numpy).
+        threshold: optional float >= 0.
+        topk: optional int >= 1 (count) or float in (0, 1] (fraction of what is left).
+
+    Returns:
+        A :class:`Selection`.
+
+    Raises:
+        SelectionError: for invalid arguments (see the validators), when none of mask,
+            threshold and topk is given, or when the selection keeps nothing (the message gives
+            the largest importance left, so a user can pick a threshold that keeps something).
+    """
+    topk = validate_topk(topk)
+    threshold = validate_threshold(threshold)
+    if mask is None and threshold is None and topk is None:
+        raise SelectionError("give at least one of mask, threshold and topk.")
+    ranking = None
+    if importance is not None:
+        ranking = importance if isinstance(importance, Ranking) else Ranking(importance)
+        n = ranking.size
+        if input_dim is not None and input_dim != n:
+            raise SelectionError(f"importance has length {n} but input_dim is {input_dim}.")
+    elif input_dim is None:
+        raise SelectionError("input_dim is required when no importance is given.")
+    else:
+        n = int(input_dim)
+    keep_mask = validate_mask(mask, n)
+    if ranking is None:
+        if threshold is not None or topk is not None:
+            raise SelectionError("threshold and topk need importance values (a part or an importance vector).")
+        keep = np.flatnonzero(keep_mask).astype(np.int64)
+        return Selection(keep, n, int(keep.size), int(keep.size))
+
+    n_mask = n if keep_mask is None else int(np.count_nonzero(keep_mask))
+    # Candidates in rank order; a threshold cuts the ranked order at one position.
+    n_thr_all = n if threshold is None else ranking.count_at_least(threshold)
+    ranked = ranking.order[:n_thr_all]
+    if keep_mask is not None:
+        ranked = ranked[keep_mask[ranked]]
+    n_left = int(ranked.size)
+    if n_left == 0:
+        if keep_mask is not None:
+            left = ranking.importance[keep_mask]
+            left = left[~np.isnan(left)]
+            largest = float(left.max()) if left.size else float("nan")
+            scope = "among the dimensions the mask keeps"
+        else:
+            largest, scope = ranking.max_value(), "in this part"
+        raise SelectionError(
+            f"threshold {threshold!r} keeps nothing: the largest importance {scope} is {largest!r}. "
+            "Lower the threshold."
+        )
+    if topk is not None:
+        ranked = ranked[: resolve_k(topk, n_left)]
+    keep = np.sort(ranked)
+    return Selection(keep, n, n_mask, n_left)
+
+
+def topk_indices(importance: Union[Ranking, np.ndarray, torch.Tensor], topk: object) -> np.ndarray:
+    """Local indices of the ``topk`` most important dimensions, most important first (int64)."""
+    ranking = importance if isinstance(importance, Ranking) else Ranking(importance)
+    t = validate_topk(topk)
+    if t is None:
+        raise SelectionError("topk is required.")
+    return ranking.order[: resolve_k(t, ranking.size)].copy()
