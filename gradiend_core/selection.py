@@ -112,6 +112,28 @@ def validate_mask(mask: object, input_dim: int) -> Optional[np.ndarray]:
     return arr
 
 
+def parse_topk(text: str) -> TopK:
+    """Parse a typed topk: ``"5000"`` -> 5000 (a count); ``"0.05"``, ``"1e-4"``, ``"1.0"`` -> a
+    fraction (float); ``"5%"`` -> 0.05. The result is validated.
+
+    Raises:
+        SelectionError: for text that is not a count, fraction or percentage, or out of range.
+    """
+    t = str(text).strip().replace("_", "")
+    try:
+        if t.endswith("%"):
+            value: TopK = float(t[:-1]) / 100.0
+        elif t.lstrip("+-").isdigit():
+            value = int(t)
+        else:
+            value = float(t)
+    except ValueError:
+        raise SelectionError(
+            f"topk must be a count (e.g. 5000), a fraction (e.g. 0.05 or 1e-4) or a percentage (e.g. 5%); got {text!r}."
+        ) from None
+    return validate_topk(value)  # type: ignore[return-value]
+
+
 def resolve_k(topk: TopK, n_left: int) -> int:
     """How many dimensions ``topk`` keeps out of ``n_left`` (the rule in the module docstring)."""
     if isinstance(topk, float):

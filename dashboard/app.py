@@ -1,0 +1,61 @@
+"""GRADIEND pruning dashboard.
+
+Run: ``streamlit run dashboard/app.py -- PATH`` (or ``gradiend-core dashboard PATH``), or open
+with ``?model=PATH``. The page reads top to bottom: pick a model, choose mask/threshold/topk,
+see the savings, export.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+# `streamlit run dashboard/app.py` puts dashboard/ (not the repo) on sys.path; make the package importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
+from gradiend_core.reduction import reduction_report  # noqa: E402
+from gradiend_core.selection import select  # noqa: E402
+from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
+from dashboard.views import controls, distribution, export, model_picker, preview, summary  # noqa: E402
+
+st.set_page_config(page_title="GRADIEND pruning", page_icon=":scissors:", layout="wide")
+st.title("GRADIEND pruning")
+
+try:
+    path = model_picker.render()
+except (CheckpointError, ValueError, PermissionError) as e:
+    st.error(str(e))
+    st.stop()
+if path is None:
+    st.info("Choose a bundled sample, type a checkpoint directory, or upload a zipped checkpoint in the sidebar.")
+    st.stop()
+
+try:
+    data = load_checkpoint(path)
+except (CheckpointError, PermissionError) as e:
+    st.error(str(e))
+    st.stop()
+
+summary.render(data)
+inputs = controls.render(data)
+if inputs.error:
+    st.error(inputs.error)
+    st.stop()
+
+ranking = load_ranking(path, inputs.part) if (inputs.topk is not None or inputs.threshold is not None) else None
+try:
+    selection = select(
+        ranking, input_dim=data.architecture.input_dim, mask=inputs.mask, threshold=inputs.threshold, topk=inputs.topk
+    )
+except SelectionError as e:
+    st.error(str(e))
+    st.stop()
+report = reduction_report(data, selection, ranking, inputs.part if ranking is not None else None)
+
+st.subheader("Preview")
+preview.render(report)
+distribution.render(ranking or load_ranking(path, inputs.part), selection, inputs.part)
+export.render(data, inputs, ranking)

@@ -1,0 +1,113 @@
+"""Where the dashboard gets its model from, and the caches in front of the core.
+
+Expensive objects (a checkpoint's tensors, a part's sorted importance) are cached with
+``st.cache_resource`` keyed by path and modification time, so every session and every rerun
+shares one copy and a re-saved checkpoint is picked up. Cached objects are never mutated:
+pruning and export build new tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import weakref
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import streamlit as st
+
+from gradiend_core.checkpoint import CheckpointData, read_checkpoint, resolve_checkpoint_dir
+from gradiend_core.export import importance_for
+from gradiend_core.selection import Ranking
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = REPO_ROOT / "sample_models"
+
+
+def sample_models() -> List[Tuple[str, Path]]:
+    """Bundled sample checkpoints as ``(name, directory)``, sorted by name."""
+    out = []
+    if SAMPLES_DIR.is_dir():
+        for d in sorted(SAMPLES_DIR.iterdir()):
+            if (d / "config.json").is_file() or (d / "model" / "config.json").is_file():
+                out.append((d.name, d))
+    return out
+
+
+def path_from_argv(argv: Optional[List[str]] = None) -> Optional[str]:
+    """The checkpoint given as ``streamlit run dashboard/app.py -- PATH`` (``None`` if absent)."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    return args[0] if args else None
+
+
+def checkpoint_key(path: str) -> Tuple[str, float]:
+    """Cache key of a checkpoint: resolved directory and the newest modification time in it."""
+    d = resolve_checkpoint_dir(path)
+    mtime = max((f.stat().st_mtime for f in d.iterdir() if f.is_file()), default=0.0)
+    return str(d.resolve()), mtime
+
+
+@st.cache_resource(show_spinner="Reading checkpoint...", max_entries=8)
+def _load(path: str, mtime: float) -> CheckpointData:
+    return read_checkpoint(path)
+
+
+def load_checkpoint(path: str) -> CheckpointData:
+    """The checkpoint at ``path``, shared across sessions until its files change."""
+    return _load(*checkpoint_key(path))
+
+
+@st.cache_resource(show_spinner="Ranking importance...", max_entries=32)
+def _ranking(path: str, mtime: float, part: str) -> Ranking:
+    return Ranking(importance_for(_load(path, mtime), part))
+
+
+def load_ranking(path: str, part: str) -> Ranking:
+    """The sorted importance of ``part`` for the checkpoint at ``path`` (cached)."""
+    return _ranking(*checkpoint_key(path), part)
+
+
+class SessionDir:
+    """A temporary directory owned by one browser session, removed when the session ends."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="gradiend-session-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    def cleanup(self) -> None:
+        self._finalizer()
+
+
+def session_dir() -> Path:
+    """This session's private temporary directory (uploads, exports for download)."""
+    if "_session_dir" not in st.session_state:
+        st.session_state["_session_dir"] = SessionDir()
+    return st.session_state["_session_dir"].path
+
+
+def allowed_roots() -> Optional[List[Path]]:
+    """Directories the dashboard may read and write, from ``GRADIEND_DASHBOARD_ROOTS``
+    (``os.pathsep``-separated); ``None`` means unrestricted (a single-user local run)."""
+    raw = os.environ.get("GRADIEND_DASHBOARD_ROOTS")
+    if not raw:
+        return None
+    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p]
+
+
+def check_allowed(path: Path, what: str) -> None:
+    """Raise ``PermissionError`` if ``path`` lies outside the allowed roots (see :func:`allowed_roots`).
+
+    The session's own temporary directory and the bundled samples are always allowed.
+    """
+    roots = allowed_roots()
+    if roots is None:
+        return
+    p = Path(path).expanduser().resolve()
+    extra = [SAMPLES_DIR.resolve(), session_dir().resolve()]
+    if not any(p == r or r in p.parents for r in roots + extra):
+        raise PermissionError(
+            f"{what} {path} is outside the directories this dashboard may use "
+            f"({os.pathsep.join(str(r) for r in roots)}; set by GRADIEND_DASHBOARD_ROOTS)."
+        )

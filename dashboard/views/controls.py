@@ -1,0 +1,103 @@
+"""Sidebar: the selection inputs (part, mask file, threshold, topk).
+
+Values are mirrored into the URL query (``part``, ``topk``, ``threshold``) so a copied link
+reopens the same selection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import streamlit as st
+
+from gradiend_core.checkpoint import CheckpointData
+from gradiend_core.errors import SelectionError
+from gradiend_core.importance import DEFAULT_PART, PARTS
+from gradiend_core.masks import MASK_SUFFIXES, load_mask
+from gradiend_core.selection import parse_topk
+from dashboard.loading import session_dir
+
+DEFAULT_TOPK = "0.05"
+
+
+@dataclass
+class SelectionInputs:
+    """What the user chose; ``error`` holds the message of an invalid input."""
+
+    part: str
+    topk: Optional[Union[int, float]]
+    topk_text: str
+    threshold: Optional[float]
+    mask: Optional[np.ndarray]
+    mask_name: Optional[str]
+    mask_path: Optional[str]
+    error: Optional[str] = None
+
+
+def _init_from_query() -> None:
+    qp = st.query_params
+    if "part" not in st.session_state:
+        st.session_state["part"] = qp.get("part") if qp.get("part") in PARTS else DEFAULT_PART
+    if "topk" not in st.session_state:
+        st.session_state["topk"] = qp.get("topk", DEFAULT_TOPK)
+    if "threshold" not in st.session_state:
+        try:
+            st.session_state["threshold"] = float(qp["threshold"]) if "threshold" in qp else None
+        except ValueError:
+            st.session_state["threshold"] = None
+
+
+def render(data: CheckpointData) -> SelectionInputs:
+    """Draw the selection inputs; return them parsed (errors are reported, not raised)."""
+    _init_from_query()
+    st.sidebar.header("Selection")
+    st.sidebar.caption("Applied in order: mask -> threshold -> topk.")
+    part = st.sidebar.selectbox(
+        "Importance part", PARTS, key="part",
+        help="encoder-weight: L1 of encoder columns; decoder-weight: L1 of decoder rows; "
+        "decoder-bias: |bias|; decoder-sum: |row sum + bias|.",
+    )
+    mask_file = st.sidebar.file_uploader(
+        "Mask file (optional)", type=[s.lstrip(".") for s in MASK_SUFFIXES], key="mask_file",
+        help=f"1-D bool tensor of length input_dim ({data.architecture.input_dim:,}) or unpruned length "
+        f"({data.param_map.unpruned_length:,}, base-global indices).",
+    )
+    threshold = st.sidebar.number_input(
+        "Threshold (optional)", min_value=0.0, value=None, format="%g", key="threshold",
+        help="Keep dims with importance >= threshold. Leave empty for none.",
+    )
+    topk_text = st.sidebar.text_input(
+        "topk", key="topk",
+        help="A count (5000), a fraction of what is left after mask and threshold (0.05, 1e-4) or a "
+        "percentage (5%). Leave empty for none. 1.0 keeps everything.",
+    )
+    error = None
+    topk = None
+    if topk_text.strip():
+        try:
+            topk = parse_topk(topk_text)
+        except SelectionError as e:
+            error = str(e)
+    mask = mask_name = mask_path = None
+    if mask_file is not None:
+        dest = session_dir() / "masks" / Path(mask_file.name).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(mask_file.getvalue())
+        try:
+            mask = load_mask(dest, data.param_map)
+            mask_name, mask_path = mask_file.name, str(dest)
+        except SelectionError as e:
+            error = str(e)
+    st.query_params["part"] = part
+    if topk_text.strip():
+        st.query_params["topk"] = topk_text.strip()
+    elif "topk" in st.query_params:
+        del st.query_params["topk"]
+    if threshold is not None:
+        st.query_params["threshold"] = repr(float(threshold))
+    elif "threshold" in st.query_params:
+        del st.query_params["threshold"]
+    return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error)

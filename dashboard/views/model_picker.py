@@ -1,0 +1,66 @@
+"""Sidebar: choose the checkpoint (bundled sample, local path, or uploaded .zip)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import streamlit as st
+
+from gradiend_core.archive import extract_checkpoint_zip
+from dashboard.loading import check_allowed, path_from_argv, sample_models, session_dir
+
+SOURCES = ("Bundled sample", "Local path", "Upload .zip")
+#: Largest accepted upload, bytes (Streamlit's own limit is set in .streamlit/config.toml).
+MAX_UPLOAD_BYTES = 2 * 1024**3
+
+
+def _initial_path() -> Optional[str]:
+    return st.query_params.get("model") or path_from_argv()
+
+
+def render() -> Optional[str]:
+    """Draw the model picker and return the chosen checkpoint path (``None`` if none yet)."""
+    samples = sample_models()
+    by_name = {name: str(path) for name, path in samples}
+    initial = _initial_path()
+    if "model_source" not in st.session_state:
+        initial_is_sample = initial is None or any(Path(initial).resolve() == Path(p).resolve() for p in by_name.values())
+        st.session_state["model_source"] = SOURCES[0] if (initial_is_sample and samples) else SOURCES[1]
+        if initial and not initial_is_sample:
+            st.session_state["model_path"] = initial
+        elif initial:
+            st.session_state["sample"] = next(n for n, p in by_name.items() if Path(p).resolve() == Path(initial).resolve())
+
+    st.sidebar.header("Model")
+    source = st.sidebar.radio("Source", SOURCES, key="model_source", horizontal=False)
+    path: Optional[str] = None
+    if source == SOURCES[0]:
+        if not samples:
+            st.sidebar.warning("No bundled samples found; run `python sample_models/build_samples.py`.")
+            return None
+        name = st.sidebar.selectbox("Sample", list(by_name), key="sample")
+        path = by_name[name]
+    elif source == SOURCES[1]:
+        path = st.sidebar.text_input("Checkpoint directory", key="model_path", placeholder="/path/to/run/model") or None
+        if path:
+            check_allowed(Path(path), "checkpoint")
+    else:
+        up = st.sidebar.file_uploader("Zipped checkpoint directory", type=["zip"], key="model_zip")
+        if up is None:
+            return None
+        if up.size > MAX_UPLOAD_BYTES:
+            raise ValueError(f"{up.name} is {up.size:,} bytes; uploads are limited to {MAX_UPLOAD_BYTES:,} bytes.")
+        digest = hashlib.sha256(up.getvalue()).hexdigest()[:16]
+        key = f"_upload_{digest}"
+        if key not in st.session_state:
+            dest = session_dir() / "uploads" / digest
+            shutil.rmtree(dest, ignore_errors=True)
+            st.session_state[key] = str(extract_checkpoint_zip(up, dest, max_bytes=4 * MAX_UPLOAD_BYTES))
+        path = st.session_state[key]
+    if path and source != SOURCES[2]:
+        st.query_params["model"] = path
+    return path
+

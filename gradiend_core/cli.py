@@ -1,0 +1,208 @@
+"""``gradiend-core`` command line: ``info``, ``prune`` and ``dashboard``.
+
+Exit status: 0 on success, 2 for bad input (unreadable checkpoint, invalid selection, refused
+target), with the reason on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import __version__
+from .checkpoint import check_target, read_checkpoint
+from .errors import CheckpointError, SelectionError
+from .export import export_pruned, importance_for
+from .importance import DEFAULT_PART, PARTS
+from .masks import load_mask
+from .reduction import ReductionReport, reduction_report
+from .selection import Ranking, parse_topk, select
+from .summary import checkpoint_summary
+from .units import format_bytes, format_count, format_percent
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SAMPLE = REPO_ROOT / "sample_models" / "number-unpruned"
+
+
+def _topk_arg(text: str) -> Union[int, float]:
+    try:
+        return parse_topk(text)
+    except SelectionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def format_report(report: ReductionReport) -> str:
+    """The preview as an aligned text table."""
+    rows = [
+        ("input dims", format_count(report.input_dim_before), format_count(report.input_dim_after)),
+        ("GRADIEND parameters", format_count(report.total_params_before), format_count(report.total_params_after)),
+        ("memory", format_bytes(report.memory_bytes_before), format_bytes(report.memory_bytes_after)),
+        ("on disk (safetensors)", format_bytes(report.disk_bytes_before), format_bytes(report.disk_bytes_after)),
+        ("base-model entries covered", format_count(report.base_entries_before), format_count(report.base_entries_after)),
+    ]
+    w0 = max(len(r[0]) for r in rows)
+    lines = [f"{'':{w0}}  {'before':>12}  {'after':>12}"]
+    lines += [f"{a:{w0}}  {b:>12}  {c:>12}" for a, b, c in rows]
+    lines.append(f"kept {format_percent(report.kept_fraction)} of input dims")
+    if report.part is not None:
+        lines.append(f"kept {format_percent(report.importance_kept)} of the total {report.part} importance")
+    return "\n".join(lines)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    data = read_checkpoint(args.path)
+    summary = checkpoint_summary(data)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    width = max(len(k) for k in summary)
+    for k, v in summary.items():
+        if isinstance(v, int) and not isinstance(v, bool) and k.endswith("_bytes"):
+            v = f"{format_bytes(v)} ({v:,} B)"
+        elif isinstance(v, int) and not isinstance(v, bool):
+            v = f"{v:,}"
+        print(f"{k:{width}}  {v}")
+    return 0
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    if args.topk is None and args.threshold is None and args.mask is None:
+        raise SelectionError("give at least one of --topk, --threshold and --mask.")
+    if args.out is None and not args.dry_run:
+        raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
+    data = read_checkpoint(args.path)
+    if not args.dry_run:
+        check_target(Path(args.out), args.overwrite, data.path)
+    mask = load_mask(args.mask, data.param_map) if args.mask else None
+    ranking = None
+    if args.topk is not None or args.threshold is not None:
+        _progress(args, f"computing {args.part} importance over {format_count(data.architecture.input_dim)} dims")
+        ranking = Ranking(importance_for(data, args.part))
+    if args.dry_run:
+        sel = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=args.threshold, topk=args.topk)
+        report = reduction_report(data, sel, ranking, args.part if ranking is not None else None)
+        _print_report(args, report, None)
+        return 0
+    _progress(args, f"writing {args.out}")
+    result = export_pruned(
+        data,
+        args.out,
+        part=args.part,
+        topk=args.topk,
+        threshold=args.threshold,
+        mask=mask,
+        importance=ranking,
+        overwrite=args.overwrite,
+        use_safetensors=not args.bin,
+        mask_path=args.mask,
+    )
+    _print_report(args, result.report, result)
+    return 0
+
+
+def _progress(args: argparse.Namespace, msg: str) -> None:
+    if not args.json:
+        print(f"... {msg}", file=sys.stderr, flush=True)
+
+
+def _print_report(args: argparse.Namespace, report: ReductionReport, result) -> None:
+    if args.json:
+        out = {"report": report.to_dict()}
+        if result is not None:
+            out["path"] = str(result.path)
+            out["file_sha256"] = result.file_sha256
+        print(json.dumps(out, indent=2, default=_json_default))
+        return
+    print(format_report(report))
+    if result is not None:
+        print(f"wrote {result.path} (verified: reloads with input_dim {result.selection.k})")
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
+
+
+def dashboard_command(path: Optional[str], port: Optional[int] = None, headless: bool = False) -> List[str]:
+    """The ``streamlit run`` command that opens the dashboard on ``path``."""
+    app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app)]
+    if port is not None:
+        cmd += ["--server.port", str(port)]
+    if headless:
+        cmd += ["--server.headless", "true"]
+    cmd += ["--browser.gatherUsageStats", "false"]
+    if path:
+        cmd += ["--", str(Path(path).expanduser().resolve())]
+    return cmd
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    path = args.path
+    if path is None:
+        path = str(DEFAULT_SAMPLE) if DEFAULT_SAMPLE.exists() else None
+    elif not Path(path).expanduser().exists():
+        raise CheckpointError(f"{path}: no such file or directory.")
+    cmd = dashboard_command(path, args.port, args.headless)
+    return subprocess.call(cmd, env=dict(os.environ))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gradiend-core", description="Explore, select and prune GRADIEND models.")
+    p.add_argument("--version", action="version", version=f"gradiend-core {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="summarise a checkpoint")
+    info.add_argument("path", help="checkpoint directory (or experiment directory with model/)")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=_cmd_info)
+
+    pr = sub.add_parser("prune", help="preview and export a pruned checkpoint (mask -> threshold -> topk)")
+    pr.add_argument("path", help="source checkpoint directory (never modified)")
+    pr.add_argument("--part", default=DEFAULT_PART, choices=PARTS, help="importance source (default: %(default)s)")
+    pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
+    pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")
+    pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length")
+    pr.add_argument("--out", help="target directory (new or empty)")
+    pr.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
+    pr.add_argument("--bin", action="store_true", help="write pytorch_model.bin/.pth instead of safetensors")
+    pr.add_argument("--dry-run", action="store_true", help="only print the preview")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.set_defaults(func=_cmd_prune)
+
+    db = sub.add_parser("dashboard", help="open the dashboard in the browser")
+    db.add_argument("path", nargs="?", help="checkpoint to open (default: the bundled sample)")
+    db.add_argument("--port", type=int, help="server port (default: streamlit's 8501)")
+    db.add_argument("--headless", action="store_true", help="do not open a browser window")
+    db.set_defaults(func=_cmd_dashboard)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``gradiend-core`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CheckpointError, SelectionError, ValueError) as e:
+        print(f"gradiend-core: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""One-glance summary of a checkpoint, shared by ``gradiend-core info`` and the dashboard."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .checkpoint import CheckpointData, build_mapping
+from .reduction import gradiend_param_counts, memory_bytes
+
+
+def checkpoint_summary(data: CheckpointData) -> Dict[str, Any]:
+    """Plain-JSON summary: base model, dims, dtype, activations, source/target, mapping, sizes.
+
+    Returns:
+        Ordered dict of field -> value (ints in dims, params or bytes; ``*_bytes`` are bytes).
+    """
+    a = data.architecture
+    ctx = data.side_files.get("gradiend_context.json") or {}
+    meta = data.metadata
+    disk = sum(f.stat().st_size for f in data.path.iterdir() if f.is_file())
+    mapping, _, _ = build_mapping(data.param_map)
+    out: Dict[str, Any] = {
+        "path": str(data.path),
+        "base_model": meta.get("base_model") or meta.get("base_model_id") or "unknown",
+        "input_dim": a.input_dim,
+        "unpruned_length": data.param_map.unpruned_length,
+        "latent_dim": a.latent_dim,
+        "torch_dtype": a.torch_dtype,
+        "activation_encoder": a.activation_encoder,
+        "activation_decoder": a.activation_decoder,
+        "bias_decoder": a.bias_decoder,
+        "source": ctx.get("source", meta.get("source", "unknown")),
+        "target": ctx.get("target", meta.get("target", "unknown")),
+        "mapping_mode": mapping["mode"],
+        "mapped_parameters": len(data.param_map),
+        "gradiend_parameters": sum(gradiend_param_counts(a).values()),
+        "memory_bytes": memory_bytes(a, data.state_dict),
+        "disk_bytes": disk,
+        "weights_file": data.weights_file.name if data.weights_file else None,
+    }
+    prov = data.side_files.get("pruning.json")
+    if isinstance(prov, dict):
+        out["pruned_from"] = prov.get("source_path")
+    return out
