@@ -24,6 +24,7 @@ from gradiend_core.selection import Ranking
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "sample_models"
+APP_PATH = (REPO_ROOT / "dashboard" / "app.py").resolve()
 
 
 def sample_models() -> List[Tuple[str, Path]]:
@@ -37,8 +38,15 @@ def sample_models() -> List[Tuple[str, Path]]:
 
 
 def path_from_argv(argv: Optional[List[str]] = None) -> Optional[str]:
-    """The checkpoint given as ``streamlit run dashboard/app.py -- PATH`` (``None`` if absent)."""
-    args = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    """The checkpoint given as ``streamlit run dashboard/app.py -- PATH`` (``None`` if absent).
+
+    ``streamlit run`` sets ``sys.argv`` to the script path followed by the arguments after ``--``;
+    any other ``sys.argv`` (a test runner's, for instance) is not ours to read.
+    """
+    argv = sys.argv if argv is None else argv
+    if not argv or Path(argv[0]).resolve() != APP_PATH:
+        return None
+    args = [a for a in argv[1:] if not a.startswith("-")]
     return args[0] if args else None
 
 

@@ -18,6 +18,7 @@ def render(report: ReductionReport) -> None:
     cols[0].metric(
         "Input dims kept", format_count(report.input_dim_after),
         delta=f"{format_percent(report.kept_fraction)} of {format_count(report.input_dim_before)}", delta_color="off",
+        delta_arrow="off",
         help=f"{report.input_dim_after:,} of {report.input_dim_before:,} dims; base-model entries covered: "
         f"{report.base_entries_after:,}",
     )

@@ -14,9 +14,9 @@ def render(data: CheckpointData) -> None:
     s = checkpoint_summary(data)
     cols = st.columns(5)
     cols[0].metric("Base model", str(s["base_model"]))
-    cols[1].metric("input_dim", format_count(s["input_dim"], "dims"), help=f"{s['input_dim']:,} dims")
+    cols[1].metric("input_dim (dims)", format_count(s["input_dim"]), help=f"{s['input_dim']:,} dims")
     cols[2].metric(
-        "Unpruned length", format_count(s["unpruned_length"], "dims"),
+        "Unpruned length (dims)", format_count(s["unpruned_length"]),
         help=f"{s['unpruned_length']:,} entries in the {s['mapped_parameters']} mapped base-model parameters",
     )
     cols[3].metric("latent_dim", s["latent_dim"])

@@ -1,0 +1,51 @@
+"""Shared fixtures: reference checkpoints (see ``refmodels.py``), built once per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from refmodels import VARIANT_NAMES, Variant, make_variant  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def ref_variants(tmp_path_factory) -> Dict[str, Variant]:
+    """All reference checkpoints by name (built once per session; treat them as read-only)."""
+    root = tmp_path_factory.mktemp("reference_checkpoints")
+    return {name: make_variant(name, root) for name in VARIANT_NAMES}
+
+
+@pytest.fixture(params=VARIANT_NAMES)
+def variant(request, ref_variants) -> Variant:
+    return ref_variants[request.param]
+
+
+@pytest.fixture
+def unpruned_ckpt(ref_variants) -> Path:
+    return ref_variants["unpruned"].path
+
+
+@pytest.fixture
+def pruned_ckpt(ref_variants) -> Path:
+    """Pre- and post-pruned, safetensors, all three map representations."""
+    return ref_variants["both"].path
+
+
+@pytest.fixture
+def fresh_copy(tmp_path):
+    """Copy a checkpoint directory into this test's tmp dir (for tests that damage files)."""
+    def copy(src: Path, name: str = "ckpt") -> Path:
+        dst = tmp_path / name
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy
+
+
