@@ -2,7 +2,7 @@
 
 Run: ``streamlit run dashboard/app.py -- PATH`` (or ``gradiend-core dashboard PATH``), or open
 with ``?model=PATH``. The page reads top to bottom: pick a model, choose mask/threshold/topk,
-see the savings, export.
+see the savings, explore, export.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
 from gradiend_core.reduction import reduction_report  # noqa: E402
 from gradiend_core.selection import select  # noqa: E402
+from dashboard.context import ViewContext  # noqa: E402
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
 from dashboard.views import controls, distribution, export, model_picker, preview, summary  # noqa: E402
 
@@ -54,8 +55,16 @@ except SelectionError as e:
     st.error(str(e))
     st.stop()
 report = reduction_report(data, selection, ranking, inputs.part if ranking is not None else None)
+ctx = ViewContext(path=path, data=data, inputs=inputs, selection=selection, report=report)
 
 st.subheader("Preview")
 preview.render(report)
-distribution.render(ranking or load_ranking(path, inputs.part), selection, inputs.part)
 export.render(data, inputs, ranking)
+
+# One tab per question a user brings; each view module draws from ctx only.
+TABS = [
+    ("Selection", distribution.render),
+]
+for tab, (_, render_view) in zip(st.tabs([name for name, _ in TABS]), TABS):
+    with tab:
+        render_view(ctx)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from gradiend_core.distribution import cut_value, log_histogram
-from gradiend_core.selection import Ranking, Selection
-from dashboard.figures import importance_histogram
+from dashboard.context import ViewContext
+from dashboard.figures.distribution import importance_histogram
 
 
-def render(ranking: Ranking, selection: Selection, part: str) -> None:
-    """Draw the log-x histogram of ``part`` importance, kept dims highlighted, cut marked."""
-    hist = log_histogram(ranking, selection)
-    fig = importance_histogram(hist, part, cut_value(ranking, selection))
+def render(ctx: ViewContext) -> None:
+    """Draw the log-x histogram of the selected part's importance, kept dims highlighted, cut marked."""
+    ranking = ctx.ranking()
+    hist = log_histogram(ranking, ctx.selection)
+    fig = importance_histogram(hist, ctx.inputs.part, cut_value(ranking, ctx.selection))
     st.plotly_chart(fig, width="stretch", key="importance_histogram")

@@ -1,7 +1,4 @@
-"""Pure Plotly figure builders: arrays computed by gradiend_core in, ``go.Figure`` out.
-
-No Streamlit here, so tests can call every builder directly and check the figure's data.
-"""
+"""Figures of one part's importance distribution."""
 
 from __future__ import annotations
 
@@ -12,21 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.distribution import LogHistogram
-
-# Okabe-Ito: distinguishable with the common colour-vision deficiencies, readable on light and dark.
-OKABE_ITO = {
-    "blue": "#0072B2",
-    "orange": "#E69F00",
-    "sky": "#56B4E9",
-    "green": "#009E73",
-    "yellow": "#F0E442",
-    "vermillion": "#D55E00",
-    "purple": "#CC79A7",
-    "grey": "#999999",
-}
-KEPT_COLOR = OKABE_ITO["orange"]
-DROPPED_COLOR = OKABE_ITO["blue"]
-CUT_COLOR = OKABE_ITO["vermillion"]
+from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR
 
 
 def _power_ticks(lo: float, hi: float):

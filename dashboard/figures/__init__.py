@@ -1,0 +1,2 @@
+"""Pure Plotly figure builders, one module per view: data computed by gradiend_core in,
+``plotly.graph_objects.Figure`` out. Nothing here imports Streamlit, so tests call them directly."""
