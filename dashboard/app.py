@@ -21,6 +21,14 @@ from gradiend_core.selection import select  # noqa: E402
 from dashboard.context import ViewContext  # noqa: E402
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
 from dashboard.views import controls, distribution, export, model_picker, preview, summary  # noqa: E402
+from dashboard.views import (  # noqa: E402
+    compare_models,
+    compare_parts,
+    distributions,
+    topk_table,
+    training,
+    where_in_model,
+)
 
 st.set_page_config(page_title="GRADIEND pruning", page_icon=":scissors:", layout="wide")
 st.title("GRADIEND pruning")
@@ -64,6 +72,12 @@ export.render(data, inputs, ranking)
 # One tab per question a user brings; each view module draws from ctx only.
 TABS = [
     ("Selection", distribution.render),
+    ("Distributions", distributions.render),
+    ("Compare parts", compare_parts.render),
+    ("Where in the model", where_in_model.render),
+    ("Top-k table", topk_table.render),
+    ("Compare models", compare_models.render),
+    ("Training", training.render),
 ]
 for tab, (_, render_view) in zip(st.tabs([name for name, _ in TABS]), TABS):
     with tab:

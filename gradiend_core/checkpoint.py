@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -147,11 +148,67 @@ def _read_json(path: Path, what: str) -> Any:
         raise CheckpointError(f"{path}: cannot read {what} ({e.strerror}).") from e
 
 
+_FROM_ST = {v: k for k, v in _ST_DTYPE.items()}
+#: Files at least this large are read with one sequential read instead of through safetensors' mmap.
+_STREAM_READ_BYTES = 64 * 1024**2
+
+
+def _read_safetensors_buffered(path: Path) -> Dict[str, torch.Tensor]:
+    """Read a safetensors file with one sequential ``readinto`` and view its tensors in place.
+
+    Why not ``safetensors.torch.load_file``: it maps the file, and touching a 10^8-entry tensor
+    through the mapping page-faults 4 KiB at a time (about 1.5 s per 400 MB here, against 0.2 s
+    for a plain read). The layout read here is safetensors' documented one (8-byte header length,
+    JSON header, then the data), and every offset is checked before use.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: truncated safetensors file (no header); copy it again.")
+        hlen = struct.unpack("<Q", head)[0]
+        if hlen > min(size - 8, 100 * 1024**2):
+            raise CheckpointError(f"{path}: corrupted safetensors header (length {hlen}); copy the file again.")
+        try:
+            header = json.loads(f.read(hlen))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path}: corrupted safetensors header ({e}); copy the file again.") from e
+        header.pop("__metadata__", None)
+        data_len = size - 8 - hlen
+        buf = torch.empty(data_len, dtype=torch.uint8)
+        if f.readinto(memoryview(buf.numpy())) != data_len:
+            raise CheckpointError(f"{path}: truncated while reading; copy the file again.")
+    out: Dict[str, torch.Tensor] = {}
+    spans = []
+    for name, info in header.items():
+        try:
+            dtype = _FROM_ST[info["dtype"]]
+            shape = tuple(int(x) for x in info["shape"])
+            start, stop = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry ({e}).") from e
+        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        if not (0 <= start <= stop <= data_len) or stop - start != nbytes:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} lies outside the file or has the wrong size; the file is truncated or corrupted."
+            )
+        item = torch.empty(0, dtype=dtype).element_size()
+        chunk = buf[start:stop]
+        out[name] = (chunk.view(dtype) if start % item == 0 else chunk.clone().view(dtype)).reshape(shape)
+        spans.append((start, stop))
+    spans.sort()
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+        raise CheckpointError(f"{path}: tensors overlap in the file; it is corrupted.")
+    return out
+
+
 def _load_tensor_file(path: Path) -> Dict[str, torch.Tensor]:
     """Load a .safetensors or pickle-based (.bin/.pth) tensor dict, never executing code."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing; the checkpoint is incomplete, copy it again.")
     if path.suffix == ".safetensors":
+        if path.stat().st_size >= _STREAM_READ_BYTES:
+            return _read_safetensors_buffered(path)
         from safetensors.torch import load_file
 
         try:
@@ -255,9 +312,12 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int) -> Par
                 )
             t = tensors[file_field][key]
             if rep == "indices":
-                positions = np.unique(t.detach().cpu().to(torch.int64).numpy().reshape(-1))
-                if positions.size != t.numel():
-                    raise CheckpointError(f"{where} ({name}): indices contain duplicates.")
+                positions = t.detach().cpu().to(torch.int64).numpy().reshape(-1)
+                if positions.size > 1 and not bool(np.all(positions[1:] > positions[:-1])):
+                    # Writers store sorted indices; sort only when a file does not (cheap check first).
+                    positions = np.unique(positions)
+                    if positions.size != t.numel():
+                        raise CheckpointError(f"{where} ({name}): indices contain duplicates.")
                 if positions.size and (positions[0] < 0 or positions[-1] >= numel):
                     raise CheckpointError(f"{where} ({name}): indices must lie in [0, {numel}).")
             else:

@@ -44,44 +44,64 @@ class LogHistogram:
         return float(self.log_edges[1] - self.log_edges[0]) if self.log_edges.size > 1 else 1.0
 
 
+_POS0 = 0x8000  # first bucket of non-negative floats (see selection.sort_keys)
+_INF = 0xFF80  # bucket of +inf
+
+
+def _bucket_log10_mid(buckets: np.ndarray) -> np.ndarray:
+    """log10 of the geometric middle of each positive bucket's value range (float64)."""
+    lo = ((buckets.astype(np.uint32) - _POS0) << 16).view(np.float32).astype(np.float64)
+    hi = ((buckets.astype(np.uint32) - _POS0 + 1) << 16).view(np.float32).astype(np.float64)
+    lo = np.maximum(lo, np.finfo(np.float32).smallest_subnormal)
+    return (np.log10(lo) + np.log10(hi)) / 2
+
+
 def log_edges(ranking: Ranking, bins: int = 80) -> np.ndarray:
     """Log10-spaced edges covering the positive finite importance values of ``ranking``."""
-    vals = ranking.sorted_values[: ranking.size - ranking.n_nan]
-    pos = vals[np.isfinite(vals) & (vals > 0)]
-    if pos.size == 0:
+    used = np.flatnonzero(ranking.counts[_POS0:_INF]) + _POS0
+    if used.size == 0 or (used.size == 1 and used[0] == _POS0 and ranking.counts[_POS0] == ranking.n_zero):
         return np.linspace(-1.0, 0.0, bins + 1)
-    lo, hi = float(np.log10(pos[-1])), float(np.log10(pos[0]))  # sorted descending
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
+    mids = _bucket_log10_mid(used)
+    lo, hi = float(mids.min()) - 0.01, float(mids.max()) + 0.01
     return np.linspace(lo, hi, bins + 1)
 
 
-def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    pos = values[np.isfinite(values) & (values > 0)]
-    counts, _ = np.histogram(np.log10(pos.astype(np.float64)), bins=edges)
-    return counts.astype(np.int64)
+def _binned(ranking: Ranking, bucket_counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    counts = bucket_counts[_POS0:_INF].astype(np.int64).copy()
+    counts[0] -= min(counts[0], ranking.n_zero if bucket_counts is ranking.counts else 0)
+    used = np.flatnonzero(counts)
+    binned, _ = np.histogram(_bucket_log10_mid(used + _POS0), bins=edges, weights=counts[used])
+    return np.rint(binned).astype(np.int64)
 
 
 def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins: int = 80) -> LogHistogram:
     """Histogram of ``ranking``'s importance on a log axis, with the selection's share per bin.
+
+    Built from the ranking's 65,536 value buckets (each 1/128 of an octave wide) rather than from
+    every value, so it costs the same for 10^3 and 10^9 dims; a value lands in the display bin of
+    its bucket's middle, at most half a bucket (0.0012 decades) from its own position.
 
     Args:
         ranking: importance of one part.
         selection: optional selection on the same input space.
         bins: number of log-spaced bins.
     """
-    imp = ranking.importance
     edges = log_edges(ranking, bins)
-    counts = _counts(imp, edges)
-    kept = _counts(imp[selection.keep], edges) if selection is not None else np.zeros_like(counts)
-    finite = np.isfinite(imp)
+    counts = _binned(ranking, ranking.counts, edges)
+    if selection is not None:
+        kept_buckets = np.bincount(ranking.bucket[selection.keep], minlength=ranking.counts.size)
+        zeros_kept = int(np.count_nonzero(ranking.importance[selection.keep] == 0)) if kept_buckets[_POS0] else 0
+        kept_buckets[_POS0] -= zeros_kept
+        kept = _binned(ranking, kept_buckets, edges)
+    else:
+        kept = np.zeros_like(counts)
     return LogHistogram(
         log_edges=edges,
         counts=counts,
         kept_counts=kept,
-        n_zero=int(np.count_nonzero(imp == 0)),
-        n_nonfinite=int(imp.size - np.count_nonzero(finite)),
-        n_total=int(imp.size),
+        n_zero=ranking.n_zero,
+        n_nonfinite=ranking.n_nonfinite,
+        n_total=ranking.size,
     )
 
 

@@ -174,7 +174,7 @@ def export_pruned(
         source=data.path,
     )
     try:
-        _verify(path, pruned, data.param_map.base_global_index()[selection.keep])
+        _verify(path, pruned)
     except Exception:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -182,13 +182,13 @@ def export_pruned(
     return ExportResult(path=path, selection=selection, report=report, provenance=provenance, file_sha256=sums)
 
 
-def _verify(path: Path, expected: CheckpointData, expected_global: np.ndarray) -> None:
+def _verify(path: Path, expected: CheckpointData) -> None:
     back = read_checkpoint(path)
     problems = []
     if back.architecture.input_dim != expected.architecture.input_dim:
         problems.append(f"input_dim {back.architecture.input_dim} != {expected.architecture.input_dim}")
-    if not np.array_equal(back.param_map.base_global_index(), expected_global):
-        problems.append("kept base-global indices differ")
+    if not back.param_map.same_selection(expected.param_map):
+        problems.append("kept base-model entries differ")
     for key, t in expected.state_dict.items():
         if key not in back.state_dict or not torch.equal(back.state_dict[key], t):
             problems.append(f"tensor {key} differs")

@@ -179,6 +179,19 @@ class ParamMap:
             out.append({"param_name": e.name, "flat_index_in_param": flat, "coords": coords})
         return out
 
+    def same_selection(self, other: "ParamMap") -> bool:
+        """True when both maps list the same parameters, shapes and selected positions."""
+        if len(self.entries) != len(other.entries):
+            return False
+        for a, b in zip(self.entries, other.entries):
+            if a.name != b.name or a.shape != b.shape or a.num_selected != b.num_selected:
+                return False
+            if (a.positions is not None or b.positions is not None) and not np.array_equal(
+                a.selected_positions(), b.selected_positions()
+            ):
+                return False
+        return True
+
     def restrict(self, keep_local: np.ndarray) -> "ParamMap":
         """The map of the input space that keeps only ``keep_local`` (sorted unique, int64).
 
@@ -192,8 +205,10 @@ class ParamMap:
             seg = keep_local[bounds[i] : bounds[i + 1]] - self.local_offsets[i]
             if seg.size == e.num_selected:
                 new_entries.append(e)  # every selected entry of this parameter survives
+            elif e.positions is None:
+                new_entries.append(ParamEntry(e.name, e.shape, seg.copy()))  # local == flat position here
             else:
-                new_entries.append(ParamEntry(e.name, e.shape, e.selected_positions()[seg]))
+                new_entries.append(ParamEntry(e.name, e.shape, e.positions[seg]))
         return ParamMap(new_entries)
 
     # ------------------------------------------------------------------ storage representation

@@ -148,8 +148,9 @@ def reduction_report(
     side = _carried_side_files(data)
     kept_share = float("nan")
     if importance is not None:
-        imp = importance.importance if isinstance(importance, Ranking) else np.asarray(importance, dtype=np.float32)
-        total = float(np.nansum(imp, dtype=np.float64))
+        ranking = importance if isinstance(importance, Ranking) else None
+        imp = ranking.importance if ranking is not None else np.asarray(importance, dtype=np.float32)
+        total = ranking.total if ranking is not None else float(np.nansum(imp, dtype=np.float64))
         if total > 0:
             kept_share = float(np.nansum(imp[selection.keep], dtype=np.float64)) / total
     return ReductionReport(

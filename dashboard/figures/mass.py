@@ -1,0 +1,105 @@
+"""Figures of one part's importance mass: ECDF and retained-mass curve (view "Distributions")."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import plotly.graph_objects as go
+
+from gradiend_core.analysis.mass import MassProfile
+from dashboard.figures.common import base_layout, log_axis
+from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
+
+_SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
+
+
+def _sampling_note(profile: MassProfile) -> str:
+    if profile.positions.size < profile.n_valid:
+        return f"drawn at {profile.positions.size:,} of {profile.n_valid:,} ranks"
+    return f"all {profile.n_valid:,} dims"
+
+
+def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) -> go.Figure:
+    """ECDF of a part's importance on a log x axis.
+
+    Args:
+        profile: from :func:`gradiend_core.analysis.mass.mass_profile`.
+        part: the part's name, for labels.
+        cut: smallest kept importance of the current selection (vertical line), or ``None``.
+
+    Returns:
+        A figure whose first trace ("ECDF") has ``x`` = importance at the plotted ranks (only
+        finite values > 0, which a log axis can show) and ``y`` = share of non-NaN dims with
+        importance <= x, in [0, 1].
+    """
+    ok = np.isfinite(profile.values) & (profile.values > 0)
+    x, y = profile.values[ok], profile.ecdf[ok]
+    rank = profile.positions[ok]
+    fig = go.Figure()
+    fig.add_scatter(
+        x=x, y=y, mode="lines", name="ECDF", line=dict(color=DROPPED_COLOR, width=2, shape="hv"),
+        customdata=rank, hovertemplate="importance %{x:.4g}<br>%{y:.2%} of dims have importance ≤ x"
+        "<br>(rank %{customdata:,})<extra></extra>",
+    )
+    if cut is not None and np.isfinite(cut) and cut > 0:
+        fig.add_vline(x=cut, line_color=CUT_COLOR, line_dash="dash", annotation_text=f"cut {cut:.3g}", annotation_position="top left")
+    notes = []
+    if profile.n_zero:
+        notes.append(f"{profile.n_zero:,} zeros")
+    if profile.n_nan or profile.n_inf:
+        notes.append(f"{profile.n_nan + profile.n_inf:,} NaN/Inf")
+    hidden = f"; not shown: {', '.join(notes)}" if notes else ""
+    fig.update_layout(
+        **base_layout(f"ECDF of {part} importance ({_sampling_note(profile)}{hidden})"),
+        xaxis=log_axis(f"{part} importance (sum of |weights|, log scale)"),
+        yaxis=dict(title="share of dims with importance ≤ x (%)", tickformat=".0%", range=[0, 1.02]),
+        showlegend=False,
+    )
+    return fig
+
+
+def retained_mass_figure(
+    profile: MassProfile, part: str, selection: Optional[Tuple[float, float]] = None, selection_label: str = "current selection"
+) -> go.Figure:
+    """Retained importance mass against the share of dims kept, log x axis.
+
+    Args:
+        profile: from :func:`gradiend_core.analysis.mass.mass_profile` (total > 0 to be useful).
+        part: the part's name, for labels.
+        selection: ``(dims_share, mass_share)`` of the current selection
+            (:func:`gradiend_core.analysis.mass.selection_point`), or ``None``.
+        selection_label: legend name of the selection marker.
+
+    Returns:
+        A figure whose first trace ("retained mass") has ``x`` = ``k / n_total`` and ``y`` =
+        share of the part's total importance held by the top ``k`` dims, both in (0, 1], at the
+        profile's positions; then one marker trace per share in ``profile.share_points``, then
+        the selection marker.
+    """
+    x, y = profile.dims_share, profile.mass_share
+    fig = go.Figure()
+    fig.add_scatter(
+        x=x, y=y, mode="lines", name="retained mass", line=dict(color=DROPPED_COLOR, width=2),
+        customdata=profile.positions,
+        hovertemplate="top %{customdata:,} dims (%{x:.3%} of dims)<br>keep %{y:.2%} of the importance<extra></extra>",
+    )
+    for (share, (k, kept)), color in zip(sorted(profile.share_points.items()), _SHARE_COLORS):
+        fig.add_scatter(
+            x=[k / profile.n_total], y=[kept], mode="markers", name=f"{share:.0%} of mass: {k:,} dims",
+            marker=dict(color=color, size=10, symbol="diamond"), customdata=[k],
+            hovertemplate=f"{share:.0%} of the mass needs the top %{{customdata:,}} dims (%{{x:.3%}} of dims)"
+            "<br>they keep %{y:.3%}<extra></extra>",
+        )
+    if selection is not None and np.isfinite(selection[1]):
+        fig.add_scatter(
+            x=[selection[0]], y=[selection[1]], mode="markers", name=selection_label,
+            marker=dict(color=KEPT_COLOR, size=13, symbol="x", line=dict(width=1, color="black")),
+            hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims keep %{{y:.2%}} of the importance<extra></extra>",
+        )
+    fig.update_layout(
+        **base_layout(f"Retained {part} importance vs dims kept ({_sampling_note(profile)})"),
+        xaxis=log_axis("share of dims kept (top-k / input_dim, log scale)") | dict(tickformat=".1~%"),
+        yaxis=dict(title="share of total importance kept (%)", tickformat=".0%", range=[0, 1.02]),
+    )
+    return fig

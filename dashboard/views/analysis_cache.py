@@ -1,0 +1,91 @@
+"""Caches in front of ``gradiend_core.analysis`` for the analysis views.
+
+Keys are the checkpoint's resolved directory and modification time (so a re-saved checkpoint is
+recomputed) plus what the result depends on: part, topk, or a key of the whole selection. Small
+results (matrices, profiles, tables of capped size) sit behind ``st.cache_data``; the top-k
+index sets of the four parts, which can hold millions of indices and are shared by two views,
+behind ``st.cache_resource`` (no copy per rerun; never mutated).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import streamlit as st
+
+from gradiend_core.analysis import correlation, locate, mass, models, overlap, topk_table
+from gradiend_core.importance import PARTS
+from dashboard.context import ViewContext
+from dashboard.loading import checkpoint_key, load_checkpoint, load_ranking
+
+
+def ckpt_key(path: str) -> Tuple[str, float]:
+    """``(resolved directory, newest mtime)`` of a checkpoint: the first two args of every cache."""
+    return checkpoint_key(path)
+
+
+def selection_key(ctx: ViewContext) -> Tuple:
+    """What determines ``ctx.selection``: part, topk, threshold, and - when a mask is in effect
+    (any mask: a file, a name filter) - a digest of the kept indices."""
+    sel = ctx.selection
+    digest = None
+    if sel.n_after_mask < sel.input_dim:
+        digest = hashlib.blake2b(np.ascontiguousarray(sel.keep).tobytes(), digest_size=16).hexdigest()
+    return (ctx.inputs.part, ctx.inputs.topk, ctx.inputs.threshold, sel.k, digest)
+
+
+@st.cache_data(max_entries=32, show_spinner="Summing importance mass...")
+def mass_profile(path: str, mtime: float, part: str) -> mass.MassProfile:
+    return mass.mass_profile(load_ranking(path, part))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Taking the top-k of every part...")
+def part_sets(path: str, mtime: float, topk) -> Dict[str, np.ndarray]:
+    return overlap.part_topk_sets({p: load_ranking(path, p) for p in PARTS}, topk)
+
+
+@st.cache_data(max_entries=16, show_spinner="Counting overlaps...")
+def part_overlap(path: str, mtime: float, topk) -> overlap.OverlapMatrix:
+    return overlap.overlap_matrix(part_sets(path, mtime, topk), load_ranking(path, PARTS[0]).size)
+
+
+@st.cache_data(max_entries=16, show_spinner="Counting intersection patterns...")
+def part_patterns(path: str, mtime: float, topk, parts: Tuple[str, ...]) -> overlap.IntersectionPatterns:
+    sets = part_sets(path, mtime, topk)
+    return overlap.intersection_patterns({p: sets[p] for p in parts}, load_ranking(path, PARTS[0]).size)
+
+
+@st.cache_data(max_entries=8, show_spinner="Ranking importance for Spearman's rho...")
+def part_spearman(path: str, mtime: float) -> correlation.SpearmanMatrix:
+    return correlation.spearman_matrix({p: load_ranking(path, p).importance for p in PARTS})
+
+
+@st.cache_data(max_entries=16)
+def part_scatter(path: str, mtime: float, part_x: str, part_y: str) -> correlation.PairedSample:
+    return correlation.paired_sample(load_ranking(path, part_x).importance, load_ranking(path, part_y).importance)
+
+
+@st.cache_data(max_entries=16, show_spinner="Summing importance per parameter...")
+def param_totals(path: str, mtime: float, part: str) -> np.ndarray:
+    return locate.param_importance_totals(load_checkpoint(path).param_map, load_ranking(path, part).importance)
+
+
+@st.cache_data(max_entries=16)
+def breakdown(path: str, mtime: float, key: Tuple, _keep: np.ndarray, part: str) -> locate.ParamBreakdown:
+    data = load_checkpoint(path)
+    return locate.param_breakdown(data.param_map, load_ranking(path, part).importance, _keep, param_totals(path, mtime, part))
+
+
+@st.cache_data(max_entries=8, show_spinner="Building the top-k table...")
+def topk_rows(path: str, mtime: float, key: Tuple, _keep: np.ndarray, part: str, limit: Optional[int]) -> topk_table.TopkFeatureTable:
+    return topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), _keep, part, limit)
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing models in base-global space...")
+def model_overlap(entries: Tuple[Tuple[str, str, float], ...], part: str, topk) -> models.ModelOverlap:
+    """``entries``: ``(label, resolved path, mtime)`` per model."""
+    maps = {label: (load_checkpoint(p).param_map, load_ranking(p, part)) for label, p, _ in entries}
+    sigs = {label: models.base_signature(load_checkpoint(p).param_map, load_checkpoint(p).metadata) for label, p, _ in entries}
+    return models.model_overlap(maps, topk, sigs)

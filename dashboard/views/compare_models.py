@@ -1,0 +1,98 @@
+"""View "Compare models": top-k overlap of checkpoints of one base model, in base-global space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import pandas as pd
+import streamlit as st
+
+from gradiend_core.analysis.models import base_signature, compatibility_problems
+from gradiend_core.errors import CheckpointError
+from dashboard.context import ViewContext
+from dashboard.figures.compare_models import model_overlap_heatmap
+from dashboard.loading import check_allowed, load_checkpoint, sample_models
+from dashboard.views import analysis_cache as cache
+from dashboard.views.charts import show_figure
+
+VALUES = {"overlap (% of the smaller set)": "overlap", "intersection (dims)": "intersection", "Jaccard": "jaccard"}
+
+
+def _label(path: Path, taken: set) -> str:
+    p = Path(path)
+    base = p.parent.name if p.name == "model" else p.name
+    label, i = base, 2
+    while label in taken:
+        label, i = f"{base} ({i})", i + 1
+    return label
+
+
+def _others(ctx: ViewContext) -> List[str]:
+    here = cache.ckpt_key(ctx.path)[0]
+    samples = {name: str(p) for name, p in sample_models() if cache.ckpt_key(str(p))[0] != here}
+    chosen = st.multiselect("Bundled samples", list(samples), default=list(samples), key="models_samples")
+    typed = st.text_area(
+        "Other checkpoint directories (one per line)", key="models_paths", height=80,
+        placeholder="/path/to/another/checkpoint",
+    )
+    return [samples[c] for c in chosen] + [line.strip() for line in (typed or "").splitlines() if line.strip()]
+
+
+def render(ctx: ViewContext) -> None:
+    """Draw the model picker, the compatibility check and the overlap heatmap."""
+    topk, part = ctx.inputs.topk, ctx.inputs.part
+    paths = _others(ctx)
+    entries: List[Tuple[str, str, float]] = []
+    sigs: Dict[str, object] = {}
+    rows = []
+    taken: set = set()
+    for path in [ctx.path] + paths:
+        try:
+            check_allowed(Path(path), "checkpoint")
+            data = load_checkpoint(path)
+            dir_, mtime = cache.ckpt_key(path)
+        except (CheckpointError, PermissionError, OSError) as e:
+            st.error(f"{path}: {e}")
+            continue
+        if any(e[1] == dir_ for e in entries):
+            continue
+        label = _label(data.path, taken)
+        taken.add(label)
+        entries.append((label, dir_, mtime))
+        sigs[label] = base_signature(data.param_map, data.metadata)
+        rows.append({
+            "model": label + (" (open)" if len(entries) == 1 else ""),
+            "base model": sigs[label].base_model or "not recorded",
+            "input_dim": data.architecture.input_dim,
+            "unpruned length": data.param_map.unpruned_length,
+            "path": str(data.path),
+        })
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_table")
+    if len(entries) < 2:
+        st.info("Pick at least one other checkpoint (a bundled sample or a typed path) to compare with the open model.")
+        return
+    problems = compatibility_problems(sigs)
+    first = entries[0][0]
+    bad = {p.model for p in problems if p.kind == "params"}
+    for p in problems:
+        if p.kind == "params":
+            st.error(p.message + " It is left out: its base-global indices mean other entries.")
+        else:
+            st.warning(p.message + " Their param_maps match, so indices line up, but they index another model's weights.")
+    entries = [e for e in entries if e[0] not in bad]
+    if len(entries) < 2:
+        st.info(f"No other checkpoint shares {first!r}'s base-global index space.")
+        return
+    if topk is None:
+        st.info("Set a topk in the sidebar: each model takes its own top-k by the sidebar part.")
+        return
+    result = cache.model_overlap(tuple(entries), part, topk)
+    value = st.radio("Value", list(VALUES), horizontal=True, key="models_value")
+    show_figure(model_overlap_heatmap(result, part, VALUES[value]), "models_heatmap", "model_topk_overlap")
+    st.caption(
+        f"As gradiend's plot_topk_overlap_heatmap: every model takes its own top-k of {part} (a fraction is of its own "
+        "input_dim), kept dims are mapped to base-global indices (positions in the full mapped parameters, which pruning "
+        "does not change), and cells count common indices; the percentage divides by the smaller set."
+    )

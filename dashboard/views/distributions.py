@@ -1,0 +1,90 @@
+"""View "Distributions": ECDF and retained-mass curve of one part; topk from a target mass."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from gradiend_core.analysis.mass import count_for_mass, selection_point
+from gradiend_core.distribution import cut_value
+from gradiend_core.importance import PARTS
+from gradiend_core.units import format_count, format_percent
+from dashboard.context import ViewContext
+from dashboard.figures.mass import ecdf_figure, retained_mass_figure
+from dashboard.loading import load_ranking
+from dashboard.views import analysis_cache as cache
+from dashboard.views.charts import show_figure
+
+TARGET_KEY = "target_mass_pct"
+
+
+def _set_topk_for_target(path: str, part: str) -> None:
+    """Button callback (runs before the next script run, so before the sidebar's widgets exist):
+    set the sidebar part and topk to the smallest count reaching the target mass."""
+    profile = cache.mass_profile(*cache.ckpt_key(path), part)
+    share = float(st.session_state[TARGET_KEY]) / 100.0
+    try:
+        k = count_for_mass(load_ranking(path, part), share, profile)
+    except ValueError as e:
+        st.session_state["_target_mass_error"] = str(e)
+        return
+    st.session_state.pop("_target_mass_error", None)
+    st.session_state["part"] = part
+    st.session_state["topk"] = str(k)
+    st.session_state["_target_mass_done"] = (part, share, k)
+
+
+def render(ctx: ViewContext) -> None:
+    """Draw the mass counts, the target-mass control, the ECDF and the retained-mass curve."""
+    part = st.selectbox(
+        "Part", PARTS, index=PARTS.index(ctx.inputs.part), key="dist_part",
+        help="The sidebar part by default; the current selection is marked whichever part is shown.",
+    )
+    dir_, mtime = cache.ckpt_key(ctx.path)
+    profile = cache.mass_profile(dir_, mtime, part)
+    ranking = ctx.ranking(part)
+    if profile.total <= 0:
+        st.warning(f"{part} has no positive finite importance (total 0), so there is no mass to retain.")
+    else:
+        cols = st.columns(len(profile.share_points) + 1)
+        for col, (share, (k, kept)) in zip(cols, sorted(profile.share_points.items())):
+            col.metric(
+                f"topk for {share:.0%} of the mass", f"{k:,}", delta=f"{format_percent(k / profile.n_total)} of dims",
+                delta_color="off", delta_arrow="off",
+                help=f"The top {k:,} dims of {part} hold {kept:.4%} of its total importance ({profile.total:.6g}); "
+                f"{k - 1:,} would hold less than {share:.0%}.",
+            )
+        with cols[-1]:
+            st.number_input(
+                "Target retained mass (%)", min_value=0.01, max_value=100.0, value=90.0, step=1.0, format="%g",
+                key=TARGET_KEY, help="Share of this part's total importance the kept dims should hold.",
+            )
+            st.button(
+                "Set topk to reach it", key="target_mass_apply", on_click=_set_topk_for_target, args=(ctx.path, part),
+                help="Sets the sidebar part to this part and topk to the smallest count whose top dims hold the target.",
+            )
+        if err := st.session_state.get("_target_mass_error"):
+            st.error(err)
+        done = st.session_state.get("_target_mass_done")
+        if done and done[0] == part:
+            st.success(f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {done[1]:.4g} of the mass.")
+        if ctx.inputs.mask is not None or ctx.inputs.threshold is not None:
+            st.caption(
+                "Counts are over the whole part. With a mask or threshold in the sidebar, topk then takes that many "
+                "of the dims left after them, which can hold less mass."
+            )
+    sel_label = "current selection" + ("" if part == ctx.inputs.part else f" (ranked by {ctx.inputs.part})")
+    point = selection_point(ranking, ctx.selection, profile) if profile.total > 0 else None
+    cut = cut_value(ranking, ctx.selection) if part == ctx.inputs.part and ctx.selection.k < ranking.size else None
+    left, right = st.columns(2)
+    with left:
+        show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}")
+    with right:
+        show_figure(ecdf_figure(profile, part, cut), "dist_ecdf", f"ecdf_{part}")
+    sampled = profile.positions.size < profile.n_valid
+    st.caption(
+        (f"Curves drawn at {profile.positions.size:,} of {profile.n_valid:,} ranks (log-spaced from both ends plus "
+         "evenly spaced); " if sampled else f"Curves drawn at all {profile.n_valid:,} ranks; ")
+        + "cumulative sums are exact float64 over every dim, and so are the counts above. "
+        + f"Total {part} importance: {profile.total:.6g} over {format_count(profile.n_total)} dims"
+        + (f"; {profile.n_nan:,} NaN and {profile.n_inf:,} Inf dims carry no mass." if profile.n_nan or profile.n_inf else ".")
+    )

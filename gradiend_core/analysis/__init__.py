@@ -1,0 +1,25 @@
+"""Importance analysis: the numbers behind the dashboard's analysis views.
+
+Every function here is pure (numpy in, numpy or small dataclasses out) and works from a
+:class:`gradiend_core.selection.Ranking` (importance sorted once) or a
+:class:`gradiend_core.selection.Selection` (the kept dims), so no module re-implements the
+selection rule. Modules:
+
+* :mod:`.mass` - ECDF and retained-mass curve of one part, the count of dims that keeps a given
+  share of the importance mass.
+* :mod:`.overlap` - overlap (intersection, Jaccard) of index sets and UpSet-style exact
+  intersection patterns; top-k sets of the four parts.
+* :mod:`.correlation` - Spearman rank correlation between parts (exact, or on a seeded sample)
+  and seeded paired samples for scatter plots.
+* :mod:`.locate` - where kept dims sit in the base model: per-parameter breakdown and a
+  layer x component grid parsed from parameter names.
+* :mod:`.names` - keep-masks from parameter-name patterns, and mask composition.
+* :mod:`.topk_table` - the kept dims as rows with the columns of the reference's
+  ``export_topk_features``, as CSV or JSON.
+* :mod:`.models` - model against model: top-k overlap in base-global index space.
+* :mod:`.training` - the training record (``training.json``) and the pruning configs recorded.
+
+Performance contract: nothing here sorts the whole input space again (rankings are sorted once
+and cached by the caller); full passes are chunked, and correlations above a stated size run on a
+seeded uniform sample.
+"""

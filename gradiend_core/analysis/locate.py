@@ -1,0 +1,298 @@
+"""Where kept dims sit in the base model: per parameter, and per layer x component.
+
+Parameter names are parsed into ``(layer, component)`` for BERT, RoBERTa, DistilBERT, GPT-2 and
+LLaMA-style models (Mistral, Qwen, ... share LLaMA's names). ``layer`` is the block number as a
+string (``"0"``, ``"1"``, ...) or ``"-"`` for parameters outside the blocks. Components, by role:
+
+=====================  ==========================  ===================  ===============  ================================
+component              BERT / RoBERTa              DistilBERT           GPT-2            LLaMA
+=====================  ==========================  ===================  ===============  ================================
+embeddings             embeddings.*_embeddings     embeddings.*         wte, wpe         embed_tokens
+embeddings LayerNorm   embeddings.LayerNorm        embeddings.LayerNorm -                -
+query / key / value    attention.self.query/...    attention.q_lin/...  -                self_attn.q_proj/k_proj/v_proj
+attention qkv          -                           -                    attn.c_attn      (fused qkv_proj, query_key_value)
+attention output       attention.output.dense      attention.out_lin    attn.c_proj      self_attn.o_proj
+attention LayerNorm    attention.output.LayerNorm  sa_layer_norm        ln_1             input_layernorm
+gate                   -                           -                    -                mlp.gate_proj
+intermediate           intermediate.dense          ffn.lin1             mlp.c_fc         mlp.up_proj
+output                 output.dense                ffn.lin2             mlp.c_proj       mlp.down_proj
+MLP LayerNorm          output.LayerNorm            output_layer_norm    ln_2             post_attention_layernorm
+final LayerNorm        -                           -                    ln_f             norm
+pooler                 pooler.*                    -                    -                -
+head                   cls.*, lm_head.*,           vocab_*, classifier  lm_head          lm_head, score
+                       classifier, qa_outputs
+other                  anything else
+=====================  ==========================  ===================  ===============  ================================
+
+"attention LayerNorm" / "MLP LayerNorm" name the norm that belongs to the attention / MLP
+sub-block, whether it is applied after it (BERT, DistilBERT) or before it (GPT-2, LLaMA).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..param_map import ParamMap
+
+NO_LAYER = "-"
+#: Display order of the components.
+COMPONENTS = (
+    "embeddings",
+    "embeddings LayerNorm",
+    "query",
+    "key",
+    "value",
+    "attention qkv",
+    "attention output",
+    "attention LayerNorm",
+    "gate",
+    "intermediate",
+    "output",
+    "MLP LayerNorm",
+    "final LayerNorm",
+    "pooler",
+    "head",
+    "other",
+)
+
+# "<prefix>.layer.3.<rest>", "h.3.", "layers.3.", "blocks.3." - the block number and what follows.
+_LAYER_RE = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.(.+)$")
+
+
+def _rule(pattern: str) -> re.Pattern:
+    # a pattern matches whole dot-separated name pieces, anywhere in the name
+    return re.compile(r"(?:^|\.)(?:" + pattern + r")(?:\.|$)")
+
+
+# In-block rules, first match wins (LayerNorm rules come before the dense rules they would hit).
+_BLOCK_RULES: Sequence[Tuple[re.Pattern, str]] = [
+    (_rule(r"attention\.output\.LayerNorm|sa_layer_norm|ln_1|input_layernorm"), "attention LayerNorm"),
+    (_rule(r"output\.LayerNorm|output_layer_norm|ln_2|post_attention_layernorm"), "MLP LayerNorm"),
+    (_rule(r"attention\.self\.query|q_lin|q_proj"), "query"),
+    (_rule(r"attention\.self\.key|k_lin|k_proj"), "key"),
+    (_rule(r"attention\.self\.value|v_lin|v_proj"), "value"),
+    (_rule(r"c_attn|qkv_proj|query_key_value|Wqkv"), "attention qkv"),
+    (_rule(r"attention\.output\.dense|out_lin|attn\.c_proj|o_proj|out_proj"), "attention output"),
+    (_rule(r"gate_proj"), "gate"),
+    (_rule(r"intermediate\.dense|ffn\.lin1|mlp\.c_fc|up_proj|fc1"), "intermediate"),
+    (_rule(r"output\.dense|ffn\.lin2|mlp\.c_proj|down_proj|fc2"), "output"),
+]
+# Rules for parameters outside the blocks, first match wins.
+_TOP_RULES: Sequence[Tuple[re.Pattern, str]] = [
+    (_rule(r"embeddings\.LayerNorm|embeddings\.layer_norm|embedding_layernorm"), "embeddings LayerNorm"),
+    (_rule(r"vocab_transform|vocab_layer_norm|vocab_projector|lm_head|cls|classifier|qa_outputs|score|pre_classifier"), "head"),
+    (_rule(r"pooler"), "pooler"),
+    (_rule(r"[a-z_]*embeddings|embed_tokens|embed_positions|wte|wpe"), "embeddings"),
+    (_rule(r"ln_f|norm|final_layer_norm|final_layernorm"), "final LayerNorm"),
+]
+
+
+def parse_param_name(name: str) -> Tuple[str, str]:
+    """``(layer, component)`` of a base-model parameter name (see the module table).
+
+    Examples:
+        ``"bert.encoder.layer.3.attention.self.query.weight"`` -> ``("3", "query")``;
+        ``"transformer.h.0.attn.c_attn.weight"`` -> ``("0", "attention qkv")``;
+        ``"model.norm.weight"`` -> ``("-", "final LayerNorm")``; an unknown name -> ``(layer or
+        "-", "other")``.
+    """
+    m = _LAYER_RE.search(name)
+    if m:
+        rest = m.group(2)
+        for rule, component in _BLOCK_RULES:
+            if rule.search(rest):
+                return m.group(1), component
+        return m.group(1), "other"
+    for rule, component in _TOP_RULES:
+        if rule.search(name):
+            return NO_LAYER, component
+    return NO_LAYER, "other"
+
+
+def layer_sort_key(layer: str) -> Tuple[int, int, str]:
+    """Sort ``"-"`` first, then block numbers ascending, then anything else by name."""
+    if layer == NO_LAYER:
+        return (0, 0, "")
+    if layer.isdigit():
+        return (1, int(layer), "")
+    return (2, 0, layer)
+
+
+def _segment_sums(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """float64 sums of ``values[bounds[i]:bounds[i+1]]`` for every ``i`` (empty segments -> 0),
+    non-finite values counted as 0."""
+    out = np.zeros(bounds.size - 1, dtype=np.float64)
+    if values.size == 0:
+        return out
+    if not np.isfinite(values).all():
+        values = np.where(np.isfinite(values), values, 0)
+    nonempty = np.flatnonzero(np.diff(bounds) > 0)
+    if nonempty.size:
+        out[nonempty] = np.add.reduceat(values, bounds[nonempty], dtype=np.float64)
+    return out
+
+
+@dataclass(frozen=True)
+class ParamBreakdown:
+    """Per mapped base-model parameter: entries, kept dims and importance.
+
+    Arrays are aligned with ``names`` (the param_map order).
+
+    Attributes:
+        names: parameter names.
+        layers, components: parsed with :func:`parse_param_name`.
+        shapes: full parameter shapes.
+        numel: int64, entries of the full base-model parameter.
+        in_input: int64, entries in the GRADIEND input space (after earlier pruning).
+        kept: int64, entries the selection keeps.
+        importance_total: float64, finite importance of the parameter's input dims.
+        importance_kept: float64, finite importance of its kept dims.
+    """
+
+    names: List[str]
+    layers: List[str]
+    components: List[str]
+    shapes: List[Tuple[int, ...]]
+    numel: np.ndarray
+    in_input: np.ndarray
+    kept: np.ndarray
+    importance_total: np.ndarray
+    importance_kept: np.ndarray
+
+    @property
+    def kept_importance_share(self) -> np.ndarray:
+        """float64, share of all kept importance held by each parameter (sums to 1; ``nan`` if
+        the kept importance is 0)."""
+        total = float(self.importance_kept.sum())
+        return self.importance_kept / total if total > 0 else np.full(self.kept.shape, np.nan)
+
+    @property
+    def importance_share(self) -> np.ndarray:
+        """float64, share of the part's whole importance held by each parameter's input dims."""
+        total = float(self.importance_total.sum())
+        return self.importance_total / total if total > 0 else np.full(self.kept.shape, np.nan)
+
+    def columns(self) -> Dict[str, object]:
+        """Table columns (for a DataFrame): counts in dims, shares in [0, 1]."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kept_of_input = np.where(self.in_input > 0, self.kept / np.maximum(self.in_input, 1), np.nan)
+        return {
+            "parameter": self.names,
+            "layer": self.layers,
+            "component": self.components,
+            "shape": ["x".join(map(str, s)) or "scalar" for s in self.shapes],
+            "entries": self.numel,
+            "in input space": self.in_input,
+            "kept": self.kept,
+            "kept / in input": kept_of_input,
+            "importance kept": self.importance_kept,
+            "share of kept importance": self.kept_importance_share,
+            "share of part importance": self.importance_share,
+        }
+
+
+def param_importance_totals(param_map: ParamMap, importance: np.ndarray) -> np.ndarray:
+    """float64 ``(len(param_map),)``: finite importance summed over each parameter's input dims
+    (O(input_dim); cache it per part, it does not depend on the selection).
+
+    Raises:
+        ValueError: if ``importance`` does not have length ``input_dim``.
+    """
+    importance = np.asarray(importance)
+    if importance.shape != (param_map.input_dim,):
+        raise ValueError(f"importance must have shape ({param_map.input_dim},), got {importance.shape}.")
+    return _segment_sums(importance, param_map.local_offsets)
+
+
+def param_breakdown(
+    param_map: ParamMap, importance: np.ndarray, keep: np.ndarray, importance_total: Optional[np.ndarray] = None
+) -> ParamBreakdown:
+    """Break a selection down by base-model parameter, O(k) plus O(input_dim) for the totals.
+
+    Args:
+        param_map: the model's map (defines the local input space).
+        importance: float ``(input_dim,)`` of the part the selection ranked by.
+        keep: sorted local indices kept, int64 ``(k,)`` (:attr:`Selection.keep`).
+        importance_total: :func:`param_importance_totals` of ``importance`` if already known.
+
+    Raises:
+        ValueError: if ``importance`` does not have length ``input_dim``.
+    """
+    importance = np.asarray(importance)
+    if importance.shape != (param_map.input_dim,):
+        raise ValueError(f"importance must have shape ({param_map.input_dim},), got {importance.shape}.")
+    if importance_total is None:
+        importance_total = param_importance_totals(param_map, importance)
+    keep = np.asarray(keep, dtype=np.int64)
+    kept_bounds = np.searchsorted(keep, param_map.local_offsets, side="left")
+    parsed = [parse_param_name(e.name) for e in param_map]
+    return ParamBreakdown(
+        names=param_map.names,
+        layers=[p[0] for p in parsed],
+        components=[p[1] for p in parsed],
+        shapes=[tuple(e.shape) for e in param_map],
+        numel=np.array([e.numel for e in param_map], dtype=np.int64),
+        in_input=param_map.per_param_counts(),
+        kept=np.diff(kept_bounds).astype(np.int64),
+        importance_total=np.asarray(importance_total, dtype=np.float64),
+        importance_kept=_segment_sums(importance[keep], kept_bounds),
+    )
+
+
+@dataclass(frozen=True)
+class LayerComponentGrid:
+    """Totals of a :class:`ParamBreakdown` per (layer, component).
+
+    Attributes:
+        layers: row labels, sorted by :func:`layer_sort_key`.
+        components: column labels present, in :data:`COMPONENTS` order.
+        kept: int64 ``(L, C)``, kept dims.
+        in_input: int64 ``(L, C)``, dims in the input space.
+        importance_kept: float64 ``(L, C)``.
+        n_params: int64 ``(L, C)``, parameters in the cell (0 = no such parameter).
+    """
+
+    layers: List[str]
+    components: List[str]
+    kept: np.ndarray
+    in_input: np.ndarray
+    importance_kept: np.ndarray
+    n_params: np.ndarray
+
+    @property
+    def kept_importance_share(self) -> np.ndarray:
+        """float64 ``(L, C)``, share of all kept importance per cell; ``nan`` where no parameter."""
+        total = float(self.importance_kept.sum())
+        share = self.importance_kept / total if total > 0 else np.zeros_like(self.importance_kept)
+        return np.where(self.n_params > 0, share, np.nan)
+
+    @property
+    def kept_fraction(self) -> np.ndarray:
+        """float64 ``(L, C)``, kept / in-input dims per cell; ``nan`` where there are none."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.in_input > 0, self.kept / np.maximum(self.in_input, 1), np.nan)
+
+
+def layer_component_grid(breakdown: ParamBreakdown) -> LayerComponentGrid:
+    """Sum a breakdown into a layer x component grid."""
+    layers = sorted(set(breakdown.layers), key=layer_sort_key)
+    present = set(breakdown.components)
+    components = [c for c in COMPONENTS if c in present]
+    li = {layer: i for i, layer in enumerate(layers)}
+    ci = {c: j for j, c in enumerate(components)}
+    shape = (len(layers), len(components))
+    kept = np.zeros(shape, dtype=np.int64)
+    in_input = np.zeros(shape, dtype=np.int64)
+    imp = np.zeros(shape, dtype=np.float64)
+    n_params = np.zeros(shape, dtype=np.int64)
+    for p, (layer, comp) in enumerate(zip(breakdown.layers, breakdown.components)):
+        cell = (li[layer], ci[comp])
+        kept[cell] += breakdown.kept[p]
+        in_input[cell] += breakdown.in_input[p]
+        imp[cell] += breakdown.importance_kept[p]
+        n_params[cell] += 1
+    return LayerComponentGrid(layers, components, kept, in_input, imp, n_params)

@@ -1,0 +1,222 @@
+"""The kept dims as a table: the rows of the reference's ``export_topk_features``.
+
+Columns and meaning follow ``gradiend``'s ``ModelWithGradiend.export_topk_features`` (0.2.3):
+
+* ``rank`` - 1 for the most important kept dim;
+* ``part`` - the importance source;
+* ``importance`` - the dim's importance in that part (float);
+* ``local_input_index`` - index in the model's current input space;
+* ``base_global_index`` - index in the concatenation of all mapped parameters in full;
+* ``param_name``, ``param_shape`` (list), ``param_numel`` - the base-model parameter;
+* ``flat_index_in_param`` and ``coords`` (list) - the entry inside the parameter;
+* ``param_row`` / ``param_col`` - ``coords[0]`` / ``coords[1]``, empty when the parameter has
+  fewer dimensions.
+
+The CSV has the reference's column order with ``coords`` and ``param_shape`` as JSON text; the
+JSON is a list of row objects in the reference's key order. The rows are the dims of a
+:class:`Selection` (mask -> threshold -> topk), most important first by the selection rule's
+order (ties: lower local index first), so with only a topk they are the reference's rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..param_map import ParamMap
+from ..selection import Ranking
+from .coords import decode_local
+
+#: CSV columns, in the reference's order.
+CSV_COLUMNS = (
+    "rank",
+    "part",
+    "importance",
+    "local_input_index",
+    "base_global_index",
+    "param_name",
+    "flat_index_in_param",
+    "param_row",
+    "param_col",
+    "coords",
+    "param_shape",
+    "param_numel",
+)
+#: Keys of a JSON row, in the reference's order.
+JSON_KEYS = (
+    "rank",
+    "part",
+    "importance",
+    "local_input_index",
+    "base_global_index",
+    "param_name",
+    "param_shape",
+    "param_numel",
+    "flat_index_in_param",
+    "coords",
+    "param_row",
+    "param_col",
+)
+#: Ranked order is scanned this many entries at a time when only the first rows are needed.
+SCAN_CHUNK = 1 << 20
+
+
+def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: Optional[int] = None) -> np.ndarray:
+    """The kept local indices in rank order (most important first), at most ``limit`` of them.
+
+    Scans :attr:`Ranking.order` with a membership vector (``input_dim`` bytes) and stops once
+    ``limit`` are found, so it never sorts.
+
+    Args:
+        ranking: the ranking the selection was made with.
+        keep: kept local indices (any order), int ``(k,)``.
+        limit: return only the first ``limit`` (``None``: all ``k``).
+
+    Returns:
+        int64 ``(min(k, limit),)``.
+    """
+    keep = np.asarray(keep, dtype=np.int64)
+    want = keep.size if limit is None else min(int(limit), keep.size)
+    if want == 0:
+        return np.empty(0, dtype=np.int64)
+    member = np.zeros(ranking.size, dtype=bool)
+    member[keep] = True
+    found: List[np.ndarray] = []
+    have = 0
+    for start in range(0, ranking.size, SCAN_CHUNK):
+        chunk = ranking.order[start : start + SCAN_CHUNK]
+        hit = chunk[member[chunk]]
+        found.append(hit)
+        have += hit.size
+        if have >= want:
+            break
+    return np.concatenate(found)[:want].astype(np.int64, copy=False)
+
+
+@dataclass(frozen=True)
+class TopkFeatureTable:
+    """Rows of kept dims as columns (numpy arrays and lists aligned by row).
+
+    Attributes:
+        part: importance source.
+        rank: int64 ``(r,)``, 1-based.
+        importance: float64 ``(r,)`` (the float32 importance, widened exactly).
+        local_input_index, base_global_index, flat_index_in_param, param_numel: int64 ``(r,)``.
+        param_name: list of str.
+        param_shape, coords: lists of lists of int.
+        n_selected: kept dims in the selection (rows may be fewer, see ``truncated``).
+    """
+
+    part: str
+    rank: np.ndarray
+    importance: np.ndarray
+    local_input_index: np.ndarray
+    base_global_index: np.ndarray
+    param_name: List[str]
+    flat_index_in_param: np.ndarray
+    coords: List[List[int]]
+    param_shape: List[List[int]]
+    param_numel: np.ndarray
+    n_selected: int
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.rank.size)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the table holds fewer rows than the selection keeps."""
+        return self.n_rows < self.n_selected
+
+    def param_row(self) -> List[Optional[int]]:
+        return [c[0] if len(c) >= 1 else None for c in self.coords]
+
+    def param_col(self) -> List[Optional[int]]:
+        return [c[1] if len(c) >= 2 else None for c in self.coords]
+
+    def records(self) -> List[Dict[str, Any]]:
+        """Rows as dicts with the reference's keys and plain Python values (JSON-ready)."""
+        cols = {
+            "rank": self.rank.tolist(),
+            "part": [self.part] * self.n_rows,
+            "importance": self.importance.tolist(),
+            "local_input_index": self.local_input_index.tolist(),
+            "base_global_index": self.base_global_index.tolist(),
+            "param_name": self.param_name,
+            "param_shape": self.param_shape,
+            "param_numel": self.param_numel.tolist(),
+            "flat_index_in_param": self.flat_index_in_param.tolist(),
+            "coords": self.coords,
+            "param_row": self.param_row(),
+            "param_col": self.param_col(),
+        }
+        return [{k: cols[k][i] for k in JSON_KEYS} for i in range(self.n_rows)]
+
+
+def topk_feature_table(
+    param_map: ParamMap, ranking: Ranking, keep: np.ndarray, part: str, limit: Optional[int] = None
+) -> TopkFeatureTable:
+    """The kept dims of a selection as feature rows, most important first.
+
+    Args:
+        param_map: the model's map.
+        ranking: the ranking the selection used (the part's importance).
+        keep: :attr:`Selection.keep`.
+        part: the part's name, for the ``part`` column.
+        limit: at most this many rows (``None``: every kept dim).
+
+    Returns:
+        A :class:`TopkFeatureTable`.
+
+    Raises:
+        ValueError: if the ranking's length is not the map's input_dim.
+    """
+    if ranking.size != param_map.input_dim:
+        raise ValueError(f"the ranking has {ranking.size} dims but the param_map's input_dim is {param_map.input_dim}.")
+    local = ranked_kept(ranking, keep, limit)
+    d = decode_local(param_map, local)
+    shapes = [list(e.shape) for e in param_map.entries]
+    coords: List[List[int]] = [[] for _ in range(local.size)]
+    for p in np.unique(d.param):
+        rows = np.flatnonzero(d.param == p)
+        shape = param_map.entries[int(p)].shape
+        if not shape:
+            continue
+        parts = np.unravel_index(d.flat[rows], shape)
+        for r, c in zip(rows.tolist(), np.stack(parts, axis=1).tolist()):
+            coords[r] = c
+    return TopkFeatureTable(
+        part=part,
+        rank=np.arange(1, local.size + 1, dtype=np.int64),
+        importance=ranking.importance[local].astype(np.float64),
+        local_input_index=local,
+        base_global_index=d.base_global,
+        param_name=[param_map.entries[int(p)].name for p in d.param],
+        flat_index_in_param=d.flat,
+        coords=coords,
+        param_shape=[shapes[int(p)] for p in d.param],
+        param_numel=np.array([param_map.entries[int(p)].numel for p in d.param], dtype=np.int64),
+        n_selected=int(np.asarray(keep).size),
+    )
+
+
+def to_csv(table: TopkFeatureTable) -> bytes:
+    """The table as UTF-8 CSV in the reference's column order (lists as JSON, ``None`` empty)."""
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS))
+    writer.writeheader()
+    for row in table.records():
+        row["coords"] = json.dumps(row["coords"])
+        row["param_shape"] = json.dumps(row["param_shape"])
+        writer.writerow(row)
+    return buf.getvalue().encode("utf-8")
+
+
+def to_json(table: TopkFeatureTable) -> bytes:
+    """The table as a UTF-8 JSON list of row objects (indent 2, as the reference writes it)."""
+    return json.dumps(table.records(), indent=2).encode("utf-8")

@@ -1,0 +1,118 @@
+"""What a cut costs: the encoder before and after pruning, on saved validation gradients.
+
+A cut keeps the input dimensions ``keep``. The pruned encoder is the same encoder restricted to
+those columns (``prune`` keeps the encoder bias), applied to the same gradients restricted to
+those entries. On the validation gradients saved with the checkpoint
+(:class:`~gradiend_core.trainer.records.ValidationRecord`) we compare
+
+* how the pruned encoder's outputs follow the unpruned ones (Pearson correlation), and
+* how far apart the two classes stay: ``|mean(class A) - mean(class B)| / pooled std``
+  (Cohen's d), before and after, and the encoder's correlation with the class labels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import ENC_B, ENC_W, CheckpointData
+from ..errors import SelectionError
+from ..model import ParamMappedGradiendModel
+from .records import VALIDATION_FILE, ValidationRecord, align_columns
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation; 0.0 when either side is constant (the reference's convention)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return 0.0
+    r = float(np.corrcoef(x, y)[0, 1])
+    return 0.0 if math.isnan(r) else r
+
+
+def class_separation(encoded: np.ndarray, labels: np.ndarray) -> float:
+    """``|mean(label > 0) - mean(label < 0)| / pooled std`` (Cohen's d); ``inf`` when both classes
+    are constant but apart, ``nan`` with fewer than two examples in total or a missing class."""
+    e = np.asarray(encoded, dtype=np.float64)
+    a, b = e[labels > 0], e[labels < 0]
+    if a.size == 0 or b.size == 0 or a.size + b.size < 3:
+        return float("nan")
+    va = a.var(ddof=1) if a.size > 1 else 0.0
+    vb = b.var(ddof=1) if b.size > 1 else 0.0
+    pooled = math.sqrt(((a.size - 1) * va + (b.size - 1) * vb) / (a.size + b.size - 2))
+    gap = abs(a.mean() - b.mean())
+    if pooled == 0:
+        return float("inf") if gap > 0 else float("nan")
+    return float(gap / pooled)
+
+
+def cut_cost(
+    checkpoint_data: Union[CheckpointData, ParamMappedGradiendModel],
+    keep_local_indices: Union[np.ndarray, torch.Tensor],
+    validation_record: ValidationRecord,
+    *,
+    latent_unit: int = 0,
+) -> Dict[str, Any]:
+    """Compare the encoder with and without the cut on saved validation gradients.
+
+    Args:
+        checkpoint_data: the checkpoint (or model) the cut applies to.
+        keep_local_indices: int ``(k,)``, local indices into its current input space (e.g.
+            ``Selection.keep``); need not be sorted.
+        validation_record: validation gradients covering (at least) the checkpoint's dimensions,
+            matched by base-global index.
+        latent_unit: which latent unit to compare (GRADIENDs usually have one).
+
+    Returns:
+        A dict of plain numbers: ``n`` (examples), ``input_dim``, ``k`` (kept),
+        ``encoder_correlation`` (pruned vs unpruned outputs), ``label_correlation_before`` /
+        ``_after`` (outputs vs +-1 labels), ``separation_before`` / ``_after`` (Cohen's d),
+        ``separation_retained`` (after / before) and ``max_abs_change`` (largest output change).
+
+    Raises:
+        SelectionError: for indices out of range, duplicated or empty.
+        CheckpointError: when the record does not cover the checkpoint's dimensions.
+    """
+    data = checkpoint_data.to_checkpoint_data() if isinstance(checkpoint_data, ParamMappedGradiendModel) else checkpoint_data
+    model = ParamMappedGradiendModel.from_checkpoint_data(data)
+    d = model.input_dim
+    keep = torch.as_tensor(np.asarray(keep_local_indices), dtype=torch.int64).reshape(-1)
+    if keep.numel() == 0:
+        raise SelectionError("keep_local_indices is empty: the cut keeps nothing.")
+    if int(keep.min()) < 0 or int(keep.max()) >= d:
+        raise SelectionError(f"keep_local_indices must lie in [0, {d}) (the checkpoint's input_dim).")
+    keep = torch.unique(keep)
+    if keep.numel() != np.asarray(keep_local_indices).size:
+        raise SelectionError("keep_local_indices holds duplicates.")
+    if not 0 <= latent_unit < model.latent_dim:
+        raise SelectionError(f"latent_unit must be in [0, {model.latent_dim}).")
+
+    cols = align_columns(validation_record.base_global_index, data.param_map.base_global_index(), VALIDATION_FILE)
+    x = validation_record.gradients[:, torch.from_numpy(cols)].to(torch.float32)
+    labels = validation_record.labels.to(torch.float32).numpy()
+    w = data.state_dict[ENC_W].to(torch.float32)
+    b = data.state_dict[ENC_B].to(torch.float32)
+    act = model.encoder[1].to(torch.float32)
+    with torch.no_grad():
+        before = act(F.linear(x, w, b))[:, latent_unit].numpy()
+        after = act(F.linear(x[:, keep], w[:, keep], b))[:, latent_unit].numpy()
+    sep_before = class_separation(before, labels)
+    sep_after = class_separation(after, labels)
+    retained = sep_after / sep_before if sep_before not in (0.0,) and math.isfinite(sep_before) else float("nan")
+    return {
+        "n": int(x.shape[0]),
+        "input_dim": int(d),
+        "k": int(keep.numel()),
+        "encoder_correlation": pearson(before, after),
+        "label_correlation_before": pearson(before, labels),
+        "label_correlation_after": pearson(after, labels),
+        "separation_before": sep_before,
+        "separation_after": sep_after,
+        "separation_retained": float(retained),
+        "max_abs_change": float(np.max(np.abs(after - before))) if before.size else 0.0,
+    }

@@ -1,0 +1,93 @@
+"""The paths taken for large checkpoints give the same results as the plain ones on small input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gradiend_core.checkpoint as checkpoint
+import gradiend_core.importance as importance
+import gradiend_core.selection as selection
+from gradiend_core import CheckpointError, read_checkpoint
+from gradiend_core.distribution import log_histogram
+from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
+
+
+def test_buffered_safetensors_read_equals_library(tmp_path):
+    tensors = {
+        "a": torch.randn(7, 3),
+        "b": torch.randn(5).to(torch.bfloat16),
+        "c": torch.arange(9, dtype=torch.int32),
+        "d": torch.zeros(0),
+        "e": torch.randn(2, 2).to(torch.float16),
+    }
+    path = tmp_path / "t.safetensors"
+    save_file(tensors, str(path))
+    ours = checkpoint._read_safetensors_buffered(path)
+    lib = load_file(str(path))
+    assert set(ours) == set(lib)
+    for k in lib:
+        assert ours[k].dtype == lib[k].dtype and torch.equal(ours[k], lib[k]), k
+
+
+def test_buffered_read_rejects_truncated_file(tmp_path):
+    path = tmp_path / "t.safetensors"
+    save_file({"w": torch.randn(1000)}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:-100])
+    with pytest.raises(CheckpointError, match="t.safetensors"):
+        checkpoint._read_safetensors_buffered(path)
+
+
+def test_checkpoint_read_through_buffered_path_equals_small_path(tmp_path, monkeypatch):
+    torch.manual_seed(3)
+    ref = RefModel(700, 2, {"p.weight": {"shape": (35, 20), "repr": "all"}}, device=torch.device("cpu"))
+    ref.save_pretrained(str(tmp_path / "ck"))
+    small = read_checkpoint(tmp_path / "ck")
+    monkeypatch.setattr(checkpoint, "_STREAM_READ_BYTES", 0)
+    big = read_checkpoint(tmp_path / "ck")
+    for k, v in small.state_dict.items():
+        assert torch.equal(big.state_dict[k], v), k
+
+
+def test_chunked_importance_equals_one_shot(monkeypatch):
+    torch.manual_seed(0)
+    state = {
+        "encoder.0.linear.weight": torch.randn(3, 1001),
+        "encoder.0.linear.bias": torch.randn(3),
+        "decoder.0.linear.weight": torch.randn(1001, 3),
+        "decoder.0.linear.bias": torch.randn(1001),
+    }
+    expected = {
+        "encoder-weight": state["encoder.0.linear.weight"].abs().sum(0),
+        "decoder-weight": state["decoder.0.linear.weight"].abs().sum(1),
+        "decoder-bias": state["decoder.0.linear.bias"].abs(),
+        "decoder-sum": (state["decoder.0.linear.weight"].sum(1) + state["decoder.0.linear.bias"]).abs(),
+    }
+    monkeypatch.setattr(importance, "CHUNK", 64)
+    for part, exp in expected.items():
+        np.testing.assert_allclose(importance.weight_importance(state, part), exp.numpy(), rtol=1e-6, atol=0)
+
+
+def test_bucketed_ranking_equals_full_sort_with_small_chunks(monkeypatch):
+    rng = np.random.default_rng(5)
+    imp = np.abs(rng.standard_cauchy(5000)).astype(np.float32)
+    imp[rng.integers(0, 5000, 50)] = np.nan
+    imp[rng.integers(0, 5000, 50)] = 0.0
+    imp[100:200] = imp[0]  # a block of exact ties
+    monkeypatch.setattr(selection, "_CHUNK", 97)
+    r = selection.Ranking(imp)
+    # full order by (importance desc, index asc), NaN last, computed independently with Python's sort
+    exp_order = sorted(range(imp.size), key=lambda i: (1, 0.0, i) if math.isnan(imp[i]) else (0, -float(imp[i]), i))
+    for k in (1, 7, 100, 150, 2500, 4999, 5000):
+        assert r.top(k).tolist() == sorted(exp_order[:k]), k
+    for t in (0.0, float(np.nanmedian(imp)), float(imp[0])):
+        assert r.count_at_least(t) == int(np.sum(imp >= np.float32(t))), t
+    assert r.order.tolist() == exp_order
+    hist = log_histogram(r)
+    assert hist.counts.sum() == int(np.sum(np.isfinite(imp) & (imp > 0)))
+    assert hist.n_zero == int(np.sum(imp == 0)) and hist.n_nonfinite == int(np.sum(~np.isfinite(imp)))
