@@ -63,6 +63,12 @@ except SelectionError as e:
     st.error(str(e))
     st.stop()
 report = reduction_report(data, selection, ranking, inputs.part if ranking is not None else None)
+shown = ranking or load_ranking(path, inputs.part)
+if shown.n_nonfinite:
+    st.warning(
+        f"{shown.n_nonfinite:,} of {shown.size:,} {inputs.part} importance values are NaN or Inf (the weights hold "
+        "non-finite values). NaN ranks below every number and never passes a threshold; +Inf ranks first."
+    )
 ctx = ViewContext(path=path, data=data, inputs=inputs, selection=selection, report=report)
 
 st.subheader("Preview")

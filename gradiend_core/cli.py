@@ -86,6 +86,12 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if args.topk is not None or args.threshold is not None:
         _progress(args, f"computing {args.part} importance over {format_count(data.architecture.input_dim)} dims")
         ranking = Ranking(importance_for(data, args.part))
+        if ranking.n_nonfinite:
+            print(
+                f"gradiend-core: warning: {ranking.n_nonfinite:,} {args.part} importance values are NaN or Inf; "
+                "NaN ranks last and never passes a threshold, +Inf ranks first.",
+                file=sys.stderr,
+            )
     if args.dry_run:
         sel = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=args.threshold, topk=args.topk)
         report = reduction_report(data, sel, ranking, args.part if ranking is not None else None)
@@ -144,7 +150,7 @@ def dashboard_command(path: Optional[str], port: Optional[int] = None, headless:
         cmd += ["--server.port", str(port)]
     if headless:
         cmd += ["--server.headless", "true"]
-    cmd += ["--browser.gatherUsageStats", "false"]
+    cmd += ["--browser.gatherUsageStats", "false", "--server.maxUploadSize", "2048"]
     if path:
         cmd += ["--", str(Path(path).expanduser().resolve())]
     return cmd

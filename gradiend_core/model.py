@@ -31,7 +31,7 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .errors import SelectionError
-from .importance import DEFAULT_PART, weight_importance
+from .importance import DEFAULT_PART, warn_nonfinite, weight_importance
 from .param_map import ParamEntry, ParamMap
 from .pruning import prune_state_dict
 from .selection import Ranking, Selection, select, topk_indices
@@ -334,7 +334,9 @@ class ParamMappedGradiendModel(nn.Module):
         Raises:
             ValueError: for an unknown part.
         """
-        return torch.from_numpy(weight_importance(self._weights(), part))
+        imp = weight_importance(self._weights(), part)
+        warn_nonfinite(imp, f"{part} importance")
+        return torch.from_numpy(imp)
 
     def select(
         self,
