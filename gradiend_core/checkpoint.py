@@ -50,6 +50,8 @@ DEC_W = "decoder.0.linear.weight"
 DEC_B = "decoder.0.linear.bias"
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: safetensors' own dtype order; it writes tensors of higher rank first, then by name.
+_ST_ORDER = {"BOOL": 0, "U8": 4, "I8": 5, "I16": 9, "F16": 11, "BF16": 12, "I32": 13, "F32": 15, "F64": 17, "I64": 18}
 _ST_DTYPE = {
     torch.float32: "F32",
     torch.float16: "F16",
@@ -423,18 +425,18 @@ def safetensors_size(tensors: Mapping[str, Tuple[torch.dtype, Tuple[int, ...]]])
 
     Computed from names, dtypes and shapes only (no data), so that a preview can report disk
     bytes before anything is written. The layout is safetensors' documented one: an 8-byte
-    little-endian header length, a compact JSON header padded with spaces to a multiple of 8,
-    then the raw data ordered by dtype size (largest first) and name. A test pins this against
+    little-endian header length, a compact UTF-8 JSON header padded with spaces to a multiple of
+    8, then the raw data ordered by safetensors' dtype order (descending) and name. A test pins this against
     files that safetensors actually writes.
     """
-    order = sorted(tensors.items(), key=lambda kv: (-torch.empty(0, dtype=kv[1][0]).element_size(), kv[0]))
+    order = sorted(tensors.items(), key=lambda kv: (-_ST_ORDER[_ST_DTYPE[kv[1][0]]], kv[0]))
     header: Dict[str, Any] = {}
     offset = 0
     for name, (dtype, shape) in order:
         n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
         header[name] = {"dtype": _ST_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
-    hlen = len(json.dumps(header, separators=(",", ":")).encode("utf-8"))
+    hlen = len(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     hlen += (-hlen) % 8
     return 8 + hlen + offset
 

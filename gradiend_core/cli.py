@@ -125,16 +125,25 @@ def _print_report(args: argparse.Namespace, report: ReductionReport, result) -> 
         if result is not None:
             out["path"] = str(result.path)
             out["file_sha256"] = result.file_sha256
-        print(json.dumps(out, indent=2, default=_json_default))
+        print(json.dumps(_json_clean(out), indent=2, default=_json_default, allow_nan=False))
         return
     print(format_report(report))
     if result is not None:
         print(f"wrote {result.path} (verified: reloads with input_dim {result.selection.k})")
 
 
-def _json_default(o):
-    if isinstance(o, float) and math.isnan(o):
+def _json_clean(o):
+    """Strict JSON: NaN and infinities become null (json.dumps never passes floats to ``default``)."""
+    if isinstance(o, dict):
+        return {k: _json_clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_clean(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
         return None
+    return o
+
+
+def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

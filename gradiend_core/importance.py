@@ -8,9 +8,10 @@ pruning guide: importance is the absolute value of the weights in that part,
 * ``decoder-bias``: ``|b_dec[i]|`` (zeros when the decoder has no bias);
 * ``decoder-sum``: ``|sum_j W_dec[i, j] + b_dec[i]|``.
 
-Results are float32 of shape ``(input_dim,)``, computed in float32 even for float16/bfloat16
-weights (the reference sums in the storage dtype, which rounds for latent_dim > 1), and in
-chunks of input dimensions so that peak extra memory stays bounded for very large models.
+Results are float32 of shape ``(input_dim,)``. They are computed with the same torch operations
+in the weights' own dtype as the reference computes them (so float16/bfloat16 sums round exactly
+as the reference's do, and selections agree), then converted to float32; in chunks of input
+dimensions so that peak extra memory stays bounded for very large models.
 """
 
 from __future__ import annotations
@@ -66,17 +67,17 @@ def weight_importance(state_dict: Mapping[str, torch.Tensor], part: str = DEFAUL
         for start in range(0, n, CHUNK):
             stop = min(n, start + CHUNK)
             if part == "encoder-weight":
-                v = enc_w[:, start:stop].to(torch.float32).abs().sum(dim=0)
+                v = enc_w[:, start:stop].abs().sum(dim=0)
             elif part == "decoder-weight":
-                v = dec_w[start:stop].to(torch.float32).abs().sum(dim=1)
+                v = dec_w[start:stop].abs().sum(dim=1)
             elif part == "decoder-bias":
-                v = bias[start:stop].to(torch.float32).abs() if bias is not None else torch.zeros(stop - start)
+                v = bias[start:stop].abs() if bias is not None else torch.zeros(stop - start)
             else:
-                v = dec_w[start:stop].to(torch.float32).sum(dim=1)
+                v = dec_w[start:stop].sum(dim=1)
                 if bias is not None:
-                    v = v + bias[start:stop].to(torch.float32)
+                    v = v + bias[start:stop]
                 v = v.abs()
-            out[start:stop] = v.numpy()
+            out[start:stop] = v.to(torch.float32).numpy()
     return out
 
 

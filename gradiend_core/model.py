@@ -455,11 +455,32 @@ class ParamMappedGradiendModel(nn.Module):
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """Decode the encoding of ``x``: ``(..., input_dim) -> (..., input_dim)``.
 
-        With ``return_encoded`` also returns the latent ``(..., latent_dim)``.
+        ``x`` may also be a dict of full per-parameter gradients; the decoded output is then a
+        dict of the same shapes (see :meth:`unflatten_to_dict`). With ``return_encoded`` also
+        returns the latent ``(..., latent_dim)``.
         """
         encoded = self.encoder(self._prepare(x))
         decoded = self.decoder(encoded)
+        if isinstance(x, Mapping):
+            decoded = self.unflatten_to_dict(decoded)
         return (decoded, encoded) if return_encoded else decoded
+
+    def unflatten_to_dict(self, vector: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Scatter a ``(input_dim,)`` vector back to per-parameter tensors of the full shapes.
+
+        Entries the map does not select are 0 (the reference's dict output of ``forward``).
+        """
+        out: Dict[str, torch.Tensor] = {}
+        for i, e in enumerate(self._map):
+            lo, hi = int(self._map.local_offsets[i]), int(self._map.local_offsets[i + 1])
+            seg = vector[..., lo:hi]
+            if e.positions is None:
+                out[e.name] = seg.reshape(e.shape)
+            else:
+                full = torch.zeros(e.numel, dtype=vector.dtype, device=vector.device)
+                full[torch.from_numpy(e.positions).to(vector.device)] = seg
+                out[e.name] = full.reshape(e.shape)
+        return out
 
     def extra_repr(self) -> str:
         return (

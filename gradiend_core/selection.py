@@ -151,10 +151,10 @@ def sort_keys(values: np.ndarray) -> np.ndarray:
 
     The IEEE-754 bit pattern of a non-negative float grows with its value; negative floats are
     bit-inverted so they sort below. NaN gets key 0, below every number (``-inf`` included).
-    Equal floats get equal keys (``-0.0`` and ``+0.0`` differ by one key; both rank below
-    every positive number).
+    Equal floats get equal keys, ``-0.0`` and ``+0.0`` included.
     """
-    v = np.ascontiguousarray(values, dtype=np.float32)
+    # Adding +0.0 turns -0.0 into +0.0 (IEEE 754), so the two zeros tie as they compare equal.
+    v = np.ascontiguousarray(values, dtype=np.float32) + np.float32(0.0)
     bits = v.view(np.uint32)
     keys = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32, copy=False)
     nan = np.isnan(v)
@@ -200,7 +200,8 @@ class Ranking:
         total = 0.0
         for start in range(0, n, _CHUNK):
             chunk = imp[start : start + _CHUNK]
-            total += float(np.nansum(chunk, dtype=np.float64))
+            with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN; that is the answer
+                total += float(np.nansum(chunk, dtype=np.float64))
             b = (sort_keys(chunk) >> 16).astype(np.uint16)
             self.bucket[start : start + chunk.size] = b
             counts += np.bincount(b, minlength=_N_BUCKETS)

@@ -15,8 +15,8 @@
 
 ``save_pretrained(training=...)`` writes any dict there, so every field is optional here. Pruning
 configs are collected from ``training_args`` (dicts, or ``{"_type", "_repr"}`` strings when a
-config object was serialised by repr), from ``config.json`` metadata, and from our export
-provenance ``pruning.json``.
+config object was serialised by repr), from ``config.json`` metadata and ``gradiend_context.json``
+(only stages ``training.json`` does not record), and from our export provenance ``pruning.json``.
 """
 
 from __future__ import annotations
@@ -133,18 +133,22 @@ def parse_config_repr(text: str) -> Dict[str, Any]:
     """Fields of a dataclass repr such as ``"PrePruneConfig(n_samples=16, topk=0.1, source='diff')"``.
 
     Values that are Python literals are parsed (numbers, strings, None, booleans); others are
-    kept as text. Returns ``{}`` for text that is not ``Name(...)``.
+    kept as text. A repr cut short (the reference keeps 120 characters) yields the fields before
+    the cut. Returns ``{}`` for text that is not ``Name(...``.
     """
-    m = re.fullmatch(r"\s*\w+\((.*)\)\s*", text or "", flags=re.S)
+    m = re.fullmatch(r"\s*\w+\((.*?)(\)?)\s*", text or "", flags=re.S)  # the reference cuts reprs at 120 chars
     if not m:
         return {}
+    body, closed = m.group(1), bool(m.group(2))
     out: Dict[str, Any] = {}
-    for key, raw in re.findall(r"(\w+)=((?:'[^']*'|\"[^\"]*\"|\[[^\]]*\]|[^,])*)", m.group(1)):
+    for key, raw in re.findall(r"(\w+)=((?:'[^']*'|\"[^\"]*\"|\[[^\]]*\]|[^,])*)", body):
         raw = raw.strip()
         try:
             out[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
             out[key] = raw
+    if out and not closed and not body.rstrip().endswith(","):
+        out.popitem()  # the last field was cut
     return out
 
 
@@ -173,6 +177,7 @@ def training_record(
     training: Optional[Mapping[str, Any]],
     metadata: Optional[Mapping[str, Any]] = None,
     provenance: Optional[Mapping[str, Any]] = None,
+    context: Optional[Mapping[str, Any]] = None,
 ) -> TrainingRecord:
     """Read a training record, tolerating absent or partial files.
 
@@ -180,6 +185,7 @@ def training_record(
         training: parsed ``training.json`` (or ``None``).
         metadata: ``config.json`` metadata (may hold pruning configs).
         provenance: parsed ``pruning.json`` of a gradiend_core export.
+        context: parsed ``gradiend_context.json`` (may hold pruning configs too).
 
     Returns:
         A :class:`TrainingRecord`; ``notes`` says what was missing.
@@ -204,8 +210,8 @@ def training_record(
     if t and not conv:
         notes.append("No convergence_info (the trainer writes it only when a convergence threshold is set).")
     pruning = _pruning_from(args, "training.json")
-    meta_pruning = _pruning_from(metadata or {}, "config.json metadata")
-    pruning += [p for p in meta_pruning if all(p.stage != q.stage for q in pruning)]
+    for extra, where in ((metadata, "config.json metadata"), (context, "gradiend_context.json")):
+        pruning += [p for p in _pruning_from(extra or {}, where) if all(p.stage != q.stage for q in pruning)]
     if isinstance(provenance, Mapping):
         keys = ("part", "topk", "threshold", "mask_file", "input_dim_before", "kept_dims", "created_utc", "source_path")
         pruning.append(PruningConfig("export (gradiend_core)", "pruning.json", {k: provenance[k] for k in keys if provenance.get(k) is not None}))

@@ -8,6 +8,11 @@ those entries. On the validation gradients saved with the checkpoint
 * how the pruned encoder's outputs follow the unpruned ones (Pearson correlation), and
 * how far apart the two classes stay: ``|mean(class A) - mean(class B)| / pooled std``
   (Cohen's d), before and after, and the encoder's correlation with the class labels.
+
+A trained encoder's tanh often saturates (outputs of exactly +-1 in float32), which makes the
+output separation infinite and its output correlation uninformative. The same two numbers are
+therefore also reported on the pre-activations ``W x + b``, which never saturate, and the
+``separation_retained`` ratio is taken there.
 """
 
 from __future__ import annotations
@@ -71,8 +76,11 @@ def cut_cost(
     Returns:
         A dict of plain numbers: ``n`` (examples), ``input_dim``, ``k`` (kept),
         ``encoder_correlation`` (pruned vs unpruned outputs), ``label_correlation_before`` /
-        ``_after`` (outputs vs +-1 labels), ``separation_before`` / ``_after`` (Cohen's d),
-        ``separation_retained`` (after / before) and ``max_abs_change`` (largest output change).
+        ``_after`` (outputs vs +-1 labels), ``separation_before`` / ``_after`` (Cohen's d of the
+        outputs; ``inf`` when both classes saturate apart), ``preactivation_correlation`` and
+        ``preactivation_separation_before`` / ``_after`` (the same on ``W x + b``),
+        ``separation_retained`` (pre-activation separation after / before) and
+        ``max_abs_change`` (largest change of an output).
 
     Raises:
         SelectionError: for indices out of range, duplicated or empty.
@@ -99,11 +107,14 @@ def cut_cost(
     b = data.state_dict[ENC_B].to(torch.float32)
     act = model.encoder[1].to(torch.float32)
     with torch.no_grad():
-        before = act(F.linear(x, w, b))[:, latent_unit].numpy()
-        after = act(F.linear(x[:, keep], w[:, keep], b))[:, latent_unit].numpy()
-    sep_before = class_separation(before, labels)
-    sep_after = class_separation(after, labels)
-    retained = sep_after / sep_before if sep_before not in (0.0,) and math.isfinite(sep_before) else float("nan")
+        pre_before = F.linear(x, w, b)
+        pre_after = F.linear(x[:, keep], w[:, keep], b)
+        before = act(pre_before)[:, latent_unit].numpy()
+        after = act(pre_after)[:, latent_unit].numpy()
+    pre_before, pre_after = pre_before[:, latent_unit].numpy(), pre_after[:, latent_unit].numpy()
+    pre_sep_before = class_separation(pre_before, labels)
+    pre_sep_after = class_separation(pre_after, labels)
+    ok = math.isfinite(pre_sep_before) and pre_sep_before > 0
     return {
         "n": int(x.shape[0]),
         "input_dim": int(d),
@@ -111,8 +122,11 @@ def cut_cost(
         "encoder_correlation": pearson(before, after),
         "label_correlation_before": pearson(before, labels),
         "label_correlation_after": pearson(after, labels),
-        "separation_before": sep_before,
-        "separation_after": sep_after,
-        "separation_retained": float(retained),
+        "separation_before": class_separation(before, labels),
+        "separation_after": class_separation(after, labels),
+        "preactivation_correlation": pearson(pre_before, pre_after),
+        "preactivation_separation_before": pre_sep_before,
+        "preactivation_separation_after": pre_sep_after,
+        "separation_retained": float(pre_sep_after / pre_sep_before) if ok else float("nan"),
         "max_abs_change": float(np.max(np.abs(after - before))) if before.size else 0.0,
     }
