@@ -20,6 +20,12 @@ output.dense.weight                         512   30 % mask   10 % idx     3 % i
 ========================================  =====  ==========  ==========  ===============
 
 (the reference stores ``indices`` when ``4 * k < 0.8 * numel``, i.e. below 20 % kept).
+
+Variants (:data:`VARIANT_NAMES`): ``unpruned``; ``pre`` (pre-pruned); ``post`` (post-pruned,
+with a ``training.json``); ``both`` (pre then post); ``both_bin`` (the same saved with
+``use_safetensors=False``: ``pytorch_model.bin`` and ``.pth`` mapping files); ``latent3``
+(latent_dim 3, post-pruned); ``bf16`` (torch_dtype bfloat16, post-pruned); ``id_ln``
+(activation_encoder ``id``, i.e. a LayerNorm(1) with non-default parameters, pre-pruned).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
@@ -159,6 +165,3 @@ def ref_global_index(model: Ref) -> np.ndarray:
 def random_inputs(n: int, batch: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, n, generator=torch.Generator().manual_seed(seed))
 
-
-def maybe(x: Optional[np.ndarray]):
-    return None if x is None else torch.from_numpy(x)

@@ -199,7 +199,7 @@ def test_nan_never_ranks_before_a_number(imp, data):
 @SETTINGS
 @given(importance(), st.data())
 def test_threshold_never_keeps_nan(imp, data):
-    assume(np.isnan(imp).any() and (~np.isnan(imp) & (imp >= 0)).any())
+    imp = np.concatenate([imp, np.array([np.nan, 0.75, np.nan], dtype=np.float32)])
     threshold = data.draw(thresholds(imp))
     assume(brute_force(imp, threshold=threshold) is not None)
     assert not np.isnan(imp[select(imp, threshold=threshold).keep]).any()
@@ -211,6 +211,40 @@ def test_ties_break_by_lower_index():
     assert select(imp, topk=4).keep.tolist() == [1, 2, 3, 4]
 
 
+def test_negative_zero_equals_zero():
+    """-0.0 == 0.0 as numbers (IEEE 754, torch, NumPy, the reference): a tie, broken by index, and
+    both pass a threshold of 0 (custom importance such as a signed gradient mean can hold -0.0)."""
+    assert select(np.array([-0.0, 0.0], dtype=np.float32), topk=1).keep.tolist() == [0]
+    assert select(np.array([0.0, -0.0, 0.0], dtype=np.float32), topk=2).keep.tolist() == [0, 1]
+    assert select(np.array([-0.0], dtype=np.float32), threshold=0.0).keep.tolist() == [0]
+    assert select(np.array([1.0, -0.0, 0.0, -1.0], dtype=np.float32), threshold=0.0).keep.tolist() == [0, 1, 2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 20000), st.sampled_from([0.0, 0.01, 0.3]))
+def test_large_vectors_against_lexsort(seed, n, nan_share):
+    """A second method at sizes where many buckets and long ties occur: numpy's lexsort."""
+    rng = np.random.default_rng(seed)
+    imp = np.round(rng.standard_normal(n) * rng.choice([1, 100, 1e-30]), int(rng.integers(0, 3))).astype(np.float32)
+    imp[rng.random(n) < nan_share] = np.nan
+    imp[rng.random(n) < 0.05] = -0.0
+    nan = np.isnan(imp)
+    key = np.where(nan, 0.0, -imp.astype(np.float64))
+    order = np.lexsort((np.arange(n), key, nan))  # NaN last, then importance descending, then index
+    topk = int(rng.integers(1, n + 1)) if rng.random() < 0.5 else float(rng.random() or 1.0)
+    k = min(topk, n) if isinstance(topk, int) else math.ceil(topk * n)
+    np.testing.assert_array_equal(select(imp, topk=topk).keep, np.sort(order[:k]))
+    finite = imp[~nan]
+    if finite.size and finite.max() >= 0:
+        t = float(rng.choice(finite[finite >= 0]))
+        np.testing.assert_array_equal(select(imp, threshold=t).keep, np.flatnonzero(~nan & (imp >= np.float32(t))))
+    mask = rng.random(n) < 0.5
+    if mask.any():
+        m_order = order[mask[order]]
+        k = min(topk, mask.sum()) if isinstance(topk, int) else math.ceil(topk * mask.sum())
+        np.testing.assert_array_equal(select(imp, mask=mask, topk=topk).keep, np.sort(m_order[:k]))
+
+
 def test_int_one_and_float_one_differ():
     imp = np.array([0.3, 0.9, 0.1], dtype=np.float32)
     assert select(imp, topk=1).keep.tolist() == [1]
@@ -218,11 +252,12 @@ def test_int_one_and_float_one_differ():
 
 
 def test_float_topk_rounds_up_including_float_error():
-    # 0.1 * 30 == 3.0000000000000004 in binary floating point: ceil gives 4, as the reference.
-    imp = np.arange(30, dtype=np.float32)
-    assert 0.1 * 30 > 3
-    assert select(imp, topk=0.1).k == 4
-    assert select(imp, topk=0.05).k == 2  # ceil(1.5)
+    # 0.07 * 100 == 7.000000000000001 in binary floating point: ceil gives 8, as the reference's
+    # math.ceil(topk * n) does; an exact decimal product would give 7.
+    imp = np.arange(100, dtype=np.float32)
+    assert 0.07 * 100 > 7
+    assert select(imp, topk=0.07).k == 8
+    assert select(imp[:30], topk=0.05).k == 2  # ceil(1.5)
 
 
 # ------------------------------------------------------------------------------ validation

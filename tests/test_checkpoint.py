@@ -1,0 +1,473 @@
+"""Reading and writing checkpoint directories: sizes, round trips, safety of writes, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import string
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import gradiend_core.checkpoint as ckpt_mod
+from gradiend_core import CheckpointError, ParamMappedGradiendModel, export_pruned, read_checkpoint, write_checkpoint
+from gradiend_core.checkpoint import Architecture, safetensors_size
+from gradiend_core.param_map import ParamEntry, ParamMap
+from refmodels import ref_global_index
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.uint8, torch.bool]
+
+
+def real_safetensors_size(tensors) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "t.safetensors")
+        save_file(tensors, p)
+        return os.path.getsize(p)
+
+
+def specs(tensors):
+    return {k: (v.dtype, tuple(v.shape)) for k, v in tensors.items()}
+
+
+shapes = st.lists(st.integers(0, 6), min_size=0, max_size=3).map(tuple)
+ascii_names = st.text(alphabet=string.ascii_letters + string.digits + "._-", min_size=1, max_size=12)
+
+
+def tensor_dicts(names, dtypes):
+    return st.dictionaries(names, st.tuples(dtypes, shapes), min_size=1, max_size=6).map(
+        lambda d: {k: torch.zeros(s, dtype=dt) for k, (dt, s) in d.items()}
+    )
+
+
+# ---------------------------------------------------------------------------- safetensors_size
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(DTYPES).flatmap(lambda dt: tensor_dicts(ascii_names, st.just(dt))))
+def test_safetensors_size_one_dtype(tensors):
+    """The case of every GRADIEND file: one dtype per file, ASCII names, empty tensors allowed."""
+    assert safetensors_size(specs(tensors)) == real_safetensors_size(tensors)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tensor_dicts(ascii_names, st.sampled_from(DTYPES)))
+def test_safetensors_size_mixed_dtypes(tensors):
+    assert safetensors_size(specs(tensors)) == real_safetensors_size(tensors)
+
+
+def test_safetensors_size_same_width_dtypes():
+    """safetensors orders data by dtype (F32 before I32, BF16 before F16), not by name; the order
+    changes the offsets written in the header and with them the header's length."""
+    t = {"a": torch.zeros(1, dtype=torch.int32), "b": torch.zeros(100_000, dtype=torch.float32)}
+    assert safetensors_size(specs(t)) == real_safetensors_size(t)
+
+
+unicode_names = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), min_codepoint=32), min_size=1, max_size=8
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tensor_dicts(unicode_names, st.just(torch.float32)))
+def test_safetensors_size_unicode_names(tensors):
+    assert safetensors_size(specs(tensors)) == real_safetensors_size(tensors)
+
+
+def test_safetensors_size_non_ascii_name():
+    """safetensors writes names as raw UTF-8 in its JSON header, not as \\u escapes."""
+    t = {"gewicht_é": torch.zeros(3)}
+    assert safetensors_size(specs(t)) == real_safetensors_size(t)
+
+
+# ---------------------------------------------------------------------------- round trip
+@st.composite
+def checkpoints(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    n_params = draw(st.integers(1, 4))
+    entries = []
+    for i in range(n_params):
+        shape = tuple(draw(st.lists(st.integers(1, 12), min_size=1, max_size=2)))
+        numel = int(np.prod(shape))
+        how = draw(st.sampled_from(["all", "few", "many", "none"]))
+        if how == "all":
+            pos = None
+        else:
+            k = {"few": max(1, numel // 10), "many": max(1, (numel * 3) // 4), "none": 0}[how]
+            pos = np.sort(rng.choice(numel, size=min(k, numel), replace=False)).astype(np.int64)
+        entries.append(ParamEntry(f"model.layer.{i}.weight", shape, pos))
+    # One fully selected parameter of 24 entries: the reference's constructor draws the decoder
+    # from uniform(-max(W_enc), max(W_enc)) and fails when every encoder weight is negative, which
+    # is likely for a handful of input dims.
+    pmap = ParamMap([ParamEntry("model.embed.bias", (24,))] + entries)
+    n = pmap.input_dim
+    latent = draw(st.integers(1, 3))
+    act = draw(st.sampled_from(["tanh", "id", "relu"]))
+    bias_dec = draw(st.booleans())
+    dtype_name = draw(st.sampled_from(["float32", "float16", "bfloat16"]))
+    dt = getattr(torch, dtype_name)
+    arch = Architecture(n, latent, act, "id", bias_dec, dtype_name)
+    g = torch.Generator().manual_seed(int(rng.integers(1 << 30)))
+    state = {
+        "encoder.0.linear.weight": torch.randn(latent, n, generator=g).to(dt),
+        "encoder.0.linear.bias": torch.randn(latent, generator=g).to(dt),
+        "decoder.0.linear.weight": torch.randn(n, latent, generator=g).to(dt),
+    }
+    if bias_dec:
+        state["decoder.0.linear.bias"] = torch.randn(n, generator=g).to(dt)
+    if act == "id":
+        state["encoder.1.weight"] = torch.randn(1, generator=g).to(dt)
+        state["encoder.1.bias"] = torch.randn(1, generator=g).to(dt)
+    meta = {"base_model": "tiny-test", "note": draw(st.text(max_size=10)), "n": draw(st.integers(-5, 5))}
+    side = {"training.json": {"epochs": draw(st.integers(0, 9))}} if draw(st.booleans()) else {}
+    return arch, pmap, state, meta, side, draw(st.booleans())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(checkpoints())
+def test_write_read_round_trip(c):
+    arch, pmap, state, meta, side, use_st = c
+    with tempfile.TemporaryDirectory() as d:
+        target = Path(d) / "ckpt"
+        write_checkpoint(target, architecture=arch, param_map=pmap, state_dict=state, metadata=meta,
+                         side_files=side, use_safetensors=use_st)
+        back = read_checkpoint(target)
+        assert back.architecture == arch
+        assert [e.name for e in back.param_map] == [e.name for e in pmap]
+        assert [e.shape for e in back.param_map] == [e.shape for e in pmap]
+        for a, b in zip(back.param_map, pmap):
+            np.testing.assert_array_equal(a.selected_positions(), b.selected_positions())
+        np.testing.assert_array_equal(back.param_map.base_global_index(), pmap.base_global_index())
+        assert sorted(back.state_dict) == sorted(state)
+        for k, t in state.items():
+            assert back.state_dict[k].dtype == t.dtype and torch.equal(back.state_dict[k], t), k
+        assert back.metadata == meta
+        for name, obj in side.items():
+            assert back.side_files[name] == obj
+        names = {p.name for p in target.iterdir()}
+        assert ("model.safetensors" if use_st else "pytorch_model.bin") in names
+        # and the reference reads the same map (a parameter may select nothing: repr "indices", empty)
+        torch.manual_seed(0)
+        ref = Ref.from_pretrained(str(target))
+        np.testing.assert_array_equal(ref_global_index(ref), pmap.base_global_index())
+        assert ref.input_dim == arch.input_dim
+
+
+# ---------------------------------------------------------------------------- write safety
+def _write_from(src: Path, target: Path, **kw):
+    data = read_checkpoint(src)
+    return write_checkpoint(target, architecture=data.architecture, param_map=data.param_map,
+                            state_dict=data.state_dict, metadata=data.metadata, **kw)
+
+
+def tree_hashes(root: Path):
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_refuses_non_empty_target_without_overwrite(pruned_ckpt, tmp_path):
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "keep.txt").write_text("precious")
+    with pytest.raises(CheckpointError, match="not empty"):
+        _write_from(pruned_ckpt, target)
+    assert (target / "keep.txt").read_text() == "precious"
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    # an empty existing directory is fine; overwrite replaces the old content entirely
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _write_from(pruned_ckpt, empty)
+    _write_from(pruned_ckpt, target, overwrite=True)
+    assert not (target / "keep.txt").exists()
+    assert read_checkpoint(target).architecture.input_dim == read_checkpoint(pruned_ckpt).architecture.input_dim
+
+
+def test_refuses_target_that_is_a_file(pruned_ckpt, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(CheckpointError, match="file"):
+        _write_from(pruned_ckpt, f, overwrite=True)
+    assert f.read_text() == "x"
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "deep_inside", "parent", "same_via_dotdot"])
+def test_refuses_target_equal_to_inside_or_containing_the_source(pruned_ckpt, fresh_copy, where):
+    src = fresh_copy(pruned_ckpt)
+    target = {
+        "same": src,
+        "inside": src / "sub",
+        "deep_inside": src / "a" / "b",
+        "parent": src.parent,
+        "same_via_dotdot": src / ".." / src.name,
+    }[where]
+    before = tree_hashes(src)
+    for overwrite in (False, True):
+        with pytest.raises(CheckpointError):
+            _write_from(src, target, source=src, overwrite=overwrite)
+        with pytest.raises(CheckpointError):
+            export_pruned(src, target, topk=10, overwrite=overwrite)
+    assert tree_hashes(src) == before
+    assert sorted(p.name for p in src.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize("exc", [OSError(28, "No space left on device"), RuntimeError("boom")])
+@pytest.mark.parametrize("existing", [False, True])
+def test_failed_write_leaves_nothing_behind(pruned_ckpt, tmp_path, monkeypatch, exc, existing):
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    target = parent / "out"
+    if existing:
+        _write_from(pruned_ckpt, target)
+    before_names = sorted(p.name for p in parent.iterdir())
+    before = tree_hashes(parent)
+    real = ckpt_mod._save_tensors
+    calls = []
+
+    def flaky(path, tensors, use_safetensors):
+        calls.append(path)
+        if len(calls) == 2:  # the weights are written, the first mapping file fails
+            raise exc
+        return real(path, tensors, use_safetensors)
+
+    monkeypatch.setattr(ckpt_mod, "_save_tensors", flaky)
+    expected = CheckpointError if isinstance(exc, OSError) else RuntimeError
+    with pytest.raises(expected):
+        _write_from(pruned_ckpt, target, overwrite=True)
+    assert len(calls) == 2
+    assert sorted(p.name for p in parent.iterdir()) == before_names  # no leftover temp directory
+    assert tree_hashes(parent) == before  # old content, if any, untouched
+
+
+def test_export_leaves_source_byte_identical(ref_variants, tmp_path):
+    for v in ref_variants.values():
+        before = tree_hashes(v.path)
+        stats = {p.name: p.stat().st_mtime_ns for p in v.path.iterdir()}
+        export_pruned(v.path, tmp_path / v.name, part="decoder-sum", topk=0.25)
+        m = ParamMappedGradiendModel.from_pretrained(v.path)
+        m.prune(topk=3, inplace=True)
+        m.save_pretrained(tmp_path / (v.name + "_saved"))
+        assert tree_hashes(v.path) == before, v.name
+        assert {p.name: p.stat().st_mtime_ns for p in v.path.iterdir()} == stats, v.name
+
+
+# ---------------------------------------------------------------------------- bad inputs
+def _cfg(path: Path) -> dict:
+    return json.loads((path / "config.json").read_text())
+
+
+def _set_cfg(path: Path, cfg: dict) -> None:
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def _damage(kind: str, d: Path) -> str:
+    """Damage checkpoint ``d``; return the file name the error message must name."""
+    if kind == "missing_config":
+        (d / "config.json").unlink()
+        return "config.json"
+    if kind == "invalid_json":
+        (d / "config.json").write_text('{"format_version": 0, "architecture": ')
+        return "config.json"
+    if kind == "config_not_object":
+        (d / "config.json").write_text("[1, 2]")
+        return "config.json"
+    if kind == "format_version":
+        cfg = _cfg(d)
+        cfg["format_version"] = 1
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "no_architecture":
+        cfg = _cfg(d)
+        del cfg["architecture"]
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind in ("input_dim_zero", "input_dim_string", "latent_dim_bool"):
+        cfg = _cfg(d)
+        key, val = {"input_dim_zero": ("input_dim", 0), "input_dim_string": ("input_dim", "365"),
+                    "latent_dim_bool": ("latent_dim", True)}[kind]
+        cfg["architecture"][key] = val
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "bad_dtype":
+        cfg = _cfg(d)
+        cfg["architecture"]["torch_dtype"] = "float64x"
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "no_mapping":
+        cfg = _cfg(d)
+        cfg["mapping"] = None  # what the weights-only GradiendModel writes
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "unknown_repr":
+        cfg = _cfg(d)
+        cfg["mapping"]["param_map"][0]["repr"] = "bitset"
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "missing_weights":
+        (d / "model.safetensors").unlink()
+        return "model.safetensors"
+    if kind == "truncated_weights":
+        data = (d / "model.safetensors").read_bytes()
+        (d / "model.safetensors").write_bytes(data[: len(data) // 2])
+        return "model.safetensors"
+    if kind == "garbage_weights":
+        (d / "model.safetensors").write_bytes(b"\x00" * 7)
+        return "model.safetensors"
+    if kind == "weight_shape":
+        sd = load_file(str(d / "model.safetensors"))
+        sd["decoder.0.linear.weight"] = sd["decoder.0.linear.weight"][:-1].contiguous()
+        save_file(sd, str(d / "model.safetensors"))
+        return "model.safetensors"
+    if kind == "weight_missing_key":
+        sd = load_file(str(d / "model.safetensors"))
+        del sd["encoder.0.linear.bias"]
+        save_file(sd, str(d / "model.safetensors"))
+        return "model.safetensors"
+    if kind == "num_selected":
+        cfg = _cfg(d)
+        cfg["mapping"]["param_map"][0]["num_selected"] += 1
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "input_dim_disagrees":
+        cfg = _cfg(d)
+        cfg["architecture"]["input_dim"] += 1
+        _set_cfg(d, cfg)
+        return "config.json"
+    if kind == "missing_indices_file":
+        (d / "mapping_indices.safetensors").unlink()
+        return "mapping_indices.safetensors"
+    if kind == "missing_masks_file":
+        (d / "mapping_masks.safetensors").unlink()
+        return "mapping_masks.safetensors"
+    if kind == "truncated_indices_file":
+        data = (d / "mapping_indices.safetensors").read_bytes()
+        (d / "mapping_indices.safetensors").write_bytes(data[:20])
+        return "mapping_indices.safetensors"
+    if kind == "missing_mapping_key":
+        t = load_file(str(d / "mapping_indices.safetensors"))
+        t.pop(sorted(t)[0])
+        save_file(t, str(d / "mapping_indices.safetensors"))
+        return "mapping_indices.safetensors"
+    if kind == "wrong_mapping_key":
+        cfg = _cfg(d)
+        e = next(e for e in cfg["mapping"]["param_map"] if e["repr"] == "mask")
+        e["key"] = "L99"
+        _set_cfg(d, cfg)
+        return "mapping_masks.safetensors"
+    if kind == "indices_out_of_range":
+        t = load_file(str(d / "mapping_indices.safetensors"))
+        k = sorted(t)[0]
+        t[k] = t[k].clone()
+        t[k][-1] = 10**6
+        save_file(t, str(d / "mapping_indices.safetensors"))
+        return "config.json"
+    if kind == "indices_duplicate":
+        t = load_file(str(d / "mapping_indices.safetensors"))
+        k = sorted(t)[0]
+        t[k] = t[k].clone()
+        t[k][1] = t[k][0]
+        save_file(t, str(d / "mapping_indices.safetensors"))
+        return "config.json"
+    if kind == "mask_shape":
+        t = load_file(str(d / "mapping_masks.safetensors"))
+        k = sorted(t)[0]
+        t[k] = t[k].reshape(-1)[:-3].contiguous()
+        save_file(t, str(d / "mapping_masks.safetensors"))
+        return "config.json"
+    raise AssertionError(kind)
+
+
+DAMAGES = [
+    "missing_config", "invalid_json", "config_not_object", "format_version", "no_architecture", "input_dim_zero",
+    "input_dim_string", "latent_dim_bool", "bad_dtype", "no_mapping", "unknown_repr", "missing_weights",
+    "truncated_weights", "garbage_weights", "weight_shape", "weight_missing_key", "num_selected",
+    "input_dim_disagrees", "missing_indices_file", "missing_masks_file", "truncated_indices_file",
+    "missing_mapping_key", "wrong_mapping_key", "indices_out_of_range", "indices_duplicate", "mask_shape",
+]
+
+
+@pytest.mark.parametrize("kind", DAMAGES)
+def test_bad_checkpoint_raises_checkpoint_error_naming_the_file(pruned_ckpt, fresh_copy, kind):
+    d = fresh_copy(pruned_ckpt)
+    fname = _damage(kind, d)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(d)
+    assert fname in str(e.value)
+    assert isinstance(e.value, ValueError)
+    with pytest.raises(CheckpointError):
+        ParamMappedGradiendModel.from_pretrained(d)
+
+
+def test_truncated_bin_raises(ref_variants, fresh_copy):
+    d = fresh_copy(ref_variants["both_bin"].path)
+    data = (d / "pytorch_model.bin").read_bytes()
+    (d / "pytorch_model.bin").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+        read_checkpoint(d)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.mkdir, (os.environ["GRADIEND_TEST_PWNED"],))
+
+
+def test_pickle_with_code_is_refused_not_run(ref_variants, fresh_copy, tmp_path, monkeypatch):
+    d = fresh_copy(ref_variants["both_bin"].path)
+    pwned = tmp_path / "pwned"
+    monkeypatch.setenv("GRADIEND_TEST_PWNED", str(pwned))
+    torch.save({"encoder.0.linear.weight": _Evil()}, d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+        read_checkpoint(d)
+    assert not pwned.exists()
+
+
+def test_bin_with_non_tensor_values_is_refused(ref_variants, fresh_copy):
+    d = fresh_copy(ref_variants["both_bin"].path)
+    torch.save({"encoder.0.linear.weight": [1, 2, 3]}, d / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pytorch_model.bin"):
+        read_checkpoint(d)
+
+
+def test_missing_mapping_pth_file(ref_variants, fresh_copy):
+    d = fresh_copy(ref_variants["both_bin"].path)
+    (d / "mapping_masks.pth").unlink()
+    with pytest.raises(CheckpointError, match="mapping_masks.pth"):
+        read_checkpoint(d)
+
+
+def test_empty_missing_and_file_paths(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="empty"):
+        read_checkpoint(empty)
+    with pytest.raises(CheckpointError, match="no such"):
+        read_checkpoint(tmp_path / "nope")
+    f = tmp_path / "f.zip"
+    f.write_bytes(b"PK")
+    with pytest.raises(CheckpointError, match="is a file"):
+        read_checkpoint(f)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "readme.txt").write_text("hi")
+    with pytest.raises(CheckpointError, match="config.json"):
+        read_checkpoint(other)
+
+
+def test_nested_experiment_directory_loads(pruned_ckpt, tmp_path):
+    exp = tmp_path / "runs" / "experiment"
+    shutil.copytree(pruned_ckpt, exp / "model")
+    (exp / "log.txt").write_text("training log")
+    data = read_checkpoint(exp)
+    assert data.path == exp / "model"
+    ref = Ref.from_pretrained(str(pruned_ckpt))
+    m = ParamMappedGradiendModel.from_pretrained(exp)
+    assert m.input_dim == ref.input_dim
+    np.testing.assert_array_equal(m.base_global_index().numpy(), ref_global_index(ref))
+    for k, t in ref.state_dict().items():
+        assert torch.equal(m.state_dict()[k], t)
