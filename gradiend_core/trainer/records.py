@@ -4,12 +4,14 @@
   ``importance`` float32 ``(n,)`` (|mean source gradient| over the pre-prune input space, the
   unpruned input space when pre-pruning starts from a full map), ``kept`` int64 ``(k,)`` (local
   indices into that space, sorted) and ``base_global_index`` int64 ``(n,)`` (the base-global
-  index of each of those dimensions). Header metadata: the config, the source, the number of
+  index of each of those dimensions; left out when it is ``0..n-1``, i.e. when pre-pruning
+  started from the unpruned space). Header metadata: the config, the source, the number of
   examples averaged.
 * ``validation_gradients.safetensors`` - a few validation source gradients for "what a cut
   costs": ``gradients`` float32 ``(m, input_dim)`` in the checkpoint's input space, ``labels``
-  float32 ``(m,)`` (+1 first class, -1 second), ``base_global_index`` int64 ``(input_dim,)``.
-  Header metadata: source and class names.
+  float32 ``(m,)`` (+1 first class, -1 second), ``base_global_index`` int64 ``(input_dim,)``
+  (left out when it is ``0..input_dim-1``, i.e. for an unpruned model). Header metadata: source
+  and class names.
 
 Both are extra files: the reference's ``ParamMappedGradiendModel.from_pretrained`` reads only
 ``config.json``, the weights and the mapping files it names, so it loads these checkpoints
@@ -89,11 +91,11 @@ class PrePruneRecord:
         return out
 
     def tensors(self) -> Dict[str, torch.Tensor]:
-        return {
+        out = {
             "importance": torch.from_numpy(np.ascontiguousarray(self.importance, dtype=np.float32)),
             "kept": torch.from_numpy(np.ascontiguousarray(self.kept, dtype=np.int64)),
-            "base_global_index": torch.from_numpy(np.ascontiguousarray(self.base_global_index, dtype=np.int64)),
         }
+        return _with_index(out, self.base_global_index)
 
     def header(self) -> Dict[str, str]:
         return {
@@ -123,11 +125,11 @@ class ValidationRecord:
     source: str = "alternative"
 
     def tensors(self) -> Dict[str, torch.Tensor]:
-        return {
+        out = {
             "gradients": self.gradients.detach().to(torch.float32).contiguous(),
             "labels": self.labels.detach().to(torch.float32).contiguous(),
-            "base_global_index": torch.from_numpy(np.ascontiguousarray(self.base_global_index, dtype=np.int64)),
         }
+        return _with_index(out, self.base_global_index)
 
     def header(self) -> Dict[str, str]:
         return {"format": VALIDATION_FORMAT, "classes": json.dumps(list(self.classes)), "source": self.source}
@@ -146,6 +148,20 @@ class ValidationRecord:
             self.classes,
             self.source,
         )
+
+
+def _with_index(tensors: Dict[str, torch.Tensor], base_global_index: np.ndarray) -> Dict[str, torch.Tensor]:
+    """Add ``base_global_index`` unless it is ``0..n-1`` (an unpruned space; 8 bytes a dimension saved)."""
+    g = np.asarray(base_global_index, dtype=np.int64)
+    if not np.array_equal(g, np.arange(g.size, dtype=np.int64)):
+        tensors["base_global_index"] = torch.from_numpy(np.ascontiguousarray(g))
+    return tensors
+
+
+def _index(tensors: Mapping[str, torch.Tensor], path: Path, n: int) -> np.ndarray:
+    if "base_global_index" not in tensors:
+        return np.arange(n, dtype=np.int64)
+    return _need(tensors, "base_global_index", path, torch.int64, 1).numpy()
 
 
 def align_columns(have: np.ndarray, want: np.ndarray, what: str) -> np.ndarray:
@@ -212,7 +228,7 @@ def load_pre_prune_record(checkpoint_dir: PathLike) -> Optional[PrePruneRecord]:
     tensors, meta = _read_safetensors(path, PRE_PRUNE_FORMAT)
     imp = _need(tensors, "importance", path, torch.float32, 1).numpy()
     kept = _need(tensors, "kept", path, torch.int64, 1).numpy()
-    bgi = _need(tensors, "base_global_index", path, torch.int64, 1).numpy()
+    bgi = _index(tensors, path, imp.size)
     if bgi.size != imp.size:
         raise CheckpointError(f"{path}: base_global_index has {bgi.size} entries but importance has {imp.size}.")
     if kept.size and (kept.min() < 0 or kept.max() >= imp.size or np.any(np.diff(kept) <= 0)):
@@ -239,7 +255,7 @@ def load_validation_record(checkpoint_dir: PathLike) -> Optional[ValidationRecor
     tensors, meta = _read_safetensors(path, VALIDATION_FORMAT)
     grads = _need(tensors, "gradients", path, torch.float32, 2)
     labels = _need(tensors, "labels", path, torch.float32, 1)
-    bgi = _need(tensors, "base_global_index", path, torch.int64, 1).numpy()
+    bgi = _index(tensors, path, int(grads.shape[1]))
     if labels.numel() != grads.shape[0] or bgi.size != grads.shape[1]:
         raise CheckpointError(
             f"{path}: gradients {tuple(grads.shape)}, labels {tuple(labels.shape)} and base_global_index "

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import random
 import time
@@ -43,7 +44,7 @@ from .cut_cost import pearson
 from .data import Example, epoch_batches, label_of, resolve_classes, split_validation, stratified_indices
 from .gradients import GradientSource, LossFn, needs, pick, resolve_params
 from .model_with_gradiend import ModelWithGradiend, base_model_id
-from .records import PrePruneRecord, ValidationRecord
+from .records import PrePruneRecord, ValidationRecord, align_columns
 
 #: Fraction of each class held out for validation when no eval_data is given.
 VALIDATION_FRACTION = 0.2
@@ -107,8 +108,8 @@ class Trainer:
         self.gradients = GradientSource(self.base_model, loss_fn, resolve_params(self.base_model, names or self.args.params))
         self.training_stats: Optional[Dict[str, Any]] = None
         self.post_prune_mask: Optional[torch.Tensor] = None
-        self._val_cache: Optional[Tuple[int, torch.Tensor, torch.Tensor]] = None  # (id of map, X, labels)
-        self._val_map: Optional[ParamMap] = None
+        # validation source gradients (X, labels) and the map they were taken over
+        self._val_cache: Optional[Tuple[ParamMap, torch.Tensor, torch.Tensor]] = None
         self._time: Dict[str, float] = {"pre_prune": 0.0, "data_preparation": 0.0, "model_with_gradiend": 0.0, "eval": 0.0}
         self._dims: Dict[str, Optional[int]] = {"unpruned": None, "after_pre_prune": None, "final": None}
         self._post_prune_info: Optional[Dict[str, Any]] = None
@@ -157,9 +158,9 @@ class Trainer:
     def _direction(self) -> Dict[str, int]:
         return {self.classes[0]: 1, self.classes[1]: -1}
 
-    def _seed_torch(self, offset: int = 0) -> None:
+    def _seed_torch(self) -> None:
         if self.args.seed is not None:
-            torch.manual_seed(self.args.seed + offset)
+            torch.manual_seed(self.args.seed)
 
     def _build(self, pmap: ParamMap) -> ModelWithGradiend:
         """A fresh GRADIEND over ``pmap`` (seeded), wrapped with the base model."""
@@ -298,14 +299,13 @@ class Trainer:
             ``(X float32 (n, input_dim), labels float32 (n,))``.
         """
         pmap = pmap if pmap is not None else self.get_model().gradiend.mapping
-        if self._val_cache is not None and self._val_map is not None:
-            if self._val_map is pmap:
-                return self._val_cache[1], self._val_cache[2]
-            have, want = self._val_map.base_global_index(), pmap.base_global_index()
-            if np.isin(want, have).all():
-                from .records import align_columns
-
-                return self._val_cache[1][:, torch.from_numpy(align_columns(have, want, "validation cache"))], self._val_cache[2]
+        if self._val_cache is not None:
+            cached_map, x, labels = self._val_cache
+            if cached_map is pmap:
+                return x, labels
+            have, want = cached_map.base_global_index(), pmap.base_global_index()
+            if np.isin(want, have).all():  # a pruned space: its columns of the cached gradients
+                return x[:, torch.from_numpy(align_columns(have, want, "validation cache"))], labels
         examples = self._eval_examples()
         need_f, need_a = needs(self.args.source)
         rows = []
@@ -314,7 +314,7 @@ class Trainer:
             rows.append(pick(self.args.source, f, a))
         x = torch.stack(rows) if rows else torch.zeros(0, pmap.input_dim)
         labels = torch.tensor([label_of(ex.feature_class, self.classes) for ex in examples], dtype=torch.float32)
-        self._val_cache, self._val_map = (id(pmap), x, labels), pmap
+        self._val_cache = (pmap, x, labels)
         return x, labels
 
     def evaluate_encoder(self, model: Optional[ModelWithGradiend] = None) -> Dict[str, Any]:
@@ -389,7 +389,9 @@ class Trainer:
         if a.post_prune_config is not None and not a.post_prune_config.inplace:
             raise ValueError("post_prune_config.inplace=False makes no sense when train() runs it; use inplace=True.")
         start = time.time()
-        if a.pre_prune_config is not None:
+        cfg = a.pre_prune_config
+        record = self._model.pre_prune_record if self._model is not None else None
+        if cfg is not None and (record is None or record.config != cfg.to_dict()):  # not already run by pre_prune()
             self.pre_prune(inplace=True)
         model = self.get_model()
         g = model.gradiend
@@ -429,7 +431,7 @@ class Trainer:
         max_steps = a.max_steps if a.max_steps > 0 else None
         step, epoch, done = 0, 0, False
         g.train()
-        for epoch in range(a.num_train_epochs if max_steps is None else 10**9):
+        for epoch in range(a.num_train_epochs) if max_steps is None else itertools.count():
             batches = epoch_batches(self.train_data, self.classes, a.train_batch_size, rng)
             for bi, batch_idx in enumerate(batches):
                 t = time.time()
@@ -462,6 +464,10 @@ class Trainer:
         g.eval()
         if a.save_only_best and best_state is not None:
             g.load_state_dict(best_state)
+            if a.normalize_gradiend and g.latent_dim == 1 and best["correlation"] < NORMALIZE_BELOW:
+                # the best step predates a later normalisation flip: orient it the same way
+                model.invert_encoding()
+                best["correlation"] = -best["correlation"]
         if not do_eval:
             best.update(global_step=step, epoch=epoch)
 
@@ -503,8 +509,8 @@ class Trainer:
             "best_score_checkpoint": _jsonable(best),
             "training_args": _jsonable(a.to_dict()),
             "time": _jsonable(self._time),
-            "losses": losses,
-            "convergence_info": self._convergence(stats, best),
+            "losses": _jsonable(losses),
+            "convergence_info": _jsonable(self._convergence(stats, best)),
             "cache_fingerprint": _jsonable(fp),
             "input_dims": dict(self._dims),
         }
