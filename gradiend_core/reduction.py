@@ -103,6 +103,16 @@ class ReductionReport:
         return sum(self.disk_files_after.values())
 
     @property
+    def model_disk_bytes_before(self) -> int:
+        """Bytes of the model files only (config, weights, mapping), without carried JSON side files."""
+        return sum(v for k, v in self.disk_files_before.items() if k not in CARRIED_JSON_FILES)
+
+    @property
+    def model_disk_bytes_after(self) -> int:
+        """Bytes of the model files only after the selection (see :attr:`model_disk_bytes_before`)."""
+        return sum(v for k, v in self.disk_files_after.items() if k not in CARRIED_JSON_FILES)
+
+    @property
     def kept_fraction(self) -> float:
         """Kept input dims / input dims before."""
         return self.input_dim_after / self.input_dim_before
@@ -115,6 +125,8 @@ class ReductionReport:
             total_params_after=self.total_params_after,
             disk_bytes_before=self.disk_bytes_before,
             disk_bytes_after=self.disk_bytes_after,
+            model_disk_bytes_before=self.model_disk_bytes_before,
+            model_disk_bytes_after=self.model_disk_bytes_after,
             kept_fraction=self.kept_fraction,
         )
         return d

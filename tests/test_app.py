@@ -42,7 +42,7 @@ def _open(path: Path) -> AppTest:
 def test_opens_checkpoint_and_shows_summary(app_checkpoint):
     at = _open(app_checkpoint)
     assert not at.error
-    assert _metric(at, "Base model") == "app-test-base"
+    assert any("base model **app-test-base**" in c.value for c in at.caption)
     assert _metric(at, "input_dim (dims)") == "1,300"
     # default selection: decoder-weight, topk=0.05 -> ceil(0.05 * 1300) = 65 dims
     assert _metric(at, "Input dims kept") == "65"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from gradiend_core.checkpoint import CARRIED_JSON_FILES
 from gradiend_core.reduction import ReductionReport
 from gradiend_core.units import format_bytes, format_count, format_percent
 
@@ -34,11 +35,13 @@ def render(report: ReductionReport) -> None:
         delta=_delta(report.memory_bytes_after, report.memory_bytes_before), delta_color="inverse",
         help=f"{report.memory_bytes_before:,} B -> {report.memory_bytes_after:,} B at {report.dtype}",
     )
+    side = {k: v for k, v in report.disk_files_after.items() if k in CARRIED_JSON_FILES}
     cols[3].metric(
-        "On disk", format_bytes(report.disk_bytes_after),
-        delta=_delta(report.disk_bytes_after, report.disk_bytes_before), delta_color="inverse",
-        help="As save_pretrained writes it with safetensors, mapping files included: "
-        + ", ".join(f"{k} {v:,} B" for k, v in report.disk_files_after.items()),
+        "On disk", format_bytes(report.model_disk_bytes_after),
+        delta=_delta(report.model_disk_bytes_after, report.model_disk_bytes_before), delta_color="inverse",
+        help="Model files as save_pretrained writes them with safetensors, mapping files included: "
+        + ", ".join(f"{k} {v:,} B" for k, v in report.disk_files_after.items() if k not in side)
+        + (f". Carried unchanged: {', '.join(f'{k} {v:,} B' for k, v in side.items())}." if side else "."),
     )
     cols[4].metric(
         "Importance kept", format_percent(report.importance_kept),
