@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Dict
 
@@ -30,12 +31,21 @@ def log_axis(title: str) -> Dict[str, Any]:
     return dict(title=title, type="log", exponentformat="power", showexponent="all")
 
 
-def base_layout(title: str, height: int = 420) -> Dict[str, Any]:
-    """Layout defaults: title, margins, height, horizontal legend above the plot."""
+def base_layout(title: str, height: int = 420, subtitle: str = "") -> Dict[str, Any]:
+    """Layout defaults: title (and a smaller second line), margins, height, and a horizontal
+    legend below the plot, where it cannot cover the title."""
+    text = f"{title}<br><sup>{subtitle}</sup>" if subtitle else title
     return dict(
-        title=dict(text=title),
+        title=dict(text=text),
         height=height,
-        margin=dict(l=70, r=30, t=80, b=60),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        margin=dict(l=70, r=30, t=90 if subtitle else 70, b=60),
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0),
         hoverlabel=HOVER_LABEL,
     )
+
+
+def percent_log_ticks(smallest: float) -> Dict[str, Any]:
+    """Tick values and labels for a log axis of shares from ``smallest`` to 1: 0.001 %, 0.01 %, ... 100 %."""
+    lo = int(math.floor(math.log10(max(smallest, 1e-12))))
+    vals = [10.0**e for e in range(lo, 1)]
+    return dict(tickvals=vals, ticktext=[f"{100 * v:.10g} %" for v in vals])

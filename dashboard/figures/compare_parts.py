@@ -74,7 +74,7 @@ def upset_figure(patterns: IntersectionPatterns, topk_label: str) -> go.Figure:
             hovertemplate=f"pattern: {label}<br>%{{y}} is in it<extra></extra>", row=2, col=1,
         )
     sizes = ", ".join(f"{n} {s:,}" for n, s in zip(names, patterns.set_sizes))
-    fig.update_layout(**base_layout(f"Exact intersections of the top-{topk_label} sets ({sizes} dims)", height=560))
+    fig.update_layout(**base_layout(f"Exact intersections of the parts' top-{topk_label} sets", height=580, subtitle=f"set sizes (dims): {sizes}"))
     fig.update_layout(showlegend=False, bargap=0.35)
     fig.update_yaxes(title_text="dims in exactly this pattern", row=1, col=1)
     fig.update_yaxes(title_text="part", categoryorder="array", categoryarray=names[::-1], row=2, col=1)

@@ -8,16 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.analysis.mass import MassProfile
-from dashboard.figures.common import base_layout, log_axis
+from dashboard.figures.common import base_layout, log_axis, percent_log_ticks
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
 _SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
-
-
-def _sampling_note(profile: MassProfile) -> str:
-    if profile.positions.size < profile.n_valid:
-        return f"drawn at {profile.positions.size:,} of {profile.n_valid:,} ranks"
-    return f"all {profile.n_valid:,} dims"
 
 
 def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) -> go.Figure:
@@ -29,29 +23,25 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
         cut: smallest kept importance of the current selection (vertical line), or ``None``.
 
     Returns:
-        A figure whose first trace ("ECDF") has ``x`` = importance at the plotted ranks (only
-        finite values > 0, which a log axis can show) and ``y`` = share of non-NaN dims with
-        importance <= x, in [0, 1].
+        A figure whose first trace ("ECDF") has ``x`` = ``profile.ecdf_x`` (importance values
+        > 0: the upper edges of the occupied value buckets, at most ``max_points`` of them) and
+        ``y`` = ``profile.ecdf_y``, the exact share of non-NaN dims with importance <= x.
     """
-    ok = np.isfinite(profile.values) & (profile.values > 0)
-    x, y = profile.values[ok], profile.ecdf[ok]
-    rank = profile.positions[ok]
     fig = go.Figure()
     fig.add_scatter(
-        x=x, y=y, mode="lines", name="ECDF", line=dict(color=DROPPED_COLOR, width=2, shape="hv"),
-        customdata=rank, hovertemplate="importance %{x:.4g}<br>%{y:.2%} of dims have importance ≤ x"
-        "<br>(rank %{customdata:,})<extra></extra>",
+        x=profile.ecdf_x, y=profile.ecdf_y, mode="lines", name="ECDF", line=dict(color=DROPPED_COLOR, width=2),
+        hovertemplate="%{y:.3%} of dims have importance ≤ %{x:.4g}<extra></extra>",
     )
     if cut is not None and np.isfinite(cut) and cut > 0:
-        fig.add_vline(x=cut, line_color=CUT_COLOR, line_dash="dash", annotation_text=f"cut {cut:.3g}", annotation_position="top left")
+        fig.add_vline(x=cut, line_color=CUT_COLOR, line_dash="dash", annotation_text=f"cut {cut:.3g}", annotation_position="bottom right")
     notes = []
     if profile.n_zero:
         notes.append(f"{profile.n_zero:,} zeros")
     if profile.n_nan or profile.n_inf:
         notes.append(f"{profile.n_nan + profile.n_inf:,} NaN/Inf")
-    hidden = f"; not shown: {', '.join(notes)}" if notes else ""
+    hidden = f"; not on the axis: {', '.join(notes)}" if notes else ""
     fig.update_layout(
-        **base_layout(f"ECDF of {part} importance ({_sampling_note(profile)}{hidden})"),
+        **base_layout(f"ECDF of {part} importance", subtitle=f"{profile.n_valid:,} dims, exact at {profile.ecdf_x.size:,} values{hidden}"),
         xaxis=log_axis(f"{part} importance (sum of |weights|, log scale)"),
         yaxis=dict(title="share of dims with importance ≤ x (%)", tickformat=".0%", range=[0, 1.02]),
         showlegend=False,
@@ -74,8 +64,8 @@ def retained_mass_figure(
     Returns:
         A figure whose first trace ("retained mass") has ``x`` = ``k / n_total`` and ``y`` =
         share of the part's total importance held by the top ``k`` dims, both in (0, 1], at the
-        profile's positions; then one marker trace per share in ``profile.share_points``, then
-        the selection marker.
+        profile's positions (``customdata`` = ``k``); then one marker trace per share in
+        ``profile.share_points``, then the selection marker.
     """
     x, y = profile.dims_share, profile.mass_share
     fig = go.Figure()
@@ -98,8 +88,10 @@ def retained_mass_figure(
             hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims keep %{{y:.2%}} of the importance<extra></extra>",
         )
     fig.update_layout(
-        **base_layout(f"Retained {part} importance vs dims kept ({_sampling_note(profile)})"),
-        xaxis=log_axis("share of dims kept (top-k / input_dim, log scale)") | dict(tickformat=".1~%"),
+        **base_layout(f"Retained {part} importance vs dims kept", subtitle=f"{profile.n_total:,} dims, exact at {profile.positions.size:,} ranks"),
+        xaxis=log_axis("share of dims kept (top-k / input_dim, log scale)") | percent_log_ticks(1.0 / profile.n_total),
         yaxis=dict(title="share of total importance kept (%)", tickformat=".0%", range=[0, 1.02]),
     )
+    # the curve climbs from lower left to upper right: the lower right corner is free
+    fig.update_layout(legend=dict(orientation="v", yanchor="bottom", y=0.03, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.7)"))
     return fig

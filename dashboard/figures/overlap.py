@@ -59,7 +59,7 @@ def overlap_heatmap(
     names = list(labels or overlap.names)
     m = len(names)
     size_i = np.repeat(overlap.sizes[:, None], m, axis=1)
-    size_j = np.repeat(overlap.sizes[None, :], m, axis=1)
+    size_j = np.repeat(overlap.sizes[None, :], m, axis=0)
     custom = np.stack([size_i, size_j, overlap.intersection, overlap.jaccard, overlap.overlap_fraction * 100], axis=-1)
     fig = go.Figure(
         go.Heatmap(

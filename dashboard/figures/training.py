@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -50,14 +49,18 @@ def training_figure(record: TrainingRecord, smooth: Optional[int] = None) -> go.
     if record.best_step is not None:
         label = f"best step {record.best_step:,}"
         if record.best_score is not None:
-            label += f" (correlation {record.best_score:.4f})"
+            label += f" (correlation {record.best_score:.5f})"
         fig.add_vline(x=record.best_step, line_color=CUT_COLOR, line_dash="dash", row="all", col=1)
-        fig.add_annotation(x=record.best_step, y=1, yref="y domain", text=label, showarrow=False, xanchor="left",
-                           yanchor="bottom", font=dict(color=CUT_COLOR), row=1, col=1)
+        last = max(int(record.eval_steps.max()) if record.eval_steps.size else 0, int(record.loss_steps.max()) if record.loss_steps.size else 0)
+        right_half = record.best_step > 0.5 * last
+        fig.add_annotation(x=record.best_step, y=0.05, yref="y domain", text=label, showarrow=False,
+                           xanchor="right" if right_half else "left", xshift=-4 if right_half else 4,
+                           font=dict(color=CUT_COLOR), bgcolor="rgba(255,255,255,0.7)", row=1, col=1)
     for row, has in ((1, record.eval_steps.size), (2, record.losses.size)):
         if not has:
             fig.add_annotation(text="not recorded", x=0.5, y=0.5, xref="x domain", yref="y domain", showarrow=False, row=row, col=1)
-    fig.update_layout(**base_layout("Training record (training.json)", height=560))
+    fig.update_layout(**base_layout("Training record (training.json)", height=600))
+    fig.update_layout(legend=dict(y=-0.12))
     fig.update_yaxes(title_text="correlation (unitless)", row=1, col=1)
     fig.update_yaxes(title_text="loss (training objective)", row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)

@@ -1,16 +1,15 @@
 """Caches in front of ``gradiend_core.analysis`` for the analysis views.
 
 Keys are the checkpoint's resolved directory and modification time (so a re-saved checkpoint is
-recomputed) plus what the result depends on: part, topk, or a key of the whole selection. Small
-results (matrices, profiles, tables of capped size) sit behind ``st.cache_data``; the top-k
-index sets of the four parts, which can hold millions of indices and are shared by two views,
-behind ``st.cache_resource`` (no copy per rerun; never mutated).
+recomputed) plus what the result depends on: part, topk, or a key of the whole selection. Only
+small results are cached (matrices, profiles, patterns, tables of capped size), never index sets
+of input_dim size.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import streamlit as st
@@ -41,20 +40,13 @@ def mass_profile(path: str, mtime: float, part: str) -> mass.MassProfile:
     return mass.mass_profile(load_ranking(path, part))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Taking the top-k of every part...")
-def part_sets(path: str, mtime: float, topk) -> Dict[str, np.ndarray]:
-    return overlap.part_topk_sets({p: load_ranking(path, p) for p in PARTS}, topk)
-
-
-@st.cache_data(max_entries=16, show_spinner="Counting overlaps...")
-def part_overlap(path: str, mtime: float, topk) -> overlap.OverlapMatrix:
-    return overlap.overlap_matrix(part_sets(path, mtime, topk), load_ranking(path, PARTS[0]).size)
-
-
-@st.cache_data(max_entries=16, show_spinner="Counting intersection patterns...")
-def part_patterns(path: str, mtime: float, topk, parts: Tuple[str, ...]) -> overlap.IntersectionPatterns:
-    sets = part_sets(path, mtime, topk)
-    return overlap.intersection_patterns({p: sets[p] for p in parts}, load_ranking(path, PARTS[0]).size)
+@st.cache_data(max_entries=16, show_spinner="Taking every part's top-k and counting overlaps...")
+def part_comparison(path: str, mtime: float, topk) -> Tuple[overlap.OverlapMatrix, overlap.IntersectionPatterns]:
+    """Overlap matrix and exact intersection patterns of the four parts' top-k sets (the sets
+    themselves, up to 4 x input_dim indices, are not kept)."""
+    sets = overlap.part_topk_sets({p: load_ranking(path, p) for p in PARTS}, topk)
+    n = load_ranking(path, PARTS[0]).size
+    return overlap.overlap_matrix(sets, n), overlap.intersection_patterns(sets, n)
 
 
 @st.cache_data(max_entries=8, show_spinner="Ranking importance for Spearman's rho...")

@@ -10,11 +10,13 @@ import streamlit as st
 
 from gradiend_core.analysis.models import base_signature, compatibility_problems
 from gradiend_core.errors import CheckpointError
+from gradiend_core.importance import PARTS
 from dashboard.context import ViewContext
 from dashboard.figures.compare_models import model_overlap_heatmap
 from dashboard.loading import check_allowed, load_checkpoint, sample_models
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
+from dashboard.views.distributions import follow
 
 VALUES = {"overlap (% of the smaller set)": "overlap", "intersection (dims)": "intersection", "Jaccard": "jaccard"}
 
@@ -28,10 +30,22 @@ def _label(path: Path, taken: set) -> str:
     return label
 
 
+def _shares_space(path: str, params) -> bool:
+    try:
+        return base_signature(load_checkpoint(path).param_map, {}).params == params
+    except (CheckpointError, OSError):
+        return False
+
+
 def _others(ctx: ViewContext) -> List[str]:
     here = cache.ckpt_key(ctx.path)[0]
     samples = {name: str(p) for name, p in sample_models() if cache.ckpt_key(str(p))[0] != here}
-    chosen = st.multiselect("Bundled samples", list(samples), default=list(samples), key="models_samples")
+    params = base_signature(ctx.data.param_map, {}).params
+    default = [name for name, p in samples.items() if _shares_space(p, params)]
+    chosen = st.multiselect(
+        "Bundled samples", list(samples), default=default, key="models_samples",
+        help="Preselected: the samples whose param_map (names and shapes) matches the open model's.",
+    )
     typed = st.text_area(
         "Other checkpoint directories (one per line)", key="models_paths", height=80,
         placeholder="/path/to/another/checkpoint",
@@ -41,8 +55,13 @@ def _others(ctx: ViewContext) -> List[str]:
 
 def render(ctx: ViewContext) -> None:
     """Draw the model picker, the compatibility check and the overlap heatmap."""
-    topk, part = ctx.inputs.topk, ctx.inputs.part
+    topk = ctx.inputs.topk
     paths = _others(ctx)
+    follow(ctx.inputs.part, "models_part", PARTS)
+    part = st.selectbox(
+        "Part every model ranks by", PARTS, key="models_part",
+        help="A weight part, which every checkpoint has; follows the sidebar part when that is one.",
+    )
     entries: List[Tuple[str, str, float]] = []
     sigs: Dict[str, object] = {}
     rows = []
@@ -69,7 +88,10 @@ def render(ctx: ViewContext) -> None:
             "path": str(data.path),
         })
     if rows:
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="models_table")
+        st.dataframe(
+            pd.DataFrame(rows), hide_index=True, key="models_table",
+            column_config={c: st.column_config.NumberColumn(c, format="localized") for c in ("input_dim", "unpruned length")},
+        )
     if len(entries) < 2:
         st.info("Pick at least one other checkpoint (a bundled sample or a typed path) to compare with the open model.")
         return

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from gradiend_core.analysis.correlation import EXACT_LIMIT, SAMPLE_SIZE, SCATTER_SIZE, SEED
+from gradiend_core.analysis.overlap import restrict_patterns
 from gradiend_core.importance import PARTS
 from dashboard.context import ViewContext
 from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
@@ -31,7 +32,7 @@ def render(ctx: ViewContext) -> None:
             f"Each part takes its own top {_topk_label(topk)} of all {ctx.data.architecture.input_dim:,} dims (topk only: "
             "the sidebar's mask and threshold are not applied here), by the same rule as the selection."
         )
-        ov = cache.part_overlap(dir_, mtime, topk)
+        ov, patterns = cache.part_comparison(dir_, mtime, topk)
         value = st.radio("Overlap value", list(OVERLAP_VALUES), horizontal=True, key="parts_overlap_value")
         show_figure(
             overlap_heatmap(ov, OVERLAP_VALUES[value], title=f"Overlap of the parts' top-{_topk_label(topk)} sets: {value}"),
@@ -42,7 +43,7 @@ def render(ctx: ViewContext) -> None:
         )
         if len(chosen) >= 2:
             ordered = tuple(p for p in PARTS if p in chosen)
-            show_figure(upset_figure(cache.part_patterns(dir_, mtime, topk, ordered), _topk_label(topk)), "parts_upset_fig", "part_upset")
+            show_figure(upset_figure(restrict_patterns(patterns, ordered), _topk_label(topk)), "parts_upset_fig", "part_upset")
         else:
             st.caption("Choose at least two parts for the UpSet plot.")
     sp = cache.part_spearman(dir_, mtime)

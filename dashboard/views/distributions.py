@@ -6,7 +6,7 @@ import streamlit as st
 
 from gradiend_core.analysis.mass import count_for_mass, selection_point
 from gradiend_core.distribution import cut_value
-from gradiend_core.importance import PARTS
+from gradiend_core.importance import DEFAULT_PART, PARTS
 from gradiend_core.units import format_count, format_percent
 from dashboard.context import ViewContext
 from dashboard.figures.mass import ecdf_figure, retained_mass_figure
@@ -15,6 +15,16 @@ from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
 
 TARGET_KEY = "target_mass_pct"
+
+
+def follow(sidebar_part: str, key: str, options, fallback: str = DEFAULT_PART) -> None:
+    """Set the selectbox ``key`` to the sidebar part when that changed since the last run (or the
+    current choice is no longer an option; ``fallback`` when the sidebar part is not an option);
+    otherwise leave the user's choice alone. Runs before the selectbox is drawn."""
+    seen = f"_{key}_sidebar_part"
+    if st.session_state.get(seen) != sidebar_part or st.session_state.get(key) not in options:
+        st.session_state[seen] = sidebar_part
+        st.session_state[key] = sidebar_part if sidebar_part in options else fallback
 
 
 def _set_topk_for_target(path: str, part: str) -> None:
@@ -35,9 +45,11 @@ def _set_topk_for_target(path: str, part: str) -> None:
 
 def render(ctx: ViewContext) -> None:
     """Draw the mass counts, the target-mass control, the ECDF and the retained-mass curve."""
+    options = PARTS + (() if ctx.inputs.part in PARTS else (ctx.inputs.part,))  # e.g. gradient-mean
+    follow(ctx.inputs.part, "dist_part", options)
     part = st.selectbox(
-        "Part", PARTS, index=PARTS.index(ctx.inputs.part), key="dist_part",
-        help="The sidebar part by default; the current selection is marked whichever part is shown.",
+        "Part", options, key="dist_part",
+        help="Follows the sidebar part when that changes; the current selection is marked whichever part is shown.",
     )
     dir_, mtime = cache.ckpt_key(ctx.path)
     profile = cache.mass_profile(dir_, mtime, part)
@@ -66,7 +78,7 @@ def render(ctx: ViewContext) -> None:
             st.error(err)
         done = st.session_state.get("_target_mass_done")
         if done and done[0] == part:
-            st.success(f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {done[1]:.4g} of the mass.")
+            st.success(f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {100 * done[1]:g} % of the mass.")
         if ctx.inputs.mask is not None or ctx.inputs.threshold is not None:
             st.caption(
                 "Counts are over the whole part. With a mask or threshold in the sidebar, topk then takes that many "
@@ -80,11 +92,11 @@ def render(ctx: ViewContext) -> None:
         show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}")
     with right:
         show_figure(ecdf_figure(profile, part, cut), "dist_ecdf", f"ecdf_{part}")
-    sampled = profile.positions.size < profile.n_valid
     st.caption(
-        (f"Curves drawn at {profile.positions.size:,} of {profile.n_valid:,} ranks (log-spaced from both ends plus "
-         "evenly spaced); " if sampled else f"Curves drawn at all {profile.n_valid:,} ranks; ")
-        + "cumulative sums are exact float64 over every dim, and so are the counts above. "
-        + f"Total {part} importance: {profile.total:.6g} over {format_count(profile.n_total)} dims"
+        f"Both curves are exact at the points drawn (lines join them): the retained-mass curve at every rank up to "
+        f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; the ECDF at "
+        f"{profile.ecdf_x.size:,} importance values (bucket edges, 1/128 apart in relative terms). At most a few thousand "
+        "points are drawn whatever the size. Sums are float64 over every dim; the counts above are exact. "
+        f"Total {part} importance: {profile.total:.6g} over {format_count(profile.n_total)} dims"
         + (f"; {profile.n_nan:,} NaN and {profile.n_inf:,} Inf dims carry no mass." if profile.n_nan or profile.n_inf else ".")
     )

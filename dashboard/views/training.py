@@ -20,7 +20,7 @@ def _text(v) -> str:
 def render(ctx: ViewContext) -> None:
     """Draw what the checkpoint records about its training; say what is missing."""
     side = ctx.data.side_files
-    rec = training_record(side.get("training.json"), ctx.data.metadata, side.get("pruning.json"))
+    rec = training_record(side.get("training.json"), ctx.data.metadata, side.get("pruning.json"), side.get("gradiend_context.json"))
     for note in rec.notes:
         st.caption(note)
     if "training.json" in side:
@@ -28,7 +28,7 @@ def render(ctx: ViewContext) -> None:
         cols = st.columns(4)
         cols[0].metric("Best step", f"{rec.best_step:,}" if rec.best_step is not None else "n/a",
                        help=f"epoch {rec.best_epoch}" if rec.best_epoch is not None else None)
-        cols[1].metric("Best score (correlation)", f"{rec.best_score:.4f}" if rec.best_score is not None else "n/a",
+        cols[1].metric("Best score (correlation)", f"{rec.best_score:.5f}" if rec.best_score is not None else "n/a",
                        help="Encoder correlation of the best checkpoint (training.json best_score_checkpoint).")
         cols[2].metric("Steps trained", f"{rec.final_step:,}" if rec.final_step is not None else "n/a")
         cols[3].metric("Converged", "n/a" if conv is None else ("yes" if conv else "no"),
@@ -43,6 +43,10 @@ def render(ctx: ViewContext) -> None:
             st.markdown("**Training settings** (training_args)")
             st.dataframe(pd.DataFrame({"setting": list(rec.settings), "value": [_text(v) for v in rec.settings.values()]}),
                          hide_index=True, key="training_settings")
+        if rec.input_dims:
+            st.caption("Input dims by stage: " + " -> ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in rec.input_dims.items()))
+        if rec.post_prune_result:
+            st.caption("Post-pruning result: " + ", ".join(f"{k} = {_text(v)}" for k, v in rec.post_prune_result.items()))
         if rec.time_seconds:
             st.caption("Time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in rec.time_seconds.items()))
     st.markdown("**Pruning recorded**")

@@ -2,9 +2,11 @@
 and the parameter-name filter.
 
 The name filter's patterns live in ``st.session_state["name_include"]`` and
-``["name_exclude"]``; the sidebar selection reads them (see
-:func:`gradiend_core.analysis.names.name_mask`) and ANDs the mask with the mask file, so that
-preview and export use it. They are set by button callbacks, i.e. before the next run's sidebar.
+``["name_exclude"]`` (``None`` when unset). They are set by button callbacks, i.e. before the next
+run's sidebar, which is where the selection should read them: build the mask with
+:func:`gradiend_core.analysis.names.name_mask` and AND it with the mask file's
+(:func:`gradiend_core.analysis.names.compose_masks`), so that preview and export use it. The view
+says whether the current selection lies inside the filter.
 """
 
 from __future__ import annotations

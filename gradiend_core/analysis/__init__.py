@@ -14,6 +14,8 @@ selection rule. Modules:
 * :mod:`.locate` - where kept dims sit in the base model: per-parameter breakdown and a
   layer x component grid parsed from parameter names.
 * :mod:`.names` - keep-masks from parameter-name patterns, and mask composition.
+* :mod:`.coords` - local indices -> parameter, flat index, base-global index, for just the
+  indices asked for (no ``input_dim``-sized index map).
 * :mod:`.topk_table` - the kept dims as rows with the columns of the reference's
   ``export_topk_features``, as CSV or JSON.
 * :mod:`.models` - model against model: top-k overlap in base-global index space.

@@ -1,93 +1,94 @@
 """How importance mass is distributed over the dims of one part.
 
 The *retained mass* of the top ``k`` dims is the share of the part's total importance that they
-hold: ``cum[k-1] / total`` with ``cum`` the cumulative sum of the importance sorted from most to
-least important (:attr:`Ranking.sorted_values`). Sums are float64 and sequential, chunk by chunk,
-so the values equal ``np.cumsum`` over the whole vector bit for bit while the peak extra memory
-stays a few tens of MB for any input_dim.
+hold: ``cum(k) / total``, with ``cum(k)`` the float64 sum of the ``k`` most important values.
 
-Only finite importance counts as mass: NaN (ranked last) and +Inf (ranked first) contribute 0,
-and are reported as counts, so one broken weight cannot make every share ``nan``.
+Nothing here sorts the whole part. :class:`gradiend_core.selection.Ranking` puts every dim into
+one of 65,536 value buckets (higher bucket = more important; within a bucket values differ by
+less than 1/128 relative), so summing the importance per bucket (one chunked O(n) pass) gives
+the exact cumulative mass at every bucket boundary, which is a rank. Only where an exact rank is
+needed inside a bucket - the top ranks of the curve, the count for a share - are that bucket's
+members sorted. Sums are float64; their order (by bucket, then by index) differs from one
+sequential sum over the sorted values only by float64 rounding (~1e-16 relative).
 
-A profile is cheap to draw: the curves are kept at most ``max_points`` positions (see
-:func:`plot_positions`); the counts for given shares (50/90/99 %) are exact.
+Only finite importance counts as mass: NaN (ranked last) and +Inf (ranked first) contribute 0 and
+are reported as counts, so one broken weight cannot make every share ``nan``.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Dict, Iterator, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..selection import Ranking, Selection
+from ..selection import Ranking, Selection, sort_keys
 
-#: Dims per chunk of the cumulative sum (32 MiB of float64 temporaries).
+#: Dims per chunk of the per-bucket sums (32 MiB of float64 weights).
 CHUNK = 1 << 22
 #: Default number of plotted positions of a curve.
 MAX_POINTS = 3000
+#: Exact ranks at the top of the retained-mass curve (the left end of its log x axis).
+HEAD = 1000
 DEFAULT_SHARES = (0.5, 0.9, 0.99)
-_SMALLEST_POSITIVE = float(np.nextafter(np.float32(0), np.float32(1)))
+_N_BUCKETS = 1 << 16
+_ZERO_BUCKET = int(sort_keys(np.zeros(1, dtype=np.float32))[0]) >> 16
+_INF_BUCKET = int(sort_keys(np.array([np.inf], dtype=np.float32))[0]) >> 16
 
 
-def plot_positions(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
-    """Ranks (1-based, int64, sorted unique) at which a curve over ``n`` ranked dims is drawn.
-
-    All ranks when ``n <= max_points``; otherwise a third log-spaced from the top rank, a third
-    log-spaced from the bottom rank and a third evenly spaced, so a log axis is dense at both ends
-    and a linear one everywhere. Rank 1 and rank ``n`` are always included.
-
-    Raises:
-        ValueError: if ``max_points < 3``.
-    """
-    if max_points < 3:
-        raise ValueError(f"max_points must be >= 3, got {max_points}.")
-    if n <= 0:
-        return np.empty(0, dtype=np.int64)
-    if n <= max_points:
-        return np.arange(1, n + 1, dtype=np.int64)
-    m = max_points // 3
-    head = np.geomspace(1, n, m)
-    tail = n + 1 - np.geomspace(1, n, m)
-    even = np.linspace(1, n, max_points - 2 * m)
-    pos = np.rint(np.concatenate([head, tail, even])).astype(np.int64)
-    return np.unique(np.clip(pos, 1, n))
+def bucket_upper_values(buckets: np.ndarray) -> np.ndarray:
+    """The largest float32 value (as float64) of each bucket of non-negative values."""
+    keys = (np.asarray(buckets, dtype=np.uint32) << np.uint32(16)) | np.uint32(0xFFFF)
+    return (keys & np.uint32(0x7FFFFFFF)).view(np.float32).astype(np.float64)
 
 
-def _mass_chunks(sorted_values: np.ndarray, n: int, start_chunk: int = 0, running: float = 0.0) -> Iterator[Tuple[int, np.ndarray]]:
-    """Yield ``(start, cum)``: float64 cumulative mass of ``sorted_values[start:start+CHUNK]``,
-    continuing from ``running`` (non-finite values count 0)."""
-    for start in range(start_chunk * CHUNK, n, CHUNK):
-        chunk = sorted_values[start : min(n, start + CHUNK)].astype(np.float64)
-        bad = ~np.isfinite(chunk)
+def bucket_mass(ranking: Ranking) -> np.ndarray:
+    """float64 ``(65536,)``: finite importance summed per bucket of ``ranking`` (chunked, O(n))."""
+    out = np.zeros(_N_BUCKETS, dtype=np.float64)
+    for start in range(0, ranking.size, CHUNK):
+        w = ranking.importance[start : start + CHUNK].astype(np.float64)
+        bad = ~np.isfinite(w)
         if bad.any():
-            chunk[bad] = 0.0
-        chunk[0] += running  # same operation, in the same order, as one np.cumsum over everything
-        cum = np.cumsum(chunk)
-        running = float(cum[-1])
-        yield start, cum
+            w[bad] = 0.0
+        out += np.bincount(ranking.bucket[start : start + CHUNK], weights=w, minlength=_N_BUCKETS)
+    return out
+
+
+def _ranked(ranking: Ranking, idx: np.ndarray) -> np.ndarray:
+    """``idx`` in the selection rule's order: importance descending, then lower index first."""
+    keys = sort_keys(ranking.importance[idx])
+    return idx[np.lexsort((idx, ~keys))]
+
+
+def _even_pick(n: int, m: int) -> np.ndarray:
+    """At most ``m`` of ``range(n)``, evenly spread, first and last included."""
+    if n <= m:
+        return np.arange(n)
+    return np.unique(np.rint(np.linspace(0, n - 1, m)).astype(np.int64))
 
 
 @dataclass(frozen=True)
 class MassProfile:
-    """Importance mass of one part along its ranking, at plot positions.
+    """Importance mass of one part along its ranking.
 
     Attributes:
         n_total: dims of the part (``input_dim``), NaN included.
         n_valid: dims with a non-NaN importance (ranked before every NaN).
         n_nan: dims with NaN importance (no mass).
-        n_inf: dims with +Inf importance (ranked first, no mass).
+        n_inf: dims with infinite importance (ranked first, no mass).
         n_zero: dims with importance exactly 0 (not drawable on a log axis).
         total: float64 sum of the finite importance (the part's total mass).
-        positions: int64 ``(p,)``, ranks ``k`` (1-based, ascending) the curves are kept at.
-        values: float64 ``(p,)``, importance of the dim at rank ``k``.
-        cum_mass: float64 ``(p,)``, mass of the top ``k`` dims.
-        chunk_ends: float64, cumulative mass at the end of each :data:`CHUNK` (for
-            :func:`count_for_mass` in O(CHUNK)).
+        positions: int64 ``(p,)``, ranks ``k`` (1-based, ascending) where the curve is known
+            exactly: every rank up to :data:`HEAD`, then bucket boundaries.
+        cum_mass: float64 ``(p,)``, mass of the top ``k`` dims at those ranks.
+        ecdf_x: float64 ``(e,)``, importance values (> 0, finite): the upper edges of the
+            occupied value buckets.
+        ecdf_y: float64 ``(e,)``, share of non-NaN dims with importance <= ``ecdf_x`` (exact).
+        bucket_counts: int64 ``(65536,)``, dims per bucket (``Ranking.counts``).
+        bucket_mass: float64 ``(65536,)``, finite importance per bucket.
         share_points: ``{share: (k, retained)}``: the smallest ``k`` whose top dims hold at
-            least ``share`` of the mass, and the share they hold exactly (>= ``share``); for
-            :data:`DEFAULT_SHARES` or the shares asked for; empty when the total is 0.
+            least ``share`` of the mass, and the share they hold (>= ``share``); empty when the
+            total is 0.
     """
 
     n_total: int
@@ -97,9 +98,11 @@ class MassProfile:
     n_zero: int
     total: float
     positions: np.ndarray
-    values: np.ndarray
     cum_mass: np.ndarray
-    chunk_ends: np.ndarray
+    ecdf_x: np.ndarray
+    ecdf_y: np.ndarray
+    bucket_counts: np.ndarray
+    bucket_mass: np.ndarray
     share_points: Dict[float, Tuple[int, float]]
 
     @property
@@ -116,61 +119,74 @@ class MassProfile:
         return self.cum_mass / self.total
 
     @property
-    def ecdf(self) -> np.ndarray:
-        """Share of non-NaN dims with importance <= ``values`` at each position, float64.
-
-        ``(n_valid - k + 1) / n_valid`` for rank ``k``: exact without ties; inside a run of equal
-        values the points climb the ECDF's vertical jump.
-        """
-        return (self.n_valid - self.positions + 1) / float(max(self.n_valid, 1))
+    def exact_ranks(self) -> int:
+        """Ranks ``1..exact_ranks`` are all in ``positions``; beyond, only bucket boundaries."""
+        p = self.positions
+        return int(np.flatnonzero(p == np.arange(1, p.size + 1))[-1] + 1) if p.size and p[0] == 1 else 0
 
 
-def mass_profile(ranking: Ranking, max_points: int = MAX_POINTS, shares: Sequence[float] = DEFAULT_SHARES) -> MassProfile:
-    """Cumulative importance mass of ``ranking`` (one full chunked pass, O(n), no sort).
+def mass_profile(ranking: Ranking, max_points: int = MAX_POINTS, shares: Sequence[float] = DEFAULT_SHARES, head: int = HEAD) -> MassProfile:
+    """Cumulative importance mass of ``ranking`` (O(n) passes, no full sort).
 
     Args:
-        ranking: the part's :class:`Ranking` (``sorted_values`` descending, NaN last).
-        max_points: at most this many plotted positions (:func:`plot_positions`).
+        ranking: the part's :class:`Ranking`.
+        max_points: at most about this many points per curve (the bucket boundaries are thinned
+            evenly in bucket order, i.e. evenly in log(importance)).
         shares: shares in (0, 1] for which to find the exact count (``share_points``).
+        head: exact ranks ``1..head`` at the top of the curve (sorted exactly, O(n + head log head)).
 
     Returns:
         A :class:`MassProfile`.
 
     Raises:
-        ValueError: for a share outside (0, 1] or ``max_points < 3``.
+        ValueError: for a share outside (0, 1].
     """
     for s in shares:
         _check_share(s)
-    sv = ranking.sorted_values
+    counts = ranking.counts.astype(np.int64)
+    mass = bucket_mass(ranking)
     n_valid = ranking.size - ranking.n_nan
-    positions = plot_positions(n_valid, max_points)
-    cum_at = np.empty(positions.size, dtype=np.float64)
-    ends = []
-    for start, cum in _mass_chunks(sv, n_valid):
-        lo, hi = np.searchsorted(positions, [start + 1, start + cum.size + 1])
-        cum_at[lo:hi] = cum[positions[lo:hi] - 1 - start]
-        ends.append(float(cum[-1]))
-    chunk_ends = np.asarray(ends, dtype=np.float64)
-    total = float(chunk_ends[-1]) if chunk_ends.size else 0.0
-    n_nonneg = ranking.count_at_least(0.0)
-    n_pos = ranking.count_at_least(_SMALLEST_POSITIVE)
+    desc = np.arange(_N_BUCKETS - 1, 0, -1)  # bucket 0 holds NaN only: never a mass position
+    c_desc = np.cumsum(counts[desc])
+    m_desc = np.cumsum(mass[desc])
+    total = float(m_desc[-1])
+    occupied = counts[desc] > 0
+    bounds_k, bounds_m = c_desc[occupied], m_desc[occupied]
+    h = min(head, n_valid)
+    top = _ranked(ranking, ranking.top(h)) if h else np.empty(0, dtype=np.int64)
+    head_vals = ranking.importance[top].astype(np.float64)
+    head_vals[~np.isfinite(head_vals)] = 0.0
+    head_cum = np.cumsum(head_vals)
+    after = bounds_k > h
+    pick = _even_pick(int(after.sum()), max(2, max_points - h))
+    positions = np.concatenate([np.arange(1, h + 1), bounds_k[after][pick]]).astype(np.int64)
+    cum = np.concatenate([head_cum, bounds_m[after][pick]])
+
+    finite_pos = desc[occupied & (desc > _ZERO_BUCKET) & (desc < _INF_BUCKET)]
+    below = np.cumsum(counts[1:])  # dims in buckets 1..b (non-NaN), index b - 1
+    e_pick = _even_pick(finite_pos.size, max_points)[::-1]
+    ecdf_b = finite_pos[e_pick] if finite_pos.size else finite_pos
+    ecdf_y = below[ecdf_b - 1] / float(max(n_valid, 1))
+
     profile = MassProfile(
         n_total=ranking.size,
         n_valid=n_valid,
         n_nan=ranking.n_nan,
-        n_inf=ranking.count_at_least(math.inf),
-        n_zero=n_nonneg - n_pos,
+        n_inf=ranking.n_nonfinite - ranking.n_nan,
+        n_zero=ranking.n_zero,
         total=total,
         positions=positions,
-        values=sv[positions - 1].astype(np.float64),
-        cum_mass=cum_at,
-        chunk_ends=chunk_ends,
+        cum_mass=cum,
+        ecdf_x=bucket_upper_values(ecdf_b),
+        ecdf_y=ecdf_y,
+        bucket_counts=counts,
+        bucket_mass=mass,
         share_points={},
     )
     if total > 0:
         for s in shares:
-            k, cum = _locate_share(ranking, s, profile)
-            profile.share_points[float(s)] = (k, cum / total)
+            k, kept = _locate_share(ranking, s, profile)
+            profile.share_points[float(s)] = (k, kept / total)
     return profile
 
 
@@ -184,7 +200,8 @@ def _check_share(share: float) -> float:
 def count_for_mass(ranking: Ranking, share: float, profile: MassProfile) -> int:
     """Smallest ``k`` such that the top ``k`` dims hold at least ``share`` of the mass.
 
-    Reads one chunk of ``ranking`` (found from ``profile.chunk_ends``), so it is O(CHUNK).
+    Sorts only the one bucket where the cumulative mass crosses the target (O(n) scan to find
+    its members, then O(b log b)).
 
     Args:
         ranking: the ranking ``profile`` was computed from.
@@ -196,22 +213,32 @@ def count_for_mass(ranking: Ranking, share: float, profile: MassProfile) -> int:
 
     Raises:
         ValueError: for a share outside (0, 1], or when the part has no positive finite importance
-            (every count would keep "all" of nothing).
+            (no count keeps a share of nothing).
     """
     return _locate_share(ranking, share, profile)[0]
 
 
 def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> Tuple[int, float]:
+    """``(k, cum(k))`` for :func:`count_for_mass`."""
     s = _check_share(share)
     if profile.total <= 0:
         raise ValueError("this part has no positive finite importance, so no count keeps a share of its mass.")
     target = s * profile.total
-    ci = int(np.searchsorted(profile.chunk_ends, target, side="left"))
-    ci = min(ci, profile.chunk_ends.size - 1)  # share 1.0 within rounding: the last chunk
-    running = float(profile.chunk_ends[ci - 1]) if ci > 0 else 0.0
-    start, cum = next(_mass_chunks(ranking.sorted_values, profile.n_valid, ci, running))
+    desc = np.arange(_N_BUCKETS - 1, 0, -1)
+    m_desc = np.cumsum(profile.bucket_mass[desc])
+    i = min(int(np.searchsorted(m_desc, target, side="left")), desc.size - 1)
+    while i > 0 and profile.bucket_mass[desc[i]] == 0:
+        i -= 1  # the crossing bucket holds mass (only the clamp above can land past it)
+    b = int(desc[i])
+    before = float(m_desc[i - 1]) if i > 0 else 0.0
+    above = int(profile.bucket_counts[desc[:i]].sum())
+    members = _ranked(ranking, np.flatnonzero(ranking.bucket == b))
+    vals = ranking.importance[members].astype(np.float64)
+    vals[~np.isfinite(vals)] = 0.0
+    vals[0] += before
+    cum = np.cumsum(vals)
     j = min(int(np.searchsorted(cum, target, side="left")), cum.size - 1)
-    return start + j + 1, float(cum[j])
+    return above + j + 1, float(cum[j])
 
 
 def selection_point(ranking: Ranking, selection: Selection, profile: MassProfile) -> Tuple[float, float]:

@@ -9,7 +9,7 @@ an O(universe) reset and nothing is sorted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -172,3 +172,25 @@ def intersection_patterns(sets: Mapping[str, np.ndarray], universe: int) -> Inte
         set_sizes=np.array([a.size for a in arrays], dtype=np.int64),
     )
 
+
+
+def restrict_patterns(patterns: IntersectionPatterns, names: Sequence[str]) -> IntersectionPatterns:
+    """The patterns of a subset of the sets, from the patterns of all of them (no index pass).
+
+    An index's pattern over ``names`` is its full pattern with the other sets dropped; indices in
+    none of ``names`` are left out.
+
+    Raises:
+        ValueError: for a name that is not one of ``patterns.names`` or no names.
+    """
+    unknown = [n for n in names if n not in patterns.names]
+    if unknown or not names:
+        raise ValueError(f"names must be a non-empty subset of {list(patterns.names)}; got {list(names)}.")
+    cols = [patterns.names.index(n) for n in names]
+    sub = patterns.membership[:, cols]
+    codes = (sub.astype(np.int64) << np.arange(len(cols))[None, :]).sum(axis=1)
+    counts = np.bincount(codes, weights=patterns.counts, minlength=1 << len(cols)).astype(np.int64)[1:]
+    present = np.flatnonzero(counts) + 1
+    bits = ((present[:, None] >> np.arange(len(cols))[None, :]) & 1).astype(bool)
+    order = np.lexsort((present, bits.sum(axis=1), -counts[present - 1]))
+    return IntersectionPatterns(tuple(names), bits[order], counts[present - 1][order], patterns.set_sizes[cols])

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..param_map import ParamMap
-from ..selection import Ranking
+from ..selection import Ranking, sort_keys
 from .coords import decode_local
 
 #: CSV columns, in the reference's order.
@@ -62,40 +62,35 @@ JSON_KEYS = (
     "param_row",
     "param_col",
 )
-#: Ranked order is scanned this many entries at a time when only the first rows are needed.
-SCAN_CHUNK = 1 << 20
 
 
 def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: Optional[int] = None) -> np.ndarray:
     """The kept local indices in rank order (most important first), at most ``limit`` of them.
 
-    Scans :attr:`Ranking.order` with a membership vector (``input_dim`` bytes) and stops once
-    ``limit`` are found, so it never sorts.
+    Uses the ranking's value buckets: only the kept dims in the buckets that hold the first
+    ``limit`` are sorted, so the cost is O(k) plus a sort of about ``limit`` values (all ``k``
+    when ``limit`` is ``None``); the input space is never sorted.
 
     Args:
         ranking: the ranking the selection was made with.
-        keep: kept local indices (any order), int ``(k,)``.
+        keep: kept local indices (any order, unique), int ``(k,)``.
         limit: return only the first ``limit`` (``None``: all ``k``).
 
     Returns:
-        int64 ``(min(k, limit),)``.
+        int64 ``(min(k, limit),)``; ties by lower local index, NaN last (the selection rule).
     """
     keep = np.asarray(keep, dtype=np.int64)
-    want = keep.size if limit is None else min(int(limit), keep.size)
+    want = keep.size if limit is None else max(0, min(int(limit), keep.size))
     if want == 0:
         return np.empty(0, dtype=np.int64)
-    member = np.zeros(ranking.size, dtype=bool)
-    member[keep] = True
-    found: List[np.ndarray] = []
-    have = 0
-    for start in range(0, ranking.size, SCAN_CHUNK):
-        chunk = ranking.order[start : start + SCAN_CHUNK]
-        hit = chunk[member[chunk]]
-        found.append(hit)
-        have += hit.size
-        if have >= want:
-            break
-    return np.concatenate(found)[:want].astype(np.int64, copy=False)
+    cand = keep
+    if want < keep.size:
+        b = ranking.bucket[keep]
+        from_top = np.cumsum(np.bincount(b, minlength=ranking.counts.size)[::-1])
+        cutoff = ranking.counts.size - 1 - int(np.searchsorted(from_top, want, side="left"))
+        cand = keep[b >= cutoff]
+    keys = sort_keys(ranking.importance[cand])
+    return cand[np.lexsort((cand, ~keys))][:want]
 
 
 @dataclass(frozen=True)

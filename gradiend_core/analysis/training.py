@@ -13,6 +13,9 @@
      "time": {...}, "losses": [loss of step 1, step 2, ...],
      "convergence_info"?: {"converged": bool, "convergence_metric": str, "threshold": float, ...}}
 
+gradiend_core's own trainer writes the same layout plus ``input_dims`` (input_dim after each
+stage) and ``post_prune`` (dims before/after and the validation correlation after post-pruning).
+
 ``save_pretrained(training=...)`` writes any dict there, so every field is optional here. Pruning
 configs are collected from ``training_args`` (dicts, or ``{"_type", "_repr"}`` strings when a
 config object was serialised by repr), from ``config.json`` metadata and ``gradiend_context.json``
@@ -79,6 +82,10 @@ class TrainingRecord:
         settings: selected ``training_args`` (see :data:`ARG_KEYS`).
         pruning: recorded pruning steps.
         time_seconds: ``time`` as recorded (seconds per phase).
+        input_dims: input_dim after each stage (``unpruned``, ``after_pre_prune``, ``final``) when
+            the trainer records it (gradiend_core's trainer writes ``input_dims``).
+        post_prune_result: what post-pruning measured (``input_dim_before``, ``input_dim_after``,
+            ``validation_correlation``) when recorded (``post_prune``).
         notes: what is missing or could not be read, in words.
     """
 
@@ -94,6 +101,8 @@ class TrainingRecord:
     settings: Dict[str, Any] = field(default_factory=dict)
     pruning: List[PruningConfig] = field(default_factory=list)
     time_seconds: Dict[str, float] = field(default_factory=dict)
+    input_dims: Dict[str, int] = field(default_factory=dict)
+    post_prune_result: Dict[str, Any] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -232,6 +241,9 @@ def training_record(
         settings={k: args[k] for k in ARG_KEYS if k in args},
         pruning=pruning,
         time_seconds=time_s,
+        input_dims={str(k): int(v) for k, v in (t.get("input_dims") or {}).items() if _int(v) is not None}
+        if isinstance(t.get("input_dims"), Mapping) else {},
+        post_prune_result=dict(t["post_prune"]) if isinstance(t.get("post_prune"), Mapping) else {},
         notes=notes,
     )
 
