@@ -25,6 +25,7 @@ from dashboard.views import (  # noqa: E402
     compare_models,
     compare_parts,
     distributions,
+    stages,
     topk_table,
     training,
     where_in_model,
@@ -84,6 +85,7 @@ TABS = [
     ("Top-k table", topk_table.render),
     ("Compare models", compare_models.render),
     ("Training", training.render),
+    ("Pruning stages", stages.render),
 ]
 for tab, (_, render_view) in zip(st.tabs([name for name, _ in TABS]), TABS):
     with tab:

@@ -1,8 +1,8 @@
 """Where the dashboard gets its model from, and the caches in front of the core.
 
-Expensive objects (a checkpoint's tensors, a part's sorted importance) are cached with
-``st.cache_resource`` keyed by path and modification time, so every session and every rerun
-shares one copy and a re-saved checkpoint is picked up. Cached objects are never mutated:
+Expensive objects (a checkpoint's tensors, a part's sorted importance, the training records)
+are cached with ``st.cache_resource`` keyed by path and modification time, so every session and
+every rerun shares one copy and a re-saved checkpoint is picked up. Cached objects are never mutated:
 pruning and export build new tensors.
 """
 
@@ -19,8 +19,15 @@ from typing import List, Optional, Tuple
 import streamlit as st
 
 from gradiend_core.checkpoint import CheckpointData, read_checkpoint, resolve_checkpoint_dir
-from gradiend_core.export import importance_for
+from gradiend_core.export import GRADIENT_MEAN, gradient_mean_importance, importance_for
 from gradiend_core.selection import Ranking
+from gradiend_core.trainer.records import (
+    PRE_PRUNE_FILE,
+    PrePruneRecord,
+    ValidationRecord,
+    load_pre_prune_record,
+    load_validation_record,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "sample_models"
@@ -69,12 +76,45 @@ def load_checkpoint(path: str) -> CheckpointData:
 
 @st.cache_resource(show_spinner="Ranking importance...", max_entries=32)
 def _ranking(path: str, mtime: float, part: str) -> Ranking:
-    return Ranking(importance_for(_load(path, mtime), part))
+    data = _load(path, mtime)
+    if part == GRADIENT_MEAN:
+        return Ranking(gradient_mean_importance(data, _pre_prune(path, mtime)))
+    return Ranking(importance_for(data, part))
 
 
 def load_ranking(path: str, part: str) -> Ranking:
-    """The sorted importance of ``part`` for the checkpoint at ``path`` (cached)."""
+    """The sorted importance of ``part`` for the checkpoint at ``path`` (cached).
+
+    ``part`` is one of the four weight parts or ``"gradient-mean"`` (the pre-prune record's
+    importance; raises ``CheckpointError`` when the checkpoint has none, see
+    :func:`has_pre_prune_record`).
+    """
     return _ranking(*checkpoint_key(path), part)
+
+
+@st.cache_resource(show_spinner="Reading the pre-prune record...", max_entries=8)
+def _pre_prune(path: str, mtime: float) -> Optional[PrePruneRecord]:
+    return load_pre_prune_record(path)
+
+
+@st.cache_resource(show_spinner="Reading the validation gradients...", max_entries=8)
+def _validation(path: str, mtime: float) -> Optional[ValidationRecord]:
+    return load_validation_record(path)
+
+
+def has_pre_prune_record(path: str) -> bool:
+    """Whether the checkpoint at ``path`` has ``pre_prune.safetensors`` (no read, just a look)."""
+    return (resolve_checkpoint_dir(path) / PRE_PRUNE_FILE).is_file()
+
+
+def load_pre_prune(path: str) -> Optional[PrePruneRecord]:
+    """The checkpoint's pre-prune record (``None`` without one), cached until its files change."""
+    return _pre_prune(*checkpoint_key(path))
+
+
+def load_validation(path: str) -> Optional[ValidationRecord]:
+    """The checkpoint's saved validation gradients (``None`` without them), cached."""
+    return _validation(*checkpoint_key(path))
 
 
 class SessionDir:

@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .checkpoint import check_target, read_checkpoint
 from .errors import CheckpointError, SelectionError
-from .export import export_pruned, importance_for
+from .export import GRADIENT_MEAN, export_pruned, gradient_mean_importance, importance_for
 from .importance import DEFAULT_PART, PARTS
 from .masks import load_mask
 from .reduction import ReductionReport, reduction_report
@@ -78,34 +78,48 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         raise SelectionError("give at least one of --topk, --threshold and --mask.")
     if args.out is None and not args.dry_run:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
+    if args.importance is not None and args.part is not None:
+        raise SelectionError(f"give either --part (weight importance) or --importance {args.importance}, not both.")
     data = read_checkpoint(args.path)
     if not args.dry_run:
         check_target(Path(args.out), args.overwrite, data.path)
+    source = args.importance or args.part or DEFAULT_PART
     mask = load_mask(args.mask, data.param_map) if args.mask else None
     ranking = None
     if args.topk is not None or args.threshold is not None:
-        _progress(args, f"computing {args.part} importance over {format_count(data.architecture.input_dim)} dims")
-        ranking = Ranking(importance_for(data, args.part))
-        if ranking.n_nonfinite:
-            print(
-                f"gradiend-core: warning: {ranking.n_nonfinite:,} {args.part} importance values are NaN or Inf; "
-                "NaN ranks last and never passes a threshold, +Inf ranks first.",
-                file=sys.stderr,
-            )
+        _progress(args, f"computing {source} importance over {format_count(data.architecture.input_dim)} dims")
+        if source == GRADIENT_MEAN:
+            ranking = Ranking(gradient_mean_importance(data))
+            unmeasured = int(ranking.n_nan)
+            if unmeasured:
+                print(
+                    f"gradiend-core: warning: pre-pruning did not measure {unmeasured:,} of the {ranking.size:,} dims; "
+                    "they rank last and never pass a threshold.",
+                    file=sys.stderr,
+                )
+        else:
+            ranking = Ranking(importance_for(data, source))
+            if ranking.n_nonfinite:
+                print(
+                    f"gradiend-core: warning: {ranking.n_nonfinite:,} {source} importance values are NaN or Inf; "
+                    "NaN ranks last and never passes a threshold, +Inf ranks first.",
+                    file=sys.stderr,
+                )
     if args.dry_run:
         sel = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=args.threshold, topk=args.topk)
-        report = reduction_report(data, sel, ranking, args.part if ranking is not None else None)
+        report = reduction_report(data, sel, ranking, source if ranking is not None else None)
         _print_report(args, report, None)
         return 0
     _progress(args, f"writing {args.out}")
     result = export_pruned(
         data,
         args.out,
-        part=args.part,
+        part=source if source != GRADIENT_MEAN else DEFAULT_PART,
         topk=args.topk,
         threshold=args.threshold,
         mask=mask,
         importance=ranking,
+        importance_label=GRADIENT_MEAN if source == GRADIENT_MEAN and ranking is not None else None,
         overwrite=args.overwrite,
         use_safetensors=not args.bin,
         mask_path=args.mask,
@@ -187,7 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("prune", help="preview and export a pruned checkpoint (mask -> threshold -> topk)")
     pr.add_argument("path", help="source checkpoint directory (never modified)")
-    pr.add_argument("--part", default=DEFAULT_PART, choices=PARTS, help="importance source (default: %(default)s)")
+    pr.add_argument("--part", choices=PARTS, help=f"weight importance to rank by (default: {DEFAULT_PART})")
+    pr.add_argument(
+        "--importance", choices=[GRADIENT_MEAN],
+        help="rank by another importance instead of a weight part: gradient-mean is the pre-prune |mean source "
+        "gradient| saved by training with pre-pruning (pre_prune.safetensors next to the checkpoint)",
+    )
     pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
     pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")
     pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length")

@@ -25,12 +25,17 @@ from .checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from .importance import DEFAULT_PART, validate_part, weight_importance
+from .errors import SelectionError
+from .importance import DEFAULT_PART, PARTS, validate_part, weight_importance
 from .pruning import prune_checkpoint
 from .reduction import ReductionReport, reduction_report
 from .selection import Ranking, Selection, select
 
 HASH_CHUNK = 1 << 24
+#: Label of the pre-prune importance (|mean source gradient| from ``pre_prune.safetensors``).
+GRADIENT_MEAN = "gradient-mean"
+#: Every importance source by label: the four weight parts, then the pre-prune gradient mean.
+IMPORTANCE_SOURCES = PARTS + (GRADIENT_MEAN,)
 
 
 def sha256_file(path: Union[str, os.PathLike]) -> str:
@@ -73,11 +78,46 @@ def importance_for(data: CheckpointData, part: str = DEFAULT_PART) -> np.ndarray
     return weight_importance(data.state_dict, validate_part(part))
 
 
+def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.ndarray:
+    """The pre-prune importance (|mean source gradient|) of each of the checkpoint's input dims.
+
+    It is read from ``pre_prune.safetensors`` next to the checkpoint (written by a training run
+    with a ``pre_prune_config``) and matched to the checkpoint's dims by base-global index, so it
+    applies to a pre-pruned or pre- and post-pruned checkpoint as well as to an unpruned one.
+
+    Args:
+        data: the checkpoint.
+        record: its :class:`~gradiend_core.trainer.records.PrePruneRecord` if already loaded.
+
+    Returns:
+        float32 ``(input_dim,)``; NaN for dims pre-pruning did not measure (they rank last and
+        never pass a threshold).
+
+    Raises:
+        CheckpointError: when the checkpoint has no pre-prune record, or it is malformed.
+    """
+    if record is None:
+        from .trainer.records import PRE_PRUNE_FILE, load_pre_prune_record
+
+        record = load_pre_prune_record(data.path)
+        if record is None:
+            raise CheckpointError(
+                f"{data.path} has no {PRE_PRUNE_FILE}, so there is no {GRADIENT_MEAN} importance: it is written by a "
+                "gradiend_core training run with a pre_prune_config. Rank by a weight part instead (--part)."
+            )
+    return record.importance_for(data.param_map.base_global_index())
+
+
 def cli_command(source: Union[str, os.PathLike], out: Union[str, os.PathLike], part: str, topk: Any, threshold: Any, mask_path: Optional[str]) -> str:
-    """The ``gradiend-core prune`` command line that reproduces an export."""
+    """The ``gradiend-core prune`` command line that reproduces an export.
+
+    ``part`` is one of the four weight parts (``--part``) or :data:`GRADIENT_MEAN`
+    (``--importance gradient-mean``).
+    """
     import shlex
 
-    args = ["gradiend-core", "prune", str(source), "--part", part]
+    args = ["gradiend-core", "prune", str(source)]
+    args += ["--importance", GRADIENT_MEAN] if part == GRADIENT_MEAN else ["--part", part]
     if topk is not None:
         args += ["--topk", repr(topk) if isinstance(topk, float) else str(topk)]
     if threshold is not None:
@@ -97,6 +137,7 @@ def export_pruned(
     threshold: object = None,
     mask: Optional[np.ndarray] = None,
     importance: Union[Ranking, np.ndarray, None] = None,
+    importance_label: Optional[str] = None,
     overwrite: bool = False,
     use_safetensors: bool = True,
     mask_path: Optional[str] = None,
@@ -111,10 +152,15 @@ def export_pruned(
     Args:
         source: checkpoint directory or :class:`CheckpointData`.
         target: new (or empty, or with ``overwrite``) directory.
-        part: importance source (ignored when ``importance`` is given, except for the record).
+        part: weight part ranked by when ``importance`` is omitted (one of the four parts);
+            otherwise only the label recorded for ``importance`` (unless ``importance_label``).
         topk, threshold, mask: the selection (see :func:`gradiend_core.selection.select`).
         importance: precomputed :class:`Ranking` or importance ``(input_dim,)`` (e.g. the
             dashboard's cached one); computed from ``part`` when omitted.
+        importance_label: what ``importance`` is, when it is not a weight part (e.g.
+            :data:`GRADIENT_MEAN` for :func:`gradient_mean_importance`); recorded in
+            ``pruning.json`` (``"importance"`` and ``"part"``) and in its command line.
+            Requires ``importance``.
         overwrite: replace a non-empty ``target``.
         use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
         mask_path: the mask file's path, for the provenance record.
@@ -128,7 +174,18 @@ def export_pruned(
         SelectionError: invalid selection arguments or an empty selection.
     """
     data = source if isinstance(source, CheckpointData) else read_checkpoint(source)
-    part = validate_part(part)
+    if importance_label is None:
+        part = validate_part(part)
+        label = "custom" if importance is not None and not isinstance(importance, Ranking) else part
+    else:
+        if importance is None:
+            raise SelectionError(
+                f"importance_label={importance_label!r} names the importance you pass; give it as importance= "
+                f"(for {GRADIENT_MEAN!r}: gradient_mean_importance(data)), or rank by a weight part with part=."
+            )
+        if not isinstance(importance_label, str) or not importance_label.strip():
+            raise SelectionError(f"importance_label must be a non-empty string, got {importance_label!r}.")
+        part = label = importance_label
     ranking = None
     if threshold is not None or topk is not None:
         ranking = importance if isinstance(importance, Ranking) else Ranking(
@@ -150,7 +207,7 @@ def export_pruned(
         "source_weights_file": data.weights_file.name if data.weights_file else None,
         "source_weights_sha256": source_sha256,
         "part": part if ranking is not None else None,
-        "importance": "custom" if importance is not None and not isinstance(importance, Ranking) else part,
+        "importance": label,
         "threshold": threshold,
         "topk": topk,
         "mask_sha256": sha256_mask(mask),
@@ -158,7 +215,8 @@ def export_pruned(
         "input_dim_before": data.architecture.input_dim,
         "kept_dims": selection.k,
         "unpruned_length": data.param_map.unpruned_length,
-        "command": cli_command(data.path, target, part, topk, threshold, mask_path),
+        # A command line exists for the weight parts and the pre-prune record, not for other importance.
+        "command": cli_command(data.path, target, part, topk, threshold, mask_path) if label in IMPORTANCE_SOURCES else None,
     }
     side = {k: v for k, v in data.side_files.items() if k in CARRIED_JSON_FILES}
     side[PROVENANCE_FILE] = provenance

@@ -1,5 +1,8 @@
 """Sidebar: the selection inputs (part, mask file, threshold, topk).
 
+The part is one of the four weight parts or, when the checkpoint has a pre-prune record
+(``pre_prune.safetensors``), ``gradient-mean``: the |mean source gradient| pre-pruning ranked by.
+
 Values are mirrored into the URL query (``part``, ``topk``, ``threshold``) so a copied link
 reopens the same selection.
 """
@@ -8,17 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import streamlit as st
 
 from gradiend_core.checkpoint import CheckpointData
-from gradiend_core.errors import SelectionError
+from gradiend_core.errors import CheckpointError, SelectionError
+from gradiend_core.export import GRADIENT_MEAN
 from gradiend_core.importance import DEFAULT_PART, PARTS
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
-from dashboard.loading import session_dir
+from dashboard.loading import has_pre_prune_record, load_pre_prune, session_dir
 
 DEFAULT_TOPK = "0.05"
 
@@ -37,10 +41,18 @@ class SelectionInputs:
     error: Optional[str] = None
 
 
-def _init_from_query() -> None:
+def part_options(data: CheckpointData) -> Tuple[str, ...]:
+    """The importance sources of the part selectbox: the four parts, plus ``gradient-mean`` when
+    the checkpoint has a pre-prune record."""
+    return PARTS + (GRADIENT_MEAN,) if has_pre_prune_record(str(data.path)) else PARTS
+
+
+def _init_from_query(options: Tuple[str, ...]) -> None:
     qp = st.query_params
     if "part" not in st.session_state:
-        st.session_state["part"] = qp.get("part") if qp.get("part") in PARTS else DEFAULT_PART
+        st.session_state["part"] = qp.get("part") if qp.get("part") in options else DEFAULT_PART
+    elif st.session_state["part"] not in options:  # e.g. gradient-mean, then a model without a record
+        st.session_state["part"] = DEFAULT_PART
     if "topk" not in st.session_state:
         st.session_state["topk"] = qp.get("topk", DEFAULT_TOPK)
     if "threshold" not in st.session_state:
@@ -52,14 +64,29 @@ def _init_from_query() -> None:
 
 def render(data: CheckpointData) -> SelectionInputs:
     """Draw the selection inputs; return them parsed (errors are reported, not raised)."""
-    _init_from_query()
+    options = part_options(data)
+    _init_from_query(options)
     st.sidebar.header("Selection")
     st.sidebar.caption("Applied in order: mask -> threshold -> topk.")
     part = st.sidebar.selectbox(
-        "Importance part", PARTS, key="part",
+        "Importance part", options, key="part",
         help="encoder-weight: L1 of encoder columns; decoder-weight: L1 of decoder rows; "
-        "decoder-bias: |bias|; decoder-sum: |row sum + bias|.",
+        "decoder-bias: |bias|; decoder-sum: |row sum + bias|."
+        + (" gradient-mean: the pre-prune importance, |mean source gradient| over the examples pre-pruning "
+           "averaged (pre_prune.safetensors)." if GRADIENT_MEAN in options else ""),
     )
+    error = None
+    if part == GRADIENT_MEAN:
+        try:
+            record = load_pre_prune(str(data.path))
+            if record is None:
+                raise CheckpointError(f"{data.path}: pre_prune.safetensors is gone; pick a weight part.")
+            st.sidebar.caption(
+                f"Ranking by the pre-prune record: |mean {record.source} gradient| over {record.n_samples:,} "
+                f"examples, measured on {record.importance.size:,} dims."
+            )
+        except CheckpointError as e:
+            error = str(e)
     mask_file = st.sidebar.file_uploader(
         "Mask file (optional)", type=[s.lstrip(".") for s in MASK_SUFFIXES], key="mask_file",
         help=f"1-D bool tensor of length input_dim ({data.architecture.input_dim:,}) or unpruned length "
@@ -74,7 +101,6 @@ def render(data: CheckpointData) -> SelectionInputs:
         help="A count (5000), a fraction of what is left after mask and threshold (0.05, 1e-4) or a "
         "percentage (5%). Leave empty for none. 1.0 keeps everything.",
     )
-    error = None
     topk = None
     if topk_text.strip():
         try:

@@ -11,7 +11,8 @@ import streamlit as st
 from gradiend_core.archive import zip_directory
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import cli_command, export_pruned
+from gradiend_core.export import GRADIENT_MEAN, cli_command, export_pruned
+from gradiend_core.importance import DEFAULT_PART
 from gradiend_core.selection import Ranking
 from gradiend_core.units import format_bytes
 from dashboard.loading import check_allowed
@@ -36,15 +37,21 @@ def default_export_dir(data: CheckpointData, inputs: SelectionInputs) -> str:
 
 def python_snippet(source: str, out: str, inputs: SelectionInputs) -> str:
     """The Python API calls that produce the same export."""
-    args = [f"part={inputs.part!r}"]
+    gradient_mean = inputs.part == GRADIENT_MEAN
+    args = ["importance=importance"] if gradient_mean else [f"part={inputs.part!r}"]
     if inputs.topk is not None:
         args.append(f"topk={inputs.topk!r}")
     if inputs.threshold is not None:
         args.append(f"threshold={float(inputs.threshold)!r}")
     lines = ["from gradiend_core import ParamMappedGradiendModel"]
+    if gradient_mean:
+        lines.append("from gradiend_core.trainer import load_pre_prune_record")
     if inputs.mask is not None:
         lines.append("from gradiend_core.masks import load_mask")
     lines.append(f"model = ParamMappedGradiendModel.from_pretrained({source!r})")
+    if gradient_mean:
+        lines.append("# gradient-mean: the pre-prune |mean source gradient| of each of the model's dims")
+        lines.append(f"importance = load_pre_prune_record({source!r}).importance_for(model.base_global_index().numpy())")
     if inputs.mask is not None:
         lines.append(f"mask = load_mask({inputs.mask_path!r}, model.mapping)")
         args.append("mask=mask")
@@ -67,9 +74,12 @@ def render(data: CheckpointData, inputs: SelectionInputs, ranking: Optional[Rank
         try:
             check_allowed(Path(out), "export directory")
             with st.spinner("Pruning, writing and verifying..."):
+                # gradient-mean is not a weight part: pass its (cached) ranking with its label.
+                labelled = inputs.part == GRADIENT_MEAN and ranking is not None
                 result = export_pruned(
-                    data, out, part=inputs.part, topk=inputs.topk, threshold=inputs.threshold, mask=inputs.mask,
-                    importance=ranking, overwrite=overwrite, mask_path=inputs.mask_name,
+                    data, out, part=DEFAULT_PART if inputs.part == GRADIENT_MEAN else inputs.part, topk=inputs.topk,
+                    threshold=inputs.threshold, mask=inputs.mask, importance=ranking,
+                    importance_label=GRADIENT_MEAN if labelled else None, overwrite=overwrite, mask_path=inputs.mask_name,
                 )
             st.session_state["last_export"] = {
                 "path": str(result.path),

@@ -1,0 +1,139 @@
+"""Figures of the view "Pruning stages": the combined reduction and the pre-/post-prune recall."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from gradiend_core.analysis.stages import ReductionStage, StageRecall
+from gradiend_core.units import format_bytes, format_count, format_percent
+from dashboard.figures.common import base_layout, log_axis
+from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
+
+#: (attribute, panel title, y-axis title) of the three reduction panels.
+PANELS = (
+    ("input_dim", "Input dims", "input dims (count)"),
+    ("params", "GRADIEND parameters", "parameters (count)"),
+    ("memory_bytes", "Parameter memory", "memory (bytes)"),
+)
+CHECKPOINT_COLOR = OKABE_ITO["green"]
+
+
+def stage_label(stage: ReductionStage, sep: str = " ") -> str:
+    """The stage's name, marked when it is the checkpoint as saved."""
+    return stage.name + (f"{sep}(this checkpoint)" if stage.is_checkpoint and stage.name != "this checkpoint" else "")
+
+
+def _tick(stage: ReductionStage) -> str:
+    """A stage label in lines of about 12 characters, so that ticks stay horizontal."""
+    lines, line = [], ""
+    for word in stage_label(stage).split(" "):
+        if line and len(line) + 1 + len(word) > 12:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join(lines + [line])
+
+
+def _text(attr: str, value: int, first: int) -> str:
+    shown = format_bytes(value) if attr == "memory_bytes" else format_count(value)
+    return shown if value == first else f"{shown}<br>{format_percent(value / first)}"
+
+
+def reduction_figure(stages: Sequence[ReductionStage]) -> go.Figure:
+    """The pruning chain as three bar panels (dims, parameters, bytes) on log y axes.
+
+    Args:
+        stages: from :func:`gradiend_core.analysis.stages.combined_reduction`, in chain order.
+
+    Returns:
+        A figure with one bar trace per panel (in :data:`PANELS` order); each trace's ``x`` are
+        the stage labels (:func:`stage_label`, wrapped with ``<br>``) and ``y`` the stage values; bar text shows the value and its share of the
+        unpruned stage. The checkpoint's own stage is drawn in green, the current selection in
+        orange, the others in blue.
+    """
+    labels = [_tick(s) for s in stages]
+    colors = [
+        KEPT_COLOR if i == len(stages) - 1 else CHECKPOINT_COLOR if s.is_checkpoint else DROPPED_COLOR
+        for i, s in enumerate(stages)
+    ]
+    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.09)
+    for col, (attr, title, ytitle) in enumerate(PANELS, start=1):
+        values = [int(getattr(s, attr)) for s in stages]
+        exact = [f"{v:,} B" if attr == "memory_bytes" else f"{v:,}" for v in values]
+        fig.add_bar(
+            x=labels, y=values, name=title, marker_color=colors, text=[_text(attr, v, values[0]) for v in values],
+            textposition="outside", cliponaxis=False, customdata=exact,
+            hovertemplate=f"%{{x}}<br>{title}: %{{customdata}}<extra></extra>", row=1, col=col,
+        )
+        lo = max(min(values), 1)
+        fig.update_yaxes(
+            **log_axis(ytitle), range=[np.log10(lo) - 0.3, np.log10(max(values[0], 1)) + 0.6], row=1, col=col
+        )
+        fig.update_xaxes(title_text="stage", tickangle=0, row=1, col=col)
+    first, last = stages[0], stages[-1]
+    layout = base_layout(
+        "Combined reduction of both pruning stages",
+        height=500,
+        subtitle=f"{first.input_dim:,} -> {last.input_dim:,} input dims "
+        f"({format_percent(last.input_dim / first.input_dim)} of the unpruned length); "
+        f"{format_bytes(first.memory_bytes)} -> {format_bytes(last.memory_bytes)} of GRADIEND parameters; log scales",
+    )
+    layout["margin"] = dict(l=70, r=30, t=120, b=110)
+    fig.update_layout(**layout, showlegend=False)
+    return fig
+
+
+def recall_figure(recall: StageRecall) -> go.Figure:
+    """Recall of the pre-prune ranking against the post-prune top-k, for every k on the curve.
+
+    Args:
+        recall: from :func:`gradiend_core.analysis.stages.stage_recall`.
+
+    Returns:
+        A figure with traces "ranking recall" (``x`` = ``recall.curve_k``, ``y`` =
+        ``recall.curve_ranking_recall``), "random ranking" (``k / n``), "kept-set recall" (only
+        when the checkpoint was not trained on pre-pruned dims; otherwise it is 1 throughout), and
+        a marker "current k" at ``(recall.k, recall.ranking_recall)``.
+    """
+    ks = recall.curve_k.astype(np.float64)
+    fig = go.Figure()
+    fig.add_scatter(
+        x=ks, y=recall.curve_ranking_recall, mode="lines+markers", name="ranking recall |P_k ∩ T_k| / k",
+        line=dict(color=DROPPED_COLOR, width=2), marker=dict(size=5),
+        hovertemplate="k = %{x:,}<br>ranking recall = %{y:.1%}<extra></extra>",
+    )
+    if not recall.pre_pruned:
+        fig.add_scatter(
+            x=ks, y=recall.curve_kept_recall, mode="lines", name="kept-set recall |R ∩ T_k| / k",
+            line=dict(color=OKABE_ITO["purple"], width=2),
+            hovertemplate="k = %{x:,}<br>kept-set recall = %{y:.1%}<extra></extra>",
+        )
+    fig.add_scatter(
+        x=ks, y=ks / recall.n_dims, mode="lines", name="random ranking (k / n)",
+        line=dict(color=OKABE_ITO["grey"], dash="dot"),
+        hovertemplate="k = %{x:,}<br>random: %{y:.1%}<extra></extra>",
+    )
+    fig.add_scatter(
+        x=[recall.k], y=[recall.ranking_recall], mode="markers", name=f"current k = {recall.k:,}",
+        marker=dict(color=CUT_COLOR, size=12, symbol="diamond"),
+        hovertemplate="current k = %{x:,}<br>ranking recall = %{y:.1%}<extra></extra>",
+    )
+    layout = base_layout(
+        f"Pre-prune ranking vs post-prune ({recall.post_part}) top-k",
+        height=460,
+        subtitle=f"over this checkpoint's {recall.n_dims:,} dims, matched by base-global index",
+    )
+    layout["margin"] = dict(layout["margin"], b=110)
+    layout["legend"] = dict(layout["legend"], y=-0.28)
+    fig.update_layout(
+        **layout,
+        xaxis=dict(**log_axis("k: dims in each top-k set (count, log scale)"),
+                   range=[-0.05, np.log10(max(recall.n_dims, 2)) + 0.05]),
+        yaxis=dict(title="recall (% of the post-prune top-k)", tickformat=".0%", range=[-0.02, 1.05]),
+    )
+    return fig

@@ -1,0 +1,239 @@
+"""View "Pruning stages": pre-pruning against post-pruning, both stages' combined reduction, and
+what the current cut costs on the saved validation gradients.
+
+Reads the training records next to the checkpoint (``pre_prune.safetensors``,
+``validation_gradients.safetensors``); each section says what it needs when a record is absent.
+The numbers come from :mod:`gradiend_core.analysis.stages` and
+:func:`gradiend_core.trainer.cut_cost`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Dict, Optional
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from gradiend_core.analysis.stages import StageRecall, combined_reduction, stage_recall
+from gradiend_core.errors import CheckpointError, SelectionError
+from gradiend_core.export import GRADIENT_MEAN
+from gradiend_core.importance import DEFAULT_PART, PARTS
+from gradiend_core.trainer.cut_cost import cut_cost
+from gradiend_core.trainer.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
+from gradiend_core.units import format_bytes, format_count, format_percent
+from dashboard.context import ViewContext
+from dashboard.figures.stages import recall_figure, reduction_figure, stage_label
+from dashboard.loading import checkpoint_key, load_checkpoint, load_pre_prune, load_ranking, load_validation
+from dashboard.views.charts import show_figure
+
+
+def keep_digest(keep: np.ndarray) -> str:
+    """Cache key of a selection: a digest of its kept local indices."""
+    return hashlib.blake2b(np.ascontiguousarray(keep, dtype=np.int64).tobytes(), digest_size=16).hexdigest()
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing the pre-prune ranking with the post-prune top-k...")
+def _recall(path: str, mtime: float, post_part: str, k: int) -> StageRecall:
+    data = load_checkpoint(path)
+    record = load_pre_prune(path)
+    return stage_recall(
+        data.param_map.base_global_index(), load_ranking(path, post_part), load_ranking(path, GRADIENT_MEAN),
+        record.kept_base_global(), k, post_part=post_part, n_pre_measured=int(record.importance.size),
+    )
+
+
+@st.cache_data(max_entries=16, show_spinner="Running the encoder with and without the cut...")
+def _cut_cost(path: str, mtime: float, digest: str, _keep: np.ndarray) -> Dict[str, Any]:
+    return cut_cost(load_checkpoint(path), _keep, load_validation(path))
+
+
+def _number(x: float, fmt: str = ".4f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if isinstance(x, float) and math.isinf(x):
+        return "∞ (both classes constant)"
+    return format(x, fmt)
+
+
+def _load(what: str, loader, path: str):
+    try:
+        return loader(path)
+    except CheckpointError as e:
+        st.error(f"{what}: {e}")
+        return None
+
+
+def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optional[StageRecall]:
+    st.markdown("#### Did pre-pruning keep what the trained model needs?")
+    if record is None:
+        if (ctx.data.path / PRE_PRUNE_FILE).is_file():
+            return None  # unreadable: the error is shown above
+        st.info(
+            f"This checkpoint has no pre-prune record ({PRE_PRUNE_FILE}), so there is no pre-prune selection to "
+            "compare. gradiend_core's trainer writes it next to the checkpoint when training runs with a "
+            "pre_prune_config (PrePruneConfig); it holds the |mean source gradient| of every dim it measured and the "
+            "dims it kept."
+        )
+        return None
+    post_part = st.selectbox(
+        "Post-prune importance (the trained model's T_k)", PARTS, index=PARTS.index(DEFAULT_PART), key="stages_post_part",
+        help="Post-pruning ranks by a weight part of the trained model; PostPruneConfig's default is decoder-weight.",
+    )
+    dir_, mtime = checkpoint_key(ctx.path)
+    r = _recall(dir_, mtime, post_part, ctx.selection.k)
+    n = r.n_dims
+    cols = st.columns(4)
+    cols[0].metric(
+        "Ranking recall at k", format_percent(r.ranking_recall),
+        delta=f"random ranking: {format_percent(r.random_recall)}", delta_color="off", delta_arrow="off",
+        help=f"|P_k ∩ T_k| / k = {r.n_both:,} / {r.k:,}: of the trained model's top {r.k:,} {post_part} dims (T_k), "
+        f"the share that are also among the top {r.k:,} by pre-prune importance (P_k), both over this checkpoint's "
+        f"{n:,} dims.",
+    )
+    cols[1].metric(
+        "Kept-set recall at k", format_percent(r.kept_recall),
+        help=f"|R ∩ T_k| / k = {r.n_kept_in_post:,} / {r.k:,}: the share of T_k that pre-pruning kept (R)."
+        + (" 100 % by construction here: every dim of this checkpoint was kept by pre-pruning." if r.pre_pruned else ""),
+    )
+    cols[2].metric(
+        "k (current selection)", f"{r.k:,}", delta=f"{format_percent(r.k / n)} of {n:,} dims", delta_color="off",
+        delta_arrow="off", help="Both top-k sets have as many dims as the current selection keeps (set by the sidebar).",
+    )
+    cols[3].metric(
+        "Pre-pruning kept", f"{r.n_pre_kept:,}", delta=f"of {r.n_pre_measured:,} dims measured", delta_color="off",
+        delta_arrow="off",
+        help=f"|R| over the {r.n_pre_measured:,} dims pre-pruning measured ({record.n_samples:,} examples, "
+        f"|mean {record.source} gradient|); {r.n_pre_kept_in_model:,} of this checkpoint's {n:,} dims are among them.",
+    )
+    st.caption(
+        f"Compared in base-global index space, over this checkpoint's {n:,} dims D. **T_k**: the top k of D by the "
+        f"trained model's {post_part} importance, the dims post-pruning with topk={r.k:,} keeps. **P_k**: the top k of "
+        "D by the pre-prune importance (the record's |mean source gradient|, gradient-mean in the sidebar). **R**: the "
+        "dims pre-pruning kept. Ranking recall |P_k ∩ T_k| / k says how many of the dims post-pruning keeps would have "
+        "survived a pre-prune straight to k dims; a random ranking scores k / n."
+        + (" This checkpoint was trained on pre-pruned dims (D ⊆ R), so its trained importance exists only for "
+           "them: the comparison is within what pre-pruning kept, and the kept-set recall is 1 throughout."
+           if r.pre_pruned else
+           f" Pre-pruning's selection was not applied to this checkpoint ({r.n_pre_kept_in_model:,} of its {n:,} dims "
+           "are in R), so the kept-set recall compares the record's kept set with the trained model's top-k.")
+        + (f" {r.n_unmeasured:,} dims have no pre-prune importance (not measured) and rank last in P_k."
+           if r.n_unmeasured else "")
+    )
+    show_figure(recall_figure(r), "stages_recall", "pre_post_recall")
+    return r
+
+
+def _reduction_section(ctx: ViewContext, record: Optional[PrePruneRecord], recall: Optional[StageRecall]) -> None:
+    st.markdown("#### Combined reduction of both stages")
+    data = ctx.data
+    # Pre-pruning is a stage of this checkpoint's chain only when it was trained on the kept dims.
+    pre_kept = int(record.kept.size) if record is not None and recall is not None and recall.pre_pruned else None
+    stages = combined_reduction(
+        data.architecture, data.param_map.unpruned_length, ctx.selection.k, pre_kept=pre_kept, state_dict=data.state_dict
+    )
+    show_figure(reduction_figure(stages), "stages_reduction", "combined_reduction")
+    first = stages[0]
+    df = pd.DataFrame({
+        "stage": [stage_label(s) for s in stages],
+        "input dims": [s.input_dim for s in stages],
+        "GRADIEND parameters": [s.params for s in stages],
+        "memory (bytes)": [s.memory_bytes for s in stages],
+        "memory": [format_bytes(s.memory_bytes) for s in stages],
+        "share of unpruned dims": [s.input_dim / first.input_dim for s in stages],
+    })
+    st.dataframe(
+        df, hide_index=True, key="stages_table",
+        column_config={
+            "input dims": st.column_config.NumberColumn("input dims", format="localized"),
+            "GRADIEND parameters": st.column_config.NumberColumn(
+                "GRADIEND parameters", help="Encoder and decoder weights and biases (and a LayerNorm's two, if any)",
+                format="localized"),
+            "memory (bytes)": st.column_config.NumberColumn(
+                "memory (bytes)", help=f"Parameter bytes in memory at {data.architecture.torch_dtype}", format="localized"),
+            "share of unpruned dims": st.column_config.NumberColumn("share of unpruned dims", format="percent"),
+        },
+    )
+    last = stages[-1]
+    note = (
+        f"Unpruned length {first.input_dim:,} -> {last.input_dim:,} dims after the current selection: "
+        f"{format_count(first.params)} -> {format_count(last.params)} parameters, "
+        f"{format_bytes(first.memory_bytes)} -> {format_bytes(last.memory_bytes)}."
+    )
+    if record is None:
+        note += f" Without a pre-prune record ({PRE_PRUNE_FILE}) the chain shows no pre-pruning stage."
+    elif pre_kept is None:
+        note += (
+            f" Pre-pruning's selection ({record.kept.size:,} dims) was not applied to this checkpoint, so it is not a "
+            "stage of this chain."
+        )
+    st.caption(note)
+
+
+def _cut_cost_section(ctx: ViewContext) -> None:
+    st.markdown("#### What the cut costs")
+    dir_, mtime = checkpoint_key(ctx.path)
+    validation = _load(VALIDATION_FILE, load_validation, ctx.path)
+    if validation is None:
+        if not (ctx.data.path / VALIDATION_FILE).is_file():
+            st.info(
+                f"This checkpoint has no saved validation gradients ({VALIDATION_FILE}), so the cut's effect on the "
+                "encoder cannot be measured here. gradiend_core's trainer saves a few with every checkpoint it writes."
+            )
+        return
+    try:
+        c = _cut_cost(dir_, mtime, keep_digest(ctx.selection.keep), ctx.selection.keep)
+    except (CheckpointError, SelectionError) as e:
+        st.error(f"{VALIDATION_FILE}: {e}")
+        return
+    cols = st.columns(4)
+    cols[0].metric(
+        "Encoder correlation", _number(c["encoder_correlation"]),
+        help="Pearson correlation between the encoder outputs with and without the cut, on the same validation "
+        f"gradients ({c['n']:,} examples).",
+    )
+    cols[1].metric(
+        "Pre-activation correlation", _number(c["preactivation_correlation"]),
+        help="The same on W x + b, before the activation (tanh saturation cannot hide a change there).",
+    )
+    sep_b, sep_a = c["preactivation_separation_before"], c["preactivation_separation_after"]
+    cols[2].metric(
+        "Class separation after the cut", _number(sep_a, ".3f"), delta=f"before: {_number(sep_b, '.3f')}",
+        delta_color="off", delta_arrow="off",
+        help="Cohen's d of the pre-activations between the two classes: |mean(class A) - mean(class B)| / pooled std.",
+    )
+    cols[3].metric(
+        "Separation retained", _number(c["separation_retained"], ".3f"),
+        help="Pre-activation separation after / before the cut (1 = unchanged; above 1 = the kept dims separate "
+        "the classes better than all dims did).",
+    )
+    classes = " / ".join(validation.classes)
+    rows = [
+        ("label correlation (encoder output vs ±1 labels)", c["label_correlation_before"], c["label_correlation_after"]),
+        ("class separation, encoder output (Cohen's d)", c["separation_before"], c["separation_after"]),
+        ("class separation, pre-activation (Cohen's d)", sep_b, sep_a),
+    ]
+    st.dataframe(
+        pd.DataFrame({
+            "measure": [r[0] for r in rows],
+            f"unpruned ({c['input_dim']:,} dims)": [_number(r[1]) for r in rows],
+            f"after the cut ({c['k']:,} dims)": [_number(r[2]) for r in rows],
+        }),
+        hide_index=True, key="stages_cut_cost_table",
+    )
+    st.caption(
+        f"On the {c['n']:,} validation gradients saved with the checkpoint ({validation.source} gradients, classes "
+        f"{classes}), the encoder is run on all {c['input_dim']:,} dims and on the {c['k']:,} the current selection "
+        f"keeps (the encoder restricted to those columns, as pruning makes it). Largest change of an output: "
+        f"{_number(c['max_abs_change'], '.3g')}."
+    )
+
+
+def render(ctx: ViewContext) -> None:
+    """Draw the pre/post recall, the combined reduction and the cut cost of the current selection."""
+    record = _load(PRE_PRUNE_FILE, load_pre_prune, ctx.path)
+    recall = _recall_section(ctx, record)
+    _reduction_section(ctx, record, recall)
+    _cut_cost_section(ctx)
