@@ -87,6 +87,10 @@ TABS = [
     ("Training", training.render),
     ("Pruning stages", stages.render),
 ]
-for tab, (_, render_view) in zip(st.tabs([name for name, _ in TABS]), TABS):
-    with tab:
-        render_view(ctx)
+# Only the open view runs (lazy tabs), so a slider move redraws one view, not all of them; the open
+# view lives in the URL (?view=...), so a copied link reopens it.
+tabs = st.tabs([name for name, _ in TABS], key="view", bind="query-params", default=TABS[0][0])
+for tab, (_, render_view) in zip(tabs, TABS):
+    if tab.open:
+        with tab:
+            render_view(ctx)

@@ -22,6 +22,7 @@ from .checkpoint import check_target, read_checkpoint
 from .errors import CheckpointError, SelectionError
 from .export import GRADIENT_MEAN, export_pruned, gradient_mean_importance, importance_for
 from .importance import DEFAULT_PART, PARTS
+from .analysis.names import compose_masks, name_mask
 from .masks import load_mask
 from .reduction import ReductionReport, reduction_report
 from .selection import Ranking, parse_topk, select
@@ -74,8 +75,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    if args.topk is None and args.threshold is None and args.mask is None:
-        raise SelectionError("give at least one of --topk, --threshold and --mask.")
+    if args.topk is None and args.threshold is None and args.mask is None and not (args.include or args.exclude):
+        raise SelectionError("give at least one of --topk, --threshold, --mask and --include/--exclude.")
     if args.out is None and not args.dry_run:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
     if args.importance is not None and args.part is not None:
@@ -84,7 +85,10 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if not args.dry_run:
         check_target(Path(args.out), args.overwrite, data.path)
     source = args.importance or args.part or DEFAULT_PART
-    mask = load_mask(args.mask, data.param_map) if args.mask else None
+    mask = compose_masks(
+        load_mask(args.mask, data.param_map) if args.mask else None,
+        name_mask(data.param_map, args.include, args.exclude),
+    )
     ranking = None
     if args.topk is not None or args.threshold is not None:
         _progress(args, f"computing {source} importance over {format_count(data.architecture.input_dim)} dims")
@@ -123,6 +127,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         use_safetensors=not args.bin,
         mask_path=args.mask,
+        name_include=args.include,
+        name_exclude=args.exclude,
     )
     _print_report(args, result.report, result)
     return 0
@@ -210,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
     pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")
     pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length")
+    pr.add_argument("--include", help="keep only dims of parameters whose name matches this regular expression")
+    pr.add_argument("--exclude", help="drop dims of parameters whose name matches this regular expression")
     pr.add_argument("--out", help="target directory (new or empty)")
     pr.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     pr.add_argument("--bin", action="store_true", help="write pytorch_model.bin/.pth instead of safetensors")

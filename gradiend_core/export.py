@@ -108,7 +108,16 @@ def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.nda
     return record.importance_for(data.param_map.base_global_index())
 
 
-def cli_command(source: Union[str, os.PathLike], out: Union[str, os.PathLike], part: str, topk: Any, threshold: Any, mask_path: Optional[str]) -> str:
+def cli_command(
+    source: Union[str, os.PathLike],
+    out: Union[str, os.PathLike],
+    part: str,
+    topk: Any,
+    threshold: Any,
+    mask_path: Optional[str],
+    name_include: Optional[str] = None,
+    name_exclude: Optional[str] = None,
+) -> str:
     """The ``gradiend-core prune`` command line that reproduces an export.
 
     ``part`` is one of the four weight parts (``--part``) or :data:`GRADIENT_MEAN`
@@ -124,6 +133,10 @@ def cli_command(source: Union[str, os.PathLike], out: Union[str, os.PathLike], p
         args += ["--threshold", repr(float(threshold))]
     if mask_path:
         args += ["--mask", str(mask_path)]
+    if name_include:
+        args += ["--include", name_include]
+    if name_exclude:
+        args += ["--exclude", name_exclude]
     args += ["--out", str(out)]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -141,6 +154,8 @@ def export_pruned(
     overwrite: bool = False,
     use_safetensors: bool = True,
     mask_path: Optional[str] = None,
+    name_include: Optional[str] = None,
+    name_exclude: Optional[str] = None,
     source_sha256: Optional[str] = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``.
@@ -164,6 +179,8 @@ def export_pruned(
         overwrite: replace a non-empty ``target``.
         use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
         mask_path: the mask file's path, for the provenance record.
+        name_include, name_exclude: the parameter-name patterns already folded into ``mask``
+            (see :func:`gradiend_core.analysis.names.name_mask`), for the provenance record.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
 
     Returns:
@@ -212,11 +229,13 @@ def export_pruned(
         "topk": topk,
         "mask_sha256": sha256_mask(mask),
         "mask_file": mask_path,
+        "name_include": name_include,
+        "name_exclude": name_exclude,
         "input_dim_before": data.architecture.input_dim,
         "kept_dims": selection.k,
         "unpruned_length": data.param_map.unpruned_length,
         # A command line exists for the weight parts and the pre-prune record, not for other importance.
-        "command": cli_command(data.path, target, part, topk, threshold, mask_path) if label in IMPORTANCE_SOURCES else None,
+        "command": cli_command(data.path, target, part, topk, threshold, mask_path, name_include, name_exclude) if label in IMPORTANCE_SOURCES else None,
     }
     side = {k: v for k, v in data.side_files.items() if k in CARRIED_JSON_FILES}
     side[PROVENANCE_FILE] = provenance

@@ -102,3 +102,25 @@ def test_opens_bundled_sample_by_default():
     at.run()
     assert not at.exception and not at.error
     assert int(_metric(at, "latent_dim")) >= 1
+
+
+def test_name_filter_composes_with_topk_and_reproduces_via_cli(app_checkpoint, tmp_path):
+    from gradiend_core import read_checkpoint
+    from gradiend_core.cli import main
+
+    at = _open(app_checkpoint)
+    at.session_state["name_include"] = r"weight$"
+    at.text_input(key="topk").set_value("0.5").run()
+    # the filter keeps the 1,200 entries of layer.0.weight; topk 0.5 of those -> 600
+    assert _metric(at, "Input dims kept") == "600"
+    out = tmp_path / "filtered"
+    at.text_input(key="export_dir").set_value(str(out)).run()
+    at.button(key="export").click().run()
+    assert not at.error, [e.value for e in at.error]
+    data = read_checkpoint(out)
+    assert [e.name for e in data.param_map if e.num_selected] == ["layer.0.weight"]
+    assert data.side_files["pruning.json"]["name_include"] == r"weight$"
+    cli_out = tmp_path / "cli"
+    assert main(["prune", str(app_checkpoint), "--topk", "0.5", "--include", r"weight$", "--out", str(cli_out)]) == 0
+    for f in ("model.safetensors", "config.json"):
+        assert (cli_out / f).read_bytes() == (out / f).read_bytes(), f

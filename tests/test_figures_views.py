@@ -53,9 +53,12 @@ def checkpoints(tmp_path_factory):
     return {"full": root / "full", "pruned": root / "pruned"}
 
 
-def open_app(path: Path) -> AppTest:
+def open_app(path: Path, view: str | None = None) -> AppTest:
+    """Open the page on ``path`` with ``view`` as the open tab (only the open tab runs)."""
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["model"] = str(path)
+    if view is not None:
+        at.query_params["view"] = view
     at.run()
     assert not at.exception, at.exception
     return at
@@ -85,14 +88,16 @@ def metric(at: AppTest, label: str) -> str:
 
 @pytest.mark.parametrize("which", ["full", "pruned"])
 def test_every_view_renders_with_titled_downloadable_figures(checkpoints, which):
-    at = open_app(checkpoints[which])
-    assert not at.error, [e.value for e in at.error]
-    assert [t.label for t in at.tabs][: 1 + len(NEW_TABS)] == ["Selection"] + NEW_TABS
+    pages = [open_app(checkpoints[which], view) for view in NEW_TABS]
+    for at in pages:
+        assert not at.error, [e.value for e in at.error]
+        assert [t.label for t in at.tabs][: 1 + len(NEW_TABS)] == ["Selection"] + NEW_TABS
     expected = {
         "ecdf_decoder-weight", "layer_component_heatmap", "part_spearman", "part_topk_overlap", "part_upset",
         "retained_mass_decoder-weight", "scatter_decoder-weight_vs_encoder-weight",
     } | ({"training_record"} if which == "full" else set())
-    ours = [(spec, config) for spec, config in charts(at) if config.get("toImageButtonOptions", {}).get("filename") in expected | {"training_record"}]
+    every = [c for at in pages for c in charts(at)]
+    ours = [(spec, config) for spec, config in every if config.get("toImageButtonOptions", {}).get("filename") in expected | {"training_record"}]
     assert sorted(config["toImageButtonOptions"]["filename"] for _, config in ours) == sorted(expected)
     for spec, config in ours:
         layout = spec["layout"]
@@ -101,8 +106,8 @@ def test_every_view_renders_with_titled_downloadable_figures(checkpoints, which)
         assert axes and all(a["title"]["text"] for a in axes)
         assert all(t.get("hovertemplate") or t.get("hoverinfo") == "skip" for t in spec["data"])
         assert config["displaylogo"] is False and config["toImageButtonOptions"]["format"] == "png"
-    assert metric(at, "topk for 90% of the mass")
-    assert len(at.dataframe) >= 2  # per-parameter table, top-k table
+    assert metric(pages[NEW_TABS.index("Distributions")], "topk for 90% of the mass")
+    assert sum(len(at.dataframe) for at in pages) >= 2  # per-parameter table, top-k table
 
 
 def brute_count(importance: np.ndarray, share: float) -> int:
@@ -111,7 +116,7 @@ def brute_count(importance: np.ndarray, share: float) -> int:
 
 
 def test_target_mass_sets_sidebar_topk(checkpoints):
-    at = open_app(checkpoints["full"])
+    at = open_app(checkpoints["full"], "Distributions")
     imp = Ref.from_pretrained(str(checkpoints["full"])).get_weight_importance("encoder-weight").float().numpy()
     at.selectbox(key="dist_part").set_value("encoder-weight").run()
     at.number_input(key="target_mass_pct").set_value(75.0).run()
@@ -125,7 +130,7 @@ def test_target_mass_sets_sidebar_topk(checkpoints):
 
 
 def test_name_filter_is_stored_for_the_selection(checkpoints):
-    at = open_app(checkpoints["full"])
+    at = open_app(checkpoints["full"], "Where in the model")
     at.text_input(key="name_include_input").set_value(r"encoder\.layer\.0").run()
     at.text_input(key="name_exclude_input").set_value("bias$").run()
     assert any("Matches 2 of 6 parameters" in c.value for c in at.caption)
@@ -139,7 +144,7 @@ def test_name_filter_is_stored_for_the_selection(checkpoints):
 
 
 def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
-    at = open_app(checkpoints["full"])
+    at = open_app(checkpoints["full"], "Compare models")
     at.multiselect(key="models_samples").set_value([]).run()
     at.text_area(key="models_paths").set_value(str(checkpoints["pruned"])).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -158,12 +163,12 @@ def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
 
 
 def test_training_view_without_training_json(checkpoints):
-    at = open_app(checkpoints["pruned"])
+    at = open_app(checkpoints["pruned"], "Training")
     assert any("no training.json" in c.value for c in at.caption)
 
 
 def test_training_view_with_trainer_record(checkpoints):
-    at = open_app(checkpoints["full"])
+    at = open_app(checkpoints["full"], "Training")
     assert metric(at, "Best step") == "6" and metric(at, "Converged") == "yes"
     spec = next(s for s, _ in charts(at) if s["layout"]["title"]["text"].startswith("Training record"))
     score = next(t for t in spec["data"] if t["name"] == "score")
@@ -171,7 +176,7 @@ def test_training_view_with_trainer_record(checkpoints):
 
 
 def test_topk_view_without_topk_and_with_threshold(checkpoints):
-    at = open_app(checkpoints["full"])
+    at = open_app(checkpoints["full"], "Compare parts")
     at.text_input(key="topk").set_value("").run()
     at.number_input(key="threshold").set_value(0.5).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
@@ -182,7 +187,7 @@ def test_unreadable_other_checkpoint_is_reported(checkpoints, tmp_path):
     bad = tmp_path / "broken"
     shutil.copytree(checkpoints["pruned"], bad)
     (bad / "config.json").write_text("{")
-    at = open_app(checkpoints["full"])
+    at = open_app(checkpoints["full"], "Compare models")
     at.multiselect(key="models_samples").set_value([]).run()
     at.text_area(key="models_paths").set_value(str(bad)).run()
     assert not at.exception
@@ -195,9 +200,12 @@ def test_views_follow_a_gradient_mean_part():
 
     with_record = [p for _, p in sample_models() if has_pre_prune_record(str(p))]
     assert with_record, "no bundled sample with pre_prune.safetensors: build the samples (sample_models/)"
-    at = open_app(with_record[0])
-    at.selectbox(key="part").set_value("gradient-mean").run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    assert at.selectbox(key="dist_part").value == "gradient-mean"
-    assert at.selectbox(key="models_part").value == "decoder-weight"
-    assert any("gradient-mean" in c.value for c in at.markdown)  # the top-k table's heading
+    pages = {}
+    for view in NEW_TABS:
+        at = open_app(with_record[0], view)
+        at.selectbox(key="part").set_value("gradient-mean").run()
+        assert not at.exception and not at.error, (view, [e.value for e in at.error])
+        pages[view] = at
+    assert pages["Distributions"].selectbox(key="dist_part").value == "gradient-mean"
+    assert pages["Compare models"].selectbox(key="models_part").value == "decoder-weight"
+    assert any("gradient-mean" in c.value for c in pages["Top-k table"].markdown)  # the top-k table's heading

@@ -30,6 +30,8 @@ def _metric(at: AppTest, label: str) -> str:
 
 
 def _open(model, **query) -> AppTest:
+    """Open the page on ``model`` with the "Pruning stages" tab open (only the open tab runs)."""
+    query.setdefault("view", "Pruning stages")
     at = AppTest.from_file(APP, default_timeout=180)
     at.query_params["model"] = str(model)
     for k, v in query.items():

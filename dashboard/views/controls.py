@@ -20,6 +20,7 @@ from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.export import GRADIENT_MEAN
 from gradiend_core.importance import DEFAULT_PART, PARTS
+from gradiend_core.analysis.names import compose_masks, name_mask
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
 from dashboard.loading import has_pre_prune_record, load_pre_prune, session_dir
@@ -39,6 +40,8 @@ class SelectionInputs:
     mask_name: Optional[str]
     mask_path: Optional[str]
     error: Optional[str] = None
+    name_include: Optional[str] = None
+    name_exclude: Optional[str] = None
 
 
 def part_options(data: CheckpointData) -> Tuple[str, ...]:
@@ -55,6 +58,9 @@ def _init_from_query(options: Tuple[str, ...]) -> None:
         st.session_state["part"] = DEFAULT_PART
     if "topk" not in st.session_state:
         st.session_state["topk"] = qp.get("topk", DEFAULT_TOPK)
+    for key in ("name_include", "name_exclude"):
+        if key not in st.session_state:
+            st.session_state[key] = qp.get(key) or None
     if "threshold" not in st.session_state:
         try:
             st.session_state["threshold"] = float(qp["threshold"]) if "threshold" in qp else None
@@ -117,7 +123,24 @@ def render(data: CheckpointData) -> SelectionInputs:
             mask_name, mask_path = mask_file.name, str(dest)
         except SelectionError as e:
             error = str(e)
+    include, exclude = st.session_state.get("name_include"), st.session_state.get("name_exclude")
+    if include or exclude:
+        try:
+            names = name_mask(data.param_map, include, exclude)
+            mask = compose_masks(mask, names)
+            st.sidebar.caption(
+                f"Parameter-name filter (set in *Where in the model*): include `{include or '-'}`, exclude "
+                f"`{exclude or '-'}`; {int(names.sum()):,} dims match."
+            )
+            st.sidebar.button("Clear name filter", key="name_filter_sidebar_clear", on_click=_clear_name_filter)
+        except SelectionError as e:
+            error = str(e)
     st.query_params["part"] = part
+    for key, value in (("name_include", include), ("name_exclude", exclude)):
+        if value:
+            st.query_params[key] = value
+        elif key in st.query_params:
+            del st.query_params[key]
     if topk_text.strip():
         st.query_params["topk"] = topk_text.strip()
     elif "topk" in st.query_params:
@@ -126,4 +149,8 @@ def render(data: CheckpointData) -> SelectionInputs:
         st.query_params["threshold"] = repr(float(threshold))
     elif "threshold" in st.query_params:
         del st.query_params["threshold"]
-    return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error)
+    return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error, include, exclude)
+
+
+def _clear_name_filter() -> None:
+    st.session_state["name_include"] = st.session_state["name_exclude"] = None

@@ -29,8 +29,10 @@ def default_export_dir(data: CheckpointData, inputs: SelectionInputs) -> str:
         bits.append(f"top{inputs.topk_text.strip()}")
     if inputs.threshold is not None:
         bits.append(f"thr{inputs.threshold:g}")
-    if inputs.mask is not None:
+    if inputs.mask_path:
         bits.append("mask")
+    if inputs.name_include or inputs.name_exclude:
+        bits.append("names")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(bits))
     return str(EXPORT_ROOT / slug)
 
@@ -46,15 +48,23 @@ def python_snippet(source: str, out: str, inputs: SelectionInputs) -> str:
     lines = ["from gradiend_core import ParamMappedGradiendModel"]
     if gradient_mean:
         lines.append("from gradiend_core.trainer import load_pre_prune_record")
-    if inputs.mask is not None:
+    if inputs.mask_path:
         lines.append("from gradiend_core.masks import load_mask")
+    if inputs.name_include or inputs.name_exclude:
+        lines.append("from gradiend_core.analysis.names import name_mask")
     lines.append(f"model = ParamMappedGradiendModel.from_pretrained({source!r})")
     if gradient_mean:
         lines.append("# gradient-mean: the pre-prune |mean source gradient| of each of the model's dims")
         lines.append(f"importance = load_pre_prune_record({source!r}).importance_for(model.base_global_index().numpy())")
-    if inputs.mask is not None:
+    masks = []
+    if inputs.mask_path:
         lines.append(f"mask = load_mask({inputs.mask_path!r}, model.mapping)")
-        args.append("mask=mask")
+        masks.append("mask")
+    if inputs.name_include or inputs.name_exclude:
+        lines.append(f"names = name_mask(model.mapping, {inputs.name_include!r}, {inputs.name_exclude!r})")
+        masks.append("names")
+    if masks:
+        args.append(f"mask={' & '.join(masks)}")
     lines.append(f"pruned = model.prune({', '.join(args)})")
     lines.append(f"pruned.save_pretrained({out!r})")
     return "\n".join(lines)
@@ -80,12 +90,16 @@ def render(data: CheckpointData, inputs: SelectionInputs, ranking: Optional[Rank
                     data, out, part=DEFAULT_PART if inputs.part == GRADIENT_MEAN else inputs.part, topk=inputs.topk,
                     threshold=inputs.threshold, mask=inputs.mask, importance=ranking,
                     importance_label=GRADIENT_MEAN if labelled else None, overwrite=overwrite, mask_path=inputs.mask_name,
+                    name_include=inputs.name_include, name_exclude=inputs.name_exclude,
                 )
             st.session_state["last_export"] = {
                 "path": str(result.path),
                 "kept": result.selection.k,
                 "bytes": sum(f.stat().st_size for f in result.path.iterdir()),
-                "command": cli_command(data.path, result.path, inputs.part, inputs.topk, inputs.threshold, inputs.mask_path),
+                "command": cli_command(
+                    data.path, result.path, inputs.part, inputs.topk, inputs.threshold, inputs.mask_path,
+                    inputs.name_include, inputs.name_exclude,
+                ),
                 "python": python_snippet(str(data.path), str(result.path), inputs),
             }
         except (CheckpointError, SelectionError, PermissionError, OSError) as e:
