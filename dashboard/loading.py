@@ -21,6 +21,7 @@ import streamlit as st
 from gradiend_core.checkpoint import CheckpointData, read_checkpoint, resolve_checkpoint_dir
 from gradiend_core.export import GRADIENT_MEAN, gradient_mean_importance, importance_for
 from gradiend_core.selection import Ranking
+from gradiend_core.units import format_bytes
 from gradiend_core.trainer.records import (
     PRE_PRUNE_FILE,
     PrePruneRecord,
@@ -65,13 +66,24 @@ def checkpoint_key(path: str) -> Tuple[str, float]:
 
 
 @st.cache_resource(show_spinner="Reading checkpoint...", max_entries=8)
-def _load(path: str, mtime: float) -> CheckpointData:
-    return read_checkpoint(path)
+def _load(path: str, mtime: float, _progress=None) -> CheckpointData:
+    return read_checkpoint(path, progress=_progress)
 
 
 def load_checkpoint(path: str) -> CheckpointData:
-    """The checkpoint at ``path``, shared across sessions until its files change."""
-    return _load(*checkpoint_key(path))
+    """The checkpoint at ``path``, shared across sessions until its files change.
+
+    A first read of a large weight file shows a progress bar (bytes read of total).
+    """
+    bar = st.empty()
+
+    def report(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Reading weights: {format_bytes(done)} of {format_bytes(total)}")
+
+    try:
+        return _load(*checkpoint_key(path), _progress=report)
+    finally:
+        bar.empty()
 
 
 @st.cache_resource(show_spinner="Ranking importance...", max_entries=32)

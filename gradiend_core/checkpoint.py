@@ -28,7 +28,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -155,7 +155,13 @@ _FROM_ST = {v: k for k, v in _ST_DTYPE.items()}
 _STREAM_READ_BYTES = 64 * 1024**2
 
 
-def _read_safetensors_buffered(path: Path) -> Dict[str, torch.Tensor]:
+#: Bytes per read call when streaming a large file (progress is reported after each).
+_READ_BLOCK = 64 * 1024**2
+#: ``progress(done_bytes, total_bytes)``, called while a large weight file is read.
+ProgressFn = Callable[[int, int], None]
+
+
+def _read_safetensors_buffered(path: Path, progress: Optional[ProgressFn] = None) -> Dict[str, torch.Tensor]:
     """Read a safetensors file with one sequential ``readinto`` and view its tensors in place.
 
     Why not ``safetensors.torch.load_file``: it maps the file, and touching a 10^8-entry tensor
@@ -178,8 +184,15 @@ def _read_safetensors_buffered(path: Path) -> Dict[str, torch.Tensor]:
         header.pop("__metadata__", None)
         data_len = size - 8 - hlen
         buf = torch.empty(data_len, dtype=torch.uint8)
-        if f.readinto(memoryview(buf.numpy())) != data_len:
-            raise CheckpointError(f"{path}: truncated while reading; copy the file again.")
+        view = memoryview(buf.numpy())
+        done = 0
+        while done < data_len:
+            got = f.readinto(view[done : done + _READ_BLOCK])
+            if not got:
+                raise CheckpointError(f"{path}: truncated while reading; copy the file again.")
+            done += got
+            if progress is not None:
+                progress(done, data_len)
     out: Dict[str, torch.Tensor] = {}
     spans = []
     for name, info in header.items():
@@ -204,13 +217,13 @@ def _read_safetensors_buffered(path: Path) -> Dict[str, torch.Tensor]:
     return out
 
 
-def _load_tensor_file(path: Path) -> Dict[str, torch.Tensor]:
+def _load_tensor_file(path: Path, progress: Optional[ProgressFn] = None) -> Dict[str, torch.Tensor]:
     """Load a .safetensors or pickle-based (.bin/.pth) tensor dict, never executing code."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing; the checkpoint is incomplete, copy it again.")
     if path.suffix == ".safetensors":
         if path.stat().st_size >= _STREAM_READ_BYTES:
-            return _read_safetensors_buffered(path)
+            return _read_safetensors_buffered(path, progress)
         from safetensors.torch import load_file
 
         try:
@@ -365,11 +378,13 @@ def expected_weight_shapes(arch: Architecture) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-def read_checkpoint(path: os.PathLike | str) -> CheckpointData:
+def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = None) -> CheckpointData:
     """Read a GRADIEND checkpoint directory (or an experiment directory with ``model/``).
 
     Args:
         path: checkpoint directory.
+        progress: optional ``progress(done_bytes, total_bytes)`` callback while a large
+            weight file is read (files under 64 MiB are read in one go without calls).
 
     Returns:
         A :class:`CheckpointData`; weight tensors keep their stored dtype.
@@ -391,7 +406,7 @@ def read_checkpoint(path: os.PathLike | str) -> CheckpointData:
     arch = parse_architecture(cfg, cfg_path)
     pmap = parse_mapping(cfg, ckpt_dir, arch.input_dim)
     weights_file = _find_weights(ckpt_dir)
-    state = _load_tensor_file(weights_file)
+    state = _load_tensor_file(weights_file, progress)
     for key, shape in expected_weight_shapes(arch).items():
         if key not in state:
             raise CheckpointError(f"{weights_file}: tensor {key!r} is missing; the weight file is incomplete.")

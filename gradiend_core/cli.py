@@ -59,7 +59,7 @@ def format_report(report: ReductionReport) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    data = read_checkpoint(args.path)
+    data = read_checkpoint(args.path, progress=_read_progress(args))
     summary = checkpoint_summary(data)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -81,7 +81,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
     if args.importance is not None and args.part is not None:
         raise SelectionError(f"give either --part (weight importance) or --importance {args.importance}, not both.")
-    data = read_checkpoint(args.path)
+    data = read_checkpoint(args.path, progress=_read_progress(args))
     if not args.dry_run:
         check_target(Path(args.out), args.overwrite, data.path)
     source = args.importance or args.part or DEFAULT_PART
@@ -132,6 +132,21 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     )
     _print_report(args, result.report, result)
     return 0
+
+
+def _read_progress(args: argparse.Namespace):
+    """A callback printing read progress of large weight files to stderr in 10 % steps."""
+    if getattr(args, "json", False):
+        return None
+    state = {"next": 0.1}
+
+    def report(done: int, total: int) -> None:
+        if done / total >= state["next"] or done == total:
+            print(f"... reading weights {100 * done // total:3d} % ({format_bytes(done)} of {format_bytes(total)})",
+                  file=sys.stderr, flush=True)
+            state["next"] = (int(10 * done / total) + 1) / 10
+
+    return report
 
 
 def _progress(args: argparse.Namespace, msg: str) -> None:

@@ -88,7 +88,17 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
     """
     edges = log_edges(ranking, bins)
     counts = _binned(ranking, ranking.counts, edges)
-    if selection is not None:
+    if selection is not None and selection.boundary is not None:
+        # Without a mask the kept dims are whole buckets above the cut plus part of one bucket.
+        b, r = selection.boundary
+        kept_buckets = ranking.counts.copy()
+        kept_buckets[:b] = 0
+        kept_buckets[b] = r
+        positives_in_first = int(ranking.counts[_POS0]) - ranking.n_zero  # zeros rank last in their bucket
+        zeros_kept = ranking.n_zero if b < _POS0 else (max(0, r - positives_in_first) if b == _POS0 else 0)
+        kept_buckets[_POS0] -= zeros_kept
+        kept = _binned(ranking, kept_buckets, edges)
+    elif selection is not None:
         kept_buckets = np.bincount(ranking.bucket[selection.keep], minlength=ranking.counts.size)
         zeros_kept = int(np.count_nonzero(ranking.importance[selection.keep] == 0)) if kept_buckets[_POS0] else 0
         kept_buckets[_POS0] -= zeros_kept
@@ -107,6 +117,8 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
 
 def cut_value(ranking: Ranking, selection: Selection) -> float:
     """Smallest importance among the kept dims (the effective threshold); ``nan`` if all NaN."""
+    if selection.cut is not None and not np.isnan(selection.cut):
+        return selection.cut
     kept = ranking.importance[selection.keep]
     kept = kept[~np.isnan(kept)]
     return float(kept.min()) if kept.size else float("nan")

@@ -163,6 +163,22 @@ def sort_keys(values: np.ndarray) -> np.ndarray:
     return keys
 
 
+def _buckets(chunk: np.ndarray) -> np.ndarray:
+    """Top 16 bits of :func:`sort_keys` (uint16), with a fast path for non-negative values.
+
+    For values without a sign bit the key is ``bits | 0x80000000``, so the bucket is
+    ``(bits >> 16) | 0x8000``; NaN (whose bits sort above +inf) goes to bucket 0.
+    """
+    bits = chunk.view(np.uint32)
+    if np.signbit(chunk).any():
+        return (sort_keys(chunk) >> 16).astype(np.uint16)
+    b = (bits >> 16).astype(np.uint16) | np.uint16(0x8000)
+    high = np.flatnonzero(b >= np.uint16(0xFF80))  # +inf and every NaN bit pattern live up here
+    if high.size:
+        b[high[np.isnan(chunk[high])]] = 0
+    return b
+
+
 class Ranking:
     """Importance ordered by the selection rule's total order, built in one linear pass.
 
@@ -198,16 +214,20 @@ class Ranking:
         counts = np.zeros(_N_BUCKETS, dtype=np.int64)
         n_nan = n_zero = n_fin = 0
         total = 0.0
+        n_inf = 0
         for start in range(0, n, _CHUNK):
             chunk = imp[start : start + _CHUNK]
-            with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN; that is the answer
-                total += float(np.nansum(chunk, dtype=np.float64))
-            b = (sort_keys(chunk) >> 16).astype(np.uint16)
+            b = _buckets(chunk)
             self.bucket[start : start + chunk.size] = b
-            counts += np.bincount(b, minlength=_N_BUCKETS)
-            n_nan += int(np.count_nonzero(np.isnan(chunk)))
+            c = np.bincount(b, minlength=_N_BUCKETS)
+            counts += c
+            nan_here = int(c[0])  # bucket 0 holds NaN only: -inf's key is 0x007FFFFF (bucket 0x7F)
+            n_nan += nan_here
+            n_inf += int(c[_N_BUCKETS - 128]) + int(c[0x7F])  # +inf (key 0xFF800000), -inf
             n_zero += int(np.count_nonzero(chunk == 0))
-            n_fin += int(np.count_nonzero(np.isfinite(chunk)))
+            with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN; that is the answer
+                total += float(np.nansum(chunk, dtype=np.float64) if nan_here else np.sum(chunk, dtype=np.float64))
+        n_fin = n - n_nan - n_inf
         self.counts = counts
         #: Sum of all non-NaN importance (float64), the denominator of the kept-importance share.
         self.total = total
@@ -247,20 +267,31 @@ class Ranking:
 
     def top(self, k: int, mask: Optional[np.ndarray] = None) -> np.ndarray:
         """Sorted local indices (int64) of the ``k`` highest-ranked dims (among ``mask``)."""
+        return self._top(k, mask)[0]
+
+    def _top(self, k: int, mask: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[float], Optional[Tuple[int, int]]]:
+        """``(keep, cut, boundary)``: the kept dims, the lowest kept importance, and the bucket the
+        cut falls in with how many of its dims are kept (``None`` when everything is kept)."""
         counts = self._counts_for(mask)
         total = int(counts.sum())
         k = min(int(k), total)
         if k <= 0:
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), None, None
         if k == total:
-            return np.arange(self.size, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+            keep = np.arange(self.size, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
+            return keep, None, None
         above = np.cumsum(counts[::-1])[::-1] - counts  # dims in strictly higher buckets
         b = int(np.flatnonzero((above < k) & (above + counts >= k))[-1])
         higher = self.bucket > b
         if mask is not None:
             higher &= mask
-        rest = self._bucket_members(b, mask)[: k - int(above[b])]
-        return np.sort(np.concatenate([np.flatnonzero(higher), rest]).astype(np.int64))
+        r = k - int(above[b])
+        rest = self._bucket_members(b, mask)[:r]
+        head = np.flatnonzero(higher)
+        tail = np.sort(rest)
+        # Both parts are sorted; merging by insertion is linear, where sorting the union is not.
+        keep = np.insert(head, np.searchsorted(head, tail), tail).astype(np.int64, copy=False)
+        return keep, float(self.importance[rest[-1]]), (b, r)
 
     def count_at_least(self, threshold: float, mask: Optional[np.ndarray] = None) -> int:
         """Dims with ``importance >= threshold`` (among ``mask``); NaN never counts.
@@ -311,6 +342,8 @@ class Selection:
     input_dim: int
     n_after_mask: int
     n_after_threshold: int
+    cut: Optional[float] = None
+    boundary: Optional[Tuple[int, int]] = None
 
     @property
     def k(self) -> int:
@@ -387,7 +420,8 @@ def select(
             "Lower the threshold."
         )
     k = n_left if topk is None else resolve_k(topk, n_left)
-    return Selection(ranking.top(k, keep_mask), n, n_mask, n_left)
+    keep, cut, boundary = ranking._top(k, keep_mask)
+    return Selection(keep, n, n_mask, n_left, cut, boundary if keep_mask is None else None)
 
 
 def topk_indices(importance: Union[Ranking, np.ndarray, torch.Tensor], topk: object) -> np.ndarray:

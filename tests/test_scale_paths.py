@@ -91,3 +91,31 @@ def test_bucketed_ranking_equals_full_sort_with_small_chunks(monkeypatch):
     hist = log_histogram(r)
     assert hist.counts.sum() == int(np.sum(np.isfinite(imp) & (imp > 0)))
     assert hist.n_zero == int(np.sum(imp == 0)) and hist.n_nonfinite == int(np.sum(~np.isfinite(imp)))
+
+
+def test_nan_payloads_rank_last_and_inf_first():
+    # NaN bit patterns: quiet, signalling with a payload in the low bits, negative quiet
+    bits = np.array([0x7FC00000, 0x7F800001, 0xFFC00000, 0x7F800000, 0x3F800000, 0], dtype=np.uint32)
+    imp = bits.view(np.float32)  # nan, nan, nan, +inf, 1.0, 0.0
+    r = selection.Ranking(imp)
+    assert r.n_nan == 3 and r.n_nonfinite == 4 and r.n_zero == 1
+    assert r.top(1).tolist() == [3] and r.top(3).tolist() == [3, 4, 5]
+    assert r.top(4).tolist() == [0, 3, 4, 5]  # the first NaN by index fills the fourth place
+    assert r.count_at_least(0.0) == 3
+
+
+def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
+    rng = np.random.default_rng(11)
+    imp = np.abs(rng.standard_cauchy(20_000)).astype(np.float32)
+    imp[:300] = 0.0
+    imp[300:320] = 1e-42  # denormals share the zero bucket
+    r = selection.Ranking(imp)
+    for topk in (1, 10, 0.3, 19_690, 19_700, 19_990):
+        sel = selection.select(r, topk=topk)
+        assert sel.boundary is not None
+        slow = selection.Selection(sel.keep, sel.input_dim, sel.n_after_mask, sel.n_after_threshold)
+        fast_hist, slow_hist = log_histogram(r, sel), log_histogram(r, slow)
+        np.testing.assert_array_equal(fast_hist.kept_counts, slow_hist.kept_counts)
+        from gradiend_core.distribution import cut_value
+
+        assert cut_value(r, sel) == cut_value(r, slow) == float(imp[sel.keep].min())
