@@ -613,6 +613,7 @@ def write_checkpoint(
     use_safetensors: bool = True,
     overwrite: bool = False,
     source: Optional[os.PathLike | str] = None,
+    tensor_files: Optional[Mapping[str, Tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]] = None,
 ) -> Path:
     """Write a checkpoint directory atomically.
 
@@ -627,6 +628,8 @@ def write_checkpoint(
             ``pytorch_model.bin`` and ``.pth`` (the reference's two layouts).
         overwrite: replace a non-empty ``target``.
         source: the checkpoint this one derives from; ``target`` may not be or contain it.
+        tensor_files: extra safetensors files written in the same atomic step, as file name ->
+            ``(tensors, header metadata)`` (e.g. the trainer's pre-prune record).
 
     Returns:
         The target path.
@@ -649,6 +652,10 @@ def write_checkpoint(
         (tmp / CONFIG_FILE).write_text(render_config(architecture, mapping, metadata), encoding="utf-8")
         for name, obj in (side_files or {}).items():
             (tmp / name).write_text(side_file_text(obj), encoding="utf-8")
+        for name, (tensors, header) in (tensor_files or {}).items():
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / name), metadata=dict(header))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -229,6 +229,7 @@ class ParamMappedGradiendModel(nn.Module):
         save_directory: Union[str, os.PathLike],
         use_safetensors: Optional[bool] = None,
         overwrite: bool = False,
+        tensor_files: Optional[Mapping[str, Tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]] = None,
         **kwargs: Any,
     ) -> Path:
         """Write the model in the reference format, atomically.
@@ -238,6 +239,8 @@ class ParamMappedGradiendModel(nn.Module):
             use_safetensors: ``False`` writes ``pytorch_model.bin`` and ``.pth`` mapping files;
                 otherwise safetensors (the reference's default).
             overwrite: replace a non-empty directory.
+            tensor_files: extra safetensors files written in the same atomic step (file name ->
+                ``(tensors, header metadata)``); the reference package ignores them.
             **kwargs: extra metadata merged into ``config.json``'s ``metadata``; a ``training``
                 entry is written to ``training.json`` instead (as the reference does).
 
@@ -263,6 +266,7 @@ class ParamMappedGradiendModel(nn.Module):
             side_files=side,
             use_safetensors=use_safetensors is not False,
             overwrite=overwrite,
+            tensor_files=tensor_files,
             source=self.name_or_path if self.name_or_path and Path(self.name_or_path).exists() else None,
         )
 

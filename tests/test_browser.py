@@ -5,8 +5,6 @@ Screenshots land in ``test-artifacts/`` (kept after the run, for looking at).
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
 import socket
 import subprocess

@@ -3,7 +3,6 @@ figures drawn from them, against hand computations and independent numpy on the 
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 

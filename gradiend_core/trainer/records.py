@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
@@ -266,11 +264,6 @@ def load_validation_record(checkpoint_dir: PathLike) -> Optional[ValidationRecor
 
 
 # ----------------------------------------------------------------------------------- write
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
 def save_run_dir(
     gradiend: Any,
     target: PathLike,
@@ -291,30 +284,4 @@ def save_run_dir(
     Raises:
         CheckpointError: when writing fails (the target keeps its old content).
     """
-    target = Path(target).expanduser()
-    parent = target.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
-    try:
-        gradiend.save_pretrained(staging)
-        if tensor_files:
-            from safetensors.torch import save_file
-
-            for name, (tensors, header) in tensor_files.items():
-                save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / name), metadata=dict(header))
-                _fsync(staging / name)
-        final = target.resolve()
-        if final.exists():
-            trash = parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, trash)
-            os.rename(staging, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(staging, final)
-        return final
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointError(f"writing {target} failed ({e.strerror or e}); the old content is unchanged.") from e
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return gradiend.save_pretrained(target, overwrite=True, tensor_files=tensor_files)
