@@ -34,6 +34,7 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,11 +81,12 @@ PLURAL_VERBS = ["run", "sleep", "eat", "sing", "play", "jump"]
 # test split contains sentences with adjectives never seen in GRADIEND training.
 ADJECTIVES = ["happy", "tired", "hungry", "small", "big", "old", "young", "busy", "kind", "sad", "quiet", "calm"]
 ADVERBS = ["today", "now", "here", "again", "outside", "quickly"]
-# Gendered subjects: nouns take "the", names do not.
+# Gendered subjects, all "the <noun>": the pronoun then always sits at the same
+# distance from the noun that decides it, which a 2-layer model learns reliably.
 MALE_SUBJECTS = ["the king", "the man", "the boy", "the father", "the brother", "the son",
-                 "the uncle", "the husband", "the prince", "john", "peter", "tom"]
+                 "the uncle", "the husband", "the prince", "the actor", "the nephew", "the grandfather"]
 FEMALE_SUBJECTS = ["the queen", "the woman", "the girl", "the mother", "the sister", "the daughter",
-                   "the aunt", "the wife", "the princess", "mary", "anna", "lisa"]
+                   "the aunt", "the wife", "the princess", "the actress", "the niece", "the grandmother"]
 SPEECH_VERBS = ["said", "thinks"]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -103,27 +105,42 @@ BASE_CONFIG = dict(
     # our sentences are ~10 tokens long.
     max_position_embeddings=256,
     type_vocab_size=1,
+    # BERT's default 0.02 is tuned for hidden_size 768; in a 64-wide model it
+    # leaves attention uniform for ~1500 steps before the model "discovers" the
+    # subject. 0.1 makes agreement appear within a few hundred steps.
+    initializer_range=0.1,
 )
 MLM_CORPUS_SIZE = 6000
-MLM_STEPS = 2000
+MLM_STEPS = 800
 MLM_BATCH_SIZE = 32
 MLM_LR = 2e-3
 MLM_WARMUP = 50
 MLM_MASK_PROB = 0.15
+MLM_AGREEMENT_MASK_PROB = 0.5
+AGREEMENT_WORDS = ["is", "are", "he", "she"] + SINGULAR_VERBS + PLURAL_VERBS
 
 # --------------------------------------------------------------------------
 # GRADIEND settings
 # --------------------------------------------------------------------------
 
 GRADIEND_ARGS = dict(
-    train_batch_size=8,        # 8 masked sentences -> one gradient vector
-    learning_rate=1e-3,
-    num_train_epochs=2,
-    eval_steps=20,
+    train_batch_size=8,        # 8 masked sentences of one class -> one gradient vector
+    # The trainer alternates the two classes; stacking 2 gradient vectors per
+    # optimizer step gives every step one of each class. With 1 per step, the
+    # first steps push both classes' encodings to the same tanh pole more often.
+    gradiend_batch_size=2,
+    num_train_epochs=3,
+    eval_steps=10,
     seed=SEED,
-    # A single seed keeps the run short and writes the checkpoint flat into
-    # output_dir (max_seeds > 1 would write per-seed subdirectories).
-    max_seeds=1,
+    # GRADIEND training on this tiny model is seed-sensitive: some seeds end
+    # with both classes on the same tanh pole (correlation 0). The reference's
+    # multi-seed mode retries seed+1, seed+2, ... until one converges
+    # (|correlation| >= 0.5 and class means >= 0.5 with opposite signs) and
+    # copies that run flat into output_dir.
+    max_seeds=5,
+    min_convergent_seeds=1,
+    saved_seed_runs="best_only",
+    fail_on_non_convergence=True,
 )
 
 
@@ -136,6 +153,7 @@ class SampleSpec:
     target_classes: List[str]
     make_data: Callable[[], pd.DataFrame]
     description: str
+    learning_rate: float
     training_overrides: Dict[str, object] = field(default_factory=dict)
 
 
@@ -210,16 +228,26 @@ def build_tokenizer(corpus: List[str], out_dir: Path) -> BertTokenizerFast:
     )
 
 
-def mask_for_mlm(input_ids: torch.Tensor, tokenizer: BertTokenizerFast, generator: torch.Generator):
-    """BERT-style masking: choose ``MLM_MASK_PROB`` of the non-special tokens,
-    replace them with [MASK], and return (masked_ids, labels)."""
+def mask_for_mlm(input_ids: torch.Tensor, tokenizer: BertTokenizerFast, agreement_ids: torch.Tensor,
+                 generator: torch.Generator):
+    """BERT-style masking with extra weight on agreement words.
+
+    Every non-special token is masked with probability ``MLM_MASK_PROB``; the
+    agreement words (``agreement_ids``: is/are, the verb forms, he/she) with
+    ``MLM_AGREEMENT_MASK_PROB``.  With plain 15% masking the agreement slot is
+    a small share of the loss and 800 steps leave most seeds at 50/50 for
+    is/are or he/she; masking it more often makes agreement reliable.  Masked
+    tokens become [MASK]; returns (masked_ids, labels).
+    """
     labels = input_ids.clone()
     special = (
         (input_ids == tokenizer.cls_token_id)
         | (input_ids == tokenizer.sep_token_id)
         | (input_ids == tokenizer.pad_token_id)
     )
-    chosen = (torch.rand(input_ids.shape, generator=generator) < MLM_MASK_PROB) & ~special
+    rand = torch.rand(input_ids.shape, generator=generator)
+    agreement = torch.isin(input_ids, agreement_ids)
+    chosen = ((rand < MLM_MASK_PROB) | (agreement & (rand < MLM_AGREEMENT_MASK_PROB))) & ~special
     labels[~chosen] = -100
     masked = input_ids.clone()
     masked[chosen] = tokenizer.mask_token_id
@@ -229,9 +257,8 @@ def mask_for_mlm(input_ids: torch.Tensor, tokenizer: BertTokenizerFast, generato
 def train_base_model(corpus: List[str], tokenizer: BertTokenizerFast, seed: int) -> BertForMaskedLM:
     """Train a tiny BERT MLM on ``corpus`` (AdamW, linear warmup and decay).
 
-    About 2000 steps are needed before the 2-layer model reliably resolves the
-    pronoun, which sits three tokens after its gendered subject; number
-    agreement is learnt much earlier.
+    With ``initializer_range=0.1`` and extra masking of agreement words, 800
+    steps are enough for both agreements (checked with ``agreement_probe``).
     """
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(tokenizer), **BASE_CONFIG)
@@ -243,11 +270,12 @@ def train_base_model(corpus: List[str], tokenizer: BertTokenizerFast, seed: int)
     )
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
+    agreement_ids = torch.tensor(tokenizer.convert_tokens_to_ids(AGREEMENT_WORDS))
     model.train()
     for step in range(MLM_STEPS):
         batch = [corpus[rng.randrange(len(corpus))] for _ in range(MLM_BATCH_SIZE)]
         enc = tokenizer(batch, padding=True, return_tensors="pt")
-        input_ids, labels = mask_for_mlm(enc["input_ids"], tokenizer, generator)
+        input_ids, labels = mask_for_mlm(enc["input_ids"], tokenizer, agreement_ids, generator)
         loss = model(input_ids=input_ids, attention_mask=enc["attention_mask"], labels=labels).loss
         loss.backward()
         optimizer.step()
@@ -349,6 +377,7 @@ SAMPLES = [
         target_classes=["singular", "plural"],
         make_data=number_data,
         description="no pruning",
+        learning_rate=1e-3,
     ),
     SampleSpec(
         name="number-pre-pruned",
@@ -356,6 +385,8 @@ SAMPLES = [
         target_classes=["singular", "plural"],
         make_data=number_data,
         description="pre-pruned to the top 10% of dimensions by mean |gradient| over 16 samples, then trained",
+        # On the 10x smaller input the unpruned rate (1e-3) collapses for seeds 0-2.
+        learning_rate=1e-2,
         training_overrides=dict(pre_prune_config=PrePruneConfig(n_samples=16, topk=0.1, seed=SEED)),
     ),
     SampleSpec(
@@ -364,6 +395,7 @@ SAMPLES = [
         target_classes=["singular", "plural"],
         make_data=number_data,
         description="trained unpruned, then post-pruned to the top 5% of dimensions by |decoder weight|",
+        learning_rate=1e-3,  # same as number-unpruned, so it is that model pruned
         training_overrides=dict(post_prune_config=PostPruneConfig(topk=0.05, part="decoder-weight")),
     ),
     SampleSpec(
@@ -372,6 +404,7 @@ SAMPLES = [
         target_classes=["male", "female"],
         make_data=gender_data,
         description="no pruning",
+        learning_rate=1e-3,
     ),
 ]
 
@@ -384,6 +417,8 @@ SAMPLES = [
 def describe_training_args(spec: SampleSpec) -> str:
     """Human-readable TrainingArguments line for the README."""
     parts = [f"{k}={v!r}" for k, v in GRADIEND_ARGS.items()]
+    parts.append(f"learning_rate={spec.learning_rate:g}")
+    parts.append("seed_runs_dir=<temp dir>")
     parts += [f"{k}={v}" for k, v in spec.training_overrides.items()]
     return ", ".join(parts)
 
@@ -393,35 +428,47 @@ def train_sample(spec: SampleSpec) -> Dict[str, object]:
     its encoder on the test split.
 
     ``output_dir`` is the sample directory itself and ``experiment_dir`` stays
-    unset, so the trainer writes the checkpoint flat into the sample directory
-    and writes no encoder-analysis caches or plots next to it.
+    unset, so the selected run lands flat in the sample directory with no
+    encoder-analysis caches or plots next to it. The per-seed runs go to a
+    temporary directory that is deleted afterwards.
     """
     out_rel = f"sample_models/{spec.name}"
     out_dir = REPO_ROOT / out_rel
     if out_dir.exists():
         shutil.rmtree(out_dir)  # no stale mapping files from an earlier build
     seed_everything(SEED)
-    args = TrainingArguments(output_dir=out_rel, **GRADIEND_ARGS, **spec.training_overrides)
-    trainer = TextPredictionTrainer(
-        model=BASE_MODEL_REL,
-        data=spec.make_data(),
-        target_classes=spec.target_classes,
-        args=args,
-    )
-    start = time.time()
-    trainer.train()
-    train_seconds = time.time() - start
-    # After train() the trainer holds the selected (and, for post-pruning, the
-    # post-pruned) model in memory; this is the model that was saved.
-    test = trainer.evaluate_encoder(split="test", use_cache=False)
+    with tempfile.TemporaryDirectory(prefix=f"gradiend_seeds_{spec.name}_") as seed_runs_dir:
+        args = TrainingArguments(
+            **GRADIEND_ARGS,
+            learning_rate=spec.learning_rate,
+            seed_runs_dir=seed_runs_dir,
+            **spec.training_overrides,
+        )
+        trainer = TextPredictionTrainer(
+            model=BASE_MODEL_REL,
+            data=spec.make_data(),
+            target_classes=spec.target_classes,
+            args=args,
+        )
+        start = time.time()
+        # output_dir must go to train(): TrainingArguments.output_dir alone is
+        # ignored by train() (it falls back to a temp dir without experiment_dir).
+        trainer.train(output_dir=out_rel)
+        train_seconds = time.time() - start
+        seed_report = json.loads((Path(seed_runs_dir) / "seed_report.json").read_text())
+        # After train() the trainer serves the selected (and, for post-pruning,
+        # the post-pruned) model from output_dir; this is the saved model.
+        test = trainer.evaluate_encoder(split="test", use_cache=False)
     training = json.loads((out_dir / "training.json").read_text())
     return {
+        "seeds_tried": seed_report["seeds_tried"],
+        "selected_seed": seed_report["best_seed"],
         "train_seconds": train_seconds,
         "best_val_correlation": training["training_stats"]["correlation"],
         "best_step": training["best_score_checkpoint"]["global_step"],
         "test_correlation": test["correlation"],
         "test_mean_by_class": test.get("mean_by_feature_class", {}),
-        "n_train_rows": int((spec.make_data()["split"] == "train").sum()),
+        "rows_by_split": spec.make_data()["split"].value_counts().to_dict(),
     }
 
 
@@ -476,6 +523,43 @@ def check_post_prune_against_prune() -> Dict[str, object]:
 # --------------------------------------------------------------------------
 
 
+def observed_quirks(results: Dict[str, Dict[str, object]]) -> List[str]:
+    """List reference-package quirks, each checked against the files just written."""
+    quirks = [
+        "`TrainingArguments(output_dir=...)` is ignored by `Trainer.train()`: without "
+        "`experiment_dir` the model goes to a fresh `/tmp/gradiend_train_*` directory; pass "
+        "`train(output_dir=...)` instead.",
+        "`TextTrainingDataset` pads every example to `max_length=256`, so the base model needs "
+        "`max_position_embeddings >= 256` even for 10-token sentences.",
+    ]
+    for name, r in results.items():
+        context = json.loads((SAMPLES_DIR / name / "gradiend_context.json").read_text())
+        if "feature_class_encoding_direction" not in context:
+            quirks.append(
+                f"`{name}/gradiend_context.json` has no `feature_class_encoding_direction` "
+                "(the trainer's pre-prune path drops it; the unpruned and post-pruned samples keep it)."
+            )
+        metadata = json.loads((SAMPLES_DIR / name / "config.json").read_text())["metadata"]
+        stringified = sorted(k for k, v in metadata.items() if isinstance(v, dict) and "_repr" in v)
+        if stringified:
+            quirks.append(
+                f"`{name}/config.json` metadata stores {', '.join(f'`{k}`' for k in stringified)} as "
+                "`{\"_type\", \"_repr\"}` strings (not loadable config), and has "
+                f"{'no' if 'is_training' not in metadata else 'an'} `is_training` key."
+            )
+    if "number-post-pruned" in results:
+        r = results["number-post-pruned"]
+        quirks.append(
+            "`number-post-pruned/training.json` keeps the correlation measured before post-pruning "
+            f"({r['best_val_correlation']:.4f}); only `training_args.post_prune_config` tells that the "
+            "saved model is pruned."
+        )
+    quirks.append(
+        "`TrainingArguments.max_steps` only caps training; it does not extend it past `num_train_epochs`."
+    )
+    return quirks
+
+
 def human_bytes(n: int) -> str:
     """Format a byte count as KiB/MiB."""
     return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
@@ -485,6 +569,13 @@ def write_readme(base: Dict[str, object], results: Dict[str, Dict[str, object]],
                  checks: Dict[str, object], total_seconds: float) -> None:
     """Write ``sample_models/README.md`` from the numbers of this run."""
     base_dir = REPO_ROOT / BASE_MODEL_REL
+    quirks = observed_quirks(results)
+
+    def rows_text(name: str) -> str:
+        counts = results[name]["rows_by_split"]
+        detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("train", "validation", "test"))
+        return f"{sum(counts.values())} rows ({detail})"
+
     probe_lines = "\n".join(f"| `{k}` | {v:.3f} |" for k, v in base["probe"].items())
     sample_rows = []
     for spec in SAMPLES:
@@ -493,7 +584,7 @@ def write_readme(base: Dict[str, object], results: Dict[str, Dict[str, object]],
             f"| `{spec.name}/` | {spec.feature} ({' vs '.join(spec.target_classes)}) | {spec.description} | "
             f"{r['input_dim']:,} | {r['unpruned_length']:,} | {r['mapping_mode']} | "
             f"{r['best_val_correlation']:.4f} (step {r['best_step']}) | {r['test_correlation']:.4f} | "
-            f"{human_bytes(r['bytes'])} |"
+            f"{r['selected_seed']} ({', '.join(map(str, r['seeds_tried']))}) | {human_bytes(r['bytes'])} |"
         )
     file_rows = "\n".join(f"| `{s.name}/` | {', '.join(results[s.name]['files'])} |" for s in SAMPLES)
     args_rows = "\n".join(f"| `{s.name}` | `TrainingArguments({describe_training_args(s)})` |" for s in SAMPLES)
@@ -516,8 +607,8 @@ files. This README is written by the script from the numbers of its run.
 ## Layout
 
 Each sample directory **is** the checkpoint, flat, exactly as the trainer wrote
-it (`TrainingArguments(output_dir=sample_models/<name>)`, no `experiment_dir`,
-so there is no nested `model/` directory and no cache/plot files):
+it (`trainer.train(output_dir="sample_models/<name>")` with no `experiment_dir`,
+so there is no nested `model/` directory and no encoder-cache or plot files):
 
 | sample | files |
 | --- | --- |
@@ -538,8 +629,8 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
 
 ## Samples
 
-| sample | feature | pruning | input_dim | unpruned length | mapping mode | best validation correlation (training.json) | test correlation | size |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| sample | feature | pruning | input_dim | unpruned length | mapping mode | best validation correlation (training.json) | test correlation | seed used (tried) | size |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(sample_rows)}
 
 - *best validation correlation*: `training.json` → `training_stats.correlation`,
@@ -586,10 +677,10 @@ other class's token as the alternative (default `source="alternative"`,
 `target="diff"`).
 
 - **number** (`singular` vs `plural`): `the <noun> [MASK] [very] <adj> .` with
-  label `is` for 10 singular nouns and `are` for their plurals; 480 rows.
+  label `is` for {len(SINGULAR_NOUNS)} singular nouns and `are` for their plurals; {rows_text('number-unpruned')}.
 - **gender** (`male` vs `female`): `<subject> said|thinks that [MASK] is <adj> .`
-  with label `he` for 12 male subjects (`the king`, `john`, ...) and `she` for
-  12 female ones (`the queen`, `mary`, ...); 576 rows.
+  with label `he` for {len(MALE_SUBJECTS)} male subjects (`the king`, `the nephew`, ...) and `she`
+  for {len(FEMALE_SUBJECTS)} female ones (`the queen`, `the niece`, ...); {rows_text('gender-unpruned')}.
 - Split by adjective: {', '.join(a for a in ADJECTIVES if ADJ_SPLIT[a] == 'train')} → train;
   {', '.join(a for a in ADJECTIVES if ADJ_SPLIT[a] == 'validation')} → validation;
   {', '.join(a for a in ADJECTIVES if ADJ_SPLIT[a] == 'test')} → test.
@@ -605,15 +696,9 @@ absolute gradient over `n_samples` class-stratified training examples, before
 the encoder/decoder are built. `PostPruneConfig` prunes the trained model by
 `|decoder weight|` and the trainer saves it over the unpruned checkpoint.
 
-## Known quirks of the reference package seen while building
+## Quirks of the reference package seen while building
 
-- `number-pre-pruned/gradiend_context.json` has no `feature_class_encoding_direction`
-  (the other samples have it), and its `metadata` records `definition` and
-  `pre_prune_config` as `{{"_type", "_repr"}}` strings but no `is_training`.
-- The post-pruned checkpoint's `training.json` keeps the correlation of the
-  unpruned model; only its `training_args.post_prune_config` differs.
-- `TrainingArguments.max_steps` only caps training; it does not extend it past
-  `num_train_epochs`.
+{chr(10).join('- ' + q for q in quirks)}
 """
     (SAMPLES_DIR / "README.md").write_text(text, encoding="utf-8")
 
