@@ -12,13 +12,15 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import weakref
+from collections import OrderedDict
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import streamlit as st
 
-from gradiend_core.checkpoint import CheckpointData, read_checkpoint, resolve_checkpoint_dir
+from gradiend_core.checkpoint import CheckpointData, ProgressFn, read_checkpoint, resolve_checkpoint_dir
 from gradiend_core.export import GRADIENT_MEAN, gradient_mean_importance, importance_for
 from gradiend_core.selection import Ranking
 from gradiend_core.units import format_bytes
@@ -65,9 +67,42 @@ def checkpoint_key(path: str) -> Tuple[str, float]:
     return str(d.resolve()), mtime
 
 
-@st.cache_resource(show_spinner="Reading checkpoint...", max_entries=8)
-def _load(path: str, mtime: float, _progress=None) -> CheckpointData:
-    return read_checkpoint(path, progress=_progress)
+class CheckpointStore:
+    """Process-wide cache of open checkpoints, shared by every session, least recently used out.
+
+    Why not ``st.cache_resource``: a first read reports its progress on the page of the session
+    that triggered it, and Streamlit forbids touching page elements from inside a cached
+    function. A lock per checkpoint makes concurrent sessions wait for one read instead of
+    reading (and holding) the same weights twice.
+    """
+
+    def __init__(self, max_entries: int = 8) -> None:
+        self.max_entries = max_entries
+        self._items: "OrderedDict[Tuple[str, float], CheckpointData]" = OrderedDict()
+        self._lock = threading.Lock()
+        self._key_locks: Dict[Tuple[str, float], threading.Lock] = {}
+
+    def get(self, key: Tuple[str, float], progress: Optional[ProgressFn] = None) -> CheckpointData:
+        """The checkpoint for ``key`` (see :func:`checkpoint_key`), read on first use."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            data = read_checkpoint(key[0], progress=progress)
+            with self._lock:
+                self._items[key] = data
+                while len(self._items) > self.max_entries:
+                    old, _ = self._items.popitem(last=False)
+                    self._key_locks.pop(old, None)
+            return data
+
+
+STORE = CheckpointStore()
 
 
 def load_checkpoint(path: str) -> CheckpointData:
@@ -81,14 +116,14 @@ def load_checkpoint(path: str) -> CheckpointData:
         bar.progress(done / total, text=f"Reading weights: {format_bytes(done)} of {format_bytes(total)}")
 
     try:
-        return _load(*checkpoint_key(path), _progress=report)
+        return STORE.get(checkpoint_key(path), progress=report)
     finally:
         bar.empty()
 
 
 @st.cache_resource(show_spinner="Ranking importance...", max_entries=32)
 def _ranking(path: str, mtime: float, part: str) -> Ranking:
-    data = _load(path, mtime)
+    data = STORE.get((path, mtime))
     if part == GRADIENT_MEAN:
         return Ranking(gradient_mean_importance(data, _pre_prune(path, mtime)))
     return Ranking(importance_for(data, part))

@@ -124,3 +124,24 @@ def test_name_filter_composes_with_topk_and_reproduces_via_cli(app_checkpoint, t
     assert main(["prune", str(app_checkpoint), "--topk", "0.5", "--include", r"weight$", "--out", str(cli_out)]) == 0
     for f in ("model.safetensors", "config.json"):
         assert (cli_out / f).read_bytes() == (out / f).read_bytes(), f
+
+
+def test_large_weight_file_reads_with_progress_and_is_shared(app_checkpoint, tmp_path, monkeypatch):
+    """Files over the streaming size are read in blocks with a progress bar; sessions share the read."""
+    import shutil
+
+    import gradiend_core.checkpoint as checkpoint
+    from dashboard import loading
+
+    ck = tmp_path / "big"
+    shutil.copytree(app_checkpoint, ck)
+    monkeypatch.setattr(checkpoint, "_STREAM_READ_BYTES", 0)
+    monkeypatch.setattr(checkpoint, "_READ_BLOCK", 1000)
+    reads = []
+    real = checkpoint.read_checkpoint
+    monkeypatch.setattr(loading, "read_checkpoint", lambda p, progress=None: reads.append(p) or real(p, progress=progress))
+    first, second = _open(ck), _open(ck)
+    for at in (first, second):
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        assert _metric(at, "Input dims kept") == "65"
+    assert len(reads) == 1
