@@ -19,6 +19,8 @@ from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
 from gradiend_core.reduction import reduction_report  # noqa: E402
 from gradiend_core.selection import select  # noqa: E402
 from dashboard.context import ViewContext  # noqa: E402
+
+PERSISTENT_KEYS = ("model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite")
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
 from dashboard.views import controls, distribution, export, model_picker, preview, summary  # noqa: E402
 from dashboard.views import (  # noqa: E402
@@ -33,6 +35,13 @@ from dashboard.views import (  # noqa: E402
 
 st.set_page_config(page_title="GRADIEND pruning", page_icon=":scissors:", layout="wide")
 st.title("GRADIEND pruning")
+
+# Streamlit drops the state of a widget that a run does not draw (e.g. the sample picker while
+# "Upload .zip" is chosen, or the selection inputs while no model is open). Re-assigning the
+# values keeps them, so switching back shows what is applied instead of defaults.
+for _key in PERSISTENT_KEYS:
+    if _key in st.session_state:
+        st.session_state[_key] = st.session_state[_key]
 
 try:
     path = model_picker.render()

@@ -14,15 +14,16 @@ What it does, deterministically (fixed seeds, one torch thread):
    ``number-unpruned``, ``number-pre-pruned``, ``number-post-pruned`` and
    ``gender-unpruned``.  Each sample directory is the checkpoint exactly as the
    trainer writes it (flat layout: ``config.json``, ``model.safetensors``,
-   mapping files when pruned, ``training.json``, ``gradiend_context.json``).
+   mapping files when pruned, ``training.json``, ``gradiend_context.json``);
+   the trainer's multi-seed mode copies the first converged seed's run there.
 3. Evaluates each encoder on the held-out test split, reloads every
    checkpoint with ``ParamMappedGradiendModel.from_pretrained`` and cross-checks
    the post-pruned sample against the reference ``prune()``.
 4. Writes ``sample_models/README.md`` with the numbers measured in this run.
 
-Paths recorded inside the checkpoints (``metadata.base_model``,
-``training_args.output_dir``) are relative to the repository root, because the
-script changes into the repository root before training.  That keeps the
+Paths recorded inside the checkpoints (``metadata.base_model``, the
+``training_args`` paths in ``training.json``) are relative to the repository
+root, because the script changes into it before training.  That keeps the
 samples free of machine-specific absolute paths.
 """
 
@@ -34,11 +35,10 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 # One thread everywhere: float reductions then do not depend on the number of
 # cores, so rebuilding on another machine gives the same bytes. Must be set
@@ -68,6 +68,12 @@ REPO_ROOT = SAMPLES_DIR.parent
 # Relative to REPO_ROOT; this exact string ends up in each checkpoint's
 # config.json (metadata.base_model).
 BASE_MODEL_REL = "sample_models/base/tiny-bert"
+# Scratch directory for the trainer's per-seed runs; removed after each sample.
+SEED_RUNS_REL = "sample_models/.seed-runs"
+# sample_models/README.md also carries a section that build_own_samples.py
+# maintains between these markers; write_readme keeps it.
+FOREIGN_README_BEGIN = "<!-- own-samples:begin -->"
+FOREIGN_README_END = "<!-- own-samples:end -->"
 
 # --------------------------------------------------------------------------
 # Vocabulary of the toy language
@@ -81,8 +87,8 @@ PLURAL_VERBS = ["run", "sleep", "eat", "sing", "play", "jump"]
 # test split contains sentences with adjectives never seen in GRADIEND training.
 ADJECTIVES = ["happy", "tired", "hungry", "small", "big", "old", "young", "busy", "kind", "sad", "quiet", "calm"]
 ADVERBS = ["today", "now", "here", "again", "outside", "quickly"]
-# Gendered subjects, all "the <noun>": the pronoun then always sits at the same
-# distance from the noun that decides it, which a 2-layer model learns reliably.
+# Gendered subjects, all "the <noun>", so the pronoun always sits at the same
+# distance from the noun that decides it.
 MALE_SUBJECTS = ["the king", "the man", "the boy", "the father", "the brother", "the son",
                  "the uncle", "the husband", "the prince", "the actor", "the nephew", "the grandfather"]
 FEMALE_SUBJECTS = ["the queen", "the woman", "the girl", "the mother", "the sister", "the daughter",
@@ -105,9 +111,10 @@ BASE_CONFIG = dict(
     # our sentences are ~10 tokens long.
     max_position_embeddings=256,
     type_vocab_size=1,
-    # BERT's default 0.02 is tuned for hidden_size 768; in a 64-wide model it
-    # leaves attention uniform for ~1500 steps before the model "discovers" the
-    # subject. 0.1 makes agreement appear within a few hundred steps.
+    # BERT's default 0.02 is tuned for hidden_size 768; in a 64-wide model the
+    # attention stays nearly uniform for 1000-2000+ steps (seed-dependent)
+    # before the model starts to use the subject. With 0.1 both agreements are
+    # learnt within a few hundred steps for every seed we tried.
     initializer_range=0.1,
 )
 MLM_CORPUS_SIZE = 6000
@@ -118,6 +125,7 @@ MLM_WARMUP = 50
 MLM_MASK_PROB = 0.15
 MLM_AGREEMENT_MASK_PROB = 0.5
 AGREEMENT_WORDS = ["is", "are", "he", "she"] + SINGULAR_VERBS + PLURAL_VERBS
+MIN_PROBE = 0.9  # every agreement probe must give the correct token at least this probability
 
 # --------------------------------------------------------------------------
 # GRADIEND settings
@@ -126,8 +134,8 @@ AGREEMENT_WORDS = ["is", "are", "he", "she"] + SINGULAR_VERBS + PLURAL_VERBS
 GRADIEND_ARGS = dict(
     train_batch_size=8,        # 8 masked sentences of one class -> one gradient vector
     # The trainer alternates the two classes; stacking 2 gradient vectors per
-    # optimizer step gives every step one of each class. With 1 per step, the
-    # first steps push both classes' encodings to the same tanh pole more often.
+    # optimizer step gives every step one of each class, so no step pulls the
+    # encoder towards one class only.
     gradiend_batch_size=2,
     num_train_epochs=3,
     eval_steps=10,
@@ -289,12 +297,12 @@ def train_base_model(corpus: List[str], tokenizer: BertTokenizerFast, seed: int)
 
 def agreement_probe(model: BertForMaskedLM, tokenizer: BertTokenizerFast) -> Dict[str, float]:
     """Mean probability the base model gives the *correct* agreement token on
-    held-out-style probes; shows the base model is not random."""
+    probes built with the test-split adjectives; shows the model is not random."""
     probes = {
-        "P(is | the <sg> [MASK] <adj> .)": [(f"the {n} [MASK] {a} .", "is") for n in SINGULAR_NOUNS for a in ADJECTIVES[-2:]],
-        "P(are | the <pl> [MASK] <adj> .)": [(f"the {n} [MASK] {a} .", "are") for n in PLURAL_NOUNS for a in ADJECTIVES[-2:]],
-        "P(he | <male> said that [MASK] ...)": [(f"{s} said that [MASK] is {a} .", "he") for s in MALE_SUBJECTS for a in ADJECTIVES[-2:]],
-        "P(she | <female> said that [MASK] ...)": [(f"{s} said that [MASK] is {a} .", "she") for s in FEMALE_SUBJECTS for a in ADJECTIVES[-2:]],
+        "P(is): the <sg> [MASK] <adj> .": [(f"the {n} [MASK] {a} .", "is") for n in SINGULAR_NOUNS for a in ADJECTIVES[-2:]],
+        "P(are): the <pl> [MASK] <adj> .": [(f"the {n} [MASK] {a} .", "are") for n in PLURAL_NOUNS for a in ADJECTIVES[-2:]],
+        "P(he): <male> said that [MASK] is <adj> .": [(f"{s} said that [MASK] is {a} .", "he") for s in MALE_SUBJECTS for a in ADJECTIVES[-2:]],
+        "P(she): <female> said that [MASK] is <adj> .": [(f"{s} said that [MASK] is {a} .", "she") for s in FEMALE_SUBJECTS for a in ADJECTIVES[-2:]],
     }
     result = {}
     with torch.no_grad():
@@ -318,6 +326,13 @@ def build_base_model() -> Dict[str, object]:
     tokenizer = build_tokenizer(corpus, out_dir)
     model = train_base_model(corpus, tokenizer, SEED)
     probe = agreement_probe(model, tokenizer)
+    if min(probe.values()) < MIN_PROBE:
+        # GRADIENDs trained on a model that has not learnt agreement would
+        # encode noise; stop instead of writing such samples.
+        raise RuntimeError(
+            f"Base model did not learn agreement (probes {probe}); raise MLM_STEPS or check "
+            "that the transformers/torch versions still train it the same way."
+        )
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     for name, p in probe.items():
@@ -384,9 +399,10 @@ SAMPLES = [
         feature="number",
         target_classes=["singular", "plural"],
         make_data=number_data,
-        description="pre-pruned to the top 10% of dimensions by mean |gradient| over 16 samples, then trained",
-        # On the 10x smaller input the unpruned rate (1e-3) collapses for seeds 0-2.
-        learning_rate=1e-2,
+        description="pre-pruned to the top 10% of dimensions by mean absolute gradient over 16 samples, then trained",
+        # On the 10x smaller input 1e-3 collapses for seeds 0-2; 3e-2 converged
+        # for the most seeds in the sweep described in the README.
+        learning_rate=3e-2,
         training_overrides=dict(pre_prune_config=PrePruneConfig(n_samples=16, topk=0.1, seed=SEED)),
     ),
     SampleSpec(
@@ -394,7 +410,7 @@ SAMPLES = [
         feature="number",
         target_classes=["singular", "plural"],
         make_data=number_data,
-        description="trained unpruned, then post-pruned to the top 5% of dimensions by |decoder weight|",
+        description="trained unpruned, then post-pruned to the top 5% of dimensions by absolute decoder weight",
         learning_rate=1e-3,  # same as number-unpruned, so it is that model pruned
         training_overrides=dict(post_prune_config=PostPruneConfig(topk=0.05, part="decoder-weight")),
     ),
@@ -418,7 +434,7 @@ def describe_training_args(spec: SampleSpec) -> str:
     """Human-readable TrainingArguments line for the README."""
     parts = [f"{k}={v!r}" for k, v in GRADIEND_ARGS.items()]
     parts.append(f"learning_rate={spec.learning_rate:g}")
-    parts.append("seed_runs_dir=<temp dir>")
+    parts.append(f"seed_runs_dir='{SEED_RUNS_REL}/{spec.name}'")
     parts += [f"{k}={v}" for k, v in spec.training_overrides.items()]
     return ", ".join(parts)
 
@@ -429,15 +445,19 @@ def train_sample(spec: SampleSpec) -> Dict[str, object]:
 
     ``output_dir`` is the sample directory itself and ``experiment_dir`` stays
     unset, so the selected run lands flat in the sample directory with no
-    encoder-analysis caches or plots next to it. The per-seed runs go to a
-    temporary directory that is deleted afterwards.
+    encoder-analysis caches or plots next to it. The per-seed runs go to
+    ``SEED_RUNS_REL`` and are deleted afterwards.
     """
     out_rel = f"sample_models/{spec.name}"
     out_dir = REPO_ROOT / out_rel
     if out_dir.exists():
         shutil.rmtree(out_dir)  # no stale mapping files from an earlier build
     seed_everything(SEED)
-    with tempfile.TemporaryDirectory(prefix=f"gradiend_seeds_{spec.name}_") as seed_runs_dir:
+    # The per-seed runs go to a fixed repo-relative scratch directory (deleted
+    # below) rather than a random temp dir, because training.json records this
+    # path: a fixed relative path keeps the records machine-independent.
+    seed_runs_dir = f"{SEED_RUNS_REL}/{spec.name}"
+    try:
         args = TrainingArguments(
             **GRADIEND_ARGS,
             learning_rate=spec.learning_rate,
@@ -459,6 +479,8 @@ def train_sample(spec: SampleSpec) -> Dict[str, object]:
         # After train() the trainer serves the selected (and, for post-pruning,
         # the post-pruned) model from output_dir; this is the saved model.
         test = trainer.evaluate_encoder(split="test", use_cache=False)
+    finally:
+        shutil.rmtree(REPO_ROOT / SEED_RUNS_REL, ignore_errors=True)
     training = json.loads((out_dir / "training.json").read_text())
     return {
         "seeds_tried": seed_report["seeds_tried"],
@@ -511,11 +533,14 @@ def check_post_prune_against_prune() -> Dict[str, object]:
     post = ParamMappedGradiendModel.from_pretrained(str(SAMPLES_DIR / "number-post-pruned"))
     pruned = unpruned.prune(topk=cfg.topk, part=cfg.part, inplace=False)
     same_dim = int(pruned.input_dim) == int(post.input_dim)
+    # Kept dimensions as positions in the unpruned input space (private helper,
+    # but the one the reference itself uses to decode pruned indices).
+    same_kept = same_dim and torch.equal(pruned._get_base_global_index_map(), post._get_base_global_index_map())
     same_weights = same_dim and all(
         torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), post.state_dict().values())
     )
     return {"prune_input_dim": int(pruned.input_dim), "post_input_dim": int(post.input_dim),
-            "identical": bool(same_weights)}
+            "identical": bool(same_kept and same_weights)}
 
 
 # --------------------------------------------------------------------------
@@ -524,39 +549,35 @@ def check_post_prune_against_prune() -> Dict[str, object]:
 
 
 def observed_quirks(results: Dict[str, Dict[str, object]]) -> List[str]:
-    """List reference-package quirks, each checked against the files just written."""
+    """Reference-package quirks met while writing this script; the ones about
+    the saved files are checked against the files just written."""
     quirks = [
         "`TrainingArguments(output_dir=...)` is ignored by `Trainer.train()`: without "
         "`experiment_dir` the model goes to a fresh `/tmp/gradiend_train_*` directory; pass "
         "`train(output_dir=...)` instead.",
         "`TextTrainingDataset` pads every example to `max_length=256`, so the base model needs "
         "`max_position_embeddings >= 256` even for 10-token sentences.",
+        "`TrainingArguments.max_steps` only caps training; it does not extend it past `num_train_epochs`.",
+        "With `max_seeds=1` (single-seed path) the pre-pruned checkpoint's `gradiend_context.json` has no "
+        "`feature_class_encoding_direction` and its metadata no `is_training`; the multi-seed path used "
+        "here writes both.",
+        "`training.json` records the per-seed scratch paths (`training_args.output_dir`, `experiment_dir`, "
+        "`seed_runs_dir`), not the `output_dir` the selected run was copied to.",
     ]
-    for name, r in results.items():
-        context = json.loads((SAMPLES_DIR / name / "gradiend_context.json").read_text())
-        if "feature_class_encoding_direction" not in context:
-            quirks.append(
-                f"`{name}/gradiend_context.json` has no `feature_class_encoding_direction` "
-                "(the trainer's pre-prune path drops it; the unpruned and post-pruned samples keep it)."
-            )
+    for name in results:
         metadata = json.loads((SAMPLES_DIR / name / "config.json").read_text())["metadata"]
         stringified = sorted(k for k, v in metadata.items() if isinstance(v, dict) and "_repr" in v)
         if stringified:
             quirks.append(
-                f"`{name}/config.json` metadata stores {', '.join(f'`{k}`' for k in stringified)} as "
-                "`{\"_type\", \"_repr\"}` strings (not loadable config), and has "
-                f"{'no' if 'is_training' not in metadata else 'an'} `is_training` key."
+                f"`{name}/config.json` metadata stores {', '.join(f'`{k}`' for k in stringified)} only as "
+                "a `{\"_type\", \"_repr\"}` string, not as a loadable config."
             )
     if "number-post-pruned" in results:
-        r = results["number-post-pruned"]
         quirks.append(
             "`number-post-pruned/training.json` keeps the correlation measured before post-pruning "
-            f"({r['best_val_correlation']:.4f}); only `training_args.post_prune_config` tells that the "
-            "saved model is pruned."
+            f"({results['number-post-pruned']['best_val_correlation']:.4f}); only "
+            "`training_args.post_prune_config` tells that the saved model is pruned."
         )
-    quirks.append(
-        "`TrainingArguments.max_steps` only caps training; it does not extend it past `num_train_epochs`."
-    )
     return quirks
 
 
@@ -565,50 +586,70 @@ def human_bytes(n: int) -> str:
     return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
 
 
+def foreign_readme_section() -> str:
+    """The README section another script maintains (between the markers), or ''."""
+    path = SAMPLES_DIR / "README.md"
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    begin, end = text.find(FOREIGN_README_BEGIN), text.find(FOREIGN_README_END)
+    if begin < 0 or end < begin:
+        return ""
+    return text[begin:end + len(FOREIGN_README_END)] + "\n"
+
+
 def write_readme(base: Dict[str, object], results: Dict[str, Dict[str, object]],
                  checks: Dict[str, object], total_seconds: float) -> None:
-    """Write ``sample_models/README.md`` from the numbers of this run."""
+    """Write ``sample_models/README.md`` from the numbers of this run, keeping
+    the section between the ``own-samples`` markers untouched."""
     base_dir = REPO_ROOT / BASE_MODEL_REL
-    quirks = observed_quirks(results)
 
     def rows_text(name: str) -> str:
         counts = results[name]["rows_by_split"]
         detail = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("train", "validation", "test"))
         return f"{sum(counts.values())} rows ({detail})"
 
-    probe_lines = "\n".join(f"| `{k}` | {v:.3f} |" for k, v in base["probe"].items())
-    sample_rows = []
-    for spec in SAMPLES:
-        r = results[spec.name]
-        sample_rows.append(
-            f"| `{spec.name}/` | {spec.feature} ({' vs '.join(spec.target_classes)}) | {spec.description} | "
-            f"{r['input_dim']:,} | {r['unpruned_length']:,} | {r['mapping_mode']} | "
-            f"{r['best_val_correlation']:.4f} (step {r['best_step']}) | {r['test_correlation']:.4f} | "
-            f"{r['selected_seed']} ({', '.join(map(str, r['seeds_tried']))}) | {human_bytes(r['bytes'])} |"
-        )
+    sample_rows = "\n".join(
+        f"| `{s.name}/` | {s.feature} ({' vs '.join(s.target_classes)}) | {s.description} | "
+        f"{r['input_dim']:,} | {r['unpruned_length']:,} | {r['mapping_mode']} | "
+        f"{r['best_val_correlation']:.4f} (step {r['best_step']}) | {r['test_correlation']:.4f} | "
+        f"{r['selected_seed']} (tried {', '.join(map(str, r['seeds_tried']))}) | {human_bytes(r['bytes'])} |"
+        for s in SAMPLES for r in [results[s.name]]
+    )
     file_rows = "\n".join(f"| `{s.name}/` | {', '.join(results[s.name]['files'])} |" for s in SAMPLES)
     args_rows = "\n".join(f"| `{s.name}` | `TrainingArguments({describe_training_args(s)})` |" for s in SAMPLES)
+    probe_rows = "\n".join(f"| `{k}` | {v:.3f} |" for k, v in base["probe"].items())
+    quirk_lines = "\n".join(f"- {q}" for q in observed_quirks(results))
+    split_words = {
+        split: ", ".join(a for a in ADJECTIVES if ADJ_SPLIT[a] == split) for split in ("train", "validation", "test")
+    }
+
     text = f"""# Sample GRADIEND checkpoints
 
 Real, trained GRADIEND checkpoints for exploring and pruning, small enough to
-keep in the repository. All of them were produced by the reference package's
-own trainer (`gradiend` {gradiend.__version__}, `gradiend.TextPredictionTrainer`)
+keep in the repository. The samples in the first part were produced by the
+reference package's own trainer (`gradiend` {gradiend.__version__}, `gradiend.TextPredictionTrainer`)
 on a tiny BERT that this folder also contains.
 
-Rebuild everything (about {total_seconds / 60:.0f} min on 2 CPU cores, no network):
+Rebuild the base model and these samples (about {max(1, round(total_seconds / 60))} min on 2 CPU cores, no network):
 
 ```bash
 python sample_models/build_samples.py
 ```
 
-The build is seeded and single-threaded, so a rebuild reproduces the same
-files. This README is written by the script from the numbers of its run.
+The build is seeded and runs torch on one thread: a rebuild reproduces
+`model.safetensors`, the mapping files and `config.json` bit for bit
+(`training.json` differs in its timings). This part of the README is written by
+the script from the numbers of its run.
 
 ## Layout
 
-Each sample directory **is** the checkpoint, flat, exactly as the trainer wrote
-it (`trainer.train(output_dir="sample_models/<name>")` with no `experiment_dir`,
-so there is no nested `model/` directory and no encoder-cache or plot files):
+Each sample directory **is** the checkpoint, flat, as the trainer wrote it:
+`trainer.train(output_dir="sample_models/<name>")` with no `experiment_dir`, so
+there is no nested `model/` directory and no encoder-cache or plot files. (In
+multi-seed mode the trainer trains in a per-seed directory and copies the
+selected run to `output_dir`; the script points the per-seed directories at
+`{SEED_RUNS_REL}/` and deletes them afterwards.)
 
 | sample | files |
 | --- | --- |
@@ -629,23 +670,26 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
 
 ## Samples
 
-| sample | feature | pruning | input_dim | unpruned length | mapping mode | best validation correlation (training.json) | test correlation | seed used (tried) | size |
+| sample | feature | pruning | input_dim | unpruned length | mapping mode | best validation correlation (training.json) | test correlation | seed used | size |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-{chr(10).join(sample_rows)}
+{sample_rows}
 
 - *best validation correlation*: `training.json` → `training_stats.correlation`,
   the encoder correlation on the validation split at the checkpoint the trainer
-  kept (it evaluates every `eval_steps`). For `number-post-pruned` this value
-  was measured **before** post-pruning (the trainer does not re-evaluate).
+  kept (it evaluates every `eval_steps`). For `number-post-pruned` it was
+  measured **before** post-pruning (the trainer does not re-evaluate).
 - *test correlation*: `trainer.evaluate_encoder(split="test")["correlation"]`
   right after `train()`, on sentences whose adjectives never occur in training;
-  for `number-post-pruned` this is the pruned model.
+  for `number-post-pruned` this is the pruned model. The encoders saturate:
+  the class means are ±1 (tanh), so the correlations are 1 to four decimals.
 - *unpruned length*: `ParamMappedGradiendModel.unpruned_length()`, the number of
-  base-model weights the GRADIEND maps (all backbone parameters `bert.*`; the
-  trainer leaves out the MLM head `cls.*`).
+  base-model weights the GRADIEND maps: all backbone parameters `bert.*` (the
+  trainer's default, it leaves out the MLM head `cls.*`).
+- *seed used*: the training seed of the run the trainer's multi-seed mode
+  selected, and the seeds it tried.
 - Check: `prune(topk=0.05, part="decoder-weight")` applied to `number-unpruned`
-  gives a model identical to `number-post-pruned`: **{checks['identical']}**
-  (input_dim {checks['prune_input_dim']:,} vs {checks['post_input_dim']:,}).
+  gives a model identical to `number-post-pruned` (same kept dimensions, same
+  weights): **{checks['identical']}** (input_dim {checks['prune_input_dim']:,} vs {checks['post_input_dim']:,}).
 
 ## Base model: `{BASE_MODEL_REL}/` ({human_bytes(dir_size(base_dir))})
 
@@ -653,37 +697,40 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
   {base['num_parameters']:,} parameters.
 - `max_position_embeddings=256` although sentences are ~10 tokens: the reference
   trainer pads every example to `max_length=256`.
+- `initializer_range=0.1` instead of BERT's 0.02: with 0.02 the 64-wide model
+  needs 1000-2000+ steps, depending on the seed, before it uses the subject;
+  with 0.1 (and the agreement masking below) 600 steps sufficed for seeds 0-5.
 - Tokenizer: `BertTokenizerFast` over a word-level `vocab.txt` (the 5 BERT special
-  tokens plus every word of the corpus; lower-case).
+  tokens plus every word of the corpus, lower case).
 - Corpus: {MLM_CORPUS_SIZE:,} generated sentences (seed {SEED}) such as
   {', '.join(f'"{s}"' for s in base['corpus_example'])}: half carry number
   agreement (`the cat is` / `the cats are`, `the dog runs` / `the dogs run`),
-  half pronoun gender (`the queen said that she ...`, `john thinks that he ...`).
-- Training: {MLM_STEPS} steps, batch {MLM_BATCH_SIZE}, AdamW lr {MLM_LR} with {MLM_WARMUP} warmup steps and
-  linear decay, {MLM_MASK_PROB:.0%} BERT masking (all masked tokens become `[MASK]`).
-- Agreement probes (mean probability of the correct token, adjectives from the test split):
+  half pronoun gender (`the queen said that she ...`).
+- Training: {MLM_STEPS} steps, batch {MLM_BATCH_SIZE}, AdamW lr {MLM_LR:g} with {MLM_WARMUP} warmup steps and
+  linear decay; every token is masked with probability {MLM_MASK_PROB}, the agreement words
+  ({', '.join(AGREEMENT_WORDS[:4])}, verb forms) with {MLM_AGREEMENT_MASK_PROB}.
+- Agreement probes (mean probability of the correct token; test-split adjectives):
 
 | probe | probability |
 | --- | --- |
-{probe_lines}
+{probe_rows}
 
 ## GRADIEND data
 
-Generated by the script, passed as one pandas DataFrame per feature
-(columns `masked`, `label`, `label_class`, `split`) to
+Generated by the script, passed as one pandas DataFrame per feature (columns
+`masked`, `label`, `label_class`, `split`):
 `TextPredictionTrainer(model="{BASE_MODEL_REL}", data=df, target_classes=[...], args=TrainingArguments(...))`.
 There is no alternative column: with one token per class the trainer takes the
-other class's token as the alternative (default `source="alternative"`,
+other class's token as the alternative (defaults `source="alternative"`,
 `target="diff"`).
 
 - **number** (`singular` vs `plural`): `the <noun> [MASK] [very] <adj> .` with
   label `is` for {len(SINGULAR_NOUNS)} singular nouns and `are` for their plurals; {rows_text('number-unpruned')}.
 - **gender** (`male` vs `female`): `<subject> said|thinks that [MASK] is <adj> .`
-  with label `he` for {len(MALE_SUBJECTS)} male subjects (`the king`, `the nephew`, ...) and `she`
-  for {len(FEMALE_SUBJECTS)} female ones (`the queen`, `the niece`, ...); {rows_text('gender-unpruned')}.
-- Split by adjective: {', '.join(a for a in ADJECTIVES if ADJ_SPLIT[a] == 'train')} → train;
-  {', '.join(a for a in ADJECTIVES if ADJ_SPLIT[a] == 'validation')} → validation;
-  {', '.join(a for a in ADJECTIVES if ADJ_SPLIT[a] == 'test')} → test.
+  with label `he` for {len(MALE_SUBJECTS)} male subjects (`the king`, `the nephew`, ...) and
+  `she` for {len(FEMALE_SUBJECTS)} female ones (`the queen`, `the niece`, ...); {rows_text('gender-unpruned')}.
+- Split by adjective: {split_words['train']} → train; {split_words['validation']} → validation;
+  {split_words['test']} → test.
 
 ## Training arguments
 
@@ -691,16 +738,29 @@ other class's token as the alternative (default `source="alternative"`,
 | --- | --- |
 {args_rows}
 
-`PrePruneConfig` keeps the top `topk` fraction of dimensions by the mean
-absolute gradient over `n_samples` class-stratified training examples, before
-the encoder/decoder are built. `PostPruneConfig` prunes the trained model by
-`|decoder weight|` and the trainer saves it over the unpruned checkpoint.
+- `gradiend_batch_size=2`: the trainer alternates the classes, so every
+  optimizer step sees one gradient of each class. (It is not what makes runs
+  converge: with the default 1, `number-unpruned` at 1e-3 converged for
+  seeds 1 and 2 as well.)
+- Learning rates: on this model a run either converges within a few dozen
+  steps or ends with both classes on the same tanh pole (correlation 0 or
+  below the 0.5 threshold). A sweep with these arguments and one seed per run
+  (seeds 0, 1, 2) converged for: `number-unpruned` at 1e-3: 3 of 3;
+  `gender-unpruned` at 1e-3: 2 of 3; `number-pre-pruned` (10x smaller input):
+  0 of 3 at 1e-3, 1 of 3 at 3e-3 and at 1e-2, 2 of 3 at 3e-2. Multi-seed mode
+  (`max_seeds=5`, `fail_on_non_convergence=True`) retries further seeds when a
+  rebuild lands on a collapsing one, and fails loudly if none converges.
+- `PrePruneConfig` keeps the top `topk` fraction of dimensions by the mean
+  absolute gradient over `n_samples` class-stratified training examples, before
+  the encoder and decoder are built. `PostPruneConfig` prunes the trained model
+  by absolute decoder weight, and the trainer saves it over the unpruned run.
 
 ## Quirks of the reference package seen while building
 
-{chr(10).join('- ' + q for q in quirks)}
+{quirk_lines}
+
 """
-    (SAMPLES_DIR / "README.md").write_text(text, encoding="utf-8")
+    (SAMPLES_DIR / "README.md").write_text(text + foreign_readme_section(), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------

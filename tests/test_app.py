@@ -145,3 +145,4 @@ def test_large_weight_file_reads_with_progress_and_is_shared(app_checkpoint, tmp
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert _metric(at, "Input dims kept") == "65"
     assert len(reads) == 1
+

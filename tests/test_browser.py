@@ -131,3 +131,20 @@ def test_copied_url_reopens_same_view(server, browser):
     part_box = page.locator('[data-testid="stSelectbox"]', has_text="Importance part")
     assert "encoder-weight" in part_box.inner_text() + (part_box.locator("input").first.input_value() if part_box.locator("input").count() else "")
     _shot(page, "04-from-url")
+
+
+def test_switching_model_source_back_keeps_model_and_selection(server, browser):
+    """Streamlit drops the state of widgets a run does not draw; the page must keep it anyway."""
+    page = _page(browser, f"{server}/?topk=1000&part=decoder-bias&model={REPO / 'sample_models' / 'own-unpruned'}")
+    radios = page.get_by_test_id("stRadioGroup")
+    radios.get_by_text("Upload .zip").click()
+    page.get_by_text("Zipped checkpoint directory").wait_for(timeout=30_000)
+    radios.get_by_text("Bundled sample").click()
+    page.get_by_text("Preview", exact=True).wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    assert page.get_by_role("textbox", name="topk", exact=True).input_value() == "1000"
+    side = page.locator('[data-testid="stSidebar"]')
+    assert "own-unpruned" in side.locator('[data-testid="stSelectbox"]', has_text="Sample").inner_text() + side.locator(
+        '[data-testid="stSelectbox"]', has_text="Sample").locator("input").first.input_value()
+    assert _metric(page, "Input dims kept") == "1,000"
+    _shot(page, "05-source-switched-back")
