@@ -264,7 +264,10 @@ def parse_architecture(cfg: Mapping[str, Any], cfg_path: Path) -> Architecture:
     """
     arch = cfg.get("architecture")
     if not isinstance(arch, Mapping):
-        raise CheckpointError(f"{cfg_path}: field 'architecture' is missing or not an object.")
+        raise CheckpointError(
+            f"{cfg_path}: field 'architecture' is missing or not an object, so this is not a GRADIEND checkpoint "
+            "(a base model's directory, perhaps?). Give the directory that gradiend's save_pretrained wrote."
+        )
     for key in ("input_dim", "latent_dim"):
         v = arch.get(key)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -598,7 +601,7 @@ def check_target(target: Path, overwrite: bool, source: Optional[Path] = None) -
     if t.is_dir() and any(t.iterdir()) and not overwrite:
         raise CheckpointError(
             f"export target {target} is not empty; choose an empty or new directory, or pass overwrite=True "
-            "(CLI: --overwrite) to replace it."
+            "(CLI: --overwrite; dashboard: tick 'Replace a non-empty directory') to replace it."
         )
 
 
@@ -656,7 +659,11 @@ def write_checkpoint(
             from safetensors.torch import save_file
 
             save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp / name), metadata=dict(header))
+        umask = os.umask(0)
+        os.umask(umask)
         for f in tmp.iterdir():
+            # safetensors creates files 0600; a checkpoint is shared data, so use the usual 0644 (less umask).
+            os.chmod(f, 0o666 & ~umask)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         os.chmod(tmp, 0o755)

@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -46,12 +45,16 @@ def format_report(report: ReductionReport) -> str:
         ("input dims", format_count(report.input_dim_before), format_count(report.input_dim_after)),
         ("GRADIEND parameters", format_count(report.total_params_before), format_count(report.total_params_after)),
         ("memory", format_bytes(report.memory_bytes_before), format_bytes(report.memory_bytes_after)),
-        ("on disk (safetensors)", format_bytes(report.disk_bytes_before), format_bytes(report.disk_bytes_after)),
+        ("model files on disk", format_bytes(report.model_disk_bytes_before), format_bytes(report.model_disk_bytes_after)),
         ("base-model entries covered", format_count(report.base_entries_before), format_count(report.base_entries_after)),
     ]
     w0 = max(len(r[0]) for r in rows)
     lines = [f"{'':{w0}}  {'before':>12}  {'after':>12}"]
     lines += [f"{a:{w0}}  {b:>12}  {c:>12}" for a, b, c in rows]
+    side = sorted(set(report.disk_files_after) - {"config.json", "model.safetensors"} - {
+        k for k in report.disk_files_after if k.startswith("mapping_")})
+    if side:
+        lines.append(f"(model files: config, weights and mapping files in safetensors; carried unchanged: {', '.join(side)})")
     lines.append(f"kept {format_percent(report.kept_fraction)} of input dims")
     if report.part is not None:
         lines.append(f"kept {format_percent(report.importance_kept)} of the total {report.part} importance")
@@ -186,7 +189,9 @@ def _json_default(o):
     return str(o)
 
 
-def dashboard_command(path: Optional[str], port: Optional[int] = None, headless: bool = False) -> List[str]:
+def dashboard_command(
+    path: Optional[str], port: Optional[int] = None, headless: bool = False, address: str = "localhost"
+) -> List[str]:
     """The ``streamlit run`` command that opens the dashboard on ``path``."""
     app = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(app)]
@@ -194,7 +199,8 @@ def dashboard_command(path: Optional[str], port: Optional[int] = None, headless:
         cmd += ["--server.port", str(port)]
     if headless:
         cmd += ["--server.headless", "true"]
-    cmd += ["--browser.gatherUsageStats", "false", "--server.maxUploadSize", "2048"]
+    cmd += ["--server.address", address, "--browser.gatherUsageStats", "false", "--server.maxUploadSize", "2048"]
+    cmd += ["--client.toolbarMode", "minimal"]
     if path:
         cmd += ["--", str(Path(path).expanduser().resolve())]
     return cmd
@@ -206,8 +212,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         path = str(DEFAULT_SAMPLE) if DEFAULT_SAMPLE.exists() else None
     elif not Path(path).expanduser().exists():
         raise CheckpointError(f"{path}: no such file or directory.")
-    cmd = dashboard_command(path, args.port, args.headless)
-    return subprocess.call(cmd, env=dict(os.environ))
+    cmd = dashboard_command(path, args.port, args.headless, args.address)
+    sys.stdout.flush()
+    # Replace this process with streamlit's, so a signal to it (Ctrl-C, SIGTERM) reaches the server.
+    os.execv(cmd[0], cmd)
+    return 0  # pragma: no cover - execv does not return
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("path", nargs="?", help="checkpoint to open (default: the bundled sample)")
     db.add_argument("--port", type=int, help="server port (default: streamlit's 8501)")
     db.add_argument("--headless", action="store_true", help="do not open a browser window")
+    db.add_argument(
+        "--address", default="localhost",
+        help="interface to listen on (default: %(default)s; 0.0.0.0 serves the network, then set GRADIEND_DASHBOARD_ROOTS)",
+    )
     db.set_defaults(func=_cmd_dashboard)
     return p
 
@@ -254,6 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); stop quietly like other command-line tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CheckpointError, SelectionError, ValueError) as e:
         print(f"gradiend-core: error: {e}", file=sys.stderr)
         return 2

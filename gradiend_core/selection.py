@@ -113,21 +113,28 @@ def validate_mask(mask: object, input_dim: int) -> Optional[np.ndarray]:
 
 
 def parse_topk(text: str) -> TopK:
-    """Parse a typed topk: ``"5000"`` -> 5000 (a count); ``"0.05"``, ``"1e-4"``, ``"1.0"`` -> a
-    fraction (float); ``"5%"`` -> 0.05. The result is validated.
+    """Parse a typed topk: ``"5000"`` or ``"5e3"`` -> 5000 (a count); ``"0.05"``, ``"1e-4"``,
+    ``"1.0"`` -> a fraction (float); ``"5%"`` -> 0.05. The result is validated.
 
     Raises:
         SelectionError: for text that is not a count, fraction or percentage, or out of range.
     """
-    t = str(text).strip().replace("_", "")
+    t = str(text).strip().replace("_", "").replace(" ", "")
     try:
         if t.endswith("%"):
-            value: TopK = float(t[:-1]) / 100.0
+            pct = float(t[:-1])
+            if not 0 < pct <= 100:
+                raise SelectionError(f"topk as a percentage must be in (0, 100] %; got {text!r}.")
+            value: TopK = pct / 100.0
         elif t.lstrip("+-").isdigit():
             value = int(t)
         else:
             value = float(t)
-    except ValueError:
+            if value > 1 and value.is_integer():  # "5e3" is a count written in scientific notation
+                value = int(value)
+    except SelectionError:
+        raise
+    except (ValueError, OverflowError):
         raise SelectionError(
             f"topk must be a count (e.g. 5000), a fraction (e.g. 0.05 or 1e-4) or a percentage (e.g. 5%); got {text!r}."
         ) from None

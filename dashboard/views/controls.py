@@ -122,7 +122,7 @@ def render(data: CheckpointData) -> SelectionInputs:
             mask = load_mask(dest, data.param_map)
             mask_name, mask_path = mask_file.name, str(dest)
         except SelectionError as e:
-            error = str(e)
+            error = str(e).replace(str(dest), mask_file.name)  # the user knows the file by its name
     include, exclude = st.session_state.get("name_include"), st.session_state.get("name_exclude")
     if include or exclude:
         try:

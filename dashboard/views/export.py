@@ -26,7 +26,7 @@ def default_export_dir(data: CheckpointData, inputs: SelectionInputs) -> str:
     name = data.path.parent.name if data.path.name == "model" else data.path.name
     bits = [name, inputs.part]
     if inputs.topk is not None:
-        bits.append(f"top{inputs.topk_text.strip()}")
+        bits.append(f"top{inputs.topk_text.strip().replace('%', 'pct').replace(' ', '')}")
     if inputs.threshold is not None:
         bits.append(f"thr{inputs.threshold:g}")
     if inputs.mask_path:
@@ -96,11 +96,12 @@ def render(data: CheckpointData, inputs: SelectionInputs, ranking: Optional[Rank
                 "path": str(result.path),
                 "kept": result.selection.k,
                 "bytes": sum(f.stat().st_size for f in result.path.iterdir()),
+                # The reproductions write beside the export, so running them as shown works and compares.
                 "command": cli_command(
-                    data.path, result.path, inputs.part, inputs.topk, inputs.threshold, inputs.mask_path,
+                    data.path, f"{result.path}-cli", inputs.part, inputs.topk, inputs.threshold, inputs.mask_path,
                     inputs.name_include, inputs.name_exclude,
                 ),
-                "python": python_snippet(str(data.path), str(result.path), inputs),
+                "python": python_snippet(str(data.path), f"{result.path}-py", inputs),
             }
         except (CheckpointError, SelectionError, PermissionError, OSError) as e:
             st.session_state.pop("last_export", None)

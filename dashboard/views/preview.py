@@ -10,7 +10,14 @@ from gradiend_core.units import format_bytes, format_count, format_percent
 
 
 def _delta(after: float, before: float) -> str:
-    return f"-{format_percent(1 - after / before)}" if before else ""
+    """The saving as a percentage, never rounded to a misleading -100 % or -0 %."""
+    if not before or after == before:
+        return ""
+    saved = 100 * (1 - after / before)
+    digits = 1
+    while digits < 6 and (round(saved, digits) >= 100 or round(saved, digits) == 0):
+        digits += 1
+    return f"-{saved:.{digits}f} %"
 
 
 def render(report: ReductionReport) -> None:
