@@ -46,12 +46,15 @@ def extract_checkpoint_zip(
     except (zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"{name}: not a readable .zip archive ({e}); zip the checkpoint directory and try again.") from e
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot unpack into {dest}: {e.strerror or e}.") from e
     with zf:
         total = 0
         for info in zf.infolist():
             p = PurePosixPath(info.filename)
-            if p.is_absolute() or ".." in p.parts or info.filename.startswith(("/", "\\")) or ":" in p.parts[0]:
+            if p.is_absolute() or ".." in p.parts or info.filename.startswith(("/", "\\")) or (p.parts and ":" in p.parts[0]):
                 raise CheckpointError(f"{name}: entry {info.filename!r} would be written outside the target directory; refused.")
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
@@ -64,7 +67,13 @@ def extract_checkpoint_zip(
                 )
         if not any(PurePosixPath(i.filename).name == CONFIG_FILE for i in zf.infolist()):
             raise CheckpointError(f"{name}: the archive holds no {CONFIG_FILE}; it is not a zipped GRADIEND checkpoint.")
-        zf.extractall(dest)
+        try:
+            zf.extractall(dest)
+        except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as e:
+            raise CheckpointError(
+                f"{name}: cannot be unpacked ({e}); encrypted archives and exotic compression are not supported, and a "
+                "damaged archive must be zipped again."
+            ) from e
     configs = sorted(dest.rglob(CONFIG_FILE), key=lambda q: len(q.parts))
     return resolve_checkpoint_dir(configs[0].parent)
 

@@ -21,6 +21,7 @@ All reading and writing of that layout lives in this module. Pickle-based files 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -120,7 +121,15 @@ def resolve_checkpoint_dir(path: os.PathLike | str) -> Path:
     Raises:
         CheckpointError: if ``path`` does not exist or holds no checkpoint.
     """
-    p = Path(path).expanduser()
+    try:
+        return _resolve_checkpoint_dir(Path(path).expanduser())
+    except PermissionError as e:
+        raise CheckpointError(f"{e.filename or path}: permission denied; make the checkpoint readable.") from e
+    except (OSError, ValueError) as e:  # e.g. a NUL byte or an over-long name
+        raise CheckpointError(f"{path!r}: not a usable path ({e}).") from e
+
+
+def _resolve_checkpoint_dir(p: Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory. Give the path of a GRADIEND checkpoint directory.")
     if p.is_file():
@@ -144,8 +153,8 @@ def _read_json(path: Path, what: str) -> Any:
     try:
         with open(path, "r", encoding="utf-8") as f:
             return json.load(f)
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: {what} is not valid JSON ({e}). Re-save the checkpoint.") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: {what} is not valid UTF-8 JSON ({e}). Re-save the checkpoint.") from e
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read {what} ({e.strerror}).") from e
 
@@ -181,6 +190,8 @@ def _read_safetensors_buffered(path: Path, progress: Optional[ProgressFn] = None
             header = json.loads(f.read(hlen))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path}: corrupted safetensors header ({e}); copy the file again.") from e
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: corrupted safetensors header (not a JSON object); copy the file again.")
         header.pop("__metadata__", None)
         data_len = size - 8 - hlen
         buf = torch.empty(data_len, dtype=torch.uint8)
@@ -200,9 +211,13 @@ def _read_safetensors_buffered(path: Path, progress: Optional[ProgressFn] = None
             dtype = _FROM_ST[info["dtype"]]
             shape = tuple(int(x) for x in info["shape"])
             start, stop = (int(x) for x in info["data_offsets"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: tensor {name!r} has a malformed header entry ({e}).") from e
-        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        except KeyError as e:
+            raise CheckpointError(f"{path}: tensor {name!r}: unsupported or missing dtype/shape/offsets ({e}).") from e
+        except (TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path}: corrupted safetensors header at tensor {name!r} ({e}); copy the file again.") from e
+        if any(d < 0 for d in shape):
+            raise CheckpointError(f"{path}: corrupted safetensors header: tensor {name!r} has shape {list(shape)}.")
+        nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
         if not (0 <= start <= stop <= data_len) or stop - start != nbytes:
             raise CheckpointError(
                 f"{path}: tensor {name!r} lies outside the file or has the wrong size; the file is truncated or corrupted."
@@ -214,6 +229,8 @@ def _read_safetensors_buffered(path: Path, progress: Optional[ProgressFn] = None
     spans.sort()
     if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
         raise CheckpointError(f"{path}: tensors overlap in the file; it is corrupted.")
+    if max((b for _, b in spans), default=0) != data_len:
+        raise CheckpointError(f"{path}: data after the last tensor; the file is corrupted, copy it again.")
     return out
 
 
@@ -221,6 +238,8 @@ def _load_tensor_file(path: Path, progress: Optional[ProgressFn] = None) -> Dict
     """Load a .safetensors or pickle-based (.bin/.pth) tensor dict, never executing code."""
     if not path.is_file():
         raise CheckpointError(f"{path}: file is missing; the checkpoint is incomplete, copy it again.")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied; make the file readable.")
     if path.suffix == ".safetensors":
         if path.stat().st_size >= _STREAM_READ_BYTES:
             return _read_safetensors_buffered(path, progress)
@@ -238,9 +257,11 @@ def _load_tensor_file(path: Path, progress: Optional[ProgressFn] = None) -> Dict
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e2:
+            first_line = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
             raise CheckpointError(
-                f"{path}: refused or unreadable. Only plain tensor dicts are loaded (weights_only=True, "
-                f"no code is executed); the file may be corrupted or contain arbitrary Python objects. ({e2})"
+                f"{path}: refused or unreadable. Only plain tensor dicts are loaded (weights_only=True, no code is "
+                f"executed); the file is corrupted or holds other Python objects, which are never unpickled here. "
+                f"Re-save it as safetensors. ({first_line[:200]})"
             ) from e
     if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}.")
@@ -254,6 +275,32 @@ def _find_weights(ckpt_dir: Path) -> Path:
     raise CheckpointError(
         f"{ckpt_dir}: no weight file ({SAFETENSORS_WEIGHTS} or {BIN_WEIGHTS}); the checkpoint is incomplete."
     )
+
+
+#: Activation names of the reference format ("smht" is its hard tanh; "id" is LayerNorm(1) in the encoder).
+ACTIVATIONS = ("tanh", "relu", "leakyrelu", "gelu", "silu", "elu", "sigmoid", "smht", "id")
+
+
+def _activation(arch: Mapping[str, Any], key: str, default: str, cfg_path: Path) -> str:
+    value = arch.get(key, default)
+    if value is None or value == "":
+        value = arch.get("activation_encoder", "tanh") if key == "activation_decoder" else default
+    if not isinstance(value, str) or value.lower() not in ACTIVATIONS:
+        raise CheckpointError(f"{cfg_path}: architecture.{key} {value!r} is not an activation of the format; use one of {', '.join(ACTIVATIONS)}.")
+    return value
+
+
+def _flag(arch: Mapping[str, Any], key: str, default: bool, cfg_path: Path) -> bool:
+    value = arch.get(key, default)
+    if not isinstance(value, bool):
+        raise CheckpointError(f"{cfg_path}: architecture.{key} must be true or false, got {value!r}.")
+    return value
+
+
+def _shape(value: Any, where: str) -> Tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {value!r}.")
+    return tuple(value)
 
 
 def parse_architecture(cfg: Mapping[str, Any], cfg_path: Path) -> Architecture:
@@ -273,16 +320,16 @@ def parse_architecture(cfg: Mapping[str, Any], cfg_path: Path) -> Architecture:
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise CheckpointError(f"{cfg_path}: architecture.{key} must be a positive integer, got {v!r}.")
     dtype = arch.get("torch_dtype", "float32")
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise CheckpointError(
             f"{cfg_path}: architecture.torch_dtype {dtype!r} is not supported; use one of {sorted(DTYPES)}."
         )
     return Architecture(
         input_dim=int(arch["input_dim"]),
         latent_dim=int(arch["latent_dim"]),
-        activation_encoder=str(arch.get("activation_encoder", "tanh")).lower(),
-        activation_decoder=str(arch.get("activation_decoder", "id") or arch.get("activation_encoder", "tanh")),
-        bias_decoder=bool(arch.get("bias_decoder", True)),
+        activation_encoder=_activation(arch, "activation_encoder", "tanh", cfg_path).lower(),
+        activation_decoder=_activation(arch, "activation_decoder", "id", cfg_path),
+        bias_decoder=_flag(arch, "bias_decoder", True, cfg_path),
         torch_dtype=dtype,
     )
 
@@ -309,12 +356,11 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int) -> Par
     entries: List[ParamEntry] = []
     for i, entry in enumerate(mapping["param_map"]):
         where = f"{cfg_path}: mapping.param_map[{i}]"
-        try:
-            name = str(entry["name"])
-            shape = tuple(int(s) for s in entry["shape"])
-            rep = entry["repr"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{where} needs 'name', 'shape' (list of ints) and 'repr' ({e}).") from e
+        if not isinstance(entry, Mapping) or not all(k in entry for k in ("name", "shape", "repr")):
+            raise CheckpointError(f"{where} needs 'name', 'shape' (list of ints) and 'repr'.")
+        name = str(entry["name"])
+        shape = _shape(entry["shape"], f"{where} ({name})")
+        rep = entry["repr"]
         numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
         if rep == "all":
             positions = None
@@ -323,19 +369,24 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int) -> Par
             if file_field not in tensors:
                 raise CheckpointError(f"{where} ({name}) has repr {rep!r} but mapping.{file_field} is missing.")
             key = entry.get("key")
-            if key not in tensors[file_field]:
+            if not isinstance(key, str) or key not in tensors[file_field]:
                 raise CheckpointError(
                     f"{where} ({name}): key {key!r} is not in {mapping[file_field]}; the mapping file does not "
                     "belong to this config."
                 )
             t = tensors[file_field][key]
             if rep == "indices":
+                if t.dtype not in (torch.int32, torch.int64):
+                    raise CheckpointError(f"{where} ({name}): indices must be int32 or int64, got {t.dtype}.")
                 positions = t.detach().cpu().to(torch.int64).numpy().reshape(-1)
                 if positions.size > 1 and not bool(np.all(positions[1:] > positions[:-1])):
-                    # Writers store sorted indices; sort only when a file does not (cheap check first).
-                    positions = np.unique(positions)
-                    if positions.size != t.numel():
-                        raise CheckpointError(f"{where} ({name}): indices contain duplicates.")
+                    # gradiend maps input dim i to indices[i] in stored order and always stores them
+                    # increasing; a file that does not is refused rather than silently re-ordered.
+                    dup = np.unique(positions).size != positions.size
+                    raise CheckpointError(
+                        f"{where} ({name}): indices {'contain duplicates' if dup else 'are not in increasing order'}; "
+                        "this mapping file was not written by save_pretrained. Re-save the checkpoint with gradiend."
+                    )
                 if positions.size and (positions[0] < 0 or positions[-1] >= numel):
                     raise CheckpointError(f"{where} ({name}): indices must lie in [0, {numel}).")
             else:
@@ -349,7 +400,9 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int) -> Par
             raise CheckpointError(f"{where} ({name}): unknown repr {rep!r}; expected 'all', 'indices' or 'mask'.")
         e = ParamEntry(name, shape, positions)
         declared = entry.get("num_selected")
-        if declared is not None and int(declared) != e.num_selected:
+        if declared is not None and (isinstance(declared, bool) or not isinstance(declared, int)):
+            raise CheckpointError(f"{where} ({name}): num_selected must be an integer, got {declared!r}.")
+        if declared is not None and declared != e.num_selected:
             raise CheckpointError(
                 f"{where} ({name}): num_selected is {declared} but the mapping selects {e.num_selected} entries."
             )
@@ -401,7 +454,7 @@ def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = No
     if not isinstance(cfg, Mapping):
         raise CheckpointError(f"{cfg_path}: expected a JSON object.")
     version = cfg.get("format_version", FORMAT_VERSION)
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise CheckpointError(
             f"{cfg_path}: format_version {version!r} is not supported (this tool reads {FORMAT_VERSION}); "
             "upgrade gradiend_core or re-save the model with gradiend 0.2.x."
@@ -413,6 +466,13 @@ def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = No
     for key, shape in expected_weight_shapes(arch).items():
         if key not in state:
             raise CheckpointError(f"{weights_file}: tensor {key!r} is missing; the weight file is incomplete.")
+        if not state[key].is_floating_point():
+            raise CheckpointError(
+                f"{weights_file}: tensor {key!r} has dtype {state[key].dtype}; GRADIEND weights are floating point."
+            )
+        if state[key].dtype != arch.dtype and not key.startswith("encoder.1."):
+            # gradiend's load_state_dict casts to architecture.torch_dtype; do the same, so numbers agree.
+            state[key] = state[key].to(arch.dtype)
         if tuple(state[key].shape) != shape:
             raise CheckpointError(
                 f"{weights_file}: tensor {key!r} has shape {list(state[key].shape)} but config.json's architecture "
@@ -583,6 +643,8 @@ def check_target(target: Path, overwrite: bool, source: Optional[Path] = None) -
         CheckpointError: if ``target`` is the source checkpoint or lies inside it, is a file,
             or is a non-empty directory and ``overwrite`` is false.
     """
+    if "\0" in str(target):
+        raise CheckpointError(f"export target {str(target)!r} contains a NUL byte; choose another name.")
     t = target.expanduser().resolve()
     if source is not None:
         s = Path(source).expanduser().resolve()
@@ -598,6 +660,11 @@ def check_target(target: Path, overwrite: bool, source: Optional[Path] = None) -
             )
     if t.exists() and not t.is_dir():
         raise CheckpointError(f"export target {target} is a file; give a directory path.")
+    if t.is_dir() and any(t.iterdir()) and overwrite and not (t / CONFIG_FILE).is_file():
+        raise CheckpointError(
+            f"export target {target} is not empty and is not a GRADIEND checkpoint; overwrite replaces only "
+            "checkpoint directories. Choose an empty or new directory."
+        )
     if t.is_dir() and any(t.iterdir()) and not overwrite:
         raise CheckpointError(
             f"export target {target} is not empty; choose an empty or new directory, or pass overwrite=True "
@@ -643,9 +710,14 @@ def write_checkpoint(
     target = Path(target).expanduser()
     check_target(target, overwrite, Path(source) if source is not None else None)
     parent = target.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
     mapping, idx, masks = build_mapping(param_map, use_safetensors)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot create {target}: {e.strerror or e} ({e.filename or parent}); choose a directory you can write."
+        ) from e
     try:
         _save_tensors(tmp / (SAFETENSORS_WEIGHTS if use_safetensors else BIN_WEIGHTS), state_dict, use_safetensors)
         if idx:
@@ -681,9 +753,15 @@ def write_checkpoint(
     except CheckpointError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # safetensors and torch.save raise their own types for I/O errors
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"writing {target} failed ({e.strerror or e}); nothing was written.") from e
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[-1][:200]
+        raise CheckpointError(f"writing {target} failed ({reason}); nothing was written.") from e
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if type(e).__name__ == "SafetensorError":
+            raise CheckpointError(f"writing {target} failed ({e}); nothing was written.") from e
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -259,6 +259,16 @@ def export_pruned(
     return ExportResult(path=path, selection=selection, report=report, provenance=provenance, file_sha256=sums)
 
 
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equality of two tensors (NaN equals NaN with the same payload, unlike ``==``)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    as_int = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}.get(a.element_size())
+    if a.is_floating_point() and as_int is not None:
+        return torch.equal(a.contiguous().view(as_int), b.contiguous().view(as_int))
+    return torch.equal(a, b)
+
+
 def _verify(path: Path, expected: CheckpointData) -> None:
     back = read_checkpoint(path)
     problems = []
@@ -267,7 +277,7 @@ def _verify(path: Path, expected: CheckpointData) -> None:
     if not back.param_map.same_selection(expected.param_map):
         problems.append("kept base-model entries differ")
     for key, t in expected.state_dict.items():
-        if key not in back.state_dict or not torch.equal(back.state_dict[key], t):
+        if key not in back.state_dict or not same_bits(back.state_dict[key], t):
             problems.append(f"tensor {key} differs")
     if problems:
         raise CheckpointError(f"verification of the export {path} failed: {'; '.join(problems)}. It was removed.")

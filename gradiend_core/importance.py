@@ -36,6 +36,8 @@ def validate_part(part: Optional[str]) -> str:
     Raises:
         ValueError: if ``part`` is not one of :data:`PARTS`.
     """
+    if part is not None and not isinstance(part, str):
+        raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}.")
     p = (part or DEFAULT_PART).lower()
     if p not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}.")

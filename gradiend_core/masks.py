@@ -42,12 +42,20 @@ def read_mask_file(path: Union[str, os.PathLike]) -> np.ndarray:
         SelectionError: for an unknown suffix, an unreadable file, a non-bool dtype or not 1-D.
     """
     p = Path(path)
-    suffix = p.suffix.lower()
+    suffix = next((s for s in MASK_SUFFIXES if p.name.lower().endswith(s)), p.suffix.lower())
     if suffix not in MASK_SUFFIXES:
         raise SelectionError(f"{p}: mask files must end in {', '.join(MASK_SUFFIXES)}; got {suffix or 'no suffix'!r}.")
     try:
         if suffix == ".npy":
-            arr = np.load(p, allow_pickle=False)
+            try:
+                arr = np.load(p, allow_pickle=False)
+            except ValueError as e:
+                if "pickle" in str(e).lower():
+                    raise SelectionError(
+                        f"{p}: holds Python objects, not a bool array; such files are never unpickled here. "
+                        "Save the mask with np.save(path, mask.astype(bool))."
+                    ) from e
+                raise
         elif suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -84,7 +92,13 @@ def to_local_mask(mask: np.ndarray, param_map: ParamMap, source: str = "mask") -
     if mask.shape == (n,):
         return mask
     if mask.shape == (full,):
-        return mask[param_map.base_global_index()]
+        local = mask[param_map.base_global_index()]
+        if mask.any() and not local.any():
+            raise SelectionError(
+                f"{source} is a mask over base-global indices with {int(mask.sum()):,} true entries, but none of "
+                f"them is among this model's {n:,} input dims (it was pruned to other entries)."
+            )
+        return local
     raise SelectionError(
         f"{source} has length {mask.shape[0]}, but this model has input_dim {n} (current input space) and "
         f"unpruned length {full} (base-global space); a mask must have one of those lengths."

@@ -194,8 +194,9 @@ class ParamMappedGradiendModel(nn.Module):
             a.bias_decoder,
             a.dtype,
             weights=data.state_dict,
-            **data.metadata,
         )
+        # metadata may hold any key (even "weights" or "input_dim"); never splat it into the constructor.
+        m.kwargs = dict(data.metadata)
         m.side_files = dict(data.side_files)
         m.name_or_path = str(data.path)
         return m

@@ -212,7 +212,11 @@ class Ranking:
     def __init__(self, importance: Union[np.ndarray, torch.Tensor]):
         if torch.is_tensor(importance):
             importance = importance.detach().cpu().to(torch.float32).numpy()
-        imp = np.ascontiguousarray(importance, dtype=np.float32)
+        try:
+            imp = np.asarray(importance, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise SelectionError(f"importance must be a 1-D vector of numbers, got {type(importance).__name__} ({e}).") from e
+        imp = np.ascontiguousarray(imp) if imp.ndim == 1 else imp
         if imp.ndim != 1 or imp.size == 0:
             raise SelectionError(f"importance must be a non-empty 1-D vector, got shape {imp.shape}.")
         self.importance = imp
@@ -422,6 +426,11 @@ def select(
             scope = "among the dimensions the mask keeps"
         else:
             largest, scope = ranking.max_value(), "in this part"
+        if np.isnan(largest):
+            raise SelectionError(
+                f"threshold {threshold!r} keeps nothing: every importance value {scope} is NaN, and NaN never passes "
+                "a threshold. Use topk, or fix the weights."
+            )
         raise SelectionError(
             f"threshold {threshold!r} keeps nothing: the largest importance {scope} is {largest!r}. "
             "Lower the threshold."

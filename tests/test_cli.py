@@ -222,9 +222,15 @@ def test_non_empty_out_exits_2(pruned_ckpt, tmp_path, capsys):
     assert code == 2
     assert "not empty" in err and "--overwrite" in err
     assert [p.name for p in out_dir.iterdir()] == ["precious.txt"]
+    # --overwrite replaces checkpoint directories only; other files are never deleted
     code, _, err = run(capsys, "prune", pruned_ckpt, "--topk", "3", "--out", out_dir, "--overwrite")
+    assert code == 2 and "not a GRADIEND checkpoint" in err
+    assert [p.name for p in out_dir.iterdir()] == ["precious.txt"]
+    ck = tmp_path / "ck"
+    assert run(capsys, "prune", pruned_ckpt, "--topk", "5", "--out", ck)[0] == 0
+    code, _, err = run(capsys, "prune", pruned_ckpt, "--topk", "3", "--out", ck, "--overwrite")
     assert code == 0, err
-    assert read_checkpoint(out_dir).architecture.input_dim == 3
+    assert read_checkpoint(ck).architecture.input_dim == 3
 
 
 def test_out_inside_source_exits_2(fresh_copy, pruned_ckpt, capsys):

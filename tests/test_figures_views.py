@@ -191,7 +191,7 @@ def test_unreadable_other_checkpoint_is_reported(checkpoints, tmp_path):
     at.multiselect(key="models_samples").set_value([]).run()
     at.text_area(key="models_paths").set_value(str(bad)).run()
     assert not at.exception
-    assert any("not valid JSON" in e.value for e in at.error)
+    assert any("not valid UTF-8 JSON" in e.value for e in at.error)
 
 
 def test_views_follow_a_gradient_mean_part():

@@ -235,7 +235,11 @@ def load_pre_prune_record(checkpoint_dir: PathLike) -> Optional[PrePruneRecord]:
         config = json.loads(meta.get("config", "{}"))
     except json.JSONDecodeError:
         config = {}
-    return PrePruneRecord(imp, kept, bgi, config, meta.get("source", "alternative"), int(meta.get("n_samples", 0)))
+    try:
+        n_samples = int(meta.get("n_samples", 0))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: header n_samples must be an integer, got {meta.get('n_samples')!r}.") from e
+    return PrePruneRecord(imp, kept, bgi, config, meta.get("source", "alternative"), n_samples)
 
 
 def load_validation_record(checkpoint_dir: PathLike) -> Optional[ValidationRecord]:
@@ -259,7 +263,10 @@ def load_validation_record(checkpoint_dir: PathLike) -> Optional[ValidationRecor
             f"{path}: gradients {tuple(grads.shape)}, labels {tuple(labels.shape)} and base_global_index "
             f"{bgi.shape} do not fit together."
         )
-    classes = tuple(json.loads(meta.get("classes", '["positive", "negative"]')))
+    try:
+        classes = tuple(json.loads(meta.get("classes", '["positive", "negative"]')))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{path}: header 'classes' is not a JSON list ({e}).") from e
     return ValidationRecord(grads, labels, bgi, classes, meta.get("source", "alternative"))  # type: ignore[arg-type]
 
 
