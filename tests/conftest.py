@@ -49,3 +49,15 @@ def fresh_copy(tmp_path):
     return copy
 
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny models: one thread is several times faster than two on a busy machine
+    (thread start-up and contention dominate). Restored afterwards for the other test modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

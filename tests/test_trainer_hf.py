@@ -29,14 +29,8 @@ from gradiend_core.trainer import (  # noqa: E402
 from gradiend_core.trainer.gradients import GradientSource, resolve_params  # noqa: E402
 from gradiend_core.trainer.hf import backbone_params, masked_lm_loss  # noqa: E402
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These models are tiny: one thread is several times faster than two on a busy machine
-    (thread start-up and contention dominate). Restored afterwards for the other test modules."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models: one torch thread is faster (see the fixture in conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SG = ["cat", "dog", "bird", "horse"]
