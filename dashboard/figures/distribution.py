@@ -35,7 +35,7 @@ def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = N
     x = hist.centers
     dropped = hist.counts - hist.kept_counts
     hover = [
-        f"importance 10^{a:.2f} .. 10^{b:.2f}" for a, b in zip(hist.log_edges[:-1], hist.log_edges[1:])
+        f"importance {10 ** a:.3g} to {10 ** b:.3g}" for a, b in zip(hist.log_edges[:-1], hist.log_edges[1:])
     ]
     fig = go.Figure()
     fig.add_bar(
