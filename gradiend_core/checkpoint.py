@@ -113,6 +113,10 @@ class CheckpointData:
     side_files: Dict[str, Any] = field(default_factory=dict)
     weights_file: Optional[Path] = None
 
+    def carried_side_files(self) -> Dict[str, Any]:
+        """The JSON side files an export of this checkpoint carries over unchanged."""
+        return {k: v for k, v in self.side_files.items() if k in CARRIED_JSON_FILES}
+
 
 # ---------------------------------------------------------------------------------------- read
 def resolve_checkpoint_dir(path: os.PathLike | str) -> Path:

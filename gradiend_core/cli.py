@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from . import __version__
-from .checkpoint import check_target, read_checkpoint
+from .checkpoint import CARRIED_JSON_FILES, check_target, read_checkpoint
 from .errors import CheckpointError, SelectionError
 from .export import GRADIENT_MEAN, export_pruned, gradient_mean_importance, importance_for
 from .importance import DEFAULT_PART, PARTS
@@ -51,8 +51,7 @@ def format_report(report: ReductionReport) -> str:
     w0 = max(len(r[0]) for r in rows)
     lines = [f"{'':{w0}}  {'before':>12}  {'after':>12}"]
     lines += [f"{a:{w0}}  {b:>12}  {c:>12}" for a, b, c in rows]
-    side = sorted(set(report.disk_files_after) - {"config.json", "model.safetensors"} - {
-        k for k in report.disk_files_after if k.startswith("mapping_")})
+    side = [k for k in report.disk_files_after if k in CARRIED_JSON_FILES]
     if side:
         lines.append(f"(model files: config, weights and mapping files in safetensors; carried unchanged: {', '.join(side)})")
     lines.append(f"kept {format_percent(report.kept_fraction)} of input dims")

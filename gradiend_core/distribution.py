@@ -66,9 +66,10 @@ def log_edges(ranking: Ranking, bins: int = 80) -> np.ndarray:
     return np.linspace(lo, hi, bins + 1)
 
 
-def _binned(ranking: Ranking, bucket_counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+def _binned(bucket_counts: np.ndarray, zeros: int, edges: np.ndarray) -> np.ndarray:
+    """Display-bin counts of the positive buckets; ``zeros`` exact zeros sit in the first one and are left out."""
     counts = bucket_counts[_POS0:_INF].astype(np.int64).copy()
-    counts[0] -= min(counts[0], ranking.n_zero if bucket_counts is ranking.counts else 0)
+    counts[0] -= zeros
     used = np.flatnonzero(counts)
     binned, _ = np.histogram(_bucket_log10_mid(used + _POS0), bins=edges, weights=counts[used])
     return np.rint(binned).astype(np.int64)
@@ -87,7 +88,7 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
         bins: number of log-spaced bins.
     """
     edges = log_edges(ranking, bins)
-    counts = _binned(ranking, ranking.counts, edges)
+    counts = _binned(ranking.counts, ranking.n_zero, edges)
     if selection is not None and selection.boundary is not None:
         # Without a mask the kept dims are whole buckets above the cut plus part of one bucket.
         b, r = selection.boundary
@@ -96,13 +97,11 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
         kept_buckets[b] = r
         positives_in_first = int(ranking.counts[_POS0]) - ranking.n_zero  # zeros rank last in their bucket
         zeros_kept = ranking.n_zero if b < _POS0 else (max(0, r - positives_in_first) if b == _POS0 else 0)
-        kept_buckets[_POS0] -= zeros_kept
-        kept = _binned(ranking, kept_buckets, edges)
+        kept = _binned(kept_buckets, zeros_kept, edges)
     elif selection is not None:
         kept_buckets = np.bincount(ranking.bucket[selection.keep], minlength=ranking.counts.size)
         zeros_kept = int(np.count_nonzero(ranking.importance[selection.keep] == 0)) if kept_buckets[_POS0] else 0
-        kept_buckets[_POS0] -= zeros_kept
-        kept = _binned(ranking, kept_buckets, edges)
+        kept = _binned(kept_buckets, zeros_kept, edges)
     else:
         kept = np.zeros_like(counts)
     return LogHistogram(

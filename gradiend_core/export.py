@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from .checkpoint import (
-    CARRIED_JSON_FILES,
     PROVENANCE_FILE,
     CheckpointData,
     CheckpointError,
@@ -237,7 +236,7 @@ def export_pruned(
         # A command line exists for the weight parts and the pre-prune record, not for other importance.
         "command": cli_command(data.path, target, part, topk, threshold, mask_path, name_include, name_exclude) if label in IMPORTANCE_SOURCES else None,
     }
-    side = {k: v for k, v in data.side_files.items() if k in CARRIED_JSON_FILES}
+    side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
     path = write_checkpoint(
         target,

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoint import (
+    ACTIVATIONS,
     DTYPES,
     Architecture,
     CheckpointData,
@@ -36,7 +37,6 @@ from .param_map import ParamEntry, ParamMap
 from .pruning import prune_state_dict
 from .selection import Ranking, Selection, select, topk_indices
 
-ACTIVATIONS = ("tanh", "relu", "leakyrelu", "gelu", "silu", "elu", "sigmoid", "smht", "id")
 
 
 def activation_module(name: str, encoder: bool) -> nn.Module:

@@ -158,27 +158,6 @@ class ParamMap:
             )
         return self._global_index
 
-    def decode_base_global(self, base_global: Sequence[int]) -> List[Dict[str, object]]:
-        """Parameter name, flat index and coordinates of each base-global index.
-
-        Raises:
-            IndexError: if an index lies outside ``[0, unpruned_length)``.
-        """
-        g = np.asarray(base_global, dtype=np.int64)
-        if g.size and (g.min() < 0 or g.max() >= self.unpruned_length):
-            raise IndexError(
-                f"base-global index out of range [0, {self.unpruned_length}): "
-                f"got min {int(g.min())}, max {int(g.max())}"
-            )
-        which = np.searchsorted(self.global_offsets, g, side="right") - 1
-        out = []
-        for gi, wi in zip(g.tolist(), which.tolist()):
-            e = self.entries[wi]
-            flat = gi - int(self.global_offsets[wi])
-            coords = [int(c) for c in np.unravel_index(flat, e.shape)] if e.shape else []
-            out.append({"param_name": e.name, "flat_index_in_param": flat, "coords": coords})
-        return out
-
     def same_selection(self, other: "ParamMap") -> bool:
         """True when both maps list the same parameters, shapes and selected positions."""
         if len(self.entries) != len(other.entries):

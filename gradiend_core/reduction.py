@@ -132,10 +132,6 @@ class ReductionReport:
         return d
 
 
-def _carried_side_files(data: CheckpointData) -> Dict[str, Any]:
-    return {k: v for k, v in data.side_files.items() if k in CARRIED_JSON_FILES}
-
-
 def reduction_report(
     data: CheckpointData,
     selection: Selection,
@@ -157,7 +153,7 @@ def reduction_report(
     arch = data.architecture
     after_arch = dataclasses.replace(arch, input_dim=selection.k)
     after_map: ParamMap = data.param_map.restrict(selection.keep)
-    side = _carried_side_files(data)
+    side = data.carried_side_files()
     kept_share = float("nan")
     if importance is not None:
         ranking = importance if isinstance(importance, Ranking) else None
