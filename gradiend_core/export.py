@@ -17,14 +17,8 @@ from typing import Any, Dict, Optional, Union
 import numpy as np
 import torch
 
-from .checkpoint import (
-    PROVENANCE_FILE,
-    CheckpointData,
-    CheckpointError,
-    read_checkpoint,
-    write_checkpoint,
-)
-from .errors import SelectionError
+from .checkpoint import PROVENANCE_FILE, CheckpointData, read_checkpoint, write_checkpoint
+from .errors import CheckpointError, SelectionError
 from .importance import DEFAULT_PART, PARTS, validate_part, weight_importance
 from .pruning import prune_checkpoint
 from .reduction import ReductionReport, reduction_report

@@ -130,15 +130,14 @@ def test_large_weight_file_reads_with_progress_and_is_shared(app_checkpoint, tmp
     """Files over the streaming size are read in blocks with a progress bar; sessions share the read."""
     import shutil
 
-    import gradiend_core.checkpoint as checkpoint
+    import gradiend_core.checkpoint.tensor_files as tensor_files
     from dashboard import loading
 
     ck = tmp_path / "big"
     shutil.copytree(app_checkpoint, ck)
-    monkeypatch.setattr(checkpoint, "_STREAM_READ_BYTES", 0)
-    monkeypatch.setattr(checkpoint, "_READ_BLOCK", 1000)
+    monkeypatch.setattr(tensor_files, "READ_BLOCK", 1000)
     reads = []
-    real = checkpoint.read_checkpoint
+    real = loading.read_checkpoint
     monkeypatch.setattr(loading, "read_checkpoint", lambda p, progress=None: reads.append(p) or real(p, progress=progress))
     first, second = _open(ck), _open(ck)
     for at in (first, second):

@@ -15,10 +15,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import gradiend_core.checkpoint as checkpoint
 from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, SelectionError, export_pruned, read_checkpoint
 from gradiend_core.archive import extract_checkpoint_zip
+from gradiend_core.checkpoint import SafetensorsFile
 from gradiend_core.selection import Ranking, select
 
 
@@ -106,13 +106,13 @@ def test_damaged_checkpoint_gives_clear_error(good, name):
     "header, words",
     [(b"null", "not a JSON object"), (b"[1,2,3]", "not a JSON object"), (b'"abc"', "not a JSON object"),
      (b'{"w":{"dtype":"F32","shape":[-1,-30],"data_offsets":[0,120]}}', "shape [-1, -30]"),
-     (b'{"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}', "unsupported or missing dtype")],
+     (b'{"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}}', "unsupported or missing dtype")],
 )
 def test_large_file_reader_rejects_corrupt_headers(tmp_path, header, words):
     path = tmp_path / "w.safetensors"
     path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 120)
     with pytest.raises(CheckpointError, match=words.replace("[", r"\[")):
-        checkpoint._read_safetensors_buffered(path)
+        SafetensorsFile(path).read_all()
 
 
 def test_large_file_reader_rejects_trailing_junk(tmp_path):
@@ -120,7 +120,7 @@ def test_large_file_reader_rejects_trailing_junk(tmp_path):
     save_file({"w": torch.ones(10)}, str(path))
     path.write_bytes(path.read_bytes() + b"junk" * 100)
     with pytest.raises(CheckpointError, match="data after the last tensor"):
-        checkpoint._read_safetensors_buffered(path)
+        SafetensorsFile(path).read_all()
 
 
 def test_float64_weights_are_cast_to_the_architecture_dtype_like_gradiend(good):

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-import gradiend_core.checkpoint as ckpt_mod
+import gradiend_core.checkpoint.writer as ckpt_writer
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, export_pruned, read_checkpoint, write_checkpoint
 from gradiend_core.checkpoint import Architecture, safetensors_size
 from gradiend_core.param_map import ParamEntry, ParamMap
@@ -232,16 +232,16 @@ def test_failed_write_leaves_nothing_behind(pruned_ckpt, tmp_path, monkeypatch, 
         _write_from(pruned_ckpt, target)
     before_names = sorted(p.name for p in parent.iterdir())
     before = tree_hashes(parent)
-    real = ckpt_mod._save_tensors
+    real = ckpt_writer._save_tensors
     calls = []
 
-    def flaky(path, tensors, use_safetensors):
+    def flaky(path, tensors, use_safetensors, header=None):
         calls.append(path)
         if len(calls) == 2:  # the weights are written, the first mapping file fails
             raise exc
-        return real(path, tensors, use_safetensors)
+        return real(path, tensors, use_safetensors, header)
 
-    monkeypatch.setattr(ckpt_mod, "_save_tensors", flaky)
+    monkeypatch.setattr(ckpt_writer, "_save_tensors", flaky)
     # torch.save reports a full disk as RuntimeError; both become a CheckpointError that says nothing was written
     with pytest.raises(CheckpointError, match="nothing was written"):
         _write_from(pruned_ckpt, target, overwrite=True)

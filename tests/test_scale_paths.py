@@ -27,7 +27,7 @@ def test_buffered_safetensors_read_equals_library(tmp_path):
     }
     path = tmp_path / "t.safetensors"
     save_file(tensors, str(path))
-    ours = checkpoint._read_safetensors_buffered(path)
+    ours = checkpoint.SafetensorsFile(path).read_all()
     lib = load_file(str(path))
     assert set(ours) == set(lib)
     for k in lib:
@@ -40,18 +40,18 @@ def test_buffered_read_rejects_truncated_file(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[:-100])
     with pytest.raises(CheckpointError, match="t.safetensors"):
-        checkpoint._read_safetensors_buffered(path)
+        checkpoint.SafetensorsFile(path).read_all()
 
 
-def test_checkpoint_read_through_buffered_path_equals_small_path(tmp_path, monkeypatch):
+def test_checkpoint_read_in_small_blocks_equals_the_library_read(tmp_path, monkeypatch):
     torch.manual_seed(3)
     ref = RefModel(700, 2, {"p.weight": {"shape": (35, 20), "repr": "all"}}, device=torch.device("cpu"))
     ref.save_pretrained(str(tmp_path / "ck"))
-    small = read_checkpoint(tmp_path / "ck")
-    monkeypatch.setattr(checkpoint, "_STREAM_READ_BYTES", 0)
-    big = read_checkpoint(tmp_path / "ck")
-    for k, v in small.state_dict.items():
-        assert torch.equal(big.state_dict[k], v), k
+    lib = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    monkeypatch.setattr(checkpoint.tensor_files, "READ_BLOCK", 100)
+    ours = read_checkpoint(tmp_path / "ck")
+    for k, v in lib.items():
+        assert torch.equal(ours.state_dict[k], v), k
 
 
 def test_chunked_importance_equals_one_shot(monkeypatch):

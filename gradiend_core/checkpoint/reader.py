@@ -1,0 +1,204 @@
+"""Reading a checkpoint directory: find it, parse its config and mapping, load its weights."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+import torch
+
+from ..errors import CheckpointError
+from ..param_map import ParamMap
+from .format import (
+    BIN_WEIGHTS,
+    CARRIED_JSON_FILES,
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    PROVENANCE_FILE,
+    SAFETENSORS_WEIGHTS,
+    Architecture,
+    expected_weight_shapes,
+    parse_architecture,
+    parse_mapping,
+)
+from .tensor_files import ProgressFn, load_tensor_file
+
+__all__ = ["CheckpointData", "read_checkpoint", "read_config", "read_json", "resolve_checkpoint_dir", "find_weights"]
+
+
+@dataclass
+class CheckpointData:
+    """Everything a checkpoint directory holds, read into memory.
+
+    Attributes:
+        path: the directory that holds ``config.json`` (the ``model/`` subfolder of an experiment
+            directory when one was given).
+        architecture: the parsed ``architecture`` block.
+        param_map: the parameter map.
+        state_dict: GRADIEND weights by key (dtype as stored).
+        metadata: the ``metadata`` block, unchanged.
+        side_files: parsed JSON side files by file name (``training.json``, ...).
+        weights_file: path of the weight file that was read.
+    """
+
+    path: Path
+    architecture: Architecture
+    param_map: ParamMap
+    state_dict: Dict[str, torch.Tensor]
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    side_files: Dict[str, Any] = field(default_factory=dict)
+    weights_file: Optional[Path] = None
+
+    def carried_side_files(self) -> Dict[str, Any]:
+        """The JSON side files an export of this checkpoint carries over unchanged."""
+        return {k: v for k, v in self.side_files.items() if k in CARRIED_JSON_FILES}
+
+
+def resolve_checkpoint_dir(path: os.PathLike | str) -> Path:
+    """The directory holding ``config.json`` for a checkpoint or experiment directory.
+
+    Raises:
+        CheckpointError: if ``path`` does not exist or holds no checkpoint.
+    """
+    try:
+        return _resolve_checkpoint_dir(Path(path).expanduser())
+    except PermissionError as e:
+        raise CheckpointError(f"{e.filename or path}: permission denied; make the checkpoint readable.") from e
+    except (OSError, ValueError) as e:  # e.g. a NUL byte or an over-long name
+        raise CheckpointError(f"{path!r}: not a usable path ({e}).") from e
+
+
+def _resolve_checkpoint_dir(p: Path) -> Path:
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or directory. Give the path of a GRADIEND checkpoint directory.")
+    if p.is_file():
+        raise CheckpointError(
+            f"{p} is a file; give the checkpoint directory that holds config.json "
+            "(a .zip must be extracted first, e.g. with gradiend_core.archive.extract_checkpoint_zip)."
+        )
+    if (p / CONFIG_FILE).is_file():
+        return p
+    if (p / "model" / CONFIG_FILE).is_file():
+        return p / "model"
+    if not any(p.iterdir()):
+        raise CheckpointError(f"{p} is an empty directory; it holds no GRADIEND checkpoint.")
+    raise CheckpointError(
+        f"{p} holds no {CONFIG_FILE} (nor model/{CONFIG_FILE}); is this a GRADIEND checkpoint directory "
+        "written by save_pretrained?"
+    )
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parse a JSON file.
+
+    Raises:
+        CheckpointError: for an unreadable file or invalid UTF-8 JSON, naming ``what`` it is.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: {what} is not valid UTF-8 JSON ({e}). Re-save the checkpoint.") from e
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read {what} ({e.strerror}).") from e
+
+
+def find_weights(ckpt_dir: Path) -> Path:
+    """The weight file of a checkpoint directory (``model.safetensors``, else ``pytorch_model.bin``).
+
+    Raises:
+        CheckpointError: when there is none.
+    """
+    for name in (SAFETENSORS_WEIGHTS, BIN_WEIGHTS):
+        if (ckpt_dir / name).is_file():
+            return ckpt_dir / name
+    raise CheckpointError(
+        f"{ckpt_dir}: no weight file ({SAFETENSORS_WEIGHTS} or {BIN_WEIGHTS}); the checkpoint is incomplete."
+    )
+
+
+def read_config(ckpt_dir: Path) -> Dict[str, Any]:
+    """``config.json`` of a resolved checkpoint directory, checked to be a format_version 0 object.
+
+    Raises:
+        CheckpointError: for a missing or malformed file or another format version.
+    """
+    cfg_path = ckpt_dir / CONFIG_FILE
+    cfg = read_json(cfg_path, "config")
+    if not isinstance(cfg, Mapping):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object.")
+    version = cfg.get("format_version", FORMAT_VERSION)
+    if type(version) is not int or version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cfg_path}: format_version {version!r} is not supported (this tool reads {FORMAT_VERSION}); "
+            "upgrade gradiend_core or re-save the model with gradiend 0.2.x."
+        )
+    return dict(cfg)
+
+
+def read_side_files(ckpt_dir: Path) -> Dict[str, Any]:
+    """The JSON side files present (carried files and ``pruning.json``), parsed; broken ones are
+    skipped, since they are informational and must not block opening the model."""
+    side = {}
+    for name in CARRIED_JSON_FILES + (PROVENANCE_FILE,):
+        if (ckpt_dir / name).is_file():
+            try:
+                side[name] = read_json(ckpt_dir / name, name)
+            except CheckpointError:
+                pass
+    return side
+
+
+def _check_weights(state: Dict[str, torch.Tensor], arch: Architecture, weights_file: Path) -> None:
+    """Check keys, dtypes and shapes; cast to the architecture's dtype in place (as gradiend's
+    ``load_state_dict`` does, so numbers agree)."""
+    for key, shape in expected_weight_shapes(arch).items():
+        if key not in state:
+            raise CheckpointError(f"{weights_file}: tensor {key!r} is missing; the weight file is incomplete.")
+        if not state[key].is_floating_point():
+            raise CheckpointError(
+                f"{weights_file}: tensor {key!r} has dtype {state[key].dtype}; GRADIEND weights are floating point."
+            )
+        if state[key].dtype != arch.dtype and not key.startswith("encoder.1."):
+            state[key] = state[key].to(arch.dtype)
+        if tuple(state[key].shape) != shape:
+            raise CheckpointError(
+                f"{weights_file}: tensor {key!r} has shape {list(state[key].shape)} but config.json's architecture "
+                f"requires {list(shape)}; weights and config do not belong together."
+            )
+
+
+def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = None) -> CheckpointData:
+    """Read a GRADIEND checkpoint directory (or an experiment directory with ``model/``) into memory.
+
+    Args:
+        path: checkpoint directory.
+        progress: optional ``progress(done_bytes, total_bytes)`` callback while the weight file is
+            read (every 64 MiB).
+
+    Returns:
+        A :class:`CheckpointData`; weight tensors are cast to ``architecture.torch_dtype``.
+
+    Raises:
+        CheckpointError: with the file and field at fault and what to do, for every malformed input.
+    """
+    ckpt_dir = resolve_checkpoint_dir(path)
+    cfg = read_config(ckpt_dir)
+    arch = parse_architecture(cfg, ckpt_dir / CONFIG_FILE)
+    pmap = parse_mapping(cfg, ckpt_dir, arch.input_dim, lambda name: load_tensor_file(ckpt_dir / name))
+    weights_file = find_weights(ckpt_dir)
+    state = load_tensor_file(weights_file, progress)
+    _check_weights(state, arch, weights_file)
+    meta = cfg.get("metadata") or {}
+    return CheckpointData(
+        path=ckpt_dir,
+        architecture=arch,
+        param_map=pmap,
+        state_dict=state,
+        metadata=dict(meta) if isinstance(meta, Mapping) else {},
+        side_files=read_side_files(ckpt_dir),
+        weights_file=weights_file,
+    )
