@@ -24,7 +24,7 @@ from gradiend_core.checkpoint import CheckpointData, ProgressFn, read_checkpoint
 from gradiend_core.export import GRADIENT_MEAN, gradient_mean_importance, importance_for
 from gradiend_core.selection import Ranking
 from gradiend_core.units import format_bytes
-from gradiend_core.trainer.records import (
+from gradiend_core.records import (
     PRE_PRUNE_FILE,
     PrePruneRecord,
     ValidationRecord,

@@ -80,7 +80,7 @@ def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.nda
 
     Args:
         data: the checkpoint.
-        record: its :class:`~gradiend_core.trainer.records.PrePruneRecord` if already loaded.
+        record: its :class:`~gradiend_core.records.PrePruneRecord` if already loaded.
 
     Returns:
         float32 ``(input_dim,)``; NaN for dims pre-pruning did not measure (they rank last and
@@ -90,7 +90,7 @@ def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.nda
         CheckpointError: when the checkpoint has no pre-prune record, or it is malformed.
     """
     if record is None:
-        from .trainer.records import PRE_PRUNE_FILE, load_pre_prune_record
+        from .records import PRE_PRUNE_FILE, load_pre_prune_record
 
         record = load_pre_prune_record(data.path)
         if record is None:

@@ -347,7 +347,7 @@ def main() -> None:
         "own-pre-pruned", "own-pre-post-pruned")
     data_u = read_checkpoint(SAMPLES_DIR / "own-unpruned")
     keep = ParamMappedGradiendModel.from_checkpoint_data(data_u).select(topk=POST.topk, part=POST.part).keep
-    facts["cut_cost"] = cut_cost(data_u, keep, load_validation_record(SAMPLES_DIR / "own-unpruned"))
+    facts["cut_cost"] = cut_cost(data_u, keep, load_validation_record(SAMPLES_DIR / "own-unpruned")).to_dict()
     record = load_pre_prune_record(SAMPLES_DIR / "own-pre-pruned")
     post_g = ParamMappedGradiendModel.from_pretrained(SAMPLES_DIR / "own-post-pruned").mapping.base_global_index()
     facts["recall"] = float(np.isin(post_g, record.kept_base_global()).mean())

@@ -506,9 +506,9 @@ def test_validation_record_and_cut_cost(runs):
 
     data = read_checkpoint(path)
     full = cut_cost(data, np.arange(INPUT_DIM), rec)
-    assert full["encoder_correlation"] == pytest.approx(1.0) and full["k"] == INPUT_DIM
-    assert full["separation_after"] == pytest.approx(full["separation_before"])
-    assert full["label_correlation_before"] > SEPARATION_BOUND
+    assert full.encoder_correlation == pytest.approx(1.0) and full.k == INPUT_DIM
+    assert full.separation_after == pytest.approx(full.separation_before)
+    assert full.label_correlation_before > SEPARATION_BOUND
 
     keep = ParamMappedGradiendModel.from_checkpoint_data(data).select(topk=100, part="encoder-weight").keep
     cost = cut_cost(data, keep, rec)
@@ -527,21 +527,21 @@ def test_validation_record_and_cut_cost(runs):
         a, b = e[lab > 0], e[lab < 0]
         return abs(a.mean() - b.mean()) / math.sqrt((a.var(ddof=1) * (a.size - 1) + b.var(ddof=1) * (b.size - 1)) / 14)
 
-    assert cost["k"] == 100 and cost["n"] == 16
-    assert cost["encoder_correlation"] == pytest.approx(np.corrcoef(e0, e1)[0, 1], abs=1e-6)
-    assert cost["preactivation_correlation"] == pytest.approx(np.corrcoef(p0, p1)[0, 1], abs=1e-6)
-    assert cost["label_correlation_after"] == pytest.approx(np.corrcoef(e1, lab)[0, 1], abs=1e-6)
-    assert cost["max_abs_change"] == pytest.approx(np.abs(e1 - e0).max(), abs=1e-6)
-    for key, e in (("preactivation_separation_before", p0), ("preactivation_separation_after", p1)):
-        assert math.isfinite(cost[key]) and cost[key] == pytest.approx(cohen(e), rel=1e-4)
-    assert cost["separation_retained"] == pytest.approx(
-        cost["preactivation_separation_after"] / cost["preactivation_separation_before"])
+    assert cost.k == 100 and cost.n == 16
+    assert cost.encoder_correlation == pytest.approx(np.corrcoef(e0, e1)[0, 1], abs=1e-6)
+    assert cost.preactivation_correlation == pytest.approx(np.corrcoef(p0, p1)[0, 1], abs=1e-6)
+    assert cost.label_correlation_after == pytest.approx(np.corrcoef(e1, lab)[0, 1], abs=1e-6)
+    assert cost.max_abs_change == pytest.approx(np.abs(e1 - e0).max(), abs=1e-6)
+    for value, e in ((cost.preactivation_separation_before, p0), (cost.preactivation_separation_after, p1)):
+        assert math.isfinite(value) and value == pytest.approx(cohen(e), rel=1e-4)
+    assert cost.separation_retained == pytest.approx(
+        cost.preactivation_separation_after / cost.preactivation_separation_before)
 
     # a pruned checkpoint's record covers exactly its own dimensions, and cut_cost aligns it
     both = runs["both"].output_dir
     rec_both = load_validation_record(both)
     assert rec_both.gradients.shape == (16, 10)
-    assert cut_cost(read_checkpoint(both), np.arange(10), rec_both)["encoder_correlation"] == pytest.approx(1.0)
+    assert cut_cost(read_checkpoint(both), np.arange(10), rec_both).encoder_correlation == pytest.approx(1.0)
     with pytest.raises(SelectionError, match=r"\[0, 10\)"):
         cut_cost(read_checkpoint(both), np.array([10]), rec_both)
     with pytest.raises(Exception, match="not among them"):

@@ -4,14 +4,14 @@ what the current cut costs on the saved validation gradients.
 Reads the training records next to the checkpoint (``pre_prune.safetensors``,
 ``validation_gradients.safetensors``); each section says what it needs when a record is absent.
 The numbers come from :mod:`gradiend_core.analysis.stages` and
-:func:`gradiend_core.trainer.cut_cost`.
+:func:`gradiend_core.analysis.cut_cost.cut_cost`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,8 @@ from gradiend_core.analysis.stages import StageRecall, combined_reduction, stage
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.export import GRADIENT_MEAN
 from gradiend_core.importance import DEFAULT_PART, PARTS
-from gradiend_core.trainer.cut_cost import cut_cost
-from gradiend_core.trainer.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
+from gradiend_core.analysis.cut_cost import CutCost, cut_cost
+from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
 from gradiend_core.units import format_bytes, format_count, format_percent
 from dashboard.context import ViewContext
 from dashboard.figures.stages import recall_figure, reduction_figure, stage_label
@@ -46,7 +46,7 @@ def _recall(path: str, mtime: float, post_part: str, k: int) -> StageRecall:
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the encoder with and without the cut...")
-def _cut_cost(path: str, mtime: float, digest: str, _keep: np.ndarray) -> Dict[str, Any]:
+def _cut_cost(path: str, mtime: float, digest: str, _keep: np.ndarray) -> CutCost:
     return cut_cost(load_checkpoint(path), _keep, load_validation(path))
 
 
@@ -190,44 +190,44 @@ def _cut_cost_section(ctx: ViewContext) -> None:
         return
     cols = st.columns(4)
     cols[0].metric(
-        "Encoder correlation", _number(c["encoder_correlation"]),
+        "Encoder correlation", _number(c.encoder_correlation),
         help="Pearson correlation between the encoder outputs with and without the cut, on the same validation "
-        f"gradients ({c['n']:,} examples).",
+        f"gradients ({c.n:,} examples).",
     )
     cols[1].metric(
-        "Pre-activation correlation", _number(c["preactivation_correlation"]),
+        "Pre-activation correlation", _number(c.preactivation_correlation),
         help="The same on W x + b, before the activation (tanh saturation cannot hide a change there).",
     )
-    sep_b, sep_a = c["preactivation_separation_before"], c["preactivation_separation_after"]
+    sep_b, sep_a = c.preactivation_separation_before, c.preactivation_separation_after
     cols[2].metric(
         "Class separation after the cut", _number(sep_a, ".3f"), delta=f"before: {_number(sep_b, '.3f')}",
         delta_color="off", delta_arrow="off",
         help="Cohen's d of the pre-activations between the two classes: |mean(class A) - mean(class B)| / pooled std.",
     )
     cols[3].metric(
-        "Separation retained", _number(c["separation_retained"], ".3f"),
+        "Separation retained", _number(c.separation_retained, ".3f"),
         help="Pre-activation separation after / before the cut (1 = unchanged; above 1 = the kept dims separate "
         "the classes better than all dims did).",
     )
     classes = " / ".join(validation.classes)
     rows = [
-        ("label correlation (encoder output vs ±1 labels)", c["label_correlation_before"], c["label_correlation_after"]),
-        ("class separation, encoder output (Cohen's d)", c["separation_before"], c["separation_after"]),
+        ("label correlation (encoder output vs ±1 labels)", c.label_correlation_before, c.label_correlation_after),
+        ("class separation, encoder output (Cohen's d)", c.separation_before, c.separation_after),
         ("class separation, pre-activation (Cohen's d)", sep_b, sep_a),
     ]
     st.dataframe(
         pd.DataFrame({
             "measure": [r[0] for r in rows],
-            f"unpruned ({c['input_dim']:,} dims)": [_number(r[1]) for r in rows],
-            f"after the cut ({c['k']:,} dims)": [_number(r[2]) for r in rows],
+            f"unpruned ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
+            f"after the cut ({c.k:,} dims)": [_number(r[2]) for r in rows],
         }),
         hide_index=True, key="stages_cut_cost_table",
     )
     st.caption(
-        f"On the {c['n']:,} validation gradients saved with the checkpoint ({validation.source} gradients, classes "
-        f"{classes}), the encoder is run on all {c['input_dim']:,} dims and on the {c['k']:,} the current selection "
+        f"On the {c.n:,} validation gradients saved with the checkpoint ({validation.source} gradients, classes "
+        f"{classes}), the encoder is run on all {c.input_dim:,} dims and on the {c.k:,} the current selection "
         f"keeps (the encoder restricted to those columns, as pruning makes it). Largest change of an output: "
-        f"{_number(c['max_abs_change'], '.3g')}."
+        f"{_number(c.max_abs_change, '.3g')}."
     )
 
 

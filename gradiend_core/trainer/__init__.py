@@ -20,10 +20,10 @@ Hugging Face masked LMs: ``Trainer.for_masked_lm("path/to/model", examples, args
 """
 
 from .config import PostPruneConfig, PrePruneConfig, TrainingArguments, validate_selection
-from .cut_cost import class_separation, cut_cost
+from ..analysis.cut_cost import CutCost, class_separation, cut_cost
 from .data import Example
 from .model_with_gradiend import ModelWithGradiend
-from .records import (
+from ..records import (
     PRE_PRUNE_FILE,
     VALIDATION_FILE,
     PrePruneRecord,

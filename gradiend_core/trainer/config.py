@@ -229,7 +229,7 @@ class TrainingArguments:
         convergent_score_threshold, convergent_mean_by_class_threshold: the reference's
             convergence test written to ``training.json`` (``convergence_info``).
         save_validation_gradients: also save the source gradients of this many validation
-            examples (stratified) next to the model, for :func:`~gradiend_core.trainer.cut_cost`.
+            examples (stratified) next to the model, for :func:`~gradiend_core.analysis.cut_cost.cut_cost`.
 
     Pruning:
         pre_prune_config, post_prune_config: see :class:`PrePruneConfig`, :class:`PostPruneConfig`.

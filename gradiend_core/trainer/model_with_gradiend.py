@@ -22,7 +22,7 @@ from ..importance import DEFAULT_PART
 from ..model import ParamMappedGradiendModel
 from .config import SOURCES
 from .gradients import GradientSource, LossFn, resolve_params
-from .records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord, ValidationRecord, save_run_dir
+from ..records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord, ValidationRecord
 
 CONTEXT_FILE = "gradiend_context.json"
 TRAINING_FILE = "training.json"
@@ -238,7 +238,7 @@ class ModelWithGradiend:
         if self.validation_record is not None:
             rec = self.validation_record.restricted(g.mapping.base_global_index())
             files[VALIDATION_FILE] = (rec.tensors(), rec.header())
-        out = save_run_dir(g, save_directory, tensor_files=files)
+        out = g.save_pretrained(save_directory, overwrite=True, tensor_files=files)
         g.name_or_path = str(out)
         return out
 

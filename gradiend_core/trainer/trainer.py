@@ -40,11 +40,11 @@ from ..model import ParamMappedGradiendModel
 from ..param_map import ParamMap
 from ..selection import select
 from .config import PostPruneConfig, PrePruneConfig, TrainingArguments
-from .cut_cost import pearson
+from ..analysis.cut_cost import pearson
 from .data import Example, epoch_batches, label_of, resolve_classes, split_validation, stratified_indices
 from .gradients import GradientSource, LossFn, needs, pick, resolve_params
 from .model_with_gradiend import ModelWithGradiend, base_model_id
-from .records import PrePruneRecord, ValidationRecord, align_columns
+from ..records import PrePruneRecord, ValidationRecord, align_columns
 
 #: Fraction of each class held out for validation when no eval_data is given.
 VALIDATION_FRACTION = 0.2

@@ -3,7 +3,7 @@
 A cut keeps the input dimensions ``keep``. The pruned encoder is the same encoder restricted to
 those columns (``prune`` keeps the encoder bias), applied to the same gradients restricted to
 those entries. On the validation gradients saved with the checkpoint
-(:class:`~gradiend_core.trainer.records.ValidationRecord`) we compare
+(:class:`~gradiend_core.records.ValidationRecord`) we compare
 
 * how the pruned encoder's outputs follow the unpruned ones (Pearson correlation), and
 * how far apart the two classes stay: ``|mean(class A) - mean(class B)| / pooled std``
@@ -18,6 +18,7 @@ therefore also reported on the pre-activations ``W x + b``, which never saturate
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any, Dict, Union
 
 import numpy as np
@@ -27,7 +28,9 @@ import torch.nn.functional as F
 from ..checkpoint import ENC_B, ENC_W, CheckpointData
 from ..errors import SelectionError
 from ..model import ParamMappedGradiendModel
-from .records import VALIDATION_FILE, ValidationRecord, align_columns
+from ..records import VALIDATION_FILE, ValidationRecord, align_columns
+
+__all__ = ["CutCost", "class_separation", "cut_cost", "pearson"]
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -56,13 +59,49 @@ def class_separation(encoded: np.ndarray, labels: np.ndarray) -> float:
     return float(gap / pooled)
 
 
+@dataclass(frozen=True)
+class CutCost:
+    """The encoder with and without a cut, on the same validation gradients.
+
+    Attributes:
+        n: examples.
+        input_dim: dims before the cut; ``k``: dims kept.
+        encoder_correlation: Pearson correlation of pruned vs unpruned encoder outputs.
+        label_correlation_before, label_correlation_after: outputs vs the +-1 labels.
+        separation_before, separation_after: Cohen's d of the outputs (``inf`` when both classes
+            saturate apart).
+        preactivation_correlation: pruned vs unpruned ``W x + b``.
+        preactivation_separation_before, preactivation_separation_after: Cohen's d of ``W x + b``.
+        separation_retained: pre-activation separation after / before (``nan`` when before is 0).
+        max_abs_change: largest change of an output.
+    """
+
+    n: int
+    input_dim: int
+    k: int
+    encoder_correlation: float
+    label_correlation_before: float
+    label_correlation_after: float
+    separation_before: float
+    separation_after: float
+    preactivation_correlation: float
+    preactivation_separation_before: float
+    preactivation_separation_after: float
+    separation_retained: float
+    max_abs_change: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain numbers by field name."""
+        return asdict(self)
+
+
 def cut_cost(
     checkpoint_data: Union[CheckpointData, ParamMappedGradiendModel],
     keep_local_indices: Union[np.ndarray, torch.Tensor],
     validation_record: ValidationRecord,
     *,
     latent_unit: int = 0,
-) -> Dict[str, Any]:
+) -> CutCost:
     """Compare the encoder with and without the cut on saved validation gradients.
 
     Args:
@@ -74,13 +113,7 @@ def cut_cost(
         latent_unit: which latent unit to compare (GRADIENDs usually have one).
 
     Returns:
-        A dict of plain numbers: ``n`` (examples), ``input_dim``, ``k`` (kept),
-        ``encoder_correlation`` (pruned vs unpruned outputs), ``label_correlation_before`` /
-        ``_after`` (outputs vs +-1 labels), ``separation_before`` / ``_after`` (Cohen's d of the
-        outputs; ``inf`` when both classes saturate apart), ``preactivation_correlation`` and
-        ``preactivation_separation_before`` / ``_after`` (the same on ``W x + b``),
-        ``separation_retained`` (pre-activation separation after / before) and
-        ``max_abs_change`` (largest change of an output).
+        A :class:`CutCost`.
 
     Raises:
         SelectionError: for indices out of range, duplicated or empty.
@@ -115,18 +148,18 @@ def cut_cost(
     pre_sep_before = class_separation(pre_before, labels)
     pre_sep_after = class_separation(pre_after, labels)
     ok = math.isfinite(pre_sep_before) and pre_sep_before > 0
-    return {
-        "n": int(x.shape[0]),
-        "input_dim": int(d),
-        "k": int(keep.numel()),
-        "encoder_correlation": pearson(before, after),
-        "label_correlation_before": pearson(before, labels),
-        "label_correlation_after": pearson(after, labels),
-        "separation_before": class_separation(before, labels),
-        "separation_after": class_separation(after, labels),
-        "preactivation_correlation": pearson(pre_before, pre_after),
-        "preactivation_separation_before": pre_sep_before,
-        "preactivation_separation_after": pre_sep_after,
-        "separation_retained": float(pre_sep_after / pre_sep_before) if ok else float("nan"),
-        "max_abs_change": float(np.max(np.abs(after - before))) if before.size else 0.0,
-    }
+    return CutCost(
+        n=int(x.shape[0]),
+        input_dim=int(d),
+        k=int(keep.numel()),
+        encoder_correlation=pearson(before, after),
+        label_correlation_before=pearson(before, labels),
+        label_correlation_after=pearson(after, labels),
+        separation_before=class_separation(before, labels),
+        separation_after=class_separation(after, labels),
+        preactivation_correlation=pearson(pre_before, pre_after),
+        preactivation_separation_before=pre_sep_before,
+        preactivation_separation_after=pre_sep_after,
+        separation_retained=float(pre_sep_after / pre_sep_before) if ok else float("nan"),
+        max_abs_change=float(np.max(np.abs(after - before))) if before.size else 0.0,
+    )

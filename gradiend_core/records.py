@@ -17,8 +17,8 @@ Both are extra files: the reference's ``ParamMappedGradiendModel.from_pretrained
 ``config.json``, the weights and the mapping files it names, so it loads these checkpoints
 unchanged (a test checks it).
 
-:func:`save_run_dir` writes a checkpoint directory with these files atomically: everything goes
-into a staging directory beside the target, which then replaces the target with two renames.
+They are written with the checkpoint in one atomic step
+(``ParamMappedGradiendModel.save_pretrained(..., tensor_files=...)``).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..checkpoint import resolve_checkpoint_dir
-from ..errors import CheckpointError
+from .checkpoint import resolve_checkpoint_dir
+from .errors import CheckpointError
 
 PRE_PRUNE_FILE = "pre_prune.safetensors"
 VALIDATION_FILE = "validation_gradients.safetensors"
@@ -268,27 +268,3 @@ def load_validation_record(checkpoint_dir: PathLike) -> Optional[ValidationRecor
     except (json.JSONDecodeError, TypeError) as e:
         raise CheckpointError(f"{path}: header 'classes' is not a JSON list ({e}).") from e
     return ValidationRecord(grads, labels, bgi, classes, meta.get("source", "alternative"))  # type: ignore[arg-type]
-
-
-# ----------------------------------------------------------------------------------- write
-def save_run_dir(
-    gradiend: Any,
-    target: PathLike,
-    *,
-    tensor_files: Optional[Mapping[str, Tuple[Dict[str, torch.Tensor], Dict[str, str]]]] = None,
-) -> Path:
-    """Write ``gradiend`` (with its JSON side files) plus extra safetensors files, atomically.
-
-    Args:
-        gradiend: a :class:`~gradiend_core.model.ParamMappedGradiendModel`; its
-            ``save_pretrained`` writes config, weights, mapping and side files.
-        target: checkpoint directory; replaced if it exists.
-        tensor_files: file name -> ``(tensors, header metadata)`` written beside the checkpoint.
-
-    Returns:
-        The target path.
-
-    Raises:
-        CheckpointError: when writing fails (the target keeps its old content).
-    """
-    return gradiend.save_pretrained(target, overwrite=True, tensor_files=tensor_files)
