@@ -16,13 +16,12 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
-from gradiend_core.reduction import reduction_report  # noqa: E402
-from gradiend_core.selection import select  # noqa: E402
+from gradiend_core.plan import plan_pruning  # noqa: E402
 from dashboard.context import ViewContext  # noqa: E402
 
 PERSISTENT_KEYS = ("model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite")
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
-from dashboard.views import controls, distribution, export, model_picker, preview, summary  # noqa: E402
+from dashboard.views import controls, export, model_picker, preview, selection, summary  # noqa: E402
 from dashboard.views import (  # noqa: E402
     compare_models,
     compare_parts,
@@ -64,30 +63,26 @@ if inputs.error:
     st.error(inputs.error)
     st.stop()
 
-ranking = load_ranking(path, inputs.part) if (inputs.topk is not None or inputs.threshold is not None) else None
 try:
-    selection = select(
-        ranking, input_dim=data.architecture.input_dim, mask=inputs.mask, threshold=inputs.threshold, topk=inputs.topk
+    plan = plan_pruning(
+        data, source=inputs.source, topk=inputs.topk, threshold=inputs.threshold, mask=inputs.mask,
+        mask_file=inputs.mask_path, name_include=inputs.name_include, name_exclude=inputs.name_exclude,
+        ranking=load_ranking(path, inputs.source),
     )
-except SelectionError as e:
+except (SelectionError, CheckpointError) as e:
     st.error(str(e))
     st.stop()
-report = reduction_report(data, selection, ranking, inputs.part if ranking is not None else None)
-shown = ranking or load_ranking(path, inputs.part)
-if shown.n_nonfinite:
-    st.warning(
-        f"{shown.n_nonfinite:,} of {shown.size:,} {inputs.part} importance values are NaN or Inf (the weights hold "
-        "non-finite values). NaN ranks below every number and never passes a threshold; +Inf ranks first."
-    )
-ctx = ViewContext(path=path, data=data, inputs=inputs, selection=selection, report=report)
+for text in plan.warnings:
+    st.warning(text)
+ctx = ViewContext(path=path, data=data, inputs=inputs, plan=plan)
 
 st.subheader("Preview")
-preview.render(report)
-export.render(data, inputs, ranking)
+preview.render(plan.report)
+export.render(ctx)
 
 # One tab per question a user brings; each view module draws from ctx only.
 TABS = [
-    ("Selection", distribution.render),
+    ("Selection", selection.render),
     ("Distributions", distributions.render),
     ("Compare parts", compare_parts.render),
     ("Where in the model", where_in_model.render),

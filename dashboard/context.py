@@ -1,4 +1,4 @@
-"""What every view receives: the open checkpoint and the current selection, computed once per run."""
+"""What every view receives: the open checkpoint and the pruning plan, computed once per run."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from gradiend_core.checkpoint import CheckpointData
+from gradiend_core.plan import PruningPlan
+from gradiend_core.ranking import Ranking
 from gradiend_core.reduction import ReductionReport
-from gradiend_core.selection import Ranking, Selection
+from gradiend_core.selection import Selection
 from dashboard.loading import load_ranking
 from dashboard.views.controls import SelectionInputs
+
+__all__ = ["ViewContext"]
 
 
 @dataclass
@@ -20,16 +24,31 @@ class ViewContext:
         path: the checkpoint path as opened (cache key for :func:`ranking`).
         data: the checkpoint (shared, read-only).
         inputs: the user's selection inputs.
-        selection: the kept dims under those inputs.
-        report: the reduction preview of ``selection``.
+        plan: the pruning plan of those inputs (selection, report, warnings).
     """
 
     path: str
     data: CheckpointData
     inputs: SelectionInputs
-    selection: Selection
-    report: ReductionReport
+    plan: PruningPlan
 
-    def ranking(self, part: Optional[str] = None) -> Ranking:
-        """Cached sorted importance of ``part`` (default: the selected part)."""
-        return load_ranking(self.path, part or self.inputs.part)
+    @property
+    def selection(self) -> Selection:
+        """The kept dims."""
+        return self.plan.selection
+
+    @property
+    def report(self) -> ReductionReport:
+        """The savings of the selection."""
+        return self.plan.report
+
+    @property
+    def source(self) -> str:
+        """The importance source the selection ranks by."""
+        return self.plan.source
+
+    def ranking(self, source: Optional[str] = None) -> Ranking:
+        """Cached ranking of ``source`` (default: the selected source)."""
+        if source is None or source == self.plan.source:
+            return self.plan.ranking
+        return load_ranking(self.path, source)

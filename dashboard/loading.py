@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Tuple
 import streamlit as st
 
 from gradiend_core.checkpoint import CheckpointData, ProgressFn, read_checkpoint, resolve_checkpoint_dir
-from gradiend_core.export import GRADIENT_MEAN, gradient_mean_importance, importance_for
-from gradiend_core.selection import Ranking
+from gradiend_core.importance import GRADIENT_MEAN, source_importance
+from gradiend_core.ranking import Ranking
 from gradiend_core.units import format_bytes
 from gradiend_core.records import (
     PRE_PRUNE_FILE,
@@ -124,9 +124,8 @@ def load_checkpoint(path: str) -> CheckpointData:
 @st.cache_resource(show_spinner="Ranking importance...", max_entries=32)
 def _ranking(path: str, mtime: float, part: str) -> Ranking:
     data = STORE.get((path, mtime))
-    if part == GRADIENT_MEAN:
-        return Ranking(gradient_mean_importance(data, _pre_prune(path, mtime)))
-    return Ranking(importance_for(data, part))
+    record = _pre_prune(path, mtime) if part == GRADIENT_MEAN else None
+    return Ranking(source_importance(data, part, record), data.param_map.local_offsets)
 
 
 def load_ranking(path: str, part: str) -> Ranking:
@@ -170,9 +169,6 @@ class SessionDir:
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="gradiend-session-"))
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
-
-    def cleanup(self) -> None:
-        self._finalizer()
 
 
 def session_dir() -> Path:

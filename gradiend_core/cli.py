@@ -19,14 +19,15 @@ import numpy as np
 from . import __version__
 from .checkpoint import CARRIED_JSON_FILES, check_target, read_checkpoint
 from .errors import CheckpointError, SelectionError
-from .export import GRADIENT_MEAN, export_pruned, gradient_mean_importance, importance_for
-from .importance import DEFAULT_PART, PARTS
-from .analysis.names import compose_masks, name_mask
-from .masks import load_mask
-from .reduction import ReductionReport, reduction_report
-from .selection import Ranking, parse_topk, select
+from .export import export_plan
+from .importance import DEFAULT_PART, GRADIENT_MEAN, PARTS, SOURCES
+from .plan import plan_pruning
+from .reduction import ReductionReport
+from .selection import parse_topk
 from .summary import checkpoint_summary
 from .units import format_bytes, format_count, format_percent
+
+__all__ = ["build_parser", "dashboard_command", "format_report", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SAMPLE = REPO_ROOT / "sample_models" / "number-unpruned"
@@ -46,7 +47,6 @@ def format_report(report: ReductionReport) -> str:
         ("GRADIEND parameters", format_count(report.total_params_before), format_count(report.total_params_after)),
         ("memory", format_bytes(report.memory_bytes_before), format_bytes(report.memory_bytes_after)),
         ("model files on disk", format_bytes(report.model_disk_bytes_before), format_bytes(report.model_disk_bytes_after)),
-        ("base-model entries covered", format_count(report.base_entries_before), format_count(report.base_entries_after)),
     ]
     w0 = max(len(r[0]) for r in rows)
     lines = [f"{'':{w0}}  {'before':>12}  {'after':>12}"]
@@ -55,8 +55,8 @@ def format_report(report: ReductionReport) -> str:
     if side:
         lines.append(f"(model files: config, weights and mapping files in safetensors; carried unchanged: {', '.join(side)})")
     lines.append(f"kept {format_percent(report.kept_fraction)} of input dims")
-    if report.part is not None:
-        lines.append(f"kept {format_percent(report.importance_kept)} of the total {report.part} importance")
+    if report.source is not None:
+        lines.append(f"kept {format_percent(report.importance_kept)} of the total {report.source} importance")
     return "\n".join(lines)
 
 
@@ -81,57 +81,24 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         raise SelectionError("give at least one of --topk, --threshold, --mask and --include/--exclude.")
     if args.out is None and not args.dry_run:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
-    if args.importance is not None and args.part is not None:
-        raise SelectionError(f"give either --part (weight importance) or --importance {args.importance}, not both.")
+    if args.importance is not None and args.part is not None and args.importance != args.part:
+        raise SelectionError(f"give either --part {args.part} or --importance {args.importance}, not both.")
     data = read_checkpoint(args.path, progress=_read_progress(args))
     if not args.dry_run:
         check_target(Path(args.out), args.overwrite, data.path)
     source = args.importance or args.part or DEFAULT_PART
-    mask = compose_masks(
-        load_mask(args.mask, data.param_map) if args.mask else None,
-        name_mask(data.param_map, args.include, args.exclude),
+    _progress(args, f"ranking {source} importance over {format_count(data.architecture.input_dim)} dims")
+    plan = plan_pruning(
+        data, source=source, topk=args.topk, threshold=args.threshold, mask_file=args.mask,
+        name_include=args.include, name_exclude=args.exclude,
     )
-    ranking = None
-    if args.topk is not None or args.threshold is not None:
-        _progress(args, f"computing {source} importance over {format_count(data.architecture.input_dim)} dims")
-        if source == GRADIENT_MEAN:
-            ranking = Ranking(gradient_mean_importance(data))
-            unmeasured = int(ranking.n_nan)
-            if unmeasured:
-                print(
-                    f"gradiend-core: warning: pre-pruning did not measure {unmeasured:,} of the {ranking.size:,} dims; "
-                    "they rank last and never pass a threshold.",
-                    file=sys.stderr,
-                )
-        else:
-            ranking = Ranking(importance_for(data, source))
-            if ranking.n_nonfinite:
-                print(
-                    f"gradiend-core: warning: {ranking.n_nonfinite:,} {source} importance values are NaN or Inf; "
-                    "NaN ranks last and never passes a threshold, +Inf ranks first.",
-                    file=sys.stderr,
-                )
+    for text in plan.warnings:
+        print(f"gradiend-core: warning: {text}", file=sys.stderr)
     if args.dry_run:
-        sel = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=args.threshold, topk=args.topk)
-        report = reduction_report(data, sel, ranking, source if ranking is not None else None)
-        _print_report(args, report, None)
+        _print_report(args, plan.report, None)
         return 0
     _progress(args, f"writing {args.out}")
-    result = export_pruned(
-        data,
-        args.out,
-        part=source if source != GRADIENT_MEAN else DEFAULT_PART,
-        topk=args.topk,
-        threshold=args.threshold,
-        mask=mask,
-        importance=ranking,
-        importance_label=GRADIENT_MEAN if source == GRADIENT_MEAN and ranking is not None else None,
-        overwrite=args.overwrite,
-        use_safetensors=not args.bin,
-        mask_path=args.mask,
-        name_include=args.include,
-        name_exclude=args.exclude,
-    )
+    result = export_plan(plan, args.out, overwrite=args.overwrite, use_safetensors=not args.bin)
     _print_report(args, result.report, result)
     return 0
 
@@ -232,9 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("path", help="source checkpoint directory (never modified)")
     pr.add_argument("--part", choices=PARTS, help=f"weight importance to rank by (default: {DEFAULT_PART})")
     pr.add_argument(
-        "--importance", choices=[GRADIENT_MEAN],
-        help="rank by another importance instead of a weight part: gradient-mean is the pre-prune |mean source "
-        "gradient| saved by training with pre-pruning (pre_prune.safetensors next to the checkpoint)",
+        "--importance", choices=SOURCES,
+        help=f"the importance source to rank by: a weight part (as --part) or {GRADIENT_MEAN}, the pre-prune |mean "
+        "source gradient| saved by training with pre-pruning (pre_prune.safetensors next to the checkpoint)",
     )
     pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
     pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")

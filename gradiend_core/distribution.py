@@ -10,7 +10,10 @@ from typing import Optional
 
 import numpy as np
 
-from .selection import Ranking, Selection
+from .ranking import INF_BUCKET, N_BUCKETS, ZERO_BUCKET, Ranking, bucket_bounds, bucket_of
+from .selection import Selection
+
+__all__ = ["LogHistogram", "cut_value", "log_edges", "log_histogram"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class LogHistogram:
         n_zero: dims with importance exactly 0 (not drawable on a log axis).
         n_nonfinite: dims with NaN or infinite importance.
         n_total: all dims.
+        zero_kept, nonfinite_kept: of those, how many the selection keeps.
     """
 
     log_edges: np.ndarray
@@ -32,6 +36,8 @@ class LogHistogram:
     n_zero: int
     n_nonfinite: int
     n_total: int
+    zero_kept: int = 0
+    nonfinite_kept: int = 0
 
     @property
     def centers(self) -> np.ndarray:
@@ -44,35 +50,46 @@ class LogHistogram:
         return float(self.log_edges[1] - self.log_edges[0]) if self.log_edges.size > 1 else 1.0
 
 
-_POS0 = 0x8000  # first bucket of non-negative floats (see selection.sort_keys)
-_INF = 0xFF80  # bucket of +inf
-
-
-def _bucket_log10_mid(buckets: np.ndarray) -> np.ndarray:
+def _log10_mid(buckets: np.ndarray) -> np.ndarray:
     """log10 of the geometric middle of each positive bucket's value range (float64)."""
-    lo = ((buckets.astype(np.uint32) - _POS0) << 16).view(np.float32).astype(np.float64)
-    hi = ((buckets.astype(np.uint32) - _POS0 + 1) << 16).view(np.float32).astype(np.float64)
+    lo, hi = bucket_bounds(buckets)
     lo = np.maximum(lo, np.finfo(np.float32).smallest_subnormal)
     return (np.log10(lo) + np.log10(hi)) / 2
 
 
+def _positive(bucket_counts: np.ndarray, zeros: int) -> np.ndarray:
+    """Counts of the positive finite buckets ``[ZERO_BUCKET, INF_BUCKET)`` with exact zeros taken out
+    (they share the zero bucket with the smallest subnormals)."""
+    counts = bucket_counts[ZERO_BUCKET:INF_BUCKET].astype(np.int64)
+    counts[0] -= zeros
+    return counts
+
+
 def log_edges(ranking: Ranking, bins: int = 80) -> np.ndarray:
-    """Log10-spaced edges covering the positive finite importance values of ``ranking``."""
-    used = np.flatnonzero(ranking.counts[_POS0:_INF]) + _POS0
-    if used.size == 0 or (used.size == 1 and used[0] == _POS0 and ranking.counts[_POS0] == ranking.n_zero):
+    """Log10-spaced edges covering the positive finite importance values of ``ranking`` (exact zeros,
+    which a log axis cannot show, do not stretch it)."""
+    used = np.flatnonzero(_positive(ranking.counts, ranking.n_zero)) + ZERO_BUCKET
+    if used.size == 0:
         return np.linspace(-1.0, 0.0, bins + 1)
-    mids = _bucket_log10_mid(used)
+    mids = _log10_mid(used)
     lo, hi = float(mids.min()) - 0.01, float(mids.max()) + 0.01
     return np.linspace(lo, hi, bins + 1)
 
 
 def _binned(bucket_counts: np.ndarray, zeros: int, edges: np.ndarray) -> np.ndarray:
-    """Display-bin counts of the positive buckets; ``zeros`` exact zeros sit in the first one and are left out."""
-    counts = bucket_counts[_POS0:_INF].astype(np.int64).copy()
-    counts[0] -= zeros
+    counts = _positive(bucket_counts, zeros)
     used = np.flatnonzero(counts)
-    binned, _ = np.histogram(_bucket_log10_mid(used + _POS0), bins=edges, weights=counts[used])
+    binned, _ = np.histogram(_log10_mid(used + ZERO_BUCKET), bins=edges, weights=counts[used])
     return np.rint(binned).astype(np.int64)
+
+
+def _kept_buckets(ranking: Ranking, selection: Selection) -> tuple:
+    """``(kept dims per bucket, kept exact zeros)`` of ``selection`` in ``ranking``'s buckets."""
+    dims = selection.dims
+    if dims is not None and dims.ranking is ranking:
+        return dims.bucket_counts_top(selection.k), dims.zeros_top(selection.k)
+    values = ranking.values_at(selection.keep)  # another part ranked the selection: place its dims here
+    return np.bincount(bucket_of(values), minlength=N_BUCKETS), int(np.count_nonzero(values == 0))
 
 
 def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins: int = 80) -> LogHistogram:
@@ -84,26 +101,17 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
 
     Args:
         ranking: importance of one part.
-        selection: optional selection on the same input space.
+        selection: optional selection on the same input space (ranked by this part or another).
         bins: number of log-spaced bins.
     """
     edges = log_edges(ranking, bins)
     counts = _binned(ranking.counts, ranking.n_zero, edges)
-    if selection is not None and selection.boundary is not None:
-        # Without a mask the kept dims are whole buckets above the cut plus part of one bucket.
-        b, r = selection.boundary
-        kept_buckets = ranking.counts.copy()
-        kept_buckets[:b] = 0
-        kept_buckets[b] = r
-        positives_in_first = int(ranking.counts[_POS0]) - ranking.n_zero  # zeros rank last in their bucket
-        zeros_kept = ranking.n_zero if b < _POS0 else (max(0, r - positives_in_first) if b == _POS0 else 0)
-        kept = _binned(kept_buckets, zeros_kept, edges)
-    elif selection is not None:
-        kept_buckets = np.bincount(ranking.bucket[selection.keep], minlength=ranking.counts.size)
-        zeros_kept = int(np.count_nonzero(ranking.importance[selection.keep] == 0)) if kept_buckets[_POS0] else 0
-        kept = _binned(kept_buckets, zeros_kept, edges)
-    else:
-        kept = np.zeros_like(counts)
+    kept = np.zeros_like(counts)
+    zero_kept = nonfinite_kept = 0
+    if selection is not None:
+        kept_b, zero_kept = _kept_buckets(ranking, selection)
+        kept = _binned(kept_b, zero_kept, edges)
+        nonfinite_kept = int(kept_b[0] + kept_b[INF_BUCKET] + kept_b[0x007F])
     return LogHistogram(
         log_edges=edges,
         counts=counts,
@@ -111,13 +119,18 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
         n_zero=ranking.n_zero,
         n_nonfinite=ranking.n_nonfinite,
         n_total=ranking.size,
+        zero_kept=zero_kept,
+        nonfinite_kept=nonfinite_kept,
     )
 
 
-def cut_value(ranking: Ranking, selection: Selection) -> float:
-    """Smallest importance among the kept dims (the effective threshold); ``nan`` if all NaN."""
-    if selection.cut is not None and not np.isnan(selection.cut):
-        return selection.cut
-    kept = ranking.importance[selection.keep]
-    kept = kept[~np.isnan(kept)]
-    return float(kept.min()) if kept.size else float("nan")
+def cut_value(ranking: Ranking, selection: Selection) -> Optional[float]:
+    """The effective threshold of a selection that ranked by ``ranking``: its lowest kept importance.
+
+    ``None`` when the selection did not rank by this part (a mask alone, or another part), or keeps
+    every dim: there is no cut in this part's distribution to draw then.
+    """
+    dims = selection.dims
+    if dims is None or dims.ranking is not ranking or selection.k >= ranking.size:
+        return None
+    return selection.cut

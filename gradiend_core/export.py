@@ -1,13 +1,15 @@
 """Export a pruned checkpoint: select, prune, write atomically, reload and verify.
 
-This is the one export path; the CLI's ``prune`` and the dashboard's Export button both call
-:func:`export_pruned`.
+This is the one export path: the CLI's ``prune`` and the dashboard's Export button build a
+:class:`~gradiend_core.plan.PruningPlan` and call :func:`export_plan`; :func:`export_pruned` is
+the same in one call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,16 +21,27 @@ import torch
 
 from .checkpoint import PROVENANCE_FILE, CheckpointData, read_checkpoint, write_checkpoint
 from .errors import CheckpointError, SelectionError
-from .importance import DEFAULT_PART, PARTS, validate_part, weight_importance
+from .importance import DEFAULT_PART, GRADIENT_MEAN, SOURCES, gradient_mean_importance
+from .plan import PruningPlan, plan_pruning, sha256_mask
 from .pruning import prune_checkpoint
-from .reduction import ReductionReport, reduction_report
-from .selection import Ranking, Selection, select
+from .ranking import Ranking
+from .reduction import ReductionReport
+from .selection import Selection
+
+__all__ = [
+    "ExportResult",
+    "GRADIENT_MEAN",
+    "cli_command",
+    "export_plan",
+    "export_pruned",
+    "gradient_mean_importance",
+    "reproduce_command",
+    "same_bits",
+    "sha256_file",
+    "sha256_mask",
+]
 
 HASH_CHUNK = 1 << 24
-#: Label of the pre-prune importance (|mean source gradient| from ``pre_prune.safetensors``).
-GRADIENT_MEAN = "gradient-mean"
-#: Every importance source by label: the four weight parts, then the pre-prune gradient mean.
-IMPORTANCE_SOURCES = PARTS + (GRADIENT_MEAN,)
 
 
 def sha256_file(path: Union[str, os.PathLike]) -> str:
@@ -40,16 +53,9 @@ def sha256_file(path: Union[str, os.PathLike]) -> str:
     return h.hexdigest()
 
 
-def sha256_mask(mask: Optional[np.ndarray]) -> Optional[str]:
-    """Hex sha256 of a bool mask's packed bits (``None`` for no mask)."""
-    if mask is None:
-        return None
-    return hashlib.sha256(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).hexdigest()
-
-
 @dataclass
 class ExportResult:
-    """What :func:`export_pruned` wrote.
+    """What :func:`export_plan` wrote.
 
     Attributes:
         path: the export directory.
@@ -66,60 +72,23 @@ class ExportResult:
     file_sha256: Dict[str, str] = field(default_factory=dict)
 
 
-def importance_for(data: CheckpointData, part: str = DEFAULT_PART) -> np.ndarray:
-    """Weight importance of ``part`` for a checkpoint, float32 ``(input_dim,)``."""
-    return weight_importance(data.state_dict, validate_part(part))
-
-
-def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.ndarray:
-    """The pre-prune importance (|mean source gradient|) of each of the checkpoint's input dims.
-
-    It is read from ``pre_prune.safetensors`` next to the checkpoint (written by a training run
-    with a ``pre_prune_config``) and matched to the checkpoint's dims by base-global index, so it
-    applies to a pre-pruned or pre- and post-pruned checkpoint as well as to an unpruned one.
-
-    Args:
-        data: the checkpoint.
-        record: its :class:`~gradiend_core.records.PrePruneRecord` if already loaded.
-
-    Returns:
-        float32 ``(input_dim,)``; NaN for dims pre-pruning did not measure (they rank last and
-        never pass a threshold).
-
-    Raises:
-        CheckpointError: when the checkpoint has no pre-prune record, or it is malformed.
-    """
-    if record is None:
-        from .records import PRE_PRUNE_FILE, load_pre_prune_record
-
-        record = load_pre_prune_record(data.path)
-        if record is None:
-            raise CheckpointError(
-                f"{data.path} has no {PRE_PRUNE_FILE}, so there is no {GRADIENT_MEAN} importance: it is written by a "
-                "gradiend_core training run with a pre_prune_config. Rank by a weight part instead (--part)."
-            )
-    return record.importance_for(data.param_map.base_global_index())
-
-
 def cli_command(
     source: Union[str, os.PathLike],
     out: Union[str, os.PathLike],
-    part: str,
+    importance: str,
     topk: Any,
     threshold: Any,
     mask_path: Optional[str],
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
 ) -> str:
-    """The ``gradiend-core prune`` command line that reproduces an export.
+    """The ``gradiend-core prune`` command line for these settings.
 
-    ``part`` is one of the four weight parts (``--part``) or :data:`GRADIENT_MEAN`
+    ``importance`` is one of the four weight parts (``--part``) or :data:`GRADIENT_MEAN`
     (``--importance gradient-mean``).
     """
-    import shlex
-
     args = ["gradiend-core", "prune", str(source)]
-    args += ["--importance", GRADIENT_MEAN] if part == GRADIENT_MEAN else ["--part", part]
+    args += ["--importance", GRADIENT_MEAN] if importance == GRADIENT_MEAN else ["--part", importance]
     if topk is not None:
         args += ["--topk", repr(topk) if isinstance(topk, float) else str(topk)]
     if threshold is not None:
@@ -134,102 +103,82 @@ def cli_command(
     return " ".join(shlex.quote(a) for a in args)
 
 
-def export_pruned(
-    source: Union[CheckpointData, str, os.PathLike],
-    target: Union[str, os.PathLike],
-    *,
-    part: str = DEFAULT_PART,
-    topk: object = None,
-    threshold: object = None,
-    mask: Optional[np.ndarray] = None,
-    importance: Union[Ranking, np.ndarray, None] = None,
-    importance_label: Optional[str] = None,
-    overwrite: bool = False,
-    use_safetensors: bool = True,
-    mask_path: Optional[str] = None,
-    name_include: Optional[str] = None,
-    name_exclude: Optional[str] = None,
-    source_sha256: Optional[str] = None,
-) -> ExportResult:
-    """Prune ``source`` by mask -> threshold -> topk and write it to ``target``.
-
-    The source is never modified. The export is written atomically, reloaded, and compared with
-    what was meant to be written (input_dim, kept base-global indices, every weight tensor)
-    before this returns; on a mismatch the export is removed and an error raised.
+def reproduce_command(plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None) -> Optional[str]:
+    """The ``gradiend-core prune`` command that writes ``plan`` to ``out`` (``None`` when the
+    importance is not one the command line can name, e.g. a custom vector).
 
     Args:
-        source: checkpoint directory or :class:`CheckpointData`.
-        target: new (or empty, or with ``overwrite``) directory.
-        part: weight part ranked by when ``importance`` is omitted (one of the four parts);
-            otherwise only the label recorded for ``importance`` (unless ``importance_label``).
-        topk, threshold, mask: the selection (see :func:`gradiend_core.selection.select`).
-        importance: precomputed :class:`Ranking` or importance ``(input_dim,)`` (e.g. the
-            dashboard's cached one); computed from ``part`` when omitted.
-        importance_label: what ``importance`` is, when it is not a weight part (e.g.
-            :data:`GRADIENT_MEAN` for :func:`gradient_mean_importance`); recorded in
-            ``pruning.json`` (``"importance"`` and ``"part"``) and in its command line.
-            Requires ``importance``.
-        overwrite: replace a non-empty ``target``.
-        use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
-        mask_path: the mask file's path, for the provenance record.
-        name_include, name_exclude: the parameter-name patterns already folded into ``mask``
-            (see :func:`gradiend_core.analysis.names.name_mask`), for the provenance record.
-        source_sha256: the source weight file's sha256 if already known (skips re-hashing).
-
-    Returns:
-        An :class:`ExportResult`.
-
-    Raises:
-        CheckpointError: unreadable source, refused target, failed write or failed verification.
-        SelectionError: invalid selection arguments or an empty selection.
+        plan: the plan.
+        out: the target directory of the command.
+        mask_path: the mask file the command should read (default: ``plan.mask_spec.file``).
     """
-    data = source if isinstance(source, CheckpointData) else read_checkpoint(source)
-    if importance_label is None:
-        part = validate_part(part)
-        label = "custom" if importance is not None and not isinstance(importance, Ranking) else part
-    else:
-        if importance is None:
-            raise SelectionError(
-                f"importance_label={importance_label!r} names the importance you pass; give it as importance= "
-                f"(for {GRADIENT_MEAN!r}: gradient_mean_importance(data)), or rank by a weight part with part=."
-            )
-        if not isinstance(importance_label, str) or not importance_label.strip():
-            raise SelectionError(f"importance_label must be a non-empty string, got {importance_label!r}.")
-        part = label = importance_label
-    ranking = None
-    if threshold is not None or topk is not None:
-        ranking = importance if isinstance(importance, Ranking) else Ranking(
-            importance if importance is not None else importance_for(data, part)
-        )
-    selection = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=threshold, topk=topk)
-    report = reduction_report(data, selection, ranking, part if ranking is not None else None)
-    pruned = prune_checkpoint(data, selection.keep)
+    if plan.source not in SOURCES:
+        return None
+    spec = plan.mask_spec
+    return cli_command(
+        plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_path or spec.file,
+        spec.name_include, spec.name_exclude,
+    )
 
-    if source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
-        source_sha256 = sha256_file(data.weights_file)
+
+def _provenance(plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str]) -> Dict[str, Any]:
     from . import __version__
 
-    provenance = {
+    data, spec = plan.checkpoint, plan.mask_spec
+    return {
         "tool": "gradiend_core",
         "tool_version": __version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source_path": str(data.path),
         "source_weights_file": data.weights_file.name if data.weights_file else None,
         "source_weights_sha256": source_sha256,
-        "part": part if ranking is not None else None,
-        "importance": label,
-        "threshold": threshold,
-        "topk": topk,
-        "mask_sha256": sha256_mask(mask),
-        "mask_file": mask_path,
-        "name_include": name_include,
-        "name_exclude": name_exclude,
+        # the one record of what ranked the dims: a part, gradient-mean, a custom label; null for a mask alone
+        "importance": plan.source if plan.ranks else None,
+        "threshold": plan.threshold,
+        "topk": plan.topk,
+        "mask_sha256": spec.sha256,
+        "mask_file": spec.file,
+        "name_include": spec.name_include,
+        "name_exclude": spec.name_exclude,
         "input_dim_before": data.architecture.input_dim,
-        "kept_dims": selection.k,
+        "kept_dims": plan.selection.k,
         "unpruned_length": data.param_map.unpruned_length,
-        # A command line exists for the weight parts and the pre-prune record, not for other importance.
-        "command": cli_command(data.path, target, part, topk, threshold, mask_path, name_include, name_exclude) if label in IMPORTANCE_SOURCES else None,
+        "command": reproduce_command(plan, target),
     }
+
+
+def export_plan(
+    plan: PruningPlan,
+    target: Union[str, os.PathLike],
+    *,
+    overwrite: bool = False,
+    use_safetensors: bool = True,
+    source_sha256: Optional[str] = None,
+) -> ExportResult:
+    """Write the pruned checkpoint a plan describes to ``target``, then reload and verify it.
+
+    The source is never modified. The export is written atomically, reloaded, and compared with
+    what was meant to be written (input_dim, kept base-global indices, every weight tensor)
+    before this returns; on a mismatch the export is removed and an error raised.
+
+    Args:
+        plan: from :func:`~gradiend_core.plan.plan_pruning`.
+        target: new (or empty, or with ``overwrite``) directory.
+        overwrite: replace a non-empty ``target`` (a checkpoint directory only).
+        use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
+        source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        CheckpointError: refused target, failed write or failed verification.
+    """
+    data = plan.checkpoint
+    pruned = prune_checkpoint(data, plan.selection.keep)
+    if source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
+        source_sha256 = sha256_file(data.weights_file)
+    provenance = _provenance(plan, target, source_sha256)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
     path = write_checkpoint(
@@ -249,7 +198,71 @@ def export_pruned(
         shutil.rmtree(path, ignore_errors=True)
         raise
     sums = {f.name: sha256_file(f) for f in sorted(path.iterdir()) if f.is_file()}
-    return ExportResult(path=path, selection=selection, report=report, provenance=provenance, file_sha256=sums)
+    return ExportResult(path=path, selection=plan.selection, report=plan.report, provenance=provenance, file_sha256=sums)
+
+
+def export_pruned(
+    source: Union[CheckpointData, str, os.PathLike],
+    target: Union[str, os.PathLike],
+    *,
+    part: str = DEFAULT_PART,
+    topk: object = None,
+    threshold: object = None,
+    mask: Optional[np.ndarray] = None,
+    importance: Union[Ranking, np.ndarray, None] = None,
+    importance_label: Optional[str] = None,
+    overwrite: bool = False,
+    use_safetensors: bool = True,
+    mask_path: Optional[str] = None,
+    name_include: Optional[str] = None,
+    name_exclude: Optional[str] = None,
+    source_sha256: Optional[str] = None,
+) -> ExportResult:
+    """Prune ``source`` by mask -> threshold -> topk and write it to ``target``, in one call
+    (:func:`~gradiend_core.plan.plan_pruning` then :func:`export_plan`).
+
+    Args:
+        source: checkpoint directory or :class:`CheckpointData`.
+        target: new (or empty, or with ``overwrite``) directory.
+        part: the importance source (a weight part, or ``gradient-mean`` for a checkpoint with a
+            pre-prune record) when ``importance`` is omitted.
+        topk, threshold, mask: the selection (see :func:`gradiend_core.selection.select`).
+        importance: a precomputed :class:`Ranking` or importance ``(input_dim,)`` (e.g. the
+            dashboard's cached one) to rank by instead; it is recorded as ``part`` when it is a
+            :class:`Ranking` without ``importance_label``, as ``"custom"`` when it is a vector.
+        importance_label: what ``importance`` is (e.g. :data:`GRADIENT_MEAN`); requires it.
+        overwrite: replace a non-empty ``target``.
+        use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
+        mask_path: the mask file's path, for the provenance record (``mask`` holds its content).
+        name_include, name_exclude: parameter-name patterns ANDed into ``mask``.
+        source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        CheckpointError: unreadable source, refused target, failed write or failed verification.
+        SelectionError: invalid selection arguments or an empty selection.
+    """
+    data = source if isinstance(source, CheckpointData) else read_checkpoint(source)
+    ranking = None
+    label = part
+    if importance_label is not None:
+        if importance is None:
+            raise SelectionError(
+                f"importance_label={importance_label!r} names the importance you pass; give it as importance= "
+                f"(for {GRADIENT_MEAN!r}: gradient_mean_importance(data)), or rank by a weight part with part=."
+            )
+        label = importance_label
+    elif importance is not None and not isinstance(importance, Ranking):
+        label = "custom"
+    if importance is not None:
+        ranking = Ranking.coerce(importance)
+    plan = plan_pruning(
+        data, source=label, topk=topk, threshold=threshold, mask=mask, mask_file=mask_path,
+        name_include=name_include, name_exclude=name_exclude, ranking=ranking,
+    )
+    return export_plan(plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256)
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

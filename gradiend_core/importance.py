@@ -1,31 +1,56 @@
-"""Importance of each GRADIEND input dimension, per ``part``.
+"""Importance of each GRADIEND input dimension, by ``source``.
 
-Definitions follow the reference package (``GradiendModel.get_weight_importance``) and the
-pruning guide: importance is the absolute value of the weights in that part,
+A source is one of the four weight ``part`` s or ``gradient-mean``. The parts follow the reference
+package (``GradiendModel.get_weight_importance``) and the pruning guide: importance is the
+absolute value of the weights in that part,
 
 * ``encoder-weight``: L1 norm of each encoder weight column, ``sum_j |W_enc[j, i]|``;
 * ``decoder-weight``: L1 norm of each decoder weight row, ``sum_j |W_dec[i, j]|``;
 * ``decoder-bias``: ``|b_dec[i]|`` (zeros when the decoder has no bias);
 * ``decoder-sum``: ``|sum_j W_dec[i, j] + b_dec[i]|``.
 
-Results are float32 of shape ``(input_dim,)``. They are computed with the same torch operations
-in the weights' own dtype as the reference computes them (so float16/bfloat16 sums round exactly
-as the reference's do, and selections agree), then converted to float32; in chunks of input
-dimensions so that peak extra memory stays bounded for very large models.
+``gradient-mean`` is the pre-prune importance, ``|mean source gradient|`` over the examples
+pre-pruning averaged (``pre_prune.safetensors`` beside a checkpoint written by a training run with
+a ``pre_prune_config``), matched to the checkpoint's dims by base-global index; dims pre-pruning did
+not measure get NaN (they rank last and never pass a threshold).
+
+Results are float32 of shape ``(input_dim,)``. Weight parts are computed with the same torch
+operations in the weights' own dtype as the reference computes them (so float16/bfloat16 sums
+round exactly as the reference's do, and selections agree), then converted to float32; in chunks
+of input dimensions so that peak extra memory stays bounded for very large models.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
 
-from .checkpoint import DEC_B, DEC_W, ENC_W
+from .checkpoint import DEC_B, DEC_W, ENC_W, CheckpointData
+from .errors import CheckpointError
+
+__all__ = [
+    "DEFAULT_PART",
+    "GRADIENT_MEAN",
+    "PARTS",
+    "SOURCES",
+    "gradient_mean_importance",
+    "nonfinite_warning",
+    "part_importance",
+    "source_importance",
+    "validate_part",
+    "validate_source",
+    "weight_importance",
+]
 
 PARTS = ("encoder-weight", "decoder-weight", "decoder-bias", "decoder-sum")
 DEFAULT_PART = "decoder-weight"
+#: The pre-prune importance, |mean source gradient| from ``pre_prune.safetensors``.
+GRADIENT_MEAN = "gradient-mean"
+#: Every importance source: the four weight parts, then the pre-prune gradient mean.
+SOURCES = PARTS + (GRADIENT_MEAN,)
 #: Input dimensions processed per chunk (bounds the float32 temporaries to a few tens of MB).
 CHUNK = 1 << 22
 
@@ -42,6 +67,45 @@ def validate_part(part: Optional[str]) -> str:
     if p not in PARTS:
         raise ValueError(f"part must be one of {', '.join(PARTS)}; got {part!r}.")
     return p
+
+
+def validate_source(source: Optional[str]) -> str:
+    """Normalise an importance ``source`` (a part or ``gradient-mean``; ``None`` means ``decoder-weight``).
+
+    Raises:
+        ValueError: for anything else.
+    """
+    if source is not None and isinstance(source, str) and source.lower() == GRADIENT_MEAN:
+        return GRADIENT_MEAN
+    try:
+        return validate_part(source)
+    except ValueError:
+        raise ValueError(f"importance source must be one of {', '.join(SOURCES)}; got {source!r}.") from None
+
+
+def part_importance(
+    enc_w: torch.Tensor, dec_w: torch.Tensor, dec_b: Optional[torch.Tensor], part: str
+) -> torch.Tensor:
+    """Importance of a block of input dims from that block's weights (the definitions above).
+
+    Args:
+        enc_w: encoder weight columns of the block, ``(latent_dim, c)``.
+        dec_w: decoder weight rows of the block, ``(c, latent_dim)``.
+        dec_b: decoder bias entries of the block, ``(c,)``, or ``None`` without a bias.
+        part: one of :data:`PARTS` (already validated).
+
+    Returns:
+        ``(c,)`` in the weights' dtype (as the reference computes it).
+    """
+    with torch.no_grad():
+        if part == "encoder-weight":
+            return enc_w.abs().sum(dim=0)
+        if part == "decoder-weight":
+            return dec_w.abs().sum(dim=1)
+        if part == "decoder-bias":
+            return dec_b.abs() if dec_b is not None else torch.zeros(dec_w.shape[0], dtype=dec_w.dtype)
+        v = dec_w.sum(dim=1)
+        return (v + dec_b if dec_b is not None else v).abs()
 
 
 def weight_importance(state_dict: Mapping[str, torch.Tensor], part: str = DEFAULT_PART) -> np.ndarray:
@@ -65,32 +129,79 @@ def weight_importance(state_dict: Mapping[str, torch.Tensor], part: str = DEFAUL
     out = np.empty(n, dtype=np.float32)
     bias = state_dict.get(DEC_B)
     enc_w = state_dict[ENC_W]
-    with torch.no_grad():
-        for start in range(0, n, CHUNK):
-            stop = min(n, start + CHUNK)
-            if part == "encoder-weight":
-                v = enc_w[:, start:stop].abs().sum(dim=0)
-            elif part == "decoder-weight":
-                v = dec_w[start:stop].abs().sum(dim=1)
-            elif part == "decoder-bias":
-                v = bias[start:stop].abs() if bias is not None else torch.zeros(stop - start)
-            else:
-                v = dec_w[start:stop].sum(dim=1)
-                if bias is not None:
-                    v = v + bias[start:stop]
-                v = v.abs()
-            out[start:stop] = v.to(torch.float32).numpy()
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        b = bias[start:stop] if bias is not None else None
+        out[start:stop] = part_importance(enc_w[:, start:stop], dec_w[start:stop], b, part).to(torch.float32).numpy()
     return out
 
 
-def warn_nonfinite(importance: np.ndarray, what: str) -> int:
-    """Warn (once per call site and ``what``) when importance holds NaN or Inf; return the count."""
-    bad = int(importance.size - np.count_nonzero(np.isfinite(importance)))
-    if bad:
-        warnings.warn(
-            f"{what}: {bad} of {importance.size} importance values are NaN or Inf (the weights hold non-finite "
-            "values). NaN ranks below every number and never passes a threshold; +Inf ranks first.",
-            RuntimeWarning,
-            stacklevel=2,
+def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.ndarray:
+    """The pre-prune importance (|mean source gradient|) of each of the checkpoint's input dims.
+
+    It is read from ``pre_prune.safetensors`` next to the checkpoint and matched to the
+    checkpoint's dims by base-global index, so it applies to a pre-pruned or pre- and post-pruned
+    checkpoint as well as to an unpruned one.
+
+    Args:
+        data: the checkpoint.
+        record: its :class:`~gradiend_core.records.PrePruneRecord` if already loaded.
+
+    Returns:
+        float32 ``(input_dim,)``; NaN for dims pre-pruning did not measure.
+
+    Raises:
+        CheckpointError: when the checkpoint has no pre-prune record, or it is malformed.
+    """
+    if record is None:
+        from .records import PRE_PRUNE_FILE, load_pre_prune_record
+
+        record = load_pre_prune_record(data.path)
+        if record is None:
+            raise CheckpointError(
+                f"{data.path} has no {PRE_PRUNE_FILE}, so there is no {GRADIENT_MEAN} importance: it is written by a "
+                "gradiend_core training run with a pre_prune_config. Rank by a weight part instead (--part)."
+            )
+    return record.importance_for(data.param_map.base_global_index())
+
+
+def source_importance(data: CheckpointData, source: str = DEFAULT_PART, record: Any = None) -> np.ndarray:
+    """Importance of ``source`` for every input dim of a checkpoint, float32 ``(input_dim,)``.
+
+    The one place that chooses between a weight part and the pre-prune gradient mean.
+
+    Raises:
+        ValueError: for an unknown source; CheckpointError: for ``gradient-mean`` without a record.
+    """
+    source = validate_source(source)
+    if source == GRADIENT_MEAN:
+        return gradient_mean_importance(data, record)
+    return weight_importance(data.state_dict, source)
+
+
+def nonfinite_warning(source: str, n_nan: int, n_inf: int, n: int) -> Optional[str]:
+    """The one warning text for NaN or infinite importance (``None`` when there is none)."""
+    if source == GRADIENT_MEAN:
+        if not n_nan:
+            return None
+        return (
+            f"pre-pruning did not measure {n_nan:,} of the {n:,} dims; they have no {GRADIENT_MEAN} importance, "
+            "rank last and never pass a threshold."
         )
+    if not (n_nan or n_inf):
+        return None
+    return (
+        f"{n_nan + n_inf:,} of {n:,} {source} importance values are NaN or Inf (the weights hold non-finite values). "
+        "NaN ranks below every number and never passes a threshold; +Inf ranks first; neither counts as importance "
+        "kept."
+    )
+
+
+def warn_nonfinite(importance: np.ndarray, what: str) -> int:
+    """Warn (a ``RuntimeWarning``) when importance holds NaN or Inf; return the count."""
+    nan = int(np.count_nonzero(np.isnan(importance)))
+    bad = int(importance.size - np.count_nonzero(np.isfinite(importance)))
+    text = nonfinite_warning(what, nan, bad - nan, importance.size)
+    if text:
+        warnings.warn(text, RuntimeWarning, stacklevel=2)
     return bad

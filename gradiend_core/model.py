@@ -32,7 +32,7 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .errors import SelectionError
-from .importance import DEFAULT_PART, warn_nonfinite, weight_importance
+from .importance import DEFAULT_PART, validate_part, warn_nonfinite, weight_importance
 from .param_map import ParamEntry, ParamMap
 from .pruning import prune_state_dict
 from .selection import Ranking, Selection, select, topk_indices
@@ -340,7 +340,7 @@ class ParamMappedGradiendModel(nn.Module):
             ValueError: for an unknown part.
         """
         imp = weight_importance(self._weights(), part)
-        warn_nonfinite(imp, f"{part} importance")
+        warn_nonfinite(imp, validate_part(part))
         return torch.from_numpy(imp)
 
     def select(

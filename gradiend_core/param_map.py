@@ -53,12 +53,15 @@ class ParamEntry:
         name: base-model parameter name, e.g. ``bert.encoder.layer.0.attention.self.query.weight``.
         shape: the parameter's full shape.
         positions: sorted unique flat indices (int64, 1-D) of the selected entries, or ``None``
-            when every entry is selected.
+            when every entry is selected (or when only their number is planned).
+        planned: for a planned entry (see :meth:`ParamMap.planned`), the number of entries a
+            selection will keep, before they are chosen; ``None`` otherwise.
     """
 
     name: str
     shape: Tuple[int, ...]
     positions: Optional[np.ndarray] = None
+    planned: Optional[int] = None
 
     @property
     def numel(self) -> int:
@@ -68,10 +71,18 @@ class ParamEntry:
     @property
     def num_selected(self) -> int:
         """Entries of this parameter that are in the input space."""
+        if self.planned is not None:
+            return self.planned
         return self.numel if self.positions is None else int(self.positions.size)
 
     def selected_positions(self) -> np.ndarray:
-        """Flat indices (int64) of the selected entries, materialising ``all`` as a range."""
+        """Flat indices (int64) of the selected entries, materialising ``all`` as a range.
+
+        Raises:
+            ValueError: for a planned entry (its positions are not chosen yet).
+        """
+        if self.planned is not None:
+            raise ValueError(f"{self.name}: a planned entry knows how many entries it keeps, not which.")
         if self.positions is None:
             return np.arange(self.numel, dtype=np.int64)
         return self.positions
@@ -138,10 +149,6 @@ class ParamMap:
         bounds = np.searchsorted(keep_local, self.local_offsets, side="left")
         return np.diff(bounds).astype(np.int64)
 
-    def param_of_local(self, local_index: np.ndarray) -> np.ndarray:
-        """Index into ``entries`` of the parameter each local index belongs to (int64)."""
-        return np.searchsorted(self.local_offsets, local_index, side="right") - 1
-
     def base_global_index(self) -> np.ndarray:
         """Base-global index (int64, shape ``(input_dim,)``) of every local input dimension.
 
@@ -170,6 +177,24 @@ class ParamMap:
             ):
                 return False
         return True
+
+    def planned(self, kept_per_param: np.ndarray) -> "ParamMap":
+        """The map after a selection that keeps ``kept_per_param[i]`` entries of parameter ``i``,
+        known before the entries themselves are chosen: enough to plan the mapping files and their
+        sizes (see :func:`gradiend_core.checkpoint.planned_file_sizes`), not to write them.
+
+        Raises:
+            ValueError: for a count outside ``[0, num_selected]`` or of the wrong length.
+        """
+        kept = np.asarray(kept_per_param, dtype=np.int64)
+        if kept.shape != (len(self.entries),):
+            raise ValueError(f"kept_per_param must have shape ({len(self.entries)},), got {kept.shape}.")
+        out = []
+        for e, k in zip(self.entries, kept.tolist()):
+            if not 0 <= k <= e.num_selected:
+                raise ValueError(f"{e.name}: cannot keep {k} of {e.num_selected} entries.")
+            out.append(e if k == e.num_selected else ParamEntry(e.name, e.shape, None, k))
+        return ParamMap(out)
 
     def restrict(self, keep_local: np.ndarray) -> "ParamMap":
         """The map of the input space that keeps only ``keep_local`` (sorted unique, int64).

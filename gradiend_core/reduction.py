@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 import torch
 
 from .checkpoint import CARRIED_JSON_FILES, Architecture, CheckpointData, expected_weight_shapes, planned_file_sizes
-from .param_map import ParamMap
-from .selection import Ranking, Selection
+from .ranking import Ranking, finite_or_zero
+from .selection import Selection
+
+__all__ = ["ReductionReport", "gradiend_param_counts", "kept_per_param", "memory_bytes", "reduction_report"]
 
 
 def gradiend_param_counts(arch: Architecture) -> Dict[str, int]:
@@ -30,18 +32,15 @@ def gradiend_param_counts(arch: Architecture) -> Dict[str, int]:
     return counts
 
 
-def _weight_specs(arch: Architecture, state_dict: Optional[Dict[str, torch.Tensor]] = None):
-    specs = {}
-    for key, shape in expected_weight_shapes(arch).items():
-        dtype = state_dict[key].dtype if state_dict is not None and key in state_dict else arch.dtype
-        specs[key] = (dtype, shape)
-    return specs
+def _weight_specs(arch: Architecture, dtypes: Optional[Mapping[str, torch.dtype]] = None):
+    return {key: ((dtypes or {}).get(key, arch.dtype), shape) for key, shape in expected_weight_shapes(arch).items()}
 
 
-def memory_bytes(arch: Architecture, state_dict: Optional[Dict[str, torch.Tensor]] = None) -> int:
-    """Bytes of the GRADIEND's parameters in memory at their dtype."""
+def memory_bytes(arch: Architecture, dtypes: Optional[Mapping[str, torch.dtype]] = None) -> int:
+    """Bytes of the GRADIEND's parameters in memory at their dtypes (``key -> dtype``; the
+    architecture's dtype for keys not given)."""
     total = 0
-    for dtype, shape in _weight_specs(arch, state_dict).values():
+    for dtype, shape in _weight_specs(arch, dtypes).values():
         total += int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
     return total
 
@@ -57,9 +56,9 @@ class ReductionReport:
         memory_bytes_before, memory_bytes_after: parameter bytes in memory at the model dtype.
         disk_files_before, disk_files_after: bytes per file as ``save_pretrained`` writes them
             with safetensors (weights, config.json, mapping files, carried JSON side files).
-        part: importance source the selection used (``None`` for a mask only).
-        importance_kept: sum of kept importance / sum of all importance, in [0, 1]
-            (NaN values excluded; ``nan`` without importance or when the total is 0).
+        source: the importance source the shares refer to (``None`` without one).
+        importance_kept: finite importance of the kept dims / finite importance of all dims, in
+            [0, 1] (NaN and infinities count as 0; ``nan`` without a source or when the total is 0).
         dtype: the model's dtype name.
     """
 
@@ -72,19 +71,9 @@ class ReductionReport:
     memory_bytes_after: int
     disk_files_before: Dict[str, int]
     disk_files_after: Dict[str, int]
-    part: Optional[str]
+    source: Optional[str]
     importance_kept: float
     dtype: str
-
-    @property
-    def base_entries_before(self) -> int:
-        """Base-model parameter entries covered before (one per input dim)."""
-        return self.input_dim_before
-
-    @property
-    def base_entries_after(self) -> int:
-        """Base-model parameter entries covered after."""
-        return self.input_dim_after
 
     @property
     def total_params_before(self) -> int:
@@ -132,46 +121,64 @@ class ReductionReport:
         return d
 
 
+def kept_per_param(data: CheckpointData, selection: Selection) -> np.ndarray:
+    """Kept dims per mapped parameter, int64 ``(P,)``: from the ranking's per-parameter tables
+    (O(buckets)) when the selection ranked with them, else from the kept index set (O(k))."""
+    dims = selection.dims
+    if dims is not None and dims.ranking.params is not None and dims.ranking.params.counts.shape[0] == len(data.param_map):
+        return dims.param_counts_top(selection.k)[0]
+    return data.param_map.per_param_counts(selection.keep)
+
+
+def importance_kept(selection: Selection, ranking: Optional[Ranking]) -> float:
+    """Finite importance of the kept dims over the finite importance of all dims (``nan`` without a
+    ranking or when its total is 0). O(buckets) when the selection ranked by ``ranking``."""
+    if ranking is None or ranking.total <= 0:
+        return float("nan")
+    if selection.dims is not None and selection.dims.ranking is ranking:
+        kept = float(selection.kept_mass)
+    else:
+        kept = float(finite_or_zero(ranking.values_at(selection.keep)).sum())
+    return kept / ranking.total
+
+
 def reduction_report(
     data: CheckpointData,
     selection: Selection,
-    importance: Union[Ranking, np.ndarray, None] = None,
-    part: Optional[str] = None,
+    ranking: Union[Ranking, np.ndarray, None] = None,
+    source: Optional[str] = None,
 ) -> ReductionReport:
-    """Compute the savings of keeping ``selection.keep`` in checkpoint ``data``.
+    """Compute the savings of a selection on checkpoint ``data``, before anything is written.
 
     Args:
-        data: the checkpoint (only shapes, dtype, map and metadata are read, not weights).
+        data: the checkpoint (only shapes, dtypes, map and metadata are read, not weights).
         selection: the result of :func:`gradiend_core.selection.select` on this checkpoint.
-        importance: the importance the selection ranked by, float ``(input_dim,)``, for the
-            kept share of importance.
-        part: name of the importance source, for the record.
+        ranking: the ranking (or importance vector) of the source the share of kept importance
+            refers to (the one the selection ranked by, or, for a mask alone, the part shown
+            beside it).
+        source: that source's name, for the record.
 
     Returns:
         A :class:`ReductionReport`.
     """
+    if ranking is not None:
+        ranking = Ranking.coerce(ranking)
     arch = data.architecture
     after_arch = dataclasses.replace(arch, input_dim=selection.k)
-    after_map: ParamMap = data.param_map.restrict(selection.keep)
+    after_map = data.param_map.planned(kept_per_param(data, selection))
     side = data.carried_side_files()
-    kept_share = float("nan")
-    if importance is not None:
-        ranking = importance if isinstance(importance, Ranking) else None
-        imp = ranking.importance if ranking is not None else np.asarray(importance, dtype=np.float32)
-        total = ranking.total if ranking is not None else float(np.nansum(imp, dtype=np.float64))
-        if total > 0:
-            kept_share = float(np.nansum(imp[selection.keep], dtype=np.float64)) / total
+    weights = data.weight_dtypes()
     return ReductionReport(
         input_dim_before=arch.input_dim,
         input_dim_after=selection.k,
         unpruned_length=data.param_map.unpruned_length,
         params_before=gradiend_param_counts(arch),
         params_after=gradiend_param_counts(after_arch),
-        memory_bytes_before=memory_bytes(arch, data.state_dict),
-        memory_bytes_after=memory_bytes(after_arch, data.state_dict),
-        disk_files_before=planned_file_sizes(arch, data.param_map, _weight_specs(arch, data.state_dict), data.metadata, side),
-        disk_files_after=planned_file_sizes(after_arch, after_map, _weight_specs(after_arch, data.state_dict), data.metadata, side),
-        part=part,
-        importance_kept=kept_share,
+        memory_bytes_before=memory_bytes(arch, weights),
+        memory_bytes_after=memory_bytes(after_arch, weights),
+        disk_files_before=planned_file_sizes(arch, data.param_map, _weight_specs(arch, weights), data.metadata, side),
+        disk_files_after=planned_file_sizes(after_arch, after_map, _weight_specs(after_arch, weights), data.metadata, side),
+        source=source if ranking is not None else None,
+        importance_kept=importance_kept(selection, ranking),
         dtype=arch.torch_dtype,
     )

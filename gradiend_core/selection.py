@@ -18,23 +18,39 @@ index first; NaN ranks below every number (it is never silently "most important"
 passes a threshold; ``+inf`` ranks first. The reference breaks ties arbitrarily (``torch.topk``
 with ``sorted=False``), so on exact ties the two may keep different but equally important dims.
 
-Implementation: a :class:`Ranking` buckets importance once in linear time; a threshold or a topk
-then reads bucket counts and sorts only the one bucket that straddles the cut, which keeps
-interactive re-selection cheap for models with hundreds of millions of input dimensions.
+Implementation: a :class:`~gradiend_core.ranking.Ranking` summarises importance per value bucket;
+a threshold or a topk then reads bucket counts and sorts only the one bucket that straddles the
+cut, and the kept index set is built only when asked for, which keeps interactive re-selection
+cheap for models with hundreds of millions of input dimensions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple, Union
+from functools import cached_property
+from typing import Optional, Union
 
 import numpy as np
 import torch
 
 from .errors import SelectionError
+from .ranking import RankedDims, Ranking, sort_keys
+
+__all__ = [
+    "Ranking",
+    "Selection",
+    "TopK",
+    "parse_topk",
+    "resolve_k",
+    "select",
+    "sort_keys",
+    "topk_indices",
+    "validate_mask",
+    "validate_threshold",
+    "validate_topk",
+]
 
 TopK = Union[int, float]
 
@@ -148,218 +164,51 @@ def resolve_k(topk: TopK, n_left: int) -> int:
     return min(int(topk), n_left)
 
 
-#: Elements processed per chunk when building a ranking (bounds temporaries to ~50 MB).
-_CHUNK = 1 << 22
-_N_BUCKETS = 1 << 16
-
-
-def sort_keys(values: np.ndarray) -> np.ndarray:
-    """Order-preserving uint32 keys of float32 values: ``a > b`` iff ``key(a) > key(b)``.
-
-    The IEEE-754 bit pattern of a non-negative float grows with its value; negative floats are
-    bit-inverted so they sort below. NaN gets key 0, below every number (``-inf`` included).
-    Equal floats get equal keys, ``-0.0`` and ``+0.0`` included.
-    """
-    # Adding +0.0 turns -0.0 into +0.0 (IEEE 754), so the two zeros tie as they compare equal.
-    v = np.ascontiguousarray(values, dtype=np.float32) + np.float32(0.0)
-    bits = v.view(np.uint32)
-    keys = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32, copy=False)
-    nan = np.isnan(v)
-    if nan.any():
-        keys[nan] = 0
-    return keys
-
-
-def _buckets(chunk: np.ndarray) -> np.ndarray:
-    """Top 16 bits of :func:`sort_keys` (uint16), with a fast path for non-negative values.
-
-    For values without a sign bit the key is ``bits | 0x80000000``, so the bucket is
-    ``(bits >> 16) | 0x8000``; NaN (whose bits sort above +inf) goes to bucket 0.
-    """
-    bits = chunk.view(np.uint32)
-    if np.signbit(chunk).any():
-        return (sort_keys(chunk) >> 16).astype(np.uint16)
-    b = (bits >> 16).astype(np.uint16) | np.uint16(0x8000)
-    high = np.flatnonzero(b >= np.uint16(0xFF80))  # +inf and every NaN bit pattern live up here
-    if high.size:
-        b[high[np.isnan(chunk[high])]] = 0
-    return b
-
-
-class Ranking:
-    """Importance ordered by the selection rule's total order, built in one linear pass.
-
-    Instead of sorting all ``n`` values (a stable sort of 10^8 float32 takes tens of seconds
-    on two cores), each value goes into one of 65,536 buckets by the top 16 bits of its
-    order-preserving key (:func:`sort_keys`); the bucket counts locate any rank or threshold,
-    and only the one bucket that straddles a cut is sorted exactly. Results are identical to
-    a full stable sort by (importance descending, index ascending, NaN last).
-
-    Args:
-        importance: 1-D float array or tensor of shape ``(input_dim,)``; converted to float32.
-
-    Attributes:
-        importance: float32 ``(n,)``.
-        bucket: uint16 ``(n,)``, the bucket of each dim (higher bucket = more important).
-        counts: int64 ``(65536,)``, dims per bucket.
-        n_nan, n_zero, n_nonfinite: counts of NaN, exact zeros, and NaN or +-inf values.
-        total: sum of the non-NaN importance, float64.
-
-    Raises:
-        SelectionError: for an empty or non-1-D importance.
-    """
-
-    def __init__(self, importance: Union[np.ndarray, torch.Tensor]):
-        if torch.is_tensor(importance):
-            importance = importance.detach().cpu().to(torch.float32).numpy()
-        try:
-            imp = np.asarray(importance, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise SelectionError(f"importance must be a 1-D vector of numbers, got {type(importance).__name__} ({e}).") from e
-        imp = np.ascontiguousarray(imp) if imp.ndim == 1 else imp
-        if imp.ndim != 1 or imp.size == 0:
-            raise SelectionError(f"importance must be a non-empty 1-D vector, got shape {imp.shape}.")
-        self.importance = imp
-        n = imp.size
-        self.bucket = np.empty(n, dtype=np.uint16)
-        counts = np.zeros(_N_BUCKETS, dtype=np.int64)
-        n_nan = n_zero = n_fin = 0
-        total = 0.0
-        n_inf = 0
-        for start in range(0, n, _CHUNK):
-            chunk = imp[start : start + _CHUNK]
-            b = _buckets(chunk)
-            self.bucket[start : start + chunk.size] = b
-            c = np.bincount(b, minlength=_N_BUCKETS)
-            counts += c
-            nan_here = int(c[0])  # bucket 0 holds NaN only: -inf's key is 0x007FFFFF (bucket 0x7F)
-            n_nan += nan_here
-            n_inf += int(c[_N_BUCKETS - 128]) + int(c[0x7F])  # +inf (key 0xFF800000), -inf
-            n_zero += int(np.count_nonzero(chunk == 0))
-            with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN; that is the answer
-                total += float(np.nansum(chunk, dtype=np.float64) if nan_here else np.sum(chunk, dtype=np.float64))
-        n_fin = n - n_nan - n_inf
-        self.counts = counts
-        #: Sum of all non-NaN importance (float64), the denominator of the kept-importance share.
-        self.total = total
-        self.n_nan, self.n_zero, self.n_nonfinite = n_nan, n_zero, n - n_fin
-        self._masked: Dict[bytes, Tuple[np.ndarray, np.ndarray]] = {}
-        self._order: Optional[np.ndarray] = None
-
-    @property
-    def size(self) -> int:
-        return int(self.importance.size)
-
-    # ---------------------------------------------------------------- exact ranks
-    def _counts_for(self, mask: Optional[np.ndarray]) -> np.ndarray:
-        """Per-bucket counts of the dims ``mask`` keeps (all dims without a mask); cached per mask."""
-        if mask is None:
-            return self.counts
-        digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
-        hit = self._masked.get(digest)
-        if hit is None:
-            counts = np.zeros(_N_BUCKETS, dtype=np.int64)
-            for start in range(0, self.size, _CHUNK):
-                sl = slice(start, start + _CHUNK)
-                counts += np.bincount(self.bucket[sl][mask[sl]], minlength=_N_BUCKETS)
-            if len(self._masked) >= 4:
-                self._masked.pop(next(iter(self._masked)))
-            self._masked[digest] = hit = (counts, mask)
-        return hit[0]
-
-    def _bucket_members(self, b: int, mask: Optional[np.ndarray]) -> np.ndarray:
-        """Dims in bucket ``b`` (kept by ``mask``), most important first, ties by lower index."""
-        hit = self.bucket == b
-        if mask is not None:
-            hit &= mask
-        idx = np.flatnonzero(hit)
-        keys = sort_keys(self.importance[idx])
-        return idx[np.argsort(~keys, kind="stable")]
-
-    def top(self, k: int, mask: Optional[np.ndarray] = None) -> np.ndarray:
-        """Sorted local indices (int64) of the ``k`` highest-ranked dims (among ``mask``)."""
-        return self._top(k, mask)[0]
-
-    def _top(self, k: int, mask: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[float], Optional[Tuple[int, int]]]:
-        """``(keep, cut, boundary)``: the kept dims, the lowest kept importance, and the bucket the
-        cut falls in with how many of its dims are kept (``None`` when everything is kept)."""
-        counts = self._counts_for(mask)
-        total = int(counts.sum())
-        k = min(int(k), total)
-        if k <= 0:
-            return np.empty(0, dtype=np.int64), None, None
-        if k == total:
-            keep = np.arange(self.size, dtype=np.int64) if mask is None else np.flatnonzero(mask).astype(np.int64)
-            return keep, None, None
-        above = np.cumsum(counts[::-1])[::-1] - counts  # dims in strictly higher buckets
-        b = int(np.flatnonzero((above < k) & (above + counts >= k))[-1])
-        higher = self.bucket > b
-        if mask is not None:
-            higher &= mask
-        r = k - int(above[b])
-        rest = self._bucket_members(b, mask)[:r]
-        head = np.flatnonzero(higher)
-        tail = np.sort(rest)
-        # Both parts are sorted; merging by insertion is linear, where sorting the union is not.
-        keep = np.insert(head, np.searchsorted(head, tail), tail).astype(np.int64, copy=False)
-        return keep, float(self.importance[rest[-1]]), (b, r)
-
-    def count_at_least(self, threshold: float, mask: Optional[np.ndarray] = None) -> int:
-        """Dims with ``importance >= threshold`` (among ``mask``); NaN never counts.
-
-        The comparison is made in float32, the threshold rounded to the nearest float32, which
-        is how torch and NumPy compare a float32 vector with a Python float.
-        """
-        kt = int(sort_keys(np.array([threshold], dtype=np.float32))[0])
-        b = kt >> 16
-        counts = self._counts_for(mask)
-        members = self._bucket_members(b, mask)
-        return int(counts[b + 1 :].sum()) + int(np.count_nonzero(sort_keys(self.importance[members]) >= kt))
-
-    def max_value(self) -> float:
-        """Largest non-NaN importance (``nan`` if all are NaN)."""
-        nonempty = np.flatnonzero(self.counts)
-        if self.n_nan == self.size:
-            return float("nan")
-        return float(self.importance[self._bucket_members(int(nonempty[-1]), None)[0]])
-
-    # ---------------------------------------------------------------- full order (on demand)
-    @property
-    def order(self) -> np.ndarray:
-        """All local indices from most to least important (int64; computed on first use)."""
-        if self._order is None:
-            keys = sort_keys(self.importance)
-            self._order = np.argsort(~keys, kind="stable").astype(np.int64, copy=False)
-        return self._order
-
-    @property
-    def sorted_values(self) -> np.ndarray:
-        """``importance[order]``: float32, descending, NaN last (computed on first use)."""
-        return self.importance[self.order]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selection:
-    """Result of :func:`select`.
+    """Result of :func:`select`: how many dims are kept, and which (built on first use).
+
+    Counts and shares are read from the ranking's bucket summaries, so a selection of any size is
+    cheap; the index set :attr:`keep` costs O(k) and is built only when something asks for it.
 
     Attributes:
-        keep: sorted local indices kept, int64 ``(k,)``.
         input_dim: dimensions before selection.
         n_after_mask: dimensions the mask kept (``input_dim`` without a mask).
         n_after_threshold: dimensions left after mask and threshold.
+        k: kept dimensions.
+        topk: the topk asked for (``None`` without one).
+        dims: the ranked dims the topk chose among (``None`` for a mask alone).
     """
 
-    keep: np.ndarray
     input_dim: int
     n_after_mask: int
     n_after_threshold: int
-    cut: Optional[float] = None
-    boundary: Optional[Tuple[int, int]] = None
+    k: int
+    topk: Optional[TopK] = None
+    dims: Optional[RankedDims] = None
+    mask_array: Optional[np.ndarray] = None
+
+    @cached_property
+    def keep(self) -> np.ndarray:
+        """Sorted local indices kept, int64 ``(k,)``."""
+        if self.dims is not None:
+            return self.dims.top(self.k)
+        return np.flatnonzero(self.mask_array).astype(np.int64)
 
     @property
-    def k(self) -> int:
-        """Kept dimensions."""
-        return int(self.keep.size)
+    def topk_clipped(self) -> bool:
+        """True when a topk count asked for more dims than mask and threshold left."""
+        return isinstance(self.topk, int) and self.topk > self.n_after_threshold
+
+    @cached_property
+    def cut(self) -> Optional[float]:
+        """Lowest kept importance (the effective threshold); ``None`` without importance."""
+        return self.dims.value_at(self.k - 1) if self.dims is not None else None
+
+    @cached_property
+    def kept_mass(self) -> Optional[float]:
+        """float64 sum of the kept dims' finite importance; ``None`` without importance."""
+        return self.dims.mass_top(self.k) if self.dims is not None else None
 
     def mask(self) -> np.ndarray:
         """Kept dimensions as a bool array of shape ``(input_dim,)``."""
@@ -400,7 +249,7 @@ def select(
         raise SelectionError("give at least one of mask, threshold and topk.")
     ranking = None
     if importance is not None:
-        ranking = importance if isinstance(importance, Ranking) else Ranking(importance)
+        ranking = Ranking.coerce(importance)
         n = ranking.size
         if input_dim is not None and input_dim != n:
             raise SelectionError(f"importance has length {n} but input_dim is {input_dim}.")
@@ -412,39 +261,35 @@ def select(
     if ranking is None:
         if threshold is not None or topk is not None:
             raise SelectionError("threshold and topk need importance values (a part or an importance vector).")
-        keep = np.flatnonzero(keep_mask).astype(np.int64)
-        return Selection(keep, n, int(keep.size), int(keep.size))
+        n_mask = int(np.count_nonzero(keep_mask))
+        return Selection(n, n_mask, n_mask, n_mask, mask_array=keep_mask)
 
-    n_mask = n if keep_mask is None else int(np.count_nonzero(keep_mask))
+    dims = ranking.dims(keep_mask)
     # Dims passing the threshold are a prefix of the rank order, so topk among them is a top-k overall.
-    n_left = n_mask if threshold is None else ranking.count_at_least(threshold, keep_mask)
+    n_left = dims.n if threshold is None else dims.count_at_least(threshold)
     if n_left == 0:
-        if keep_mask is not None:
-            left = ranking.importance[keep_mask]
-            left = left[~np.isnan(left)]
-            largest = float(left.max()) if left.size else float("nan")
-            scope = "among the dimensions the mask keeps"
-        else:
-            largest, scope = ranking.max_value(), "in this part"
-        if np.isnan(largest):
-            raise SelectionError(
-                f"threshold {threshold!r} keeps nothing: every importance value {scope} is NaN, and NaN never passes "
-                "a threshold. Use topk, or fix the weights."
-            )
-        raise SelectionError(
-            f"threshold {threshold!r} keeps nothing: the largest importance {scope} is {largest!r}. "
-            "Lower the threshold."
-        )
+        _nothing_passes(threshold, dims, keep_mask is not None)
     k = n_left if topk is None else resolve_k(topk, n_left)
-    keep, cut, boundary = ranking._top(k, keep_mask)
-    return Selection(keep, n, n_mask, n_left, cut, boundary if keep_mask is None else None)
+    return Selection(n, dims.n, n_left, k, topk, dims)
+
+
+def _nothing_passes(threshold: float, dims: RankedDims, masked: bool) -> None:
+    scope = "among the dimensions the mask keeps" if masked else "in this part"
+    largest = dims.value_at(0) if dims.n > int(dims.counts[0]) else float("nan")  # bucket 0 holds NaN only
+    if np.isnan(largest):
+        raise SelectionError(
+            f"threshold {threshold!r} keeps nothing: every importance value {scope} is NaN, and NaN never passes "
+            "a threshold. Use topk, or fix the weights."
+        )
+    raise SelectionError(
+        f"threshold {threshold!r} keeps nothing: the largest importance {scope} is {largest!r}. Lower the threshold."
+    )
 
 
 def topk_indices(importance: Union[Ranking, np.ndarray, torch.Tensor], topk: object) -> np.ndarray:
     """Local indices of the ``topk`` most important dimensions, most important first (int64)."""
-    ranking = importance if isinstance(importance, Ranking) else Ranking(importance)
+    ranking = Ranking.coerce(importance)
     t = validate_topk(topk)
     if t is None:
         raise SelectionError("topk is required.")
-    keep = ranking.top(resolve_k(t, ranking.size))
-    return keep[np.argsort(~sort_keys(ranking.importance[keep]), kind="stable")]
+    return ranking.dims().ranked(resolve_k(t, ranking.size))

@@ -34,7 +34,7 @@ def checkpoint_summary(data: CheckpointData) -> Dict[str, Any]:
         "mapping_mode": mapping["mode"],
         "mapped_parameters": len(data.param_map),
         "gradiend_parameters": sum(gradiend_param_counts(a).values()),
-        "memory_bytes": memory_bytes(a, data.state_dict),
+        "memory_bytes": memory_bytes(a, data.weight_dtypes()),
         "disk_bytes": disk,
         "weights_file": data.weights_file.name if data.weights_file else None,
     }

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+import gradiend_core.ranking as ranking_mod
 from gradiend_core.analysis import mass
 from gradiend_core.analysis.mass import count_for_mass, mass_profile, selection_point
 from gradiend_core.selection import Ranking, select
@@ -67,7 +68,7 @@ def test_count_for_mass_equals_brute_force(heavy_tailed, share):
 
 
 def test_ties_and_small_chunks(monkeypatch):
-    monkeypatch.setattr(mass, "CHUNK", 7)  # the per-bucket sums run over many chunks
+    monkeypatch.setattr(ranking_mod, "BLOCK", 7)  # the per-bucket sums run over many blocks
     imp = np.repeat(np.array([3.0, 1.0, 0.5, 0.25], dtype=np.float32), [5, 10, 20, 40])
     np.random.default_rng(0).shuffle(imp)
     r = Ranking(imp)

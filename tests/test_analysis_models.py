@@ -12,7 +12,7 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 
 from gradiend_core.analysis.models import base_signature, compatibility_problems, global_topk, model_overlap
 from gradiend_core.checkpoint import read_checkpoint
-from gradiend_core.export import importance_for
+from gradiend_core.importance import source_importance as importance_for
 from gradiend_core.selection import Ranking
 from dashboard.figures.compare_models import model_overlap_heatmap
 
@@ -80,7 +80,7 @@ def test_local_indices_would_be_wrong(versions):
     r_pruned = Ranking(importance_for(pruned, "decoder-weight"))
     g_full, g_pruned = set(global_topk(full.param_map, r_full, 20).tolist()), set(global_topk(pruned.param_map, r_pruned, 20).tolist())
     assert g_full == g_pruned  # pruning by decoder-weight keeps the top 20 in place
-    local_pruned = set(r_pruned.order[:20].tolist())
+    local_pruned = set(r_pruned.dims().ranked(20).tolist())
     assert local_pruned != g_pruned
 
 

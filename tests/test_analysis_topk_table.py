@@ -13,7 +13,7 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from gradiend_core.analysis.coords import base_global_of, decode_local
 from gradiend_core.analysis.topk_table import CSV_COLUMNS, ranked_kept, to_csv, to_json, topk_feature_table
 from gradiend_core.checkpoint import read_checkpoint
-from gradiend_core.export import importance_for
+from gradiend_core.importance import source_importance as importance_for
 from gradiend_core.importance import PARTS
 from gradiend_core.selection import Ranking, select
 
@@ -97,8 +97,11 @@ def test_limit_and_ranked_order(ref_variants):
     sel = select(r, topk=500)
     table = topk_feature_table(data.param_map, r, sel.keep, "decoder-weight", limit=40)
     assert table.n_rows == 40 and table.n_selected == 500 and table.truncated
-    np.testing.assert_array_equal(table.local_input_index, r.order[:40])
-    np.testing.assert_array_equal(ranked_kept(r, sel.keep[::-1]), r.order[:500])  # any order in, rank order out
+    imp = importance_for(data, "decoder-weight")
+    by_sort = np.lexsort((np.arange(imp.size), -imp.astype(np.float64)))  # the rule's order, by an independent sort
+    np.testing.assert_array_equal(table.local_input_index, by_sort[:40])
+    np.testing.assert_array_equal(topk_feature_table(data.param_map, r, sel, "decoder-weight", limit=40).local_input_index, by_sort[:40])
+    np.testing.assert_array_equal(ranked_kept(r, sel.keep[::-1]), by_sort[:500])  # any order in, rank order out
 
 
 def test_decode_local_matches_the_map(ref_variants):

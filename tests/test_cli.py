@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from safetensors.torch import load_file, save_file
 
 import gradiend_core
 from gradiend_core import export_pruned, read_checkpoint, reduction_report, select, weight_importance
@@ -174,15 +176,24 @@ def test_dry_run_writes_nothing(pruned_ckpt, tmp_path, capsys):
 
 
 def test_dry_run_json_with_mask_only_is_valid_json(pruned_ckpt, tmp_path, capsys):
-    """With only a mask there is no importance, so the kept share is undefined (NaN): the JSON
-    output must still be JSON (null), not Python's ``NaN`` token."""
-    n = read_checkpoint(pruned_ckpt).architecture.input_dim
-    mpath = _mask_file(tmp_path, n, "npy")
+    """With only a mask the kept share is of the named part's importance (decoder-weight by default);
+    a part whose total is 0 (no decoder bias values) leaves it undefined: JSON null, not Python's
+    ``NaN`` token."""
+    data = read_checkpoint(pruned_ckpt)
+    mpath = _mask_file(tmp_path, data.architecture.input_dim, "npy")
     code, out, _ = run(capsys, "prune", pruned_ckpt, "--mask", mpath, "--dry-run", "--json")
     assert code == 0
     doc = strict_json(out)
-    assert doc["report"]["importance_kept"] is None
+    imp = data.state_dict["decoder.0.linear.weight"].double().abs().sum(1).numpy()
+    assert doc["report"]["importance_kept"] == pytest.approx(imp[np.load(mpath)].sum() / imp.sum())
     assert doc["report"]["input_dim_after"] == int(np.load(mpath).sum())
+    zero = tmp_path / "zero-bias"
+    shutil.copytree(pruned_ckpt, zero)
+    sd = load_file(str(zero / "model.safetensors"))
+    sd["decoder.0.linear.bias"] = torch.zeros_like(sd["decoder.0.linear.bias"])
+    save_file(sd, str(zero / "model.safetensors"))
+    code, out, _ = run(capsys, "prune", zero, "--mask", mpath, "--importance", "decoder-bias", "--dry-run", "--json")
+    assert code == 0 and strict_json(out)["report"]["importance_kept"] is None
 
 
 # ------------------------------------------------------------------------------ errors

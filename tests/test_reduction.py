@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from gradiend_core.plan import plan_pruning
 from gradiend_core import Ranking, export_pruned, read_checkpoint, reduction_report, select, weight_importance
 from gradiend_core.importance import PARTS
 
@@ -58,9 +59,8 @@ def test_report_equals_export(variant, part, kind, tmp_path):
     rep = result.report
     k = result.selection.k
 
-    # the preview (as the CLI's --dry-run computes it) is the export's report
-    ranking = None if kind == "mask" else Ranking(weight_importance(data.state_dict, part))
-    preview = reduction_report(data, select(ranking, input_dim=n, **args), ranking, None if ranking is None else part)
+    # the preview (the plan the CLI's --dry-run and the page compute) is the export's report
+    preview = plan_pruning(data, source=part, **args).report
     a, b = preview.to_dict(), rep.to_dict()
     assert np.isnan(a.pop("importance_kept")) == np.isnan(b["importance_kept"])
     if not np.isnan(b.pop("importance_kept")):
@@ -92,13 +92,11 @@ def test_report_equals_export(variant, part, kind, tmp_path):
     assert rep.memory_bytes_after == hand_params(cfg, k) * itemsize
     assert rep.memory_bytes_after == sum(t.numel() * t.element_size() for t in stored.values())
 
-    # kept share of importance, computed with numpy in float64 from the source weights
-    if kind == "mask":
-        assert np.isnan(rep.importance_kept) and rep.part is None
-    else:
-        share = imp64[result.selection.keep].sum() / imp64.sum()
-        assert rep.importance_kept == pytest.approx(share, rel=1e-5)
-        assert rep.part == part
+    # kept share of the part's importance, computed with numpy in float64 from the source weights;
+    # a mask alone reports it too (the part is the one the page charts beside the selection)
+    share = imp64[result.selection.keep].sum() / imp64.sum()
+    assert rep.importance_kept == pytest.approx(share, rel=1e-5)
+    assert rep.source == part
     if kind == "all":
         assert rep.importance_kept == pytest.approx(1.0, rel=1e-6)
         assert rep.disk_files_after == rep.disk_files_before or variant.name == "both_bin"

@@ -13,7 +13,8 @@ import gradiend_core.checkpoint as checkpoint
 import gradiend_core.importance as importance
 import gradiend_core.selection as selection
 from gradiend_core import CheckpointError, read_checkpoint
-from gradiend_core.distribution import log_histogram
+from gradiend_core.distribution import cut_value, log_histogram
+import gradiend_core.ranking as ranking_mod
 from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 
 
@@ -79,15 +80,15 @@ def test_bucketed_ranking_equals_full_sort_with_small_chunks(monkeypatch):
     imp[rng.integers(0, 5000, 50)] = np.nan
     imp[rng.integers(0, 5000, 50)] = 0.0
     imp[100:200] = imp[0]  # a block of exact ties
-    monkeypatch.setattr(selection, "_CHUNK", 97)
+    monkeypatch.setattr(ranking_mod, "BLOCK", 97)
     r = selection.Ranking(imp)
     # full order by (importance desc, index asc), NaN last, computed independently with Python's sort
     exp_order = sorted(range(imp.size), key=lambda i: (1, 0.0, i) if math.isnan(imp[i]) else (0, -float(imp[i]), i))
     for k in (1, 7, 100, 150, 2500, 4999, 5000):
-        assert r.top(k).tolist() == sorted(exp_order[:k]), k
+        assert r.dims().top(k).tolist() == sorted(exp_order[:k]), k
     for t in (0.0, float(np.nanmedian(imp)), float(imp[0])):
-        assert r.count_at_least(t) == int(np.sum(imp >= np.float32(t))), t
-    assert r.order.tolist() == exp_order
+        assert r.dims().count_at_least(t) == int(np.sum(imp >= np.float32(t))), t
+    assert r.dims().ranked(imp.size).tolist() == exp_order
     hist = log_histogram(r)
     assert hist.counts.sum() == int(np.sum(np.isfinite(imp) & (imp > 0)))
     assert hist.n_zero == int(np.sum(imp == 0)) and hist.n_nonfinite == int(np.sum(~np.isfinite(imp)))
@@ -99,9 +100,9 @@ def test_nan_payloads_rank_last_and_inf_first():
     imp = bits.view(np.float32)  # nan, nan, nan, +inf, 1.0, 0.0
     r = selection.Ranking(imp)
     assert r.n_nan == 3 and r.n_nonfinite == 4 and r.n_zero == 1
-    assert r.top(1).tolist() == [3] and r.top(3).tolist() == [3, 4, 5]
-    assert r.top(4).tolist() == [0, 3, 4, 5]  # the first NaN by index fills the fourth place
-    assert r.count_at_least(0.0) == 3
+    assert r.dims().top(1).tolist() == [3] and r.dims().top(3).tolist() == [3, 4, 5]
+    assert r.dims().top(4).tolist() == [0, 3, 4, 5]  # the first NaN by index fills the fourth place
+    assert r.dims().count_at_least(0.0) == 3
 
 
 def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
@@ -110,12 +111,12 @@ def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
     imp[:300] = 0.0
     imp[300:320] = 1e-42  # denormals share the zero bucket
     r = selection.Ranking(imp)
+    other = selection.Ranking(np.flip(imp).copy())  # a selection ranked by another part takes the slow path
     for topk in (1, 10, 0.3, 19_690, 19_700, 19_990):
         sel = selection.select(r, topk=topk)
-        assert sel.boundary is not None
-        slow = selection.Selection(sel.keep, sel.input_dim, sel.n_after_mask, sel.n_after_threshold)
-        fast_hist, slow_hist = log_histogram(r, sel), log_histogram(r, slow)
+        by_keep = selection.Selection(sel.input_dim, sel.n_after_mask, sel.n_after_threshold, sel.k, mask_array=sel.mask())
+        fast_hist, slow_hist = log_histogram(r, sel), log_histogram(r, by_keep)
         np.testing.assert_array_equal(fast_hist.kept_counts, slow_hist.kept_counts)
-        from gradiend_core.distribution import cut_value
-
-        assert cut_value(r, sel) == cut_value(r, slow) == float(imp[sel.keep].min())
+        assert fast_hist.zero_kept == slow_hist.zero_kept == int(np.sum(imp[sel.keep] == 0))
+        assert cut_value(r, sel) == float(imp[sel.keep].min())
+        assert cut_value(other, sel) is None and cut_value(r, by_keep) is None

@@ -191,7 +191,7 @@ def test_nan_never_ranks_before_a_number(imp, data):
     if kept_nan.any():
         assert np.isnan(imp[dropped]).all(), "a NaN was kept while a number was dropped"
     r = Ranking(imp)
-    ranked_nan = np.isnan(r.importance[r.order])
+    ranked_nan = np.isnan(imp[r.dims().ranked(n)])
     assert not np.any(ranked_nan[:-1] & ~ranked_nan[1:]), "NaN before a number in the ranking"
     assert r.n_nan == int(np.isnan(imp).sum())
 

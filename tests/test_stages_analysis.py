@@ -142,7 +142,7 @@ def test_recall_of_unpruned_checkpoint_with_record_matches_numpy(tmp_path):
 def test_combined_reduction_by_hand_pre_post():
     """latent 1, decoder bias, tanh, float32: 3n + 1 parameters of 4 bytes."""
     data = read_checkpoint(SAMPLES / "own-pre-post-pruned")
-    stages = combined_reduction(data.architecture, 89_216, 23, pre_kept=8_922, state_dict=data.state_dict)
+    stages = combined_reduction(data.architecture, 89_216, 23, pre_kept=8_922, dtypes=data.weight_dtypes())
     assert [s.name for s in stages] == ["unpruned", "after pre-pruning", "this checkpoint", "after the current selection"]
     assert [s.input_dim for s in stages] == [89_216, 8_922, 447, 23]
     assert [s.params for s in stages] == [3 * n + 1 for n in (89_216, 8_922, 447, 23)]
@@ -172,7 +172,7 @@ def test_combined_reduction_latent3_layernorm_bf16_no_bias():
 # ----------------------------------------------------------------------------- figures
 def test_reduction_figure_has_three_labelled_log_panels():
     data = read_checkpoint(SAMPLES / "own-pre-post-pruned")
-    stages = combined_reduction(data.architecture, 89_216, 23, pre_kept=8_922, state_dict=data.state_dict)
+    stages = combined_reduction(data.architecture, 89_216, 23, pre_kept=8_922, dtypes=data.weight_dtypes())
     fig = reduction_figure(stages)
     assert len(fig.data) == len(PANELS) == 3
     for trace, (attr, _, _) in zip(fig.data, PANELS):

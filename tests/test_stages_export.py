@@ -22,6 +22,7 @@ from gradiend_core.export import GRADIENT_MEAN, cli_command, export_pruned, grad
 from gradiend_core.selection import Ranking
 from dashboard.views.controls import SelectionInputs
 from dashboard.views.export import python_snippet
+from gradiend_core.plan import plan_pruning
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 PRE = SAMPLES / "own-pre-pruned"
@@ -81,9 +82,9 @@ def test_gradient_mean_export_keeps_top_k_of_the_record(ckpt, topk, tmp_path):
     assert np.array_equal(out_w["decoder.0.linear.weight"], src_w["decoder.0.linear.weight"][expected_local])
     assert np.array_equal(out_w["encoder.0.linear.weight"], src_w["encoder.0.linear.weight"][:, expected_local])
     prov = json.loads((out / "pruning.json").read_text())
-    assert prov["importance"] == prov["part"] == GRADIENT_MEAN
+    assert prov["importance"] == GRADIENT_MEAN and "part" not in prov
     assert prov["kept_dims"] == k and "--importance gradient-mean" in prov["command"] and "--part" not in prov["command"]
-    assert res.report.part == GRADIENT_MEAN
+    assert res.report.source == GRADIENT_MEAN
     assert res.report.importance_kept == pytest.approx(imp[expected_local].astype(np.float64).sum() / imp.astype(np.float64).sum())
 
 
@@ -95,11 +96,17 @@ def test_gradient_mean_threshold(tmp_path):
     assert np.array_equal(res.selection.keep, np.flatnonzero(imp >= np.float32(thr)))
 
 
-def test_importance_label_needs_importance_and_parts_stay_validated(tmp_path):
+def test_importance_label_needs_importance_and_sources_stay_validated(tmp_path):
     with pytest.raises(SelectionError, match="importance="):
         export_pruned(PRE, tmp_path / "a", importance_label=GRADIENT_MEAN, topk=10)
-    with pytest.raises(ValueError, match="part must be one of"):
-        export_pruned(PRE, tmp_path / "b", part=GRADIENT_MEAN, topk=10)
+    with pytest.raises(ValueError, match="importance source must be one of"):
+        export_pruned(PRE, tmp_path / "b", part="gradient-man", topk=10)
+    # gradient-mean is a source like the parts: named directly, it ranks as the labelled vector does
+    direct = export_pruned(PRE, tmp_path / "b", part=GRADIENT_MEAN, topk=10)
+    data = read_checkpoint(PRE)
+    labelled = export_pruned(data, tmp_path / "b2", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, topk=10)
+    assert direct.selection.keep.tolist() == labelled.selection.keep.tolist()
+    assert direct.provenance["command"] == labelled.provenance["command"].replace("b2", "b")
     # custom importance without a label: recorded as "custom", and no command claims to reproduce it
     res = export_pruned(PRE, tmp_path / "c", importance=np.arange(8922, dtype=np.float32), topk=10)
     assert res.provenance["importance"] == "custom" and res.provenance["command"] is None
@@ -129,7 +136,7 @@ def test_cli_importance_gradient_mean_is_byte_identical_to_export_pruned(argv, k
     res = export_pruned(data, tmp_path / "api", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, **kwargs)
     same_files(tmp_path / "cli", tmp_path / "api")
     prov = json.loads((tmp_path / "cli" / "pruning.json").read_text())
-    assert prov["importance"] == prov["part"] == GRADIENT_MEAN and prov["kept_dims"] == res.selection.k
+    assert prov["importance"] == GRADIENT_MEAN and "part" not in prov and prov["kept_dims"] == res.selection.k
     assert "gradient-mean importance" in err and "wrote" in out
 
 
@@ -137,7 +144,7 @@ def test_cli_gradient_mean_dry_run_json(capsys, tmp_path):
     code, out, err = run(capsys, "prune", PRE, "--importance", "gradient-mean", "--topk", "0.05", "--dry-run", "--json")
     assert code == 0, err
     report = json.loads(out)["report"]
-    assert report["part"] == GRADIENT_MEAN and report["input_dim_after"] == math.ceil(0.05 * 8922)
+    assert report["source"] == GRADIENT_MEAN and report["input_dim_after"] == math.ceil(0.05 * 8922)
 
 
 def test_cli_gradient_mean_errors(capsys, tmp_path):
@@ -157,10 +164,6 @@ def test_cli_part_still_works_and_defaults_to_decoder_weight(capsys, tmp_path):
 
 
 # ----------------------------------------------------------------------------- reproduce snippets
-def _inputs(topk, topk_text, threshold=None) -> SelectionInputs:
-    return SelectionInputs(GRADIENT_MEAN, topk, topk_text, threshold, None, None, None)
-
-
 def test_reproduce_command_and_python_snippet_give_the_same_files(tmp_path, capsys):
     data = read_checkpoint(PRE)
     res = export_pruned(data, tmp_path / "dash", importance=Ranking(gradient_mean_importance(data)), importance_label=GRADIENT_MEAN, topk=0.05)
@@ -170,7 +173,7 @@ def test_reproduce_command_and_python_snippet_give_the_same_files(tmp_path, caps
     assert main(argv[1:]) == 0
     capsys.readouterr()
     same_files(res.path, tmp_path / "from-cmd")
-    code = python_snippet(str(data.path), str(tmp_path / "from-py"), _inputs(0.05, "0.05"))
+    code = python_snippet(plan_pruning(data, source=GRADIENT_MEAN, topk=0.05), str(tmp_path / "from-py"))
     assert "load_pre_prune_record" in code and "importance=importance" in code
     exec(compile(code, "<snippet>", "exec"), {})
     for name in ("model.safetensors", "mapping_indices.safetensors", "mapping_masks.safetensors"):

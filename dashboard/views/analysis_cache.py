@@ -8,14 +8,13 @@ of input_dim size.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Optional, Tuple
 
-import numpy as np
 import streamlit as st
 
 from gradiend_core.analysis import correlation, locate, mass, models, overlap, topk_table
 from gradiend_core.importance import PARTS
+from gradiend_core.selection import Selection
 from dashboard.context import ViewContext
 from dashboard.loading import checkpoint_key, load_checkpoint, load_ranking
 
@@ -26,13 +25,9 @@ def ckpt_key(path: str) -> Tuple[str, float]:
 
 
 def selection_key(ctx: ViewContext) -> Tuple:
-    """What determines ``ctx.selection``: part, topk, threshold, and - when a mask is in effect
-    (any mask: a file, a name filter) - a digest of the kept indices."""
-    sel = ctx.selection
-    digest = None
-    if sel.n_after_mask < sel.input_dim:
-        digest = hashlib.blake2b(np.ascontiguousarray(sel.keep).tobytes(), digest_size=16).hexdigest()
-    return (ctx.inputs.part, ctx.inputs.topk, ctx.inputs.threshold, sel.k, digest)
+    """What determines ``ctx.selection``: source, topk, threshold and the mask's digest."""
+    plan = ctx.plan
+    return (plan.source, plan.topk, plan.threshold, plan.selection.k, plan.mask_spec.sha256)
 
 
 @st.cache_data(max_entries=32, show_spinner="Summing importance mass...")
@@ -51,28 +46,23 @@ def part_comparison(path: str, mtime: float, topk) -> Tuple[overlap.OverlapMatri
 
 @st.cache_data(max_entries=8, show_spinner="Ranking importance for Spearman's rho...")
 def part_spearman(path: str, mtime: float) -> correlation.SpearmanMatrix:
-    return correlation.spearman_matrix({p: load_ranking(path, p).importance for p in PARTS})
+    return correlation.spearman_matrix({p: load_ranking(path, p).importance_vector() for p in PARTS})
 
 
 @st.cache_data(max_entries=16)
 def part_scatter(path: str, mtime: float, part_x: str, part_y: str) -> correlation.PairedSample:
-    return correlation.paired_sample(load_ranking(path, part_x).importance, load_ranking(path, part_y).importance)
-
-
-@st.cache_data(max_entries=16, show_spinner="Summing importance per parameter...")
-def param_totals(path: str, mtime: float, part: str) -> np.ndarray:
-    return locate.param_importance_totals(load_checkpoint(path).param_map, load_ranking(path, part).importance)
+    x, y = load_ranking(path, part_x).importance_vector(), load_ranking(path, part_y).importance_vector()
+    return correlation.paired_sample(x, y)
 
 
 @st.cache_data(max_entries=16)
-def breakdown(path: str, mtime: float, key: Tuple, _keep: np.ndarray, part: str) -> locate.ParamBreakdown:
-    data = load_checkpoint(path)
-    return locate.param_breakdown(data.param_map, load_ranking(path, part).importance, _keep, param_totals(path, mtime, part))
+def breakdown(path: str, mtime: float, key: Tuple, _selection: Selection, part: str) -> locate.ParamBreakdown:
+    return locate.selection_breakdown(load_checkpoint(path).param_map, load_ranking(path, part), _selection)
 
 
 @st.cache_data(max_entries=8, show_spinner="Building the top-k table...")
-def topk_rows(path: str, mtime: float, key: Tuple, _keep: np.ndarray, part: str, limit: Optional[int]) -> topk_table.TopkFeatureTable:
-    return topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), _keep, part, limit)
+def topk_rows(path: str, mtime: float, key: Tuple, _selection: Selection, part: str, limit: Optional[int]) -> topk_table.TopkFeatureTable:
+    return topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), _selection, part, limit)
 
 
 @st.cache_data(max_entries=8, show_spinner="Comparing models in base-global space...")

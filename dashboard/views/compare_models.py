@@ -57,7 +57,7 @@ def render(ctx: ViewContext) -> None:
     """Draw the model picker, the compatibility check and the overlap heatmap."""
     topk = ctx.inputs.topk
     paths = _others(ctx)
-    follow(ctx.inputs.part, "models_part", PARTS)
+    follow(ctx.source, "models_part", PARTS)
     part = st.selectbox(
         "Part every model ranks by", PARTS, key="models_part",
         help="A weight part, which every checkpoint has; follows the sidebar part when that is one.",

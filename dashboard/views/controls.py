@@ -18,9 +18,8 @@ import streamlit as st
 
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import GRADIENT_MEAN
-from gradiend_core.importance import DEFAULT_PART, PARTS
-from gradiend_core.analysis.names import compose_masks, name_mask
+from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
+from gradiend_core.analysis.names import name_mask
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
 from dashboard.loading import has_pre_prune_record, load_pre_prune, session_dir
@@ -30,9 +29,13 @@ DEFAULT_TOPK = "0.05"
 
 @dataclass
 class SelectionInputs:
-    """What the user chose; ``error`` holds the message of an invalid input."""
+    """What the user chose; ``error`` holds the message of an invalid input.
 
-    part: str
+    ``mask`` is the uploaded mask file's content (the name filter is kept apart in
+    ``name_include``/``name_exclude``; the plan composes the two).
+    """
+
+    source: str
     topk: Optional[Union[int, float]]
     topk_text: str
     threshold: Optional[float]
@@ -44,9 +47,9 @@ class SelectionInputs:
     name_exclude: Optional[str] = None
 
 
-def part_options(data: CheckpointData) -> Tuple[str, ...]:
-    """The importance sources of the part selectbox: the four parts, plus ``gradient-mean`` when
-    the checkpoint has a pre-prune record."""
+def source_options(data: CheckpointData) -> Tuple[str, ...]:
+    """The importance sources of the selectbox: the four parts, plus ``gradient-mean`` when the
+    checkpoint has a pre-prune record."""
     return PARTS + (GRADIENT_MEAN,) if has_pre_prune_record(str(data.path)) else PARTS
 
 
@@ -70,7 +73,7 @@ def _init_from_query(options: Tuple[str, ...]) -> None:
 
 def render(data: CheckpointData) -> SelectionInputs:
     """Draw the selection inputs; return them parsed (errors are reported, not raised)."""
-    options = part_options(data)
+    options = source_options(data)
     _init_from_query(options)
     st.sidebar.header("Selection")
     st.sidebar.caption("Applied in order: mask -> threshold -> topk.")
@@ -127,7 +130,6 @@ def render(data: CheckpointData) -> SelectionInputs:
     if include or exclude:
         try:
             names = name_mask(data.param_map, include, exclude)
-            mask = compose_masks(mask, names)
             st.sidebar.caption(
                 f"Parameter-name filter (set in *Where in the model*): include `{include or '-'}`, exclude "
                 f"`{exclude or '-'}`; {int(names.sum()):,} dims match."

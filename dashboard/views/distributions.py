@@ -45,8 +45,8 @@ def _set_topk_for_target(path: str, part: str) -> None:
 
 def render(ctx: ViewContext) -> None:
     """Draw the mass counts, the target-mass control, the ECDF and the retained-mass curve."""
-    options = PARTS + (() if ctx.inputs.part in PARTS else (ctx.inputs.part,))  # e.g. gradient-mean
-    follow(ctx.inputs.part, "dist_part", options)
+    options = PARTS + (() if ctx.source in PARTS else (ctx.source,))  # e.g. gradient-mean
+    follow(ctx.source, "dist_part", options)
     part = st.selectbox(
         "Part", options, key="dist_part",
         help="Follows the sidebar part when that changes; the current selection is marked whichever part is shown.",
@@ -79,14 +79,14 @@ def render(ctx: ViewContext) -> None:
         done = st.session_state.get("_target_mass_done")
         if done and done[0] == part:
             st.success(f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {100 * done[1]:g} % of the mass.")
-        if ctx.inputs.mask is not None or ctx.inputs.threshold is not None:
+        if ctx.plan.mask is not None or ctx.plan.threshold is not None:
             st.caption(
                 "Counts are over the whole part. With a mask or threshold in the sidebar, topk then takes that many "
                 "of the dims left after them, which can hold less mass."
             )
-    sel_label = "current selection" + ("" if part == ctx.inputs.part else f" (ranked by {ctx.inputs.part})")
+    sel_label = "current selection" + ("" if part == ctx.source else f" (ranked by {ctx.source})")
     point = selection_point(ranking, ctx.selection, profile) if profile.total > 0 else None
-    cut = cut_value(ranking, ctx.selection) if part == ctx.inputs.part and ctx.selection.k < ranking.size else None
+    cut = cut_value(ranking, ctx.selection) if part == ctx.source and ctx.selection.k < ranking.size else None
     left, right = st.columns(2)
     with left:
         show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}")

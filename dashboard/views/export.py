@@ -1,67 +1,72 @@
-"""Export the current selection as a pruned checkpoint, and offer it as a .zip download."""
+"""Export the current plan as a pruned checkpoint, and offer it as a .zip download."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
 
 import streamlit as st
 
 from gradiend_core.archive import zip_directory
-from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import GRADIENT_MEAN, cli_command, export_pruned
-from gradiend_core.importance import DEFAULT_PART
-from gradiend_core.selection import Ranking
+from gradiend_core.export import export_plan, reproduce_command
+from gradiend_core.importance import GRADIENT_MEAN
+from gradiend_core.plan import PruningPlan
 from gradiend_core.units import format_bytes
+from dashboard.context import ViewContext
 from dashboard.loading import check_allowed
 from dashboard.views.controls import SelectionInputs
+
+__all__ = ["default_export_dir", "python_snippet", "render"]
 
 EXPORT_ROOT = Path.cwd() / "exports"
 
 
-def default_export_dir(data: CheckpointData, inputs: SelectionInputs) -> str:
-    """``./exports/<model>-<part>-top<topk>[-thr<threshold>][-mask]``."""
-    name = data.path.parent.name if data.path.name == "model" else data.path.name
-    bits = [name, inputs.part]
-    if inputs.topk is not None:
+def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
+    """``./exports/<model>-<source>-top<topk>[-thr<threshold>][-mask][-names]``."""
+    path = plan.checkpoint.path
+    name = path.parent.name if path.name == "model" else path.name
+    bits = [name, plan.source]
+    if plan.topk is not None:
         bits.append(f"top{inputs.topk_text.strip().replace('%', 'pct').replace(' ', '')}")
-    if inputs.threshold is not None:
-        bits.append(f"thr{inputs.threshold:g}")
-    if inputs.mask_path:
+    if plan.threshold is not None:
+        bits.append(f"thr{plan.threshold:g}")
+    if plan.mask_spec.file:
         bits.append("mask")
-    if inputs.name_include or inputs.name_exclude:
+    if plan.mask_spec.name_include or plan.mask_spec.name_exclude:
         bits.append("names")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(bits))
     return str(EXPORT_ROOT / slug)
 
 
-def python_snippet(source: str, out: str, inputs: SelectionInputs) -> str:
+def python_snippet(plan: PruningPlan, out: str, mask_path: str = None) -> str:
     """The Python API calls that produce the same export."""
-    gradient_mean = inputs.part == GRADIENT_MEAN
-    args = ["importance=importance"] if gradient_mean else [f"part={inputs.part!r}"]
-    if inputs.topk is not None:
-        args.append(f"topk={inputs.topk!r}")
-    if inputs.threshold is not None:
-        args.append(f"threshold={float(inputs.threshold)!r}")
+    source = str(plan.checkpoint.path)
+    spec = plan.mask_spec
+    mask_path = mask_path or spec.file
+    gradient_mean = plan.source == GRADIENT_MEAN
+    args = ["importance=importance"] if gradient_mean else [f"part={plan.source!r}"]
+    if plan.topk is not None:
+        args.append(f"topk={plan.topk!r}")
+    if plan.threshold is not None:
+        args.append(f"threshold={float(plan.threshold)!r}")
     lines = ["from gradiend_core import ParamMappedGradiendModel"]
     if gradient_mean:
-        lines.append("from gradiend_core.trainer import load_pre_prune_record")
-    if inputs.mask_path:
+        lines.append("from gradiend_core.records import load_pre_prune_record")
+    if mask_path:
         lines.append("from gradiend_core.masks import load_mask")
-    if inputs.name_include or inputs.name_exclude:
+    if spec.name_include or spec.name_exclude:
         lines.append("from gradiend_core.analysis.names import name_mask")
     lines.append(f"model = ParamMappedGradiendModel.from_pretrained({source!r})")
     if gradient_mean:
         lines.append("# gradient-mean: the pre-prune |mean source gradient| of each of the model's dims")
         lines.append(f"importance = load_pre_prune_record({source!r}).importance_for(model.base_global_index().numpy())")
     masks = []
-    if inputs.mask_path:
-        lines.append(f"mask = load_mask({inputs.mask_path!r}, model.mapping)")
+    if mask_path:
+        lines.append(f"mask = load_mask({mask_path!r}, model.mapping)")
         masks.append("mask")
-    if inputs.name_include or inputs.name_exclude:
-        lines.append(f"names = name_mask(model.mapping, {inputs.name_include!r}, {inputs.name_exclude!r})")
+    if spec.name_include or spec.name_exclude:
+        lines.append(f"names = name_mask(model.mapping, {spec.name_include!r}, {spec.name_exclude!r})")
         masks.append("names")
     if masks:
         args.append(f"mask={' & '.join(masks)}")
@@ -70,10 +75,11 @@ def python_snippet(source: str, out: str, inputs: SelectionInputs) -> str:
     return "\n".join(lines)
 
 
-def render(data: CheckpointData, inputs: SelectionInputs, ranking: Optional[Ranking]) -> None:
+def render(ctx: ViewContext) -> None:
     """Draw the export form; on click, export, verify and offer the download."""
+    plan, inputs = ctx.plan, ctx.inputs
     st.sidebar.header("Export")
-    auto = default_export_dir(data, inputs)
+    auto = default_export_dir(plan, inputs)
     if st.session_state.get("export_dir") in (None, st.session_state.get("_auto_export_dir")):
         st.session_state["export_dir"] = auto
     st.session_state["_auto_export_dir"] = auto
@@ -84,24 +90,14 @@ def render(data: CheckpointData, inputs: SelectionInputs, ranking: Optional[Rank
         try:
             check_allowed(Path(out), "export directory")
             with st.spinner("Pruning, writing and verifying..."):
-                # gradient-mean is not a weight part: pass its (cached) ranking with its label.
-                labelled = inputs.part == GRADIENT_MEAN and ranking is not None
-                result = export_pruned(
-                    data, out, part=DEFAULT_PART if inputs.part == GRADIENT_MEAN else inputs.part, topk=inputs.topk,
-                    threshold=inputs.threshold, mask=inputs.mask, importance=ranking,
-                    importance_label=GRADIENT_MEAN if labelled else None, overwrite=overwrite, mask_path=inputs.mask_name,
-                    name_include=inputs.name_include, name_exclude=inputs.name_exclude,
-                )
+                result = export_plan(plan, out, overwrite=overwrite)
             st.session_state["last_export"] = {
                 "path": str(result.path),
                 "kept": result.selection.k,
                 "bytes": sum(f.stat().st_size for f in result.path.iterdir()),
                 # The reproductions write beside the export, so running them as shown works and compares.
-                "command": cli_command(
-                    data.path, f"{result.path}-cli", inputs.part, inputs.topk, inputs.threshold, inputs.mask_path,
-                    inputs.name_include, inputs.name_exclude,
-                ),
-                "python": python_snippet(str(data.path), f"{result.path}-py", inputs),
+                "command": reproduce_command(plan, f"{result.path}-cli", inputs.mask_path),
+                "python": python_snippet(plan, f"{result.path}-py", inputs.mask_path),
             }
         except (CheckpointError, SelectionError, PermissionError, OSError) as e:
             st.session_state.pop("last_export", None)

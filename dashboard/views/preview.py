@@ -27,8 +27,7 @@ def render(report: ReductionReport) -> None:
         "Input dims kept", format_count(report.input_dim_after),
         delta=f"{format_percent(report.kept_fraction)} of {format_count(report.input_dim_before)}", delta_color="off",
         delta_arrow="off",
-        help=f"{report.input_dim_after:,} of {report.input_dim_before:,} dims; base-model entries covered: "
-        f"{report.base_entries_after:,}",
+        help=f"{report.input_dim_after:,} of {report.input_dim_before:,} dims (one base-model parameter entry each)",
     )
     cols[1].metric(
         "GRADIEND parameters", format_count(report.total_params_after),
@@ -52,5 +51,5 @@ def render(report: ReductionReport) -> None:
     )
     cols[4].metric(
         "Importance kept", format_percent(report.importance_kept),
-        help=f"Share of the total {report.part} importance held by the kept dims." if report.part else "No importance used.",
+        help=f"Share of the total {report.source} importance held by the kept dims." if report.source else "No importance used.",
     )

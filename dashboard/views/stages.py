@@ -132,7 +132,7 @@ def _reduction_section(ctx: ViewContext, record: Optional[PrePruneRecord], recal
     # Pre-pruning is a stage of this checkpoint's chain only when it was trained on the kept dims.
     pre_kept = int(record.kept.size) if record is not None and recall is not None and recall.pre_pruned else None
     stages = combined_reduction(
-        data.architecture, data.param_map.unpruned_length, ctx.selection.k, pre_kept=pre_kept, state_dict=data.state_dict
+        data.architecture, data.param_map.unpruned_length, ctx.selection.k, pre_kept=pre_kept, dtypes=data.weight_dtypes()
     )
     show_figure(reduction_figure(stages), "stages_reduction", "combined_reduction")
     first = stages[0]

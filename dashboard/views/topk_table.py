@@ -20,14 +20,14 @@ DOWNLOAD_ROWS = 100_000
 
 def _file_stem(ctx: ViewContext) -> str:
     name = ctx.data.path.parent.name if ctx.data.path.name == "model" else ctx.data.path.name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}-{ctx.inputs.part}-top{ctx.selection.k}-features")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}-{ctx.source}-top{ctx.selection.k}-features")
 
 
-def _download(path: str, keep, part: str, fmt: str):
+def _download(path: str, selection, part: str, fmt: str):
     """Deferred download: the rows are built only when the button is clicked."""
 
     def build() -> bytes:
-        table = topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), keep, part, DOWNLOAD_ROWS)
+        table = topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), selection, part, DOWNLOAD_ROWS)
         return topk_table.to_csv(table) if fmt == "csv" else topk_table.to_json(table)
 
     return build
@@ -36,8 +36,8 @@ def _download(path: str, keep, part: str, fmt: str):
 def render(ctx: ViewContext) -> None:
     """Draw the first rows of the kept dims and the download buttons."""
     dir_, mtime = cache.ckpt_key(ctx.path)
-    part = ctx.inputs.part
-    table = cache.topk_rows(dir_, mtime, cache.selection_key(ctx), ctx.selection.keep, part, DISPLAY_ROWS)
+    part = ctx.source
+    table = cache.topk_rows(dir_, mtime, cache.selection_key(ctx), ctx.selection, part, DISPLAY_ROWS)
     k = ctx.selection.k
     shown = f"the first {table.n_rows:,} of {k:,} kept dims" if table.truncated else f"all {k:,} kept dims"
     st.markdown(f"**Kept dims of the current selection, by {part} importance** ({shown})")
@@ -71,5 +71,5 @@ def render(ctx: ViewContext) -> None:
     )
     stem = _file_stem(ctx)
     c1, c2, _ = st.columns([1, 1, 4])
-    c1.download_button("Download CSV", _download(dir_, ctx.selection.keep, part, "csv"), file_name=f"{stem}.csv", mime="text/csv", key="topk_csv")
-    c2.download_button("Download JSON", _download(dir_, ctx.selection.keep, part, "json"), file_name=f"{stem}.json", mime="application/json", key="topk_json")
+    c1.download_button("Download CSV", _download(dir_, ctx.selection, part, "csv"), file_name=f"{stem}.csv", mime="text/csv", key="topk_csv")
+    c2.download_button("Download JSON", _download(dir_, ctx.selection, part, "json"), file_name=f"{stem}.json", mime="application/json", key="topk_json")

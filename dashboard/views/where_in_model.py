@@ -78,8 +78,8 @@ def render(ctx: ViewContext) -> None:
     """Draw the name filter, the layer x component heatmap and the per-parameter table."""
     _name_filter(ctx)
     dir_, mtime = cache.ckpt_key(ctx.path)
-    part = ctx.inputs.part
-    bd = cache.breakdown(dir_, mtime, cache.selection_key(ctx), ctx.selection.keep, part)
+    part = ctx.source
+    bd = cache.breakdown(dir_, mtime, cache.selection_key(ctx), ctx.selection, part)
     metric = st.radio("Heatmap value", list(METRICS), horizontal=True, key="where_metric")
     show_figure(layer_component_heatmap(layer_component_grid(bd), metric, part), "where_heatmap", "layer_component_heatmap")
     st.caption(

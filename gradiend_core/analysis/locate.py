@@ -37,6 +37,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..param_map import ParamMap
+from ..ranking import Ranking
+from ..selection import Selection
 
 NO_LAYER = "-"
 #: Display order of the components.
@@ -229,6 +231,36 @@ def param_breakdown(
         importance_total = param_importance_totals(param_map, importance)
     keep = np.asarray(keep, dtype=np.int64)
     kept_bounds = np.searchsorted(keep, param_map.local_offsets, side="left")
+    return _breakdown(param_map, np.diff(kept_bounds), _segment_sums(importance[keep], kept_bounds), importance_total)
+
+
+def selection_breakdown(param_map: ParamMap, ranking: Ranking, selection: Selection) -> ParamBreakdown:
+    """:func:`param_breakdown` of a selection from the ranking's per-parameter tables.
+
+    O(parameters x buckets + one bucket) when ``selection`` ranked by ``ranking`` and the ranking
+    has :class:`~gradiend_core.ranking.ParamTables` (the rank store builds them); otherwise it
+    falls back to the kept index set, O(k) plus O(input_dim) for the totals.
+
+    Args:
+        param_map: the model's map.
+        ranking: the ranking of the part whose importance is reported.
+        selection: the selection on the same input space.
+    """
+    params = ranking.params
+    if params is not None and params.counts.shape[0] == len(param_map):
+        totals = params.mass.sum(axis=1)
+        dims = selection.dims
+        if dims is not None and dims.ranking is ranking:
+            kept, kept_mass = dims.param_counts_top(selection.k)
+        else:
+            keep = selection.keep
+            bounds = np.searchsorted(keep, param_map.local_offsets, side="left")
+            kept, kept_mass = np.diff(bounds), _segment_sums(ranking.values_at(keep), bounds)
+        return _breakdown(param_map, kept, kept_mass, totals)
+    return param_breakdown(param_map, ranking.importance_vector(), selection.keep)
+
+
+def _breakdown(param_map: ParamMap, kept: np.ndarray, importance_kept: np.ndarray, importance_total: np.ndarray) -> ParamBreakdown:
     parsed = [parse_param_name(e.name) for e in param_map]
     return ParamBreakdown(
         names=param_map.names,
@@ -237,10 +269,11 @@ def param_breakdown(
         shapes=[tuple(e.shape) for e in param_map],
         numel=np.array([e.numel for e in param_map], dtype=np.int64),
         in_input=param_map.per_param_counts(),
-        kept=np.diff(kept_bounds).astype(np.int64),
+        kept=np.asarray(kept, dtype=np.int64),
         importance_total=np.asarray(importance_total, dtype=np.float64),
-        importance_kept=_segment_sums(importance[keep], kept_bounds),
+        importance_kept=np.asarray(importance_kept, dtype=np.float64),
     )
+
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,13 @@
 The *retained mass* of the top ``k`` dims is the share of the part's total importance that they
 hold: ``cum(k) / total``, with ``cum(k)`` the float64 sum of the ``k`` most important values.
 
-Nothing here sorts the whole part. :class:`gradiend_core.selection.Ranking` puts every dim into
-one of 65,536 value buckets (higher bucket = more important; within a bucket values differ by
-less than 1/128 relative), so summing the importance per bucket (one chunked O(n) pass) gives
-the exact cumulative mass at every bucket boundary, which is a rank. Only where an exact rank is
-needed inside a bucket - the top ranks of the curve, the count for a share - are that bucket's
-members sorted. Sums are float64; their order (by bucket, then by index) differs from one
-sequential sum over the sorted values only by float64 rounding (~1e-16 relative).
+Nothing here sorts the whole part. A :class:`gradiend_core.ranking.Ranking` holds the count and
+the finite importance of each of its 65,536 value buckets (higher bucket = more important; within a
+bucket values differ by less than 1/128 relative), which gives the exact cumulative mass at every
+bucket boundary, which is a rank. Only where an exact rank is needed inside a bucket - the top
+ranks of the curve, the count for a share - are that bucket's members sorted. Sums are float64;
+their order (by bucket, then by index) differs from one sequential sum over the sorted values only
+by float64 rounding (~1e-16 relative).
 
 Only finite importance counts as mass: NaN (ranked last) and +Inf (ranked first) contribute 0 and
 are reported as counts, so one broken weight cannot make every share ``nan``.
@@ -22,44 +22,16 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..selection import Ranking, Selection, sort_keys
+from ..ranking import INF_BUCKET, N_BUCKETS, NAN_BUCKET, ZERO_BUCKET, Ranking, bucket_bounds, finite_or_zero
+from ..selection import Selection
 
-#: Dims per chunk of the per-bucket sums (32 MiB of float64 weights).
-CHUNK = 1 << 22
+__all__ = ["MassProfile", "count_for_mass", "mass_profile", "selection_point"]
+
 #: Default number of plotted positions of a curve.
 MAX_POINTS = 3000
 #: Exact ranks at the top of the retained-mass curve (the left end of its log x axis).
 HEAD = 1000
 DEFAULT_SHARES = (0.5, 0.9, 0.99)
-_N_BUCKETS = 1 << 16
-_ZERO_BUCKET = int(sort_keys(np.zeros(1, dtype=np.float32))[0]) >> 16
-_INF_BUCKET = int(sort_keys(np.array([np.inf], dtype=np.float32))[0]) >> 16
-
-
-def bucket_upper_values(buckets: np.ndarray) -> np.ndarray:
-    """The largest float32 value (as float64) of each bucket of non-negative values."""
-    keys = (np.asarray(buckets, dtype=np.uint32) << np.uint32(16)) | np.uint32(0xFFFF)
-    return (keys & np.uint32(0x7FFFFFFF)).view(np.float32).astype(np.float64)
-
-
-def bucket_mass(ranking: Ranking) -> np.ndarray:
-    """float64 ``(65536,)``: finite importance summed per bucket of ``ranking`` (chunked, O(n))."""
-    out = np.zeros(_N_BUCKETS, dtype=np.float64)
-    for start in range(0, ranking.size, CHUNK):
-        w = ranking.importance[start : start + CHUNK].astype(np.float64)
-        bad = ~np.isfinite(w)
-        if bad.any():
-            w[bad] = 0.0
-        out += np.bincount(ranking.bucket[start : start + CHUNK], weights=w, minlength=_N_BUCKETS)
-    return out
-
-
-def _ranked(ranking: Ranking, idx: np.ndarray) -> np.ndarray:
-    """``idx`` in the selection rule's order: importance descending, then lower index first."""
-    keys = sort_keys(ranking.importance[idx])
-    return idx[np.lexsort((idx, ~keys))]
-
-
 def _even_pick(n: int, m: int) -> np.ndarray:
     """At most ``m`` of ``range(n)``, evenly spread, first and last included."""
     if n <= m:
@@ -144,25 +116,22 @@ def mass_profile(ranking: Ranking, max_points: int = MAX_POINTS, shares: Sequenc
     for s in shares:
         _check_share(s)
     counts = ranking.counts.astype(np.int64)
-    mass = bucket_mass(ranking)
+    mass = ranking.mass
     n_valid = ranking.size - ranking.n_nan
-    desc = np.arange(_N_BUCKETS - 1, 0, -1)  # bucket 0 holds NaN only: never a mass position
+    desc = np.arange(N_BUCKETS - 1, NAN_BUCKET, -1)  # the NaN bucket is never a mass position
     c_desc = np.cumsum(counts[desc])
     m_desc = np.cumsum(mass[desc])
     total = float(m_desc[-1])
     occupied = counts[desc] > 0
     bounds_k, bounds_m = c_desc[occupied], m_desc[occupied]
     h = min(head, n_valid)
-    top = _ranked(ranking, ranking.top(h)) if h else np.empty(0, dtype=np.int64)
-    head_vals = ranking.importance[top].astype(np.float64)
-    head_vals[~np.isfinite(head_vals)] = 0.0
-    head_cum = np.cumsum(head_vals)
+    head_cum = np.cumsum(finite_or_zero(ranking.dims().ranked_with_values(h)[1]))
     after = bounds_k > h
     pick = _even_pick(int(after.sum()), max(2, max_points - h))
     positions = np.concatenate([np.arange(1, h + 1), bounds_k[after][pick]]).astype(np.int64)
     cum = np.concatenate([head_cum, bounds_m[after][pick]])
 
-    finite_pos = desc[occupied & (desc > _ZERO_BUCKET) & (desc < _INF_BUCKET)]
+    finite_pos = desc[occupied & (desc > ZERO_BUCKET) & (desc < INF_BUCKET)]
     below = np.cumsum(counts[1:])  # dims in buckets 1..b (non-NaN), index b - 1
     e_pick = _even_pick(finite_pos.size, max_points)[::-1]
     ecdf_b = finite_pos[e_pick] if finite_pos.size else finite_pos
@@ -177,7 +146,7 @@ def mass_profile(ranking: Ranking, max_points: int = MAX_POINTS, shares: Sequenc
         total=total,
         positions=positions,
         cum_mass=cum,
-        ecdf_x=bucket_upper_values(ecdf_b),
+        ecdf_x=bucket_bounds(ecdf_b)[1],
         ecdf_y=ecdf_y,
         bucket_counts=counts,
         bucket_mass=mass,
@@ -224,7 +193,7 @@ def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> Tuple
     if profile.total <= 0:
         raise ValueError("this part has no positive finite importance, so no count keeps a share of its mass.")
     target = s * profile.total
-    desc = np.arange(_N_BUCKETS - 1, 0, -1)
+    desc = np.arange(N_BUCKETS - 1, NAN_BUCKET, -1)
     m_desc = np.cumsum(profile.bucket_mass[desc])
     i = min(int(np.searchsorted(m_desc, target, side="left")), desc.size - 1)
     while i > 0 and profile.bucket_mass[desc[i]] == 0:
@@ -232,9 +201,7 @@ def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> Tuple
     b = int(desc[i])
     before = float(m_desc[i - 1]) if i > 0 else 0.0
     above = int(profile.bucket_counts[desc[:i]].sum())
-    members = _ranked(ranking, np.flatnonzero(ranking.bucket == b))
-    vals = ranking.importance[members].astype(np.float64)
-    vals[~np.isfinite(vals)] = 0.0
+    vals = finite_or_zero(ranking.dims().members(b)[1])
     vals[0] += before
     cum = np.cumsum(vals)
     j = min(int(np.searchsorted(cum, target, side="left")), cum.size - 1)
@@ -248,8 +215,11 @@ def selection_point(ranking: Ranking, selection: Selection, profile: MassProfile
         ``(dims_share, mass_share)``: ``k / n_total`` and the finite importance the kept dims hold
         over ``profile.total`` (``nan`` when the total is 0). Without a mask the selection is a
         prefix of the ranking, so the point lies on the curve; with a mask it lies below it.
+        O(buckets) for a selection ranked by ``ranking``, O(k) otherwise.
     """
-    kept = ranking.importance[selection.keep].astype(np.float64)
-    kept = kept[np.isfinite(kept)]
-    mass = float(kept.sum()) / profile.total if profile.total > 0 else float("nan")
+    if selection.dims is not None and selection.dims.ranking is ranking:
+        kept = float(selection.kept_mass)
+    else:  # ranked by another part, or a mask alone: sum this part's importance over the kept dims
+        kept = float(finite_or_zero(ranking.values_at(selection.keep)).sum())
+    mass = kept / profile.total if profile.total > 0 else float("nan")
     return selection.k / float(profile.n_total), mass

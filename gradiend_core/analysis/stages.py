@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -45,10 +45,6 @@ from ..selection import Ranking, select
 
 #: Default number of counts on the recall-vs-k curve (log-spaced from 1 to n).
 CURVE_POINTS = 32
-
-
-def _as_ranking(importance: Union[Ranking, np.ndarray, torch.Tensor]) -> Ranking:
-    return importance if isinstance(importance, Ranking) else Ranking(importance)
 
 
 #: Largest bool lookup table :func:`membership` allocates (bytes); beyond it, it sorts instead.
@@ -189,8 +185,8 @@ def stage_recall(
     """
     g = np.asarray(base_global, dtype=np.int64)
     n = int(g.size)
-    post = _as_ranking(post_importance)
-    pre = _as_ranking(pre_importance)
+    post = Ranking.coerce(post_importance)
+    pre = Ranking.coerce(pre_importance)
     if n == 0 or post.size != n or pre.size != n:
         raise ValueError(
             f"base_global ({n}), post importance ({post.size}) and pre importance ({pre.size}) must have the same, "
@@ -256,9 +252,9 @@ class ReductionStage:
     is_checkpoint: bool = False
 
 
-def _stage(name: str, arch: Architecture, n: int, state_dict, is_checkpoint: bool = False) -> ReductionStage:
+def _stage(name: str, arch: Architecture, n: int, dtypes, is_checkpoint: bool = False) -> ReductionStage:
     a = dataclasses.replace(arch, input_dim=int(n))
-    return ReductionStage(name, int(n), int(sum(gradiend_param_counts(a).values())), memory_bytes(a, state_dict), is_checkpoint)
+    return ReductionStage(name, int(n), int(sum(gradiend_param_counts(a).values())), memory_bytes(a, dtypes), is_checkpoint)
 
 
 def combined_reduction(
@@ -267,7 +263,7 @@ def combined_reduction(
     selected: int,
     *,
     pre_kept: Optional[int] = None,
-    state_dict: Optional[Dict[str, torch.Tensor]] = None,
+    dtypes: Optional[Mapping[str, torch.dtype]] = None,
 ) -> List[ReductionStage]:
     """Sizes along unpruned -> after pre-pruning -> this checkpoint -> after the current selection.
 
@@ -282,17 +278,17 @@ def combined_reduction(
         selected: input dims the current selection keeps.
         pre_kept: dims pre-pruning kept, when the checkpoint was trained on them (``None``: no
             pre-pruning stage).
-        state_dict: the checkpoint's weights, for per-tensor dtypes (default: ``arch``'s dtype).
+        dtypes: the dtype of each weight tensor (``CheckpointData.weight_dtypes()``; default: ``arch``'s dtype).
 
     Returns:
         The stages in order, each with dims, parameters and bytes (see :class:`ReductionStage`).
     """
-    stages = [_stage("unpruned", arch, unpruned_length, state_dict)]
+    stages = [_stage("unpruned", arch, unpruned_length, dtypes)]
     if pre_kept is not None:
-        stages.append(_stage("after pre-pruning", arch, pre_kept, state_dict))
+        stages.append(_stage("after pre-pruning", arch, pre_kept, dtypes))
     if stages[-1].input_dim == arch.input_dim:
         stages[-1] = dataclasses.replace(stages[-1], is_checkpoint=True)
     else:
-        stages.append(_stage("this checkpoint", arch, arch.input_dim, state_dict, is_checkpoint=True))
-    stages.append(_stage("after the current selection", arch, selected, state_dict))
+        stages.append(_stage("this checkpoint", arch, arch.input_dim, dtypes, is_checkpoint=True))
+    stages.append(_stage("after the current selection", arch, selected, dtypes))
     return stages

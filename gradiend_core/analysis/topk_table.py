@@ -24,12 +24,13 @@ import csv
 import io
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
 from ..param_map import ParamMap
-from ..selection import Ranking, sort_keys
+from ..ranking import Ranking, sort_keys
+from ..selection import Selection
 from .coords import decode_local
 
 #: CSV columns, in the reference's order.
@@ -67,9 +68,8 @@ JSON_KEYS = (
 def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: Optional[int] = None) -> np.ndarray:
     """The kept local indices in rank order (most important first), at most ``limit`` of them.
 
-    Uses the ranking's value buckets: only the kept dims in the buckets that hold the first
-    ``limit`` are sorted, so the cost is O(k) plus a sort of about ``limit`` values (all ``k``
-    when ``limit`` is ``None``); the input space is never sorted.
+    O(k) to look up and partition the kept dims' importance, plus a sort of the ``limit`` first;
+    the input space is never sorted.
 
     Args:
         ranking: the ranking the selection was made with.
@@ -83,14 +83,24 @@ def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: Optional[int] = None)
     want = keep.size if limit is None else max(0, min(int(limit), keep.size))
     if want == 0:
         return np.empty(0, dtype=np.int64)
+    keys = sort_keys(ranking.values_at(keep))
     cand = keep
     if want < keep.size:
-        b = ranking.bucket[keep]
-        from_top = np.cumsum(np.bincount(b, minlength=ranking.counts.size)[::-1])
-        cutoff = ranking.counts.size - 1 - int(np.searchsorted(from_top, want, side="left"))
-        cand = keep[b >= cutoff]
-    keys = sort_keys(ranking.importance[cand])
+        kth = np.partition(keys, keep.size - want)[keep.size - want]  # the want-th largest key
+        take = keys >= kth
+        cand, keys = keep[take], keys[take]
     return cand[np.lexsort((cand, ~keys))][:want]
+
+
+def _ranked_rows(ranking: Ranking, kept: Union[Selection, np.ndarray], limit: Optional[int]):
+    """``(local indices, importance, n_selected)`` of the first ``limit`` kept dims in rank order."""
+    if isinstance(kept, Selection):
+        if kept.dims is not None and kept.dims.ranking is ranking:
+            local, vals = kept.dims.ranked_with_values(kept.k if limit is None else min(limit, kept.k))
+            return local, vals, kept.k
+        kept = kept.keep
+    local = ranked_kept(ranking, kept, limit)
+    return local, ranking.values_at(local), int(np.asarray(kept).size)
 
 
 @dataclass(frozen=True)
@@ -154,14 +164,15 @@ class TopkFeatureTable:
 
 
 def topk_feature_table(
-    param_map: ParamMap, ranking: Ranking, keep: np.ndarray, part: str, limit: Optional[int] = None
+    param_map: ParamMap, ranking: Ranking, keep: Union[Selection, np.ndarray], part: str, limit: Optional[int] = None
 ) -> TopkFeatureTable:
     """The kept dims of a selection as feature rows, most important first.
 
     Args:
         param_map: the model's map.
-        ranking: the ranking the selection used (the part's importance).
-        keep: :attr:`Selection.keep`.
+        ranking: the ranking of the part named in the ``part`` column (its importance is listed).
+        keep: a :class:`Selection` (rows then cost O(rows) when it ranked by ``ranking``) or its
+            kept local indices (O(k)).
         part: the part's name, for the ``part`` column.
         limit: at most this many rows (``None``: every kept dim).
 
@@ -173,7 +184,7 @@ def topk_feature_table(
     """
     if ranking.size != param_map.input_dim:
         raise ValueError(f"the ranking has {ranking.size} dims but the param_map's input_dim is {param_map.input_dim}.")
-    local = ranked_kept(ranking, keep, limit)
+    local, values, n_selected = _ranked_rows(ranking, keep, limit)
     d = decode_local(param_map, local)
     shapes = [list(e.shape) for e in param_map.entries]
     coords: List[List[int]] = [[] for _ in range(local.size)]
@@ -188,7 +199,7 @@ def topk_feature_table(
     return TopkFeatureTable(
         part=part,
         rank=np.arange(1, local.size + 1, dtype=np.int64),
-        importance=ranking.importance[local].astype(np.float64),
+        importance=values.astype(np.float64),
         local_input_index=local,
         base_global_index=d.base_global,
         param_name=[param_map.entries[int(p)].name for p in d.param],
@@ -196,7 +207,7 @@ def topk_feature_table(
         coords=coords,
         param_shape=[shapes[int(p)] for p in d.param],
         param_numel=np.array([param_map.entries[int(p)].numel for p in d.param], dtype=np.int64),
-        n_selected=int(np.asarray(keep).size),
+        n_selected=n_selected,
     )
 
 

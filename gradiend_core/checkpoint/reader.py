@@ -56,6 +56,10 @@ class CheckpointData:
         """The JSON side files an export of this checkpoint carries over unchanged."""
         return {k: v for k, v in self.side_files.items() if k in CARRIED_JSON_FILES}
 
+    def weight_dtypes(self) -> Dict[str, torch.dtype]:
+        """The dtype of each weight tensor, by key."""
+        return {k: v.dtype for k, v in self.state_dict.items()}
+
 
 def resolve_checkpoint_dir(path: os.PathLike | str) -> Path:
     """The directory holding ``config.json`` for a checkpoint or experiment directory.

@@ -13,5 +13,5 @@ def render(ctx: ViewContext) -> None:
     """Draw the log-x histogram of the selected part's importance, kept dims highlighted, cut marked."""
     ranking = ctx.ranking()
     hist = log_histogram(ranking, ctx.selection)
-    fig = importance_histogram(hist, ctx.inputs.part, cut_value(ranking, ctx.selection))
+    fig = importance_histogram(hist, ctx.source, cut_value(ranking, ctx.selection))
     st.plotly_chart(fig, width="stretch", key="importance_histogram")

@@ -1,0 +1,548 @@
+"""Importance in the selection rule's order, summarised per value bucket: the data model of selection.
+
+The rule orders dims by importance descending, ties by lower local index, NaN after every number
+(see :mod:`gradiend_core.selection`). Sorting all ``n`` values for every question does not scale
+(a stable sort of 10^8 float32 takes tens of seconds on two cores), and a GRADIEND over a 1B model
+has more dims than fit in memory twice. So a :class:`Ranking` keeps:
+
+* **buckets** - each float32 value has an order-preserving uint32 key (:func:`sort_keys`); its top
+  16 bits are its bucket (65,536 buckets, each 1/128 of an octave wide; a higher bucket holds
+  larger values). Per bucket: the number of dims (``counts``) and their finite importance
+  (``mass``, float64); per (parameter, occupied bucket) the same two numbers when the ranking
+  knows the param_map's offsets.
+* **layout** - ``order``: every local index, grouped by bucket (most important bucket first) and
+  ascending within a bucket; ``values``: the importance in the same layout. Both may be arrays in
+  memory or memory-mapped files (see :mod:`gradiend_core.rank_store`).
+
+The exact rank order inside one bucket is needed only where a cut falls (the "boundary" bucket)
+or where ranks are listed; that one bucket is sorted on demand. Counts, kept importance, kept dims
+per parameter and histogram shares of any topk or threshold then cost O(buckets + one bucket), not
+O(n); index sets cost O(k) and are built only by the callers that need them (an export, views that
+list dims).
+
+A :class:`RankedDims` is the set of dims a selection ranks among: all of them
+(:meth:`Ranking.dims`) or those a mask keeps (built once per mask with one O(n) pass, then cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from .errors import SelectionError
+
+__all__ = [
+    "BucketSummary",
+    "INF_BUCKET",
+    "NEG_INF_BUCKET",
+    "NAN_BUCKET",
+    "N_BUCKETS",
+    "ZERO_BUCKET",
+    "ParamTables",
+    "RankedDims",
+    "Ranking",
+    "bucket_bounds",
+    "bucket_of",
+    "finite_or_zero",
+    "sort_keys",
+    "summarise",
+]
+
+N_BUCKETS = 1 << 16
+#: Bucket of every NaN (key 0): ranked after every number.
+NAN_BUCKET = 0
+#: Bucket of +0.0 and -0.0 (key 0x80000000); it also holds positive subnormals below 9.2e-41.
+ZERO_BUCKET = 0x8000
+#: Bucket of +inf (key 0xFF800000); it holds nothing else (NaN payloads above it get key 0).
+INF_BUCKET = 0xFF80
+#: Bucket of -inf (key 0x007FFFFF); it holds nothing else.
+NEG_INF_BUCKET = 0x007F
+#: Dims processed per block when building a ranking from a vector (bounds temporaries).
+BLOCK = 1 << 22
+#: Dims of exactly sorted buckets kept per ranking (about 200 MB); a larger bucket is re-sorted on use.
+SORTED_CACHE_DIMS = 1 << 24
+
+
+def sort_keys(values: np.ndarray) -> np.ndarray:
+    """Order-preserving uint32 keys of float32 values: ``a > b`` iff ``key(a) > key(b)``.
+
+    The IEEE-754 bit pattern of a non-negative float grows with its value; negative floats are
+    bit-inverted so they sort below. NaN gets key 0, below every number (``-inf`` included).
+    Equal floats get equal keys, ``-0.0`` and ``+0.0`` included.
+    """
+    # Adding +0.0 turns -0.0 into +0.0 (IEEE 754), so the two zeros tie as they compare equal.
+    with np.errstate(invalid="ignore"):
+        v = np.ascontiguousarray(values, dtype=np.float32) + np.float32(0.0)
+    bits = v.view(np.uint32)
+    keys = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint32, copy=False)
+    nan = np.isnan(v)
+    if nan.any():
+        keys[nan] = 0
+    return keys
+
+
+def bucket_of(values: np.ndarray) -> np.ndarray:
+    """The bucket (uint16) of each float32 value: the top 16 bits of its :func:`sort_keys` key."""
+    return (sort_keys(values) >> np.uint32(16)).astype(np.uint16)
+
+
+def bucket_bounds(buckets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest float32 value (as float64) of each bucket of non-negative values.
+
+    Args:
+        buckets: int array of buckets in ``[ZERO_BUCKET, INF_BUCKET)``.
+
+    Returns:
+        ``(low, high)``, float64 arrays of the buckets' shape.
+    """
+    b = np.asarray(buckets, dtype=np.uint32) - np.uint32(ZERO_BUCKET)
+    low = (b << np.uint32(16)).view(np.float32).astype(np.float64)
+    high = ((b << np.uint32(16)) | np.uint32(0xFFFF)).view(np.float32).astype(np.float64)
+    return low, high
+
+
+def _rank_within(values: np.ndarray) -> np.ndarray:
+    """Stable permutation that orders one bucket's values by the rule (value desc; the members are
+    ascending by index already, so stability breaks ties by lower index)."""
+    low = (sort_keys(values) & np.uint32(0xFFFF)).astype(np.uint16)
+    return np.argsort(~low, kind="stable")  # numpy sorts 16-bit keys stably by radix: O(m)
+
+
+def finite_or_zero(v: np.ndarray) -> np.ndarray:
+    """float64 copy with NaN and infinities as 0 (only finite importance counts as mass)."""
+    with np.errstate(invalid="ignore"):
+        w = np.asarray(v).astype(np.float64)
+    w[~np.isfinite(w)] = 0.0
+    return w
+
+
+def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+    if torch.is_tensor(importance):
+        importance = importance.detach().cpu().to(torch.float32).numpy()
+    try:
+        imp = np.asarray(importance, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise SelectionError(f"importance must be a 1-D vector of numbers, got {type(importance).__name__} ({e}).") from e
+    if imp.ndim != 1 or imp.size == 0:
+        raise SelectionError(f"importance must be a non-empty 1-D vector, got shape {imp.shape}.")
+    return np.ascontiguousarray(imp)
+
+
+@dataclass(frozen=True)
+class BucketSummary:
+    """What one pass over a source's importance learns, before any dim is placed.
+
+    Attributes:
+        n: dims.
+        counts: int64 ``(N_BUCKETS,)``, dims per bucket.
+        mass: float64 ``(N_BUCKETS,)``, finite importance per bucket.
+        n_zero: dims with importance exactly 0 (they share :data:`ZERO_BUCKET` with subnormals).
+    """
+
+    n: int
+    counts: np.ndarray
+    mass: np.ndarray
+    n_zero: int
+
+
+def summarise(blocks) -> BucketSummary:
+    """Accumulate a :class:`BucketSummary` over ``blocks`` (float32 arrays, in local order)."""
+    counts = np.zeros(N_BUCKETS, dtype=np.int64)
+    mass = np.zeros(N_BUCKETS, dtype=np.float64)
+    n = n_zero = 0
+    for v in blocks:
+        b = bucket_of(v)
+        counts += np.bincount(b, minlength=N_BUCKETS)
+        mass += np.bincount(b, weights=finite_or_zero(v), minlength=N_BUCKETS)
+        n += v.size
+        n_zero += int(np.count_nonzero(v == 0))
+    return BucketSummary(n, counts, mass, n_zero)
+
+
+class ParamTables:
+    """Dims and finite importance per (parameter, occupied bucket), for per-parameter answers.
+
+    Attributes:
+        offsets: int64 ``(P + 1,)``, start of each parameter in the local input space.
+        occupied: int64 ``(B,)``, the occupied buckets, descending (most important first).
+        counts: int64 ``(P, B)``; mass: float64 ``(P, B)``.
+    """
+
+    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: np.ndarray):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.occupied = np.asarray(occupied, dtype=np.int64)
+        self.counts = counts
+        self.mass = mass
+        self._column = np.full(N_BUCKETS, -1, dtype=np.int64)
+        self._column[self.occupied] = np.arange(self.occupied.size)
+
+    @classmethod
+    def accumulator(cls, offsets: np.ndarray, occupied: np.ndarray) -> "ParamTables":
+        p, b = len(offsets) - 1, len(occupied)
+        return cls(offsets, occupied, np.zeros((p, b), dtype=np.int64), np.zeros((p, b), dtype=np.float64))
+
+    def add(self, start: int, values: np.ndarray, buckets: np.ndarray) -> None:
+        """Count the block of dims ``start .. start + len(values)`` (local order)."""
+        stop = start + values.size
+        p0 = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        p1 = int(np.searchsorted(self.offsets, stop, side="left"))
+        cut = np.clip(self.offsets[p0 : p1 + 1] - start, 0, values.size)
+        pid = np.repeat(np.arange(p0, p0 + cut.size - 1), np.diff(cut))
+        cell = pid * self.occupied.size + self._column[buckets]
+        size = self.counts.size
+        self.counts += np.bincount(cell, minlength=size).reshape(self.counts.shape)
+        self.mass += np.bincount(cell, weights=finite_or_zero(values), minlength=size).reshape(self.mass.shape)
+
+    def above(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Per-parameter dims and mass in the buckets above ``bucket`` (int64 ``(P,)``, float64 ``(P,)``)."""
+        j = int(np.searchsorted(-self.occupied, -bucket, side="left"))  # columns of buckets > bucket
+        return self.counts[:, :j].sum(axis=1), self.mass[:, :j].sum(axis=1)
+
+    def param_of(self, local: np.ndarray) -> np.ndarray:
+        """The parameter (row) of each local index."""
+        return np.searchsorted(self.offsets, local, side="right") - 1
+
+
+#: ``values_at(local indices) -> float32 importance`` of arbitrary dims.
+ValuesAt = Callable[[np.ndarray], np.ndarray]
+
+
+class Ranking:
+    """One importance source ranked by the selection rule (see the module docstring).
+
+    ``Ranking(importance)`` ranks a vector held in memory; the rank store
+    (:mod:`gradiend_core.rank_store`) builds one from a checkpoint's weights by streaming
+    (:meth:`from_layout`).
+
+    Attributes:
+        size: dims ranked (``input_dim``).
+        counts: int64 ``(N_BUCKETS,)``, dims per bucket.
+        mass: float64 ``(N_BUCKETS,)``, finite importance per bucket.
+        n_nan, n_inf, n_zero, n_nonfinite: dims with NaN, +-inf, exactly 0, NaN or +-inf.
+        total: float64 sum of the finite importance (the denominator of kept shares).
+        order: int ``(size,)``, local indices in the bucket layout (see the module docstring).
+        values: float32 ``(size,)``, importance in the same layout.
+        params: :class:`ParamTables` or ``None`` (per-parameter answers then come from index sets).
+    """
+
+    def __init__(self, importance: Union[np.ndarray, torch.Tensor], param_offsets: Optional[np.ndarray] = None):
+        """Rank an importance vector held in memory.
+
+        Args:
+            importance: float ``(input_dim,)`` (converted to float32), NaN and infinities allowed.
+            param_offsets: optional int ``(P + 1,)`` start of each parameter in the input space
+                (``ParamMap.local_offsets``), for per-parameter answers without index sets.
+
+        Raises:
+            SelectionError: for an empty or non-1-D importance.
+        """
+        imp = _as_importance(importance)
+        blocks = [imp[s : s + BLOCK] for s in range(0, imp.size, BLOCK)]
+        summary = summarise(blocks)
+        buckets = bucket_of(imp)
+        order = np.argsort(~buckets, kind="stable")  # bucket descending, index ascending: radix, O(n)
+        order = order.astype(np.int32 if imp.size < 2**31 else np.int64)
+        params = None
+        if param_offsets is not None:
+            params = ParamTables.accumulator(param_offsets, np.flatnonzero(summary.counts)[::-1])
+            for s, v in zip(range(0, imp.size, BLOCK), blocks):
+                params.add(s, v, buckets[s : s + v.size])
+        self._setup(summary, order, imp[order], params, lambda idx: imp[idx])
+
+    @classmethod
+    def from_layout(
+        cls,
+        summary: BucketSummary,
+        order: np.ndarray,
+        values: np.ndarray,
+        params: Optional[ParamTables] = None,
+        values_at: Optional[ValuesAt] = None,
+    ) -> "Ranking":
+        """A ranking from a layout built elsewhere (e.g. streamed to disk by the rank store).
+
+        Args:
+            summary: the per-bucket counts and mass.
+            order, values: the layout (arrays or read-only memory maps), ``(summary.n,)``.
+            params: per-parameter tables, if built.
+            values_at: importance lookup of arbitrary local indices.
+        """
+        self = cls.__new__(cls)
+        self._setup(summary, order, values, params, values_at)
+        return self
+
+    def _setup(self, summary, order, values, params, values_at) -> None:
+        self.size = int(summary.n)
+        self.counts = summary.counts
+        self.mass = summary.mass
+        self.n_zero = int(summary.n_zero)
+        self.n_nan = int(summary.counts[NAN_BUCKET])
+        self.n_inf = int(summary.counts[INF_BUCKET] + summary.counts[NEG_INF_BUCKET])
+        self.n_nonfinite = self.n_nan + self.n_inf
+        self.total = float(summary.mass.sum())
+        self.order = order
+        self.values = values
+        self.params = params
+        self._values_at = values_at
+        desc = np.concatenate([[0], np.cumsum(self.counts[::-1])])
+        self._seg_start = desc[::-1][1:].copy()  # start of bucket b's segment = dims in buckets above b
+        self._lock = threading.Lock()  # sessions of one server share rankings
+        self._sorted: "OrderedDict[int, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+        self._sorted_dims = 0
+        self._views: "OrderedDict[bytes, RankedDims]" = OrderedDict()
+        self._all = RankedDims(self, None)
+
+    @classmethod
+    def coerce(cls, importance: Union["Ranking", np.ndarray, torch.Tensor]) -> "Ranking":
+        """``importance`` itself if it is a :class:`Ranking`, else a ranking of the vector."""
+        return importance if isinstance(importance, Ranking) else cls(importance)
+
+    # ------------------------------------------------------------------------------ layout
+    def segment(self, bucket: int) -> Tuple[int, int]:
+        """``(start, stop)`` of ``bucket``'s dims in :attr:`order` / :attr:`values`."""
+        s = int(self._seg_start[bucket])
+        return s, s + int(self.counts[bucket])
+
+    def bucket_sorted(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(local indices, values)`` of ``bucket``'s dims in exact rank order.
+
+        Recently used buckets are kept, up to :data:`SORTED_CACHE_DIMS` dims in all.
+        """
+        with self._lock:
+            hit = self._sorted.get(bucket)
+            if hit is not None:
+                self._sorted.move_to_end(bucket)
+                return hit
+        s, e = self.segment(bucket)
+        idx = np.asarray(self.order[s:e], dtype=np.int64)
+        vals = np.asarray(self.values[s:e], dtype=np.float32)
+        perm = _rank_within(vals)
+        hit = (idx[perm], vals[perm])
+        if idx.size <= SORTED_CACHE_DIMS:
+            with self._lock:
+                if bucket not in self._sorted:
+                    self._sorted[bucket] = hit
+                    self._sorted_dims += idx.size
+                while self._sorted_dims > SORTED_CACHE_DIMS:
+                    _, (old, _) = self._sorted.popitem(last=False)
+                    self._sorted_dims -= old.size
+        return hit
+
+    def values_at(self, local: np.ndarray) -> np.ndarray:
+        """float32 importance of the given local indices (any order)."""
+        local = np.asarray(local, dtype=np.int64)
+        if self._values_at is not None:
+            return np.asarray(self._values_at(local), dtype=np.float32)
+        raise SelectionError("this ranking cannot look up single dims; rebuild it with values_at.")
+
+    def importance_vector(self) -> np.ndarray:
+        """float32 ``(size,)`` importance in local order (O(n) memory: for small inputs and tests)."""
+        out = np.empty(self.size, dtype=np.float32)
+        out[np.asarray(self.order)] = self.values
+        return out
+
+    def rank_sort(self, local: np.ndarray) -> np.ndarray:
+        """``local`` (unique local indices) in the rule's order: importance desc, then lower index."""
+        local = np.unique(np.asarray(local, dtype=np.int64))
+        keys = sort_keys(self.values_at(local))
+        return local[np.argsort(~keys, kind="stable")]
+
+    # ------------------------------------------------------------------------------- views
+    def dims(self, mask: Optional[np.ndarray] = None) -> "RankedDims":
+        """The dims a selection ranks among: all (``mask=None``) or those ``mask`` keeps.
+
+        Args:
+            mask: optional numpy bool ``(size,)``. A view per mask is built with one O(n) pass
+                and cached (a few of them), keyed by the mask's digest.
+        """
+        if mask is None:
+            return self._all
+        digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+        with self._lock:
+            view = self._views.get(digest)
+        if view is None:
+            view = RankedDims(self, mask)
+            with self._lock:
+                self._views[digest] = view
+                while len(self._views) > 4:
+                    self._views.popitem(last=False)
+        return view
+
+    def max_value(self) -> float:
+        """Largest non-NaN importance (``nan`` if all are NaN)."""
+        return self._all.value_at(0) if self.n_nan < self.size else float("nan")
+
+
+class RankedDims:
+    """A set of dims (all, or those a mask keeps) of one :class:`Ranking`, in rank order.
+
+    Every question about "the top ``k``" of the set is answered from per-bucket counts plus the one
+    bucket that rank ``k`` falls in; see the module docstring.
+
+    Attributes:
+        ranking: the ranking.
+        mask: numpy bool ``(size,)`` or ``None`` for all dims.
+        n: members.
+        counts: int64 ``(N_BUCKETS,)``, members per bucket.
+        mass: float64 ``(N_BUCKETS,)``, finite importance of the members per bucket.
+    """
+
+    def __init__(self, ranking: Ranking, mask: Optional[np.ndarray]):
+        self.ranking = ranking
+        self.mask = mask
+        if mask is None:
+            self.counts, self.mass = ranking.counts, ranking.mass
+            self._in = None
+        else:
+            # mask in layout order: one O(n) gather, then per-bucket sums by segment
+            self._in = np.asarray(mask)[np.asarray(ranking.order)]
+            occupied = np.flatnonzero(ranking.counts)
+            starts = ranking._seg_start[occupied]
+            order_by_start = np.argsort(starts, kind="stable")
+            occ, st = occupied[order_by_start], starts[order_by_start]
+            self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
+            self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
+            if occ.size:
+                self.counts[occ] = np.add.reduceat(self._in.astype(np.int64), st)
+                w = np.where(self._in, finite_or_zero(np.asarray(ranking.values, dtype=np.float32)), 0.0)
+                self.mass[occ] = np.add.reduceat(w, st)
+        self.n = int(self.counts.sum())
+        desc = np.cumsum(self.counts[::-1])
+        self._above = np.concatenate([desc[::-1][1:], [0]])  # members in buckets above b
+
+    # ------------------------------------------------------------------------ bucket access
+    def members(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(local indices, values)`` of the members in ``bucket``, in exact rank order."""
+        idx, vals = self.ranking.bucket_sorted(bucket)
+        if self._in is None:
+            return idx, vals
+        keep = np.asarray(self.mask)[idx]
+        return idx[keep], vals[keep]
+
+    def boundary(self, k: int) -> Tuple[int, int]:
+        """``(bucket, r)``: the bucket holding rank ``k - 1`` and how many of its members the top
+        ``k`` take (``1 <= r <= counts[bucket]``). Requires ``1 <= k <= n``."""
+        if not 1 <= k <= self.n:
+            raise SelectionError(f"rank {k} is outside 1..{self.n}.")
+        cum = np.cumsum(self.counts[::-1])  # members in buckets >= N-1-i
+        i = int(np.searchsorted(cum, k, side="left"))
+        b = N_BUCKETS - 1 - i
+        return b, k - int(self._above[b])
+
+    # ----------------------------------------------------------------------------- queries
+    def top(self, k: int) -> np.ndarray:
+        """Sorted local indices (int64) of the top ``k`` members (all members when ``k >= n``)."""
+        k = min(int(k), self.n)
+        if k <= 0:
+            return np.empty(0, dtype=np.int64)
+        if k == self.n:
+            return np.arange(self.ranking.size, dtype=np.int64) if self._in is None else np.flatnonzero(self.mask).astype(np.int64)
+        b, r = self.boundary(k)
+        start = int(self.ranking._seg_start[b])
+        whole = np.asarray(self.ranking.order[:start], dtype=np.int64)
+        if self._in is not None:
+            whole = whole[self._in[:start]]
+        out = np.concatenate([whole, self.members(b)[0][:r]])
+        out.sort()
+        return out
+
+    def ranked(self, k: int) -> np.ndarray:
+        """Local indices (int64) of the top ``k`` members in rank order."""
+        return self.ranked_with_values(k)[0]
+
+    def ranked_with_values(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(local indices int64, importance float32)`` of the top ``k`` members in rank order
+        (sorts only the buckets they occupy)."""
+        k = min(int(k), self.n)
+        idx_parts, val_parts = [], []
+        got = 0
+        for b in np.flatnonzero(self.counts)[::-1]:
+            if got >= k:
+                break
+            idx, vals = self.members(int(b))
+            idx_parts.append(idx[: k - got])
+            val_parts.append(vals[: k - got])
+            got += idx_parts[-1].size
+        if not idx_parts:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        return np.concatenate(idx_parts), np.concatenate(val_parts)
+
+    def value_at(self, rank: int) -> float:
+        """Importance of the member at 0-based ``rank`` in rank order."""
+        b, r = self.boundary(rank + 1)
+        return float(self.members(b)[1][r - 1])
+
+    def count_at_least(self, threshold: float) -> int:
+        """Members with importance ``>= threshold``, compared in float32 (as torch and NumPy
+        compare a float32 vector with a Python float)."""
+        kt = int(sort_keys(np.array([threshold], dtype=np.float32))[0])
+        b = kt >> 16
+        if not self.counts[b]:
+            return int(self._above[b])
+        vals = self.members(b)[1]
+        return int(self._above[b]) + int(np.count_nonzero(sort_keys(vals) >= kt))
+
+    def mass_top(self, k: int) -> float:
+        """float64 sum of the finite importance of the top ``k`` members."""
+        k = min(int(k), self.n)
+        if k <= 0:
+            return 0.0
+        b, r = self.boundary(k)
+        above = float(self.mass[b + 1 :].sum())
+        return above + float(finite_or_zero(self.members(b)[1][:r]).sum())
+
+    def bucket_counts_top(self, k: int) -> np.ndarray:
+        """int64 ``(N_BUCKETS,)``: members of the top ``k`` per bucket."""
+        out = np.zeros(N_BUCKETS, dtype=np.int64)
+        k = min(int(k), self.n)
+        if k <= 0:
+            return out
+        b, r = self.boundary(k)
+        out[b + 1 :] = self.counts[b + 1 :]
+        out[b] = r
+        return out
+
+    def zeros_top(self, k: int) -> int:
+        """Members of the top ``k`` whose importance is exactly 0 (they rank last in their bucket)."""
+        k = min(int(k), self.n)
+        if k <= 0 or not self.counts[ZERO_BUCKET]:
+            return 0
+        vals = self.members(ZERO_BUCKET)[1]
+        zeros = int(np.count_nonzero(vals == 0))
+        b, r = self.boundary(k)
+        if b > ZERO_BUCKET:
+            return 0
+        if b < ZERO_BUCKET:
+            return zeros
+        return max(0, r - (vals.size - zeros))
+
+    def param_counts_top(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Per parameter, the top ``k`` members and their finite importance: ``(int64 (P,),
+        float64 (P,))``. Requires the ranking's :class:`ParamTables` (all dims) or costs O(k)."""
+        params = self.ranking.params
+        if params is None:
+            raise SelectionError("this ranking has no per-parameter tables; count from the kept index set instead.")
+        k = min(int(k), self.n)
+        p = len(params.offsets) - 1
+        if k <= 0:
+            return np.zeros(p, dtype=np.int64), np.zeros(p, dtype=np.float64)
+        if self._in is not None:
+            keep = self.top(k)
+            pid = params.param_of(keep)
+            return (
+                np.bincount(pid, minlength=p).astype(np.int64),
+                np.bincount(pid, weights=finite_or_zero(self.ranking.values_at(keep)), minlength=p),
+            )
+        b, r = self.boundary(k)
+        counts, mass = params.above(b)
+        idx, vals = self.members(b)
+        pid = params.param_of(idx[:r])
+        return (
+            counts + np.bincount(pid, minlength=p),
+            mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
+        )
