@@ -22,6 +22,7 @@ from .errors import CheckpointError, SelectionError
 from .export import GRADIENT_MEAN, export_pruned, gradient_mean_importance, importance_for
 from .importance import DEFAULT_PART, PARTS
 from .analysis.names import compose_masks, name_mask
+from .mask_expr import MaskResult, apply_mask_expr, parse as parse_mask_expr
 from .masks import load_mask
 from .reduction import ReductionReport, reduction_report
 from .selection import Ranking, parse_topk, select
@@ -77,8 +78,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    if args.topk is None and args.threshold is None and args.mask is None and not (args.include or args.exclude):
-        raise SelectionError("give at least one of --topk, --threshold, --mask and --include/--exclude.")
+    if args.topk is None and args.threshold is None and args.mask is None and not (args.include or args.exclude or args.mask_expr):
+        raise SelectionError("give at least one of --topk, --threshold, --mask-expr, --mask and --include/--exclude.")
+    if args.mask_expr is not None:
+        parse_mask_expr(args.mask_expr)  # a typo fails here, before any weight is read
     if args.out is None and not args.dry_run:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
     if args.importance is not None and args.part is not None:
@@ -111,10 +114,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
                     "NaN ranks last and never passes a threshold, +Inf ranks first.",
                     file=sys.stderr,
                 )
+    mask, expr = apply_mask_expr(args.mask_expr, data, mask, {source: ranking} if ranking is not None else None)
     if args.dry_run:
         sel = select(ranking, input_dim=data.architecture.input_dim, mask=mask, threshold=args.threshold, topk=args.topk)
         report = reduction_report(data, sel, ranking, source if ranking is not None else None)
-        _print_report(args, report, None)
+        _print_report(args, report, None, expr)
         return 0
     _progress(args, f"writing {args.out}")
     result = export_pruned(
@@ -131,8 +135,9 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         mask_path=args.mask,
         name_include=args.include,
         name_exclude=args.exclude,
+        mask_expr=expr,
     )
-    _print_report(args, result.report, result)
+    _print_report(args, result.report, result, expr)
     return 0
 
 
@@ -156,14 +161,21 @@ def _progress(args: argparse.Namespace, msg: str) -> None:
         print(f"... {msg}", file=sys.stderr, flush=True)
 
 
-def _print_report(args: argparse.Namespace, report: ReductionReport, result) -> None:
+def _print_report(args: argparse.Namespace, report: ReductionReport, result, expr: Optional[MaskResult] = None) -> None:
     if args.json:
         out = {"report": report.to_dict()}
+        if expr is not None:
+            out["mask_expr"] = expr.to_dict()
         if result is not None:
             out["path"] = str(result.path)
             out["file_sha256"] = result.file_sha256
         print(json.dumps(_json_clean(out), indent=2, default=_json_default, allow_nan=False))
         return
+    if expr is not None:
+        print(f"mask expression: {expr.expression}")
+        for term, n in expr.term_counts.items():
+            print(f"  {format_count(n):>12}  {term}")
+        print(f"  {format_count(expr.kept):>12}  kept by the expression (of {format_count(expr.input_dim)} input dims)")
     print(format_report(report))
     if result is not None:
         print(f"wrote {result.path} (verified: reloads with input_dim {result.selection.k})")
@@ -238,9 +250,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
     pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")
-    pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length")
-    pr.add_argument("--include", help="keep only dims of parameters whose name matches this regular expression")
-    pr.add_argument("--exclude", help="drop dims of parameters whose name matches this regular expression")
+    pr.add_argument(
+        "--mask-expr", metavar="EXPR",
+        help="mask expression, the mask step before --threshold and --topk, e.g. "
+        "\"top(decoder-weight, 5%%) & top(encoder-weight, 5%%)\". Terms: top(PART, K), above(PART, T), "
+        "name('REGEX'), file('PATH'), model('PATH', PART, K); combine with & | ~ and parentheses. "
+        "ANDed with --mask/--include/--exclude",
+    )
+    pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length "
+                    "(the same as --mask-expr \"file('FILE')\")")
+    pr.add_argument("--include", help="keep only dims of parameters whose name matches this regular expression "
+                    "(the same as --mask-expr \"name('REGEX')\")")
+    pr.add_argument("--exclude", help="drop dims of parameters whose name matches this regular expression "
+                    "(the same as --mask-expr \"~name('REGEX')\")")
     pr.add_argument("--out", help="target directory (new or empty)")
     pr.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     pr.add_argument("--bin", action="store_true", help="write pytorch_model.bin/.pth instead of safetensors")

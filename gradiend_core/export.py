@@ -116,6 +116,7 @@ def cli_command(
     mask_path: Optional[str],
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
+    mask_expr: Optional[str] = None,
 ) -> str:
     """The ``gradiend-core prune`` command line that reproduces an export.
 
@@ -136,6 +137,8 @@ def cli_command(
         args += ["--include", name_include]
     if name_exclude:
         args += ["--exclude", name_exclude]
+    if mask_expr:
+        args += ["--mask-expr", mask_expr]
     args += ["--out", str(out)]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -156,6 +159,7 @@ def export_pruned(
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
     source_sha256: Optional[str] = None,
+    mask_expr: Any = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``.
 
@@ -181,6 +185,9 @@ def export_pruned(
         name_include, name_exclude: the parameter-name patterns already folded into ``mask``
             (see :func:`gradiend_core.analysis.names.name_mask`), for the provenance record.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+        mask_expr: a mask expression (text, or a :class:`~gradiend_core.mask_expr.MaskResult`
+            evaluated on ``source``), ANDed into ``mask``; its canonical text and mask digest are
+            recorded in ``pruning.json`` and its command line uses ``--mask-expr``.
 
     Returns:
         An :class:`ExportResult`.
@@ -190,6 +197,11 @@ def export_pruned(
         SelectionError: invalid selection arguments or an empty selection.
     """
     data = source if isinstance(source, CheckpointData) else read_checkpoint(source)
+    expr = None
+    if mask_expr is not None:
+        from .mask_expr import apply_mask_expr
+
+        mask, expr = apply_mask_expr(mask_expr, data, mask)
     if importance_label is None:
         part = validate_part(part)
         label = "custom" if importance is not None and not isinstance(importance, Ranking) else part
@@ -230,11 +242,16 @@ def export_pruned(
         "mask_file": mask_path,
         "name_include": name_include,
         "name_exclude": name_exclude,
+        "mask_expr": expr.expression if expr is not None else None,
+        "mask_expr_sha256": expr.sha256 if expr is not None else None,
         "input_dim_before": data.architecture.input_dim,
         "kept_dims": selection.k,
         "unpruned_length": data.param_map.unpruned_length,
         # A command line exists for the weight parts and the pre-prune record, not for other importance.
-        "command": cli_command(data.path, target, part, topk, threshold, mask_path, name_include, name_exclude) if label in IMPORTANCE_SOURCES else None,
+        "command": cli_command(
+            data.path, target, part, topk, threshold, mask_path, name_include, name_exclude,
+            expr.expression if expr is not None else None,
+        ) if label in IMPORTANCE_SOURCES else None,
     }
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
