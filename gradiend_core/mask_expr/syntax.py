@@ -319,8 +319,23 @@ def _prec(node: Node) -> int:
     return _PREC.get(type(node), 4)
 
 
+def _canon(node: Node) -> Node:
+    """The canonical tree: ``~~x`` -> ``x`` and same-operator chains flattened, bottom-up."""
+    if isinstance(node, Not):
+        return _negate(_canon(node.operand))
+    if isinstance(node, (And, Or)):
+        if not node.operands:
+            raise TypeError(f"{type(node).__name__} needs at least one operand")
+        return _flat(type(node), [_canon(o) for o in node.operands])
+    return node
+
+
 def to_text(node: Node) -> str:
     """Canonical text of a syntax tree (see the module docstring); ``parse(to_text(n)) == n``."""
+    return _print(_canon(node))
+
+
+def _print(node: Node) -> str:
     if isinstance(node, Top):
         return f"top({node.part}, {_num(node.topk)})"
     if isinstance(node, Above):
@@ -332,19 +347,11 @@ def to_text(node: Node) -> str:
     if isinstance(node, Model):
         return f"model({quote(node.path)}, {node.part}, {_num(node.topk)})"
     if isinstance(node, Not):
-        inner = node.operand
-        if isinstance(inner, Not):
-            return to_text(inner.operand)
-        text = to_text(inner)
-        return "~" + (f"({text})" if _prec(inner) < 3 else text)
+        text = _print(node.operand)
+        return "~" + (f"({text})" if _prec(node.operand) < _prec(node) else text)
     if isinstance(node, (And, Or)):
         op = " & " if isinstance(node, And) else " | "
-        parts = []
-        for o in node.operands:
-            text = to_text(o)
-            # same operator nested by hand needs no parentheses (associative); a looser one does
-            parts.append(f"({text})" if _prec(o) < _prec(node) else text)
-        return op.join(parts)
+        return op.join(f"({_print(o)})" if _prec(o) < _prec(node) else _print(o) for o in node.operands)
     raise TypeError(f"not a mask expression node: {node!r}")
 
 
