@@ -174,8 +174,8 @@ def _print_report(args: argparse.Namespace, report: ReductionReport, result, exp
     if expr is not None:
         print(f"mask expression: {expr.expression}")
         for term, n in expr.term_counts.items():
-            print(f"  {format_count(n):>12}  {term}")
-        print(f"  {format_count(expr.kept):>12}  kept by the expression (of {format_count(expr.input_dim)} input dims)")
+            print(f"  {n:>12,}  {term}")
+        print(f"  {expr.kept:>12,}  kept by the expression (of {expr.input_dim:,} input dims)")
     print(format_report(report))
     if result is not None:
         print(f"wrote {result.path} (verified: reloads with input_dim {result.selection.k})")

@@ -33,7 +33,7 @@ from gradiend_core.param_map import ParamMap
 from gradiend_core.selection import Ranking
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
-T1, T2, T3 = "top(decoder-weight, 5)", "top(encoder-weight, 0.1)", "name('x')"
+T1, T2, T3 = "top(decoder-weight, 5)", "top(encoder-weight, 0.1)", 'name("x")'
 
 
 @pytest.fixture(scope="module")
@@ -45,15 +45,15 @@ def number():
 @pytest.mark.parametrize("expr, term, op, expected", [
     (None, T1, "include", T1),
     ("", T1, "intersect", T1),
-    (None, T3, "exclude", "~name('x')"),
+    (None, T3, "exclude", f"~{T3}"),
     (T1, T2, "include", f"{T1} | {T2}"),
     (T1, T2, "intersect", f"{T1} & {T2}"),
     (T1, T2, "exclude", f"{T1} & ~{T2}"),
-    (f"{T1} | {T2}", T3, "exclude", f"({T1} | {T2}) & ~name('x')"),
-    (f"{T1} | {T2}", T3, "intersect", f"({T1} | {T2}) & name('x')"),
-    (f"{T1} | {T2}", T3, "include", f"{T1} | {T2} | name('x')"),
-    (f"{T1} & {T2}", T3, "include", f"{T1} & {T2} | name('x')"),
-    (f"{T1} & {T2}", T3, "intersect", f"{T1} & {T2} & name('x')"),
+    (f"{T1} | {T2}", T3, "exclude", f"({T1} | {T2}) & ~{T3}"),
+    (f"{T1} | {T2}", T3, "intersect", f"({T1} | {T2}) & {T3}"),
+    (f"{T1} | {T2}", T3, "include", f"{T1} | {T2} | {T3}"),
+    (f"{T1} & {T2}", T3, "include", f"{T1} & {T2} | {T3}"),
+    (f"{T1} & {T2}", T3, "intersect", f"{T1} & {T2} & {T3}"),
     (T1, f"{T2} | {T3}", "exclude", f"{T1} & ~({T2} | {T3})"),
     (T1, f"{T2} & {T3}", "exclude", f"{T1} & ~({T2} & {T3})"),
     (T1, f"~{T2}", "exclude", f"{T1} & {T2}"),
@@ -94,9 +94,10 @@ def test_simple_term_constructors():
     assert top_term("decoder-sum", np.int64(7)) == "top(decoder-sum, 7)"
     assert top_term("decoder-sum", 1.0) != top_term("decoder-sum", 1)
     assert above_term("decoder-bias", 1) == "above(decoder-bias, 1.0)"
-    assert name_term(r"layer\.0\.") == r"name('layer\.0\.')"
+    assert name_term(r"layer\.0\.") == r'name("layer\.0\.")'
     assert file_term("it's.npy") == 'file("it\'s.npy")'
-    assert model_term("runs/gender", "gradient-mean", 0.1) == "model('runs/gender', gradient-mean, 0.1)"
+    assert file_term('say "hi"') == "file('say \"hi\"')"
+    assert model_term("runs/gender", "gradient-mean", 0.1) == 'model("runs/gender", gradient-mean, 0.1)'
     for bad in (lambda: top_term("decoder-weight", 0), lambda: top_term("decoder-weight", 1.5),
                 lambda: top_term("weights", 5), lambda: above_term("decoder-bias", -1),
                 lambda: above_term("decoder-bias", float("nan")), lambda: name_term("a(")):
@@ -139,7 +140,7 @@ def test_cell_term_selects_exactly_the_cell(number):
     names = number.param_map.names
     # by hand: layer 0 x query of tiny-bert is its weight and bias
     term = cell_term(number.param_map, "0", "query")
-    assert term == r"name('^bert\.encoder\.layer\.0\.attention\.self\.query\.(?:weight|bias)$')"
+    assert term == r'name("^bert\.encoder\.layer\.0\.attention\.self\.query\.(?:weight|bias)$")'
     assert matched(term, names) == ["bert.encoder.layer.0.attention.self.query.weight",
                                     "bert.encoder.layer.0.attention.self.query.bias"]
     parsed = {n: parse_param_name(n) for n in names}

@@ -28,7 +28,7 @@ from refmodels import ref_global_index, ref_load
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 POST, NUMBER = SAMPLES / "number-post-pruned", SAMPLES / "number-unpruned"
-EXPR = "top(decoder-weight, 0.25) & ~name('LayerNorm')"
+EXPR = 'top(decoder-weight, 0.25) & ~name("LayerNorm")'
 
 
 @pytest.fixture(scope="module")

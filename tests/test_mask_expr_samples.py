@@ -87,7 +87,7 @@ def test_model_term_on_a_pruned_checkpoint_compares_in_base_global_space(post):
     mine = bgi[oracle_top(oracle_importance(POST, "decoder-weight"), 100)]
     expected = np.isin(bgi, np.union1d(gender, mine))
     np.testing.assert_array_equal(result.mask, expected)
-    assert result.term_counts[f"model({str(GENDER)!r}, encoder-weight, 2000)"] == int(np.isin(bgi, gender).sum())
+    assert result.term_counts[f'model("{GENDER}", encoder-weight, 2000)'] == int(np.isin(bgi, gender).sum())
     # and the other way round: the unpruned number model restricted to what post-pruning kept
     back = evaluate_mask_expr(f"model({str(POST)!r}, decoder-weight, 1.0)", read_checkpoint(NUMBER))
     np.testing.assert_array_equal(np.flatnonzero(back.mask), np.sort(bgi))
@@ -187,6 +187,6 @@ def test_given_importance_is_used_and_checked(number):
 def test_name_term_and_normalised_text(number):
     r = evaluate_mask_expr("~ name( 'embeddings' )", number)
     emb = sum(int(np.prod(e.shape)) for e in number.param_map if "embeddings" in e.name)
-    assert r.expression == "~name('embeddings')"
+    assert r.expression == '~name("embeddings")'
     assert r.kept == 89216 - emb
-    assert r.term_counts == {"name('embeddings')": emb}
+    assert r.term_counts == {'name("embeddings")': emb}

@@ -69,14 +69,15 @@ def test_precedence(text, expected):
 
 @pytest.mark.parametrize("text, canonical", [
     ("top(decoder-weight,0.05)&top(encoder-weight,5%)", "top(decoder-weight, 0.05) & top(encoder-weight, 0.05)"),
-    ("  top( Decoder-Weight , 5e3 )\n|\tname( 'x' ) ", "top(decoder-weight, 5000) | name('x')"),
+    ("  top( Decoder-Weight , 5e3 )\n|\tname( 'x' ) ", 'top(decoder-weight, 5000) | name("x")'),
     ("top(decoder-sum, 5_000)", "top(decoder-sum, 5000)"),
     ("above(decoder-bias, 1)", "above(decoder-bias, 1.0)"),
     ("above(decoder-bias, 1e-3)", "above(decoder-bias, 0.001)"),
-    ("(name('a') | name('b')) & ~(name('c') | name('d'))", "(name('a') | name('b')) & ~(name('c') | name('d'))"),
-    ("((name('a') & name('b'))) | name('c')", "name('a') & name('b') | name('c')"),
-    ('model("runs/x", gradient-mean, 10%)', "model('runs/x', gradient-mean, 0.1)"),
-    ("~~(name('a') | name('b'))", "name('a') | name('b')"),
+    ("(name('a') | name('b')) & ~(name('c') | name('d'))", '(name("a") | name("b")) & ~(name("c") | name("d"))'),
+    ("((name('a') & name('b'))) | name('c')", 'name("a") & name("b") | name("c")'),
+    ("model('runs/x', gradient-mean, 10%)", 'model("runs/x", gradient-mean, 0.1)'),
+    ("~~(name('a') | name('b'))", 'name("a") | name("b")'),
+    ("""name('say "hi"') | name("it's")""", """name('say "hi"') | name("it's")"""),
 ])
 def test_canonical_text(text, canonical):
     assert normalise(text) == canonical

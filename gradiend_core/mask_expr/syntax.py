@@ -189,11 +189,12 @@ def _string(src: str, start: int) -> _Tok:
 def quote(value: str) -> str:
     """``value`` as a quoted string of the expression language (inverse of the tokenizer).
 
-    Single quotes unless the value holds ``'`` and no ``"``. A backslash is written as ``\\\\``
-    only where it would otherwise start an escape (before ``\\``, a quote, or at the end), so
-    regular expressions stay readable.
+    Double quotes unless the value holds ``"`` and no ``'`` (so that a shell command quotes the
+    expression in single quotes without escapes). A backslash is written as ``\\\\`` only where it
+    would otherwise start an escape (before ``\\``, a quote, or at the end), so regular
+    expressions stay readable.
     """
-    q = '"' if "'" in value and '"' not in value else "'"
+    q = "'" if '"' in value and "'" not in value else '"'
     out = []
     for i, c in enumerate(value):
         if c == "\\":
