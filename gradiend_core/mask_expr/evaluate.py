@@ -17,14 +17,15 @@ expression is evaluated directly in the local input space after each term has be
 * ``model(PATH, PART, K)`` - another checkpoint of the same base model: its own top-k, mapped to
   base-global indices and restricted to this model's dims.
 
-Memory: one bool per input dim for each pending operand (the depth of the tree), plus each
-part's importance while it is ranked; no ``unpruned_length``-sized array is built unless a
-``file()`` holds one.
+Memory: one bool per input dim for each pending operand (at most the depth of the tree), plus
+one :class:`~gradiend_core.selection.Ranking` (6 bytes per input dim) per part the expression
+ranks by, kept for the evaluation (pass ``importance=`` to reuse rankings a caller already holds);
+a ``model()`` term holds the other checkpoint while it is evaluated. No ``unpruned_length``-sized
+array is built unless a ``file()`` holds one.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -33,7 +33,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 from ..errors import SelectionError
 from ..selection import TopK, parse_topk
