@@ -21,7 +21,8 @@ from .checkpoint import CARRIED_JSON_FILES, check_target, read_checkpoint
 from .errors import CheckpointError, SelectionError
 from .export import export_plan
 from .importance import DEFAULT_PART, GRADIENT_MEAN, PARTS, SOURCES
-from .plan import plan_pruning
+from .mask_expr import parse as parse_mask_expr
+from .plan import PruningPlan, plan_pruning
 from .reduction import ReductionReport
 from .selection import parse_topk
 from .summary import checkpoint_summary
@@ -77,8 +78,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    if args.topk is None and args.threshold is None and args.mask is None and not (args.include or args.exclude):
-        raise SelectionError("give at least one of --topk, --threshold, --mask and --include/--exclude.")
+    if args.topk is None and args.threshold is None and args.mask is None and not (args.include or args.exclude or args.mask_expr):
+        raise SelectionError("give at least one of --topk, --threshold, --mask-expr, --mask and --include/--exclude.")
+    if args.mask_expr is not None:
+        parse_mask_expr(args.mask_expr)  # a typo fails here, before any weight is read
     if args.out is None and not args.dry_run:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
     if args.importance is not None and args.part is not None and args.importance != args.part:
@@ -90,16 +93,16 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     _progress(args, f"ranking {source} importance over {format_count(data.architecture.input_dim)} dims")
     plan = plan_pruning(
         data, source=source, topk=args.topk, threshold=args.threshold, mask_file=args.mask,
-        name_include=args.include, name_exclude=args.exclude,
+        name_include=args.include, name_exclude=args.exclude, mask_expr=args.mask_expr,
     )
     for text in plan.warnings:
         print(f"gradiend-core: warning: {text}", file=sys.stderr)
     if args.dry_run:
-        _print_report(args, plan.report, None)
+        _print_report(args, plan, None)
         return 0
     _progress(args, f"writing {args.out}")
     result = export_plan(plan, args.out, overwrite=args.overwrite, use_safetensors=not args.bin)
-    _print_report(args, result.report, result)
+    _print_report(args, plan, result)
     return 0
 
 
@@ -123,14 +126,23 @@ def _progress(args: argparse.Namespace, msg: str) -> None:
         print(f"... {msg}", file=sys.stderr, flush=True)
 
 
-def _print_report(args: argparse.Namespace, report: ReductionReport, result) -> None:
+def _print_report(args: argparse.Namespace, plan: PruningPlan, result) -> None:
+    report = plan.report
     if args.json:
         out = {"report": report.to_dict()}
+        if plan.expression is not None:
+            out["mask_expr"] = plan.expression.to_dict()
         if result is not None:
             out["path"] = str(result.path)
             out["file_sha256"] = result.file_sha256
         print(json.dumps(_json_clean(out), indent=2, default=_json_default, allow_nan=False))
         return
+    expr = plan.expression
+    if expr is not None:
+        print(f"mask expression: {expr.expression}")
+        for term, n in expr.term_counts.items():
+            print(f"  {n:>12,}  {term}")
+        print(f"  {expr.kept:>12,}  kept by the expression (of {expr.input_dim:,} input dims)")
     print(format_report(report))
     if result is not None:
         print(f"wrote {result.path} (verified: reloads with input_dim {result.selection.k})")
@@ -205,9 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
     pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")
-    pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length")
-    pr.add_argument("--include", help="keep only dims of parameters whose name matches this regular expression")
-    pr.add_argument("--exclude", help="drop dims of parameters whose name matches this regular expression")
+    pr.add_argument(
+        "--mask-expr", metavar="EXPR",
+        help="mask expression, the mask step before --threshold and --topk, e.g. "
+        "\"top(decoder-weight, 5%%) & top(encoder-weight, 5%%)\". Terms: top(PART, K), above(PART, T), "
+        "name('REGEX'), file('PATH'), model('PATH', PART, K); combine with & | ~ and parentheses. "
+        "ANDed with --mask/--include/--exclude",
+    )
+    pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length "
+                    "(the same as --mask-expr \"file('FILE')\")")
+    pr.add_argument("--include", help="keep only dims of parameters whose name matches this regular expression "
+                    "(the same as --mask-expr \"name('REGEX')\")")
+    pr.add_argument("--exclude", help="drop dims of parameters whose name matches this regular expression "
+                    "(the same as --mask-expr \"~name('REGEX')\")")
     pr.add_argument("--out", help="target directory (new or empty)")
     pr.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     pr.add_argument("--bin", action="store_true", help="write pytorch_model.bin/.pth instead of safetensors")

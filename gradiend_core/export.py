@@ -22,7 +22,8 @@ import torch
 from .checkpoint import PROVENANCE_FILE, CheckpointData, read_checkpoint, write_checkpoint
 from .errors import CheckpointError, SelectionError
 from .importance import DEFAULT_PART, GRADIENT_MEAN, SOURCES, gradient_mean_importance
-from .plan import PruningPlan, plan_pruning, sha256_mask
+from .masks import sha256_mask
+from .plan import PruningPlan, plan_pruning
 from .pruning import prune_checkpoint
 from .ranking import Ranking
 from .reduction import ReductionReport
@@ -81,6 +82,7 @@ def cli_command(
     mask_path: Optional[str],
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
+    mask_expr: Optional[str] = None,
 ) -> str:
     """The ``gradiend-core prune`` command line for these settings.
 
@@ -99,6 +101,8 @@ def cli_command(
         args += ["--include", name_include]
     if name_exclude:
         args += ["--exclude", name_exclude]
+    if mask_expr:
+        args += ["--mask-expr", mask_expr]
     args += ["--out", str(out)]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -117,7 +121,7 @@ def reproduce_command(plan: PruningPlan, out: Union[str, os.PathLike], mask_path
     spec = plan.mask_spec
     return cli_command(
         plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_path or spec.file,
-        spec.name_include, spec.name_exclude,
+        spec.name_include, spec.name_exclude, spec.expression,
     )
 
 
@@ -140,6 +144,8 @@ def _provenance(plan: PruningPlan, target: Union[str, os.PathLike], source_sha25
         "mask_file": spec.file,
         "name_include": spec.name_include,
         "name_exclude": spec.name_exclude,
+        "mask_expr": spec.expression,
+        "mask_expr_sha256": spec.expression_sha256,
         "input_dim_before": data.architecture.input_dim,
         "kept_dims": plan.selection.k,
         "unpruned_length": data.param_map.unpruned_length,
@@ -217,6 +223,7 @@ def export_pruned(
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
     source_sha256: Optional[str] = None,
+    mask_expr: Any = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``, in one call
     (:func:`~gradiend_core.plan.plan_pruning` then :func:`export_plan`).
@@ -236,6 +243,9 @@ def export_pruned(
         mask_path: the mask file's path, for the provenance record (``mask`` holds its content).
         name_include, name_exclude: parameter-name patterns ANDed into ``mask``.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+        mask_expr: a mask expression (text, or a :class:`~gradiend_core.mask_expr.MaskResult`
+            evaluated on ``source``), ANDed into ``mask``; its canonical text and mask digest are
+            recorded in ``pruning.json`` and its command line uses ``--mask-expr``.
 
     Returns:
         An :class:`ExportResult`.
@@ -260,7 +270,7 @@ def export_pruned(
         ranking = Ranking.coerce(importance)
     plan = plan_pruning(
         data, source=label, topk=topk, threshold=threshold, mask=mask, mask_file=mask_path,
-        name_include=name_include, name_exclude=name_exclude, ranking=ranking,
+        name_include=name_include, name_exclude=name_exclude, mask_expr=mask_expr, ranking=ranking,
     )
     return export_plan(plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256)
 

@@ -7,6 +7,7 @@ current input space, so one mask file can be applied to differently pruned model
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -18,7 +19,17 @@ import torch
 from .errors import SelectionError
 from .param_map import ParamMap
 
+__all__ = ["MASK_SUFFIXES", "load_mask", "name_filter_mask", "read_mask_file", "sha256_mask", "to_local_mask"]
+
 MASK_SUFFIXES = (".pt", ".pth", ".safetensors", ".npy")
+
+
+def sha256_mask(mask: Optional[np.ndarray]) -> Optional[str]:
+    """Hex sha256 of a bool mask's packed bits (``None`` for no mask): the digest recorded for a
+    mask in ``pruning.json`` and in saved masks."""
+    if mask is None:
+        return None
+    return hashlib.sha256(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).hexdigest()
 
 
 def _only_tensor(obj: object, path: Path) -> object:

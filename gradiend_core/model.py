@@ -351,15 +351,21 @@ class ParamMappedGradiendModel(nn.Module):
         mask: object = None,
         part: str = DEFAULT_PART,
         importance: Optional[Union[torch.Tensor, np.ndarray]] = None,
+        mask_expr: Optional[str] = None,
     ) -> Selection:
         """Which input dimensions mask -> threshold -> topk keeps (without pruning).
 
         ``importance`` (shape ``(input_dim,)``, e.g. a gradient mean from pre-pruning) replaces
-        the weight importance of ``part`` when given.
+        the weight importance of ``part`` when given. ``mask_expr`` (see
+        :mod:`gradiend_core.mask_expr`) is evaluated on this model and ANDed into ``mask``.
 
         Raises:
             SelectionError: for invalid arguments or a selection that keeps nothing.
         """
+        if mask_expr is not None:
+            from .mask_expr import apply_mask_expr
+
+            mask = apply_mask_expr(mask_expr, self.to_checkpoint_data(), mask)[0]
         imp = None
         if threshold is not None or topk is not None:
             if importance is not None:
@@ -394,6 +400,7 @@ class ParamMappedGradiendModel(nn.Module):
         importance: Optional[Union[torch.Tensor, np.ndarray]] = None,
         inplace: bool = False,
         return_mask: bool = False,
+        mask_expr: Optional[str] = None,
     ) -> Union["ParamMappedGradiendModel", Tuple["ParamMappedGradiendModel", torch.Tensor]]:
         """Keep the selected input dimensions and physically shrink encoder, decoder and map.
 
@@ -403,6 +410,8 @@ class ParamMappedGradiendModel(nn.Module):
             mask: bool ``(input_dim,)`` in the current input space.
             part: importance source when ``importance`` is not given.
             importance: optional importance vector ``(input_dim,)``.
+            mask_expr: optional mask expression (:mod:`gradiend_core.mask_expr`), e.g.
+                ``"top(decoder-weight, 5%) & top(encoder-weight, 5%)"``, ANDed into ``mask``.
             inplace: modify this model; otherwise return a new one and leave this unchanged.
             return_mask: also return the combined keep-mask, bool ``(old input_dim,)``.
 
@@ -412,7 +421,7 @@ class ParamMappedGradiendModel(nn.Module):
         Raises:
             SelectionError: for invalid arguments or a selection that keeps nothing.
         """
-        sel = self.select(topk=topk, threshold=threshold, mask=mask, part=part, importance=importance)
+        sel = self.select(topk=topk, threshold=threshold, mask=mask, part=part, importance=importance, mask_expr=mask_expr)
         new_state = prune_state_dict(self._weights(), sel.keep)
         new_map = self._map.restrict(sel.keep)
         if inplace:

@@ -7,7 +7,6 @@ previews, what ``gradiend-core prune --dry-run`` prints and what an export write
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple, Union
 
@@ -17,7 +16,7 @@ from .analysis.names import compose_masks, name_mask
 from .checkpoint import CheckpointData
 from .errors import SelectionError
 from .importance import DEFAULT_PART, nonfinite_warning, source_importance, validate_source
-from .masks import load_mask
+from .masks import load_mask, sha256_mask
 from .ranking import Ranking
 from .reduction import ReductionReport, reduction_report
 from .selection import Selection, select, validate_threshold, validate_topk
@@ -29,13 +28,6 @@ __all__ = ["MaskSpec", "PruningPlan", "RankingFor", "plan_pruning", "sha256_mask
 RankingFor = Callable[[CheckpointData, str], Ranking]
 
 
-def sha256_mask(mask: Optional[np.ndarray]) -> Optional[str]:
-    """Hex sha256 of a bool mask's packed bits (``None`` for no mask)."""
-    if mask is None:
-        return None
-    return hashlib.sha256(np.packbits(np.asarray(mask, dtype=bool)).tobytes()).hexdigest()
-
-
 @dataclass(frozen=True)
 class MaskSpec:
     """Where the mask step's mask came from, for the provenance record and the reproduce command.
@@ -43,13 +35,18 @@ class MaskSpec:
     Attributes:
         file: the mask file as the user named it (``None`` without one).
         name_include, name_exclude: parameter-name patterns folded into the mask.
-        sha256: digest of the composed mask (:func:`sha256_mask`), ``None`` without a mask.
+        sha256: digest of the composed mask (:func:`~gradiend_core.masks.sha256_mask`), ``None``
+            without a mask.
+        expression: the mask expression's canonical text (``None`` without one).
+        expression_sha256: the digest of the expression's own mask.
     """
 
     file: Optional[str] = None
     name_include: Optional[str] = None
     name_exclude: Optional[str] = None
     sha256: Optional[str] = None
+    expression: Optional[str] = None
+    expression_sha256: Optional[str] = None
 
 
 def default_ranking_for(data: CheckpointData, source: str) -> Ranking:
@@ -72,6 +69,7 @@ class PruningPlan:
         selection: the kept dims.
         report: sizes before and after, and the share of importance kept.
         warnings: what the user should know (non-finite importance, a clipped topk).
+        expression: the evaluated mask expression (its own mask, term counts), or ``None``.
     """
 
     checkpoint: CheckpointData
@@ -84,6 +82,7 @@ class PruningPlan:
     selection: Selection
     report: ReductionReport
     warnings: Tuple[str, ...] = field(default_factory=tuple)
+    expression: Optional[object] = None
 
     @property
     def ranks(self) -> bool:
@@ -98,6 +97,22 @@ def _compose_mask(
         mask = load_mask(mask_file, data.param_map)
     names = name_mask(data.param_map, include, exclude) if (include or exclude) else None
     return compose_masks(mask, names)
+
+
+def _evaluate_expression(data: CheckpointData, mask_expr, ranking_for: RankingFor, resolve_path):
+    """The expression's :class:`~gradiend_core.mask_expr.MaskResult` (``None`` without one)."""
+    if mask_expr is None:
+        return None
+    from .mask_expr import MaskResult, evaluate_mask_expr
+
+    if isinstance(mask_expr, MaskResult):
+        if not mask_expr.param_map.same_selection(data.param_map):
+            raise SelectionError(
+                f"the mask expression {mask_expr.expression!r} was evaluated on another input space "
+                f"(input_dim {mask_expr.input_dim:,}, here {data.architecture.input_dim:,}); evaluate it again."
+            )
+        return mask_expr
+    return evaluate_mask_expr(mask_expr, data, ranking_for=ranking_for, resolve_path=resolve_path)
 
 
 def _label(source: object) -> str:
@@ -132,8 +147,10 @@ def plan_pruning(
     mask_file: Optional[str] = None,
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
+    mask_expr=None,
     ranking: Optional[Ranking] = None,
     ranking_for: Optional[RankingFor] = None,
+    resolve_path=None,
 ) -> PruningPlan:
     """Plan a pruning: rank ``source``, apply mask -> threshold -> topk, report the savings.
 
@@ -144,9 +161,14 @@ def plan_pruning(
         mask: a keep-mask already in the current input space (numpy bool ``(input_dim,)``).
         mask_file: a mask file (read when ``mask`` is not given; recorded either way).
         name_include, name_exclude: parameter-name patterns, ANDed into the mask.
+        mask_expr: a mask expression (text, or a :class:`~gradiend_core.mask_expr.MaskResult`
+            evaluated on this checkpoint), ANDed into the mask; see :mod:`gradiend_core.mask_expr`.
         ranking: the ranking of ``source`` if already built; with it, ``source`` may also be a
             free label such as ``"custom"`` for an importance that is not one of the sources.
-        ranking_for: how to get the ranking of ``source`` otherwise (default: rank in memory).
+        ranking_for: how to get the ranking of ``source`` otherwise, and of the parts a mask
+            expression ranks by (default: rank in memory).
+        resolve_path: how a mask expression's ``file()``/``model()`` paths become paths (a server
+            passes one that refuses paths outside its allowed directories).
 
     Returns:
         A :class:`PruningPlan`.
@@ -161,17 +183,26 @@ def plan_pruning(
     topk = validate_topk(topk)
     threshold = validate_threshold(threshold)
     composed = _compose_mask(checkpoint, mask, mask_file, name_include, name_exclude)
-    if composed is None and threshold is None and topk is None:
-        raise SelectionError("give at least one of a mask, a threshold and a topk.")
+    if composed is None and mask_expr is None and threshold is None and topk is None:
+        raise SelectionError("give at least one of a mask, a mask expression, a threshold and a topk.")
+    ranking_for = ranking_for or default_ranking_for
     if ranking is None:
-        ranking = (ranking_for or default_ranking_for)(checkpoint, source)
+        ranking = ranking_for(checkpoint, source)
+    given = {source: ranking}
+    expr = _evaluate_expression(checkpoint, mask_expr, lambda d, p: given[p] if d is checkpoint and p in given else ranking_for(d, p), resolve_path)
+    if expr is not None:
+        composed = expr.mask if composed is None else composed & expr.mask
     ranks = threshold is not None or topk is not None
     selection = select(
         ranking if ranks else None, input_dim=checkpoint.architecture.input_dim, mask=composed,
         threshold=threshold, topk=topk,
     )
     report = reduction_report(checkpoint, selection, ranking, source)
-    spec = MaskSpec(mask_file, name_include, name_exclude, sha256_mask(composed))
+    spec = MaskSpec(
+        mask_file, name_include, name_exclude, sha256_mask(composed),
+        expr.expression if expr is not None else None, expr.sha256 if expr is not None else None,
+    )
     return PruningPlan(
-        checkpoint, source, ranking, composed, spec, threshold, topk, selection, report, _warnings(source, ranking, selection)
+        checkpoint, source, ranking, composed, spec, threshold, topk, selection, report, _warnings(source, ranking, selection),
+        expr,
     )
