@@ -9,11 +9,8 @@ pruning and export build new tensors.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import threading
-import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -101,6 +98,16 @@ class CheckpointStore:
                     self._key_locks.pop(old, None)
             return data
 
+    def discard(self, directory: Path) -> List[Tuple[str, float]]:
+        """Forget the checkpoints at or below ``directory``; returns their keys."""
+        root = str(Path(directory).resolve())
+        with self._lock:
+            keys = [k for k in self._items if k[0] == root or k[0].startswith(root + os.sep)]
+            for k in keys:
+                del self._items[k]
+                self._key_locks.pop(k, None)
+        return keys
+
 
 STORE = CheckpointStore()
 
@@ -163,42 +170,13 @@ def load_validation(path: str) -> Optional[ValidationRecord]:
     return _validation(*checkpoint_key(path))
 
 
-class SessionDir:
-    """A temporary directory owned by one browser session, removed when the session ends."""
+def forget_checkpoint(directory: Path) -> None:
+    """Drop the cached checkpoints (and their rankings and records) at or below ``directory``,
+    e.g. an unpacked upload that was deleted (see :mod:`dashboard.sessions`)."""
+    from gradiend_core.importance import SOURCES
 
-    def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="gradiend-session-"))
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
-
-
-def session_dir() -> Path:
-    """This session's private temporary directory (uploads, exports for download)."""
-    if "_session_dir" not in st.session_state:
-        st.session_state["_session_dir"] = SessionDir()
-    return st.session_state["_session_dir"].path
-
-
-def allowed_roots() -> Optional[List[Path]]:
-    """Directories the dashboard may read and write, from ``GRADIEND_DASHBOARD_ROOTS``
-    (``os.pathsep``-separated); ``None`` means unrestricted (a single-user local run)."""
-    raw = os.environ.get("GRADIEND_DASHBOARD_ROOTS")
-    if not raw:
-        return None
-    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p]
-
-
-def check_allowed(path: Path, what: str) -> None:
-    """Raise ``PermissionError`` if ``path`` lies outside the allowed roots (see :func:`allowed_roots`).
-
-    The session's own temporary directory and the bundled samples are always allowed.
-    """
-    roots = allowed_roots()
-    if roots is None:
-        return
-    p = Path(path).expanduser().resolve()
-    extra = [SAMPLES_DIR.resolve(), session_dir().resolve()]
-    if not any(p == r or r in p.parents for r in roots + extra):
-        raise PermissionError(
-            f"{what} {path} is outside the directories this dashboard may use "
-            f"({os.pathsep.join(str(r) for r in roots)}; set by GRADIEND_DASHBOARD_ROOTS)."
-        )
+    for path, mtime in STORE.discard(Path(directory)):
+        for part in SOURCES:
+            _ranking.clear(path, mtime, part)
+        _pre_prune.clear(path, mtime)
+        _validation.clear(path, mtime)

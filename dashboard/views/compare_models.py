@@ -13,7 +13,8 @@ from gradiend_core.errors import CheckpointError
 from gradiend_core.importance import PARTS
 from dashboard.context import ViewContext
 from dashboard.figures.compare_models import model_overlap_heatmap
-from dashboard.loading import check_allowed, load_checkpoint, sample_models
+from dashboard.loading import load_checkpoint, sample_models
+from dashboard.sessions import check_allowed
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
 from dashboard.views.distributions import follow
