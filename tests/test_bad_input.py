@@ -193,3 +193,420 @@ def test_ranking_rejects_non_vectors(bad):
 def test_threshold_on_all_nan_importance_says_so():
     with pytest.raises(SelectionError, match="every importance value in this part is NaN"):
         select(Ranking(np.full(5, np.nan, dtype=np.float32)), threshold=0.0)
+
+
+# ===================================================================================================
+# Exports that never lose data. Every case below is a class of fault; the test is one instance.
+# ===================================================================================================
+import hashlib  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import gradiend_core.checkpoint.writer as writer  # noqa: E402
+import gradiend_core.export as export_module  # noqa: E402
+from gradiend_core import write_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _digests(path: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def _hidden(parent: Path) -> list:
+    """Staging or replaced directories left beside an export."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_overwrite_whose_verification_fails_keeps_the_old_export(good, tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    export_pruned(good, target, topk=10)
+    before = _digests(target)
+    real = writer._save_tensors
+
+    def corrupting(path, tensors, use_safetensors, header=None):  # a write that does not store what it was given
+        if path.name == "model.safetensors":
+            tensors = {k: (v + 1 if k == "decoder.0.linear.weight" else v) for k, v in tensors.items()}
+        real(path, tensors, use_safetensors, header)
+
+    monkeypatch.setattr(writer, "_save_tensors", corrupting)
+    with pytest.raises(CheckpointError, match="verification of the export failed: tensor decoder.0.linear.weight differs"):
+        export_pruned(good, target, topk=20, overwrite=True)
+    assert _digests(target) == before and _hidden(tmp_path) == []
+    assert RefModel.from_pretrained(str(target)).input_dim == 10
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_ctrl_c_during_verification_leaves_no_unverified_export(good, tmp_path, monkeypatch, existing):
+    target = tmp_path / "out"
+    if existing:
+        export_pruned(good, target, topk=10)
+    before = _digests(target) if existing else None
+
+    def interrupted(path, *a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module, "read_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_pruned(good, target, topk=20, overwrite=True)
+    assert (_digests(target) if existing else target.exists()) == (before if existing else False)
+    assert _hidden(tmp_path) == []
+
+
+def test_write_checkpoint_runs_verify_on_the_staging_directory_before_the_swap(good, tmp_path):
+    data = read_checkpoint(good)
+    target = tmp_path / "out"
+    seen = []
+
+    def verify(staged: Path) -> None:
+        seen.append((staged.parent == tmp_path, staged.name.startswith(".out.tmp-"), target.exists(),
+                     read_checkpoint(staged).architecture.input_dim))
+
+    kw = dict(architecture=data.architecture, param_map=data.param_map, state_dict=data.state_dict, metadata={})
+    write_checkpoint(target, verify=verify, **kw)
+    assert seen == [(True, True, False, 200)] and _hidden(tmp_path) == []
+
+
+_UNPRIVILEGED_EXPORT = """
+import sys
+from gradiend_core import CheckpointError, export_pruned
+try:
+    export_pruned(sys.argv[1], sys.argv[2], topk=20, overwrite=True)
+    print("OK")
+except CheckpointError as e:
+    print("CheckpointError:", e)
+"""
+
+
+def _export_without_override(src: Path, target: Path) -> str:
+    """Export with overwrite in a process that file permissions apply to (root's capabilities to
+    override them are dropped with util-linux's setpriv)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+    cmd = [sys.executable, "-c", _UNPRIVILEGED_EXPORT, str(src), str(target)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        assert setpriv, "this test needs setpriv (util-linux) when run as root"
+        cmd = [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--", *cmd]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout.strip()
+
+
+@pytest.mark.parametrize("read_only", ["old export", "parent"])
+def test_overwrite_of_a_read_only_export_leaves_no_hidden_copy(good, tmp_path, read_only):
+    parent = tmp_path / "exports"
+    target = parent / "out"
+    export_pruned(good, target, topk=10)
+    before = _digests(target)
+    os.chmod(target if read_only == "old export" else parent, 0o555)
+    try:
+        out = _export_without_override(good, target)
+    finally:
+        os.chmod(target, 0o755)
+        os.chmod(parent, 0o755)
+    words = "is read-only" if read_only == "old export" else "cannot create"
+    assert out.startswith("CheckpointError:") and words in out, out
+    assert _digests(target) == before and _hidden(parent) == []
+
+
+def test_writer_reads_no_umask_and_gives_the_usual_modes(good, tmp_path, monkeypatch):
+    """Setting the umask (to read it) is process-wide: a file another thread creates meanwhile
+    would get mode 0666. The writer must not touch it and still give 0666/0777 less the umask."""
+    calls = []
+    real = os.umask
+    old = real(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or real(m))
+        export_pruned(good, tmp_path / "out", topk=5)
+    finally:
+        real(old)
+    assert calls == []
+    assert {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "out").iterdir()} == {
+        f.name: 0o640 for f in (tmp_path / "out").iterdir()
+    }
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750
+
+
+def test_a_killed_writers_staging_directory_is_removed_by_the_next_write(good, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    stale = tmp_path / f".out.tmp-{pid}-abcd1234"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    live = tmp_path / f".out.tmp-{os.getppid()}-abcd1234"  # a running process's: kept
+    live.mkdir()
+    export_pruned(good, tmp_path / "out", topk=5)
+    assert _hidden(tmp_path) == [live.name]
+
+
+# ===================================================================================================
+# Archives: zip bombs, disk filling, links. Only CheckpointError escapes; a refusal leaves nothing.
+# ===================================================================================================
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from gradiend_core.archive import DEFAULT_MAX_ENTRIES, zip_directory  # noqa: E402
+
+MB = 1024**2
+
+
+def _files_under(path: Path) -> list:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def _zeros_zip(entries) -> bytes:
+    """A deflated zip of ``(name, number of zero bytes)`` entries, written in 1 MiB steps."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, size in entries:
+            with zf.open(name, "w", force_zip64=size > 2**31 - 1) as f:
+                for start in range(0, size, MB):
+                    f.write(bytes(min(MB, size - start)))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("shape", ["one big entry", "many smaller entries"])
+def test_zip_bomb_is_refused_on_its_ratio_before_anything_is_written(tmp_path, shape):
+    # 0.26 MB that expands to 256 MiB: a ratio of ~1000 (deflate's limit, what zip bombs use)
+    entries = [("ck/config.json", 2)] + (
+        [("ck/model.safetensors", 256 * MB)] if shape == "one big entry" else [(f"ck/part{i}.bin", 32 * MB) for i in range(8)]
+    )
+    data = _zeros_zip(entries)
+    assert len(data) < 0.3 * MB
+    with pytest.raises(CheckpointError, match="zip bomb"):
+        extract_checkpoint_zip(data, tmp_path / "dest", max_bytes=1024**4)
+    assert _files_under(tmp_path / "dest") == []
+
+
+def test_zip_of_100000_empty_entries_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ck/config.json", "{}")
+        for i in range(100_000):
+            zf.writestr(f"ck/e{i}", b"")
+    with pytest.raises(CheckpointError, match=f"holds 100,001 entries.*at most {DEFAULT_MAX_ENTRIES:,}"):
+        extract_checkpoint_zip(buf.getvalue(), tmp_path / "dest")
+    assert _files_under(tmp_path / "dest") == []
+
+
+def _understate(data: bytes, name: str, size: int) -> bytes:
+    """Make the central directory claim ``size`` bytes (compressed and uncompressed) for ``name``."""
+    out = bytearray(data)
+    at = out.find(b"PK\x01\x02")
+    while at != -1:
+        n = struct.unpack("<H", out[at + 28 : at + 30])[0]
+        if out[at + 46 : at + 46 + n].decode() == name:
+            out[at + 20 : at + 28] = struct.pack("<II", size, size)
+        at = out.find(b"PK\x01\x02", at + 4)
+    return bytes(out)
+
+
+def test_zip_whose_headers_understate_sizes_is_refused_and_leaves_no_partial_files(good, tmp_path):
+    files = sorted(((f"ck/{p.name}", p.read_bytes()) for p in good.iterdir()), key=lambda f: f[0] != "ck/config.json")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in files:  # config.json first: it is written before the lie is found
+            zf.writestr(name, data)
+    lying = _understate(buf.getvalue(), "ck/model.safetensors", 100)
+    with pytest.raises(CheckpointError, match="cannot be unpacked"):
+        extract_checkpoint_zip(lying, tmp_path / "dest")
+    assert _files_under(tmp_path / "dest") == []
+
+
+def test_extraction_through_a_link_in_the_target_directory_is_refused(good, tmp_path):
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "ck").symlink_to(Path("..") / "outside")
+    data = zip_directory(good)  # entries ck/...: they would land in outside/
+    with pytest.raises(CheckpointError, match="outside the target directory"):
+        extract_checkpoint_zip(data, dest)
+    assert _files_under(outside) == []
+
+
+def test_extraction_byte_limit_is_exact(good, tmp_path):
+    data = zip_directory(good)
+    total = sum(p.stat().st_size for p in good.iterdir())
+    with pytest.raises(CheckpointError, match="exceeds the limit of"):
+        extract_checkpoint_zip(data, tmp_path / "d1", max_bytes=total - 1)
+    assert _files_under(tmp_path / "d1") == []
+    ck = extract_checkpoint_zip(data, tmp_path / "d2", max_bytes=total)
+    assert read_checkpoint(ck).architecture.input_dim == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 10**9), st.integers(1, 255)), min_size=1, max_size=6))
+def test_damaged_archives_raise_only_checkpoint_error_and_leave_nothing(good, tmp_path_factory, flips):
+    data = bytearray(zip_directory(good))
+    for at, xor in flips:
+        data[at % len(data)] ^= xor
+    dest = tmp_path_factory.mktemp("fuzz")
+    try:
+        ck = extract_checkpoint_zip(bytes(data), dest)
+    except CheckpointError:
+        assert _files_under(dest) == []
+    else:
+        assert (ck / "config.json").is_file() and str(ck).startswith(str(dest.resolve()))
+
+
+# ===================================================================================================
+# The dashboard's disk: per-session and global budgets, one shared copy per upload, cleanup.
+# ===================================================================================================
+import fcntl  # noqa: E402
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from dashboard import sessions  # noqa: E402
+from dashboard.loading import STORE  # noqa: E402
+from dashboard.sessions import Budgets, SessionRegistry, parse_bytes  # noqa: E402
+
+APP = str(REPO / "dashboard" / "app.py")
+
+
+def _registry(tmp_path, session_bytes=10 * MB, upload_bytes=100 * MB, **kw) -> SessionRegistry:
+    return SessionRegistry(tmp_path / "root", Budgets(session_bytes, upload_bytes), grace_seconds=0,
+                           is_active=lambda sid: False, **kw)
+
+
+def _disk(reg: SessionRegistry) -> int:
+    return sum(p.stat().st_size for p in reg.folder.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+def test_same_upload_from_two_sessions_is_one_copy_until_the_last_ends(good, tmp_path):
+    removed = []
+    reg = _registry(tmp_path, on_upload_removed=removed.append)
+    data = memoryview(zip_directory(good))
+    a, b = reg.session("a"), reg.session("b")
+    ck_a, ck_b = reg.open_upload(a, data, "ck.zip"), reg.open_upload(b, data, "ck.zip")
+    assert ck_a == ck_b and len(list((reg.folder / "uploads").iterdir())) == 1
+    size = sum(p.stat().st_size for p in good.iterdir())
+    assert reg.upload_bytes() == size == reg.session_bytes(a) == reg.session_bytes(b)
+    reg.end("a")
+    assert ck_b.is_dir() and removed == []
+    reg.end("b")
+    assert not ck_b.exists() and removed == [ck_b] and _disk(reg) == 0
+
+
+def test_bombs_and_broken_uploads_are_deleted_at_once_and_not_retried(good, tmp_path, monkeypatch):
+    reg = _registry(tmp_path, session_bytes=1024**4, upload_bytes=1024**4)
+    s = reg.session("a")
+    bomb = memoryview(_zeros_zip([("ck/config.json", 2), ("ck/model.safetensors", 128 * MB)]))
+    broken = bytearray(zip_directory(good))
+    broken[broken.find(b'"format_version"') + 1] ^= 0xFF
+    for data, words in ((bomb, "zip bomb"), (memoryview(bytes(broken)), "cannot be unpacked")):
+        with pytest.raises(CheckpointError, match=words):
+            reg.open_upload(s, data, "x.zip")
+        assert _disk(reg) == 0 and list((reg.folder / "uploads").iterdir()) == []
+    calls = []
+    monkeypatch.setattr(sessions, "extract_checkpoint_zip", lambda *a, **k: calls.append(a))
+    with pytest.raises(CheckpointError, match="zip bomb"):  # remembered: not unpacked again on a rerun
+        reg.open_upload(s, bomb, "x.zip")
+    assert calls == []
+
+
+def test_session_and_server_budgets_refuse_before_writing(good, tmp_path):
+    data = memoryview(zip_directory(good))
+    size = sum(p.stat().st_size for p in good.iterdir())
+    reg = _registry(tmp_path, session_bytes=size - 1, upload_bytes=10 * size)
+    with pytest.raises(CheckpointError, match="GRADIEND_DASHBOARD_SESSION_BYTES"):
+        reg.open_upload(reg.session("a"), data, "ck.zip")
+    assert _disk(reg) == 0
+    reg = _registry(tmp_path / "2", session_bytes=10 * size, upload_bytes=size + size // 2)
+    reg.open_upload(reg.session("a"), data, "ck.zip")
+    other = memoryview(zip_directory(_copy_with_other_weights(good, tmp_path / "other")))
+    with pytest.raises(CheckpointError, match="GRADIEND_DASHBOARD_UPLOAD_BYTES"):
+        reg.open_upload(reg.session("b"), other, "other.zip")
+    assert reg.upload_bytes() == size == _disk(reg)
+    with pytest.raises(CheckpointError, match="GRADIEND_DASHBOARD_SESSION_BYTES"):
+        reg.store(reg.session("a"), "masks/m.npy", bytes(10 * size))
+
+
+def _copy_with_other_weights(good: Path, dst: Path) -> Path:
+    shutil.copytree(good, dst)
+    _weights(dst, lambda sd: sd.update({k: v * 2 for k, v in sd.items()}))
+    return dst
+
+
+def test_budgets_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GRADIEND_DASHBOARD_SESSION_BYTES", "1.5G")
+    monkeypatch.setenv("GRADIEND_DASHBOARD_UPLOAD_BYTES", "512MiB")
+    assert Budgets.from_env() == Budgets(3 * 1024**3 // 2, 512 * 1024**2)
+    assert parse_bytes("4096", "X") == 4096
+    for bad in ("lots", "-1G", "0"):
+        with pytest.raises(ValueError, match="X="):
+            parse_bytes(bad, "X")
+
+
+def test_a_new_server_deletes_what_ended_servers_left(tmp_path):
+    root = tmp_path / "root"
+    dead, live = root / "server-1-dead", root / "server-2-live"
+    for d in (dead, live):
+        (d / "uploads" / "abc").mkdir(parents=True)
+        (d / "uploads" / "abc" / "model.safetensors").write_bytes(b"x" * 100)
+        (d / ".lock").touch()
+    fd = os.open(live / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a running server holds its lock
+    try:
+        reg = SessionRegistry(root, Budgets(), grace_seconds=0)
+        assert not dead.exists() and live.exists() and reg.folder.is_dir()
+        reg.close()
+        assert not reg.folder.exists()
+    finally:
+        os.close(fd)
+
+
+@pytest.fixture()
+def fresh_registry(tmp_path, monkeypatch):
+    """The dashboard's registry, replaced for one test by one in ``tmp_path`` with no grace period."""
+    reg = SessionRegistry(tmp_path / "sessions-root", Budgets(64 * MB, 64 * MB), grace_seconds=0,
+                          on_upload_removed=sessions._forget_cached)
+    monkeypatch.setattr(sessions, "_REGISTRY", reg)
+    yield reg
+    reg.close()
+
+
+def _upload_session(data: bytes) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.radio(key="model_source").set_value("Upload .zip").run()
+    at.file_uploader(key="model_zip").set_value(("ck.zip", data, "application/zip")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_uploads_in_the_app_are_shared_and_released_when_sessions_end(good, fresh_registry):
+    from streamlit.runtime import caching
+
+    data = zip_directory(good)
+    a, b = _upload_session(data), _upload_session(data)
+    for at in (a, b):
+        assert not at.error, [e.value for e in at.error]
+        assert any(m.label == "input_dim (dims)" and m.value == "200" for m in at.metric)
+    copies = list((fresh_registry.folder / "uploads").iterdir())
+    assert len(copies) == 1 and len(fresh_registry.sessions()) == 2
+    # Streamlit releases a session's session-scoped resources when it disconnects or closes
+    # (AppTest's sessions share one id, so this releases both); the sweep then ends them.
+    keys = sorted(at.session_state["_session_files"].key for at in (a, b))
+    assert fresh_registry.sweep() == []  # connected sessions are never swept
+    caching.clear_session_resource_cache("test session id")
+    assert sorted(fresh_registry.sweep()) == keys
+    assert not copies[0].exists() and _disk(fresh_registry) == 0
+    assert list((fresh_registry.folder / "sessions").iterdir()) == []
+    assert STORE.discard(copies[0]) == []  # the cached checkpoint went with the files
+
+
+def test_a_failed_upload_is_gone_before_the_session_ends(good, fresh_registry):
+    cfg = json.loads((good / "config.json").read_text())
+    cfg["architecture"]["input_dim"] = 7  # unpacks, but does not open
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in good.iterdir():
+            zf.writestr(f"ck/{p.name}", json.dumps(cfg) if p.name == "config.json" else p.read_bytes())
+    at = _upload_session(buf.getvalue())
+    assert [e.value for e in at.error] == [
+        "ck.zip/config.json: the mapping selects 200 entries in total but architecture.input_dim is 7; config and "
+        "mapping files do not belong together."
+    ]
+    assert _disk(fresh_registry) == 0 and list((fresh_registry.folder / "uploads").iterdir()) == []
