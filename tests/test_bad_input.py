@@ -4,6 +4,7 @@ words the error must contain). Every case must raise CheckpointError, never anot
 from __future__ import annotations
 
 import io
+import shlex
 import json
 import struct
 import zipfile
@@ -17,8 +18,10 @@ from safetensors.torch import load_file, save_file
 
 from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, SelectionError, export_pruned, read_checkpoint
+from gradiend_core.masks import sha256_mask
 from gradiend_core.archive import extract_checkpoint_zip
 from gradiend_core.checkpoint import SafetensorsFile
+from gradiend_core.export import same_bits
 from gradiend_core.selection import Ranking, select
 
 
@@ -610,3 +613,285 @@ def test_a_failed_upload_is_gone_before_the_session_ends(good, fresh_registry):
         "mapping files do not belong together."
     ]
     assert _disk(fresh_registry) == 0 and list((fresh_registry.folder / "uploads").iterdir()) == []
+
+
+# ===================================================================================================
+# The page: URL values, what an export banner refers to, the export directory's name, downloads.
+# ===================================================================================================
+import math  # noqa: E402
+
+from dashboard.views import export as export_view  # noqa: E402
+
+SAMPLES = REPO / "sample_models"
+
+
+def _page(model: Path, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["model"] = str(model)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _kept(at: AppTest) -> str:
+    return next(m.value for m in at.metric if m.label == "Input dims kept")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "abc", "1e400"])
+def test_url_threshold_the_input_cannot_hold_is_named_and_the_page_stays_usable(good, value):
+    at = _page(good, threshold=value, topk="10")
+    assert not at.error, [e.value for e in at.error]
+    assert any(f"URL parameter ?threshold={value} " in w.value and "ignored" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
+    assert at.number_input(key="threshold").value is None and _kept(at) == "10"
+    assert "threshold" not in at.query_params
+    imp = RefModel.from_pretrained(str(good)).get_weight_importance("decoder-weight").numpy()
+    thr = float(np.sort(imp)[-50])
+    at.number_input(key="threshold").set_value(thr).run()  # the input works, and the message goes
+    assert _kept(at) == "10" and not at.warning and not at.error
+    at.text_input(key="topk").set_value("").run()
+    assert _kept(at) == f"{int((imp >= np.float32(thr)).sum()):,}"
+
+
+def test_url_part_and_topk_the_inputs_cannot_hold_are_named(good):
+    at = _page(good, part="bogus")
+    assert any("URL parameter ?part=bogus" in w.value for w in at.warning) and not at.error
+    assert at.selectbox(key="part").value == "decoder-weight"
+    at = _page(good, topk="abc")
+    assert [e.value for e in at.error] == [
+        "URL parameter ?topk=abc: topk must be a count (e.g. 5000), a fraction (e.g. 0.05 or 1e-4) or a percentage "
+        "(e.g. 5%); got 'abc'."
+    ]
+    at.text_input(key="topk").set_value("7").run()
+    assert not at.error and _kept(at) == "7"
+
+
+def _export(at: AppTest, out: Path, overwrite: bool = False) -> None:
+    at.text_input(key="export_dir").set_value(str(out)).run()
+    if overwrite:
+        at.checkbox(key="export_overwrite").check().run()
+    at.button(key="export").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+
+
+def _zip_checkpoint(archive: str, into: Path) -> Path:
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(into)
+    return next(into.iterdir())
+
+
+def test_download_is_what_this_session_verified_even_after_another_replaced_it(good, tmp_path, monkeypatch):
+    packs = []
+    real = export_view.zip_verified
+    monkeypatch.setattr(export_view, "zip_verified", lambda *a, **k: packs.append(a[0]) or real(*a, **k))
+    a, b = _page(good, topk="100"), _page(good, topk="150")
+    shared = tmp_path / "shared"
+    _export(a, shared)
+    assert any("Exported 100 input dims" in s.value and "verified" in s.value for s in a.success)
+    for _ in range(3):
+        a.run()
+    assert len(packs) == 1  # packed once per export, not on every rerun
+    _export(b, shared, overwrite=True)
+    a.run()
+    assert any("has changed since this session exported to it" in w.value for w in a.warning)
+    got = RefModel.from_pretrained(str(_zip_checkpoint(a.session_state["last_export"]["archive"], tmp_path / "a-zip")))
+    want = RefModel.from_pretrained(str(good)).prune(topk=100)
+    assert got.input_dim == 100 and RefModel.from_pretrained(str(shared)).input_dim == 150
+    assert all(torch.equal(x, y) for x, y in zip(got.state_dict().values(), want.state_dict().values()))
+    assert not any(w.value.startswith("`") for w in b.warning)  # B's page: its export is what the directory holds
+
+
+def test_export_banner_is_an_earlier_export_once_the_selection_changes(good, tmp_path):
+    at = _page(good, topk="100")
+    _export(at, tmp_path / "out")
+    assert [b.label for b in at.get("download_button")] == ["Download .zip"]
+    for change in (lambda: at.text_input(key="topk").set_value("20"),
+                   lambda: at.selectbox(key="part").set_value("encoder-weight"),
+                   lambda: at.number_input(key="threshold").set_value(0.0)):
+        change().run()
+        assert not at.success, [s.value for s in at.success]
+        assert any(i.value.startswith("Earlier export in this session, not the current selection: 100 input dims")
+                   for i in at.info)
+        assert [b.label for b in at.get("download_button")] == ["Download the earlier export (.zip)"]
+    at.number_input(key="threshold").set_value(None).run()
+    at.selectbox(key="part").set_value("decoder-weight").run()
+    at.text_input(key="topk").set_value("100").run()
+    assert any("Exported 100 input dims" in s.value for s in at.success) and not at.info
+
+
+def test_export_banner_names_the_earlier_model_after_switching_samples(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_view, "EXPORT_ROOT", tmp_path)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.selectbox(key="sample").set_value("number-unpruned").run()
+    at.button(key="export").click().run()
+    at.selectbox(key="sample").set_value("own-unpruned").run()
+    assert not at.success
+    assert any("earlier export" in i.value.lower() and "number-unpruned" in i.value for i in at.info)
+
+
+def test_auto_named_export_directory_follows_the_model_until_one_is_typed(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_view, "EXPORT_ROOT", tmp_path)
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    for sample in ("number-unpruned", "own-pre-pruned", "gender-unpruned", "number-unpruned"):
+        at.selectbox(key="sample").set_value(sample).run()
+        assert at.text_input(key="export_dir").value == str(tmp_path / f"{sample}-decoder-weight-top0.05")
+    at.selectbox(key="sample").set_value("own-unpruned").run()
+    at.button(key="export").click().run()
+    assert not at.error, [e.value for e in at.error]
+    written = tmp_path / "own-unpruned-decoder-weight-top0.05"
+    assert json.loads((written / "pruning.json").read_text())["source_path"] == str(SAMPLES / "own-unpruned")
+    mine = str(tmp_path / "mine")
+    at.text_input(key="export_dir").set_value(mine).run()
+    at.selectbox(key="sample").set_value("number-unpruned").run()
+    assert at.text_input(key="export_dir").value == mine  # typed: kept
+    at.text_input(key="export_dir").set_value("").run()  # cleared: follows again
+    assert at.text_input(key="export_dir").value == str(tmp_path / "number-unpruned-decoder-weight-top0.05")
+
+
+def test_reproduce_command_reads_the_mask_kept_in_the_export(good, tmp_path, fresh_registry, capsys):
+    from gradiend_core.cli import main
+
+    n = 200
+    mask = np.zeros(n, dtype=bool)
+    mask[::3] = True
+    buf = io.BytesIO()
+    np.save(buf, mask)
+    at = _page(good, topk="30")
+    at.file_uploader(key="mask_file").set_value(("keep.npy", buf.getvalue(), "application/octet-stream")).run()
+    out = tmp_path / "out"
+    _export(at, out)
+    command = next(c.value for c in at.code if c.value.startswith("gradiend-core prune"))
+    snippet = next(c.value for c in at.code if c.value.startswith("from gradiend_core"))
+    saved = str(out / "mask.safetensors")
+    assert f"--mask {saved}" in command and repr(saved) in snippet
+    # the session ends: its copy of the upload is deleted, the commands still work
+    fresh_registry.end(at.session_state["_session_files"].key)
+    assert not any(fresh_registry.folder.rglob("*.npy"))
+    from gradiend_core.masks import read_mask_file
+
+    g = read_checkpoint(good).param_map.base_global_index()
+    assert np.array_equal(np.flatnonzero(read_mask_file(saved)), g[mask])  # bool over base-global indices
+    prov = json.loads((out / "pruning.json").read_text())
+    assert prov["mask_saved"] == "mask.safetensors" and prov["mask_sha256"] == sha256_mask(mask)
+    argv = shlex.split(command)
+    assert main(argv[1:]) == 0
+    capsys.readouterr()
+    exec(compile(snippet, "snippet", "exec"), {})
+    for again in (Path(f"{out}-cli"), Path(f"{out}-py")):
+        for name in ("model.safetensors", "mapping_indices.safetensors", "config.json"):
+            if (out / name).exists():
+                assert (again / name).read_bytes() == (out / name).read_bytes(), (again, name)
+    want = RefModel.from_pretrained(str(good)).prune(topk=30, mask=torch.from_numpy(mask))
+    assert torch.equal(RefModel.from_pretrained(str(out))._get_base_global_index_map(),
+                       want._get_base_global_index_map())
+
+
+def test_export_of_a_pre_pruned_checkpoint_keeps_its_pruning_stages(tmp_path):
+    pre = SAMPLES / "own-pre-pruned"
+    k = math.ceil(0.05 * 8922)
+    src = _page(pre, view="Pruning stages")
+    out = tmp_path / "out"
+    _export(src, out)
+    exp = _page(out, view="Pruning stages", topk="1.0")
+
+    def stages(at):
+        table = next(df.value for df in at.dataframe if {"stage", "GRADIEND parameters"} <= set(df.value.columns))
+        return [tuple(r) for r in table[["stage", "input dims", "GRADIEND parameters", "memory (bytes)"]].values]
+
+    # the source's chain (unpruned -> pre-pruned -> the cut) is the export's chain up to the export itself
+    assert [r[1] for r in stages(src)] == [89_216, 8_922, k]
+    assert [r[1:] for r in stages(exp)[:3]] == [r[1:] for r in stages(src)] and stages(exp)[3][1] == k
+    metric = {m.label: m.value for m in exp.metric}
+    assert metric["Pre-pruning kept"] == "8,922" and metric["Kept-set recall at k"] == "100.0 %"
+    assert float(metric["Encoder correlation"]) == pytest.approx(1.0)  # cut cost on the export's own dims
+    # the export's validation gradients are the source's on the kept dims: the class separation over
+    # all of the export's dims is the source's separation after the cut that made the export
+    sep = "Class separation after the cut"
+    assert metric[sep] == {m.label: m.value for m in src.metric}[sep]
+    val = read_checkpoint(out).param_map.base_global_index()
+    from safetensors.numpy import load_file as load_np
+
+    rec = load_np(str(out / "validation_gradients.safetensors"))
+    full = load_np(str(pre / "validation_gradients.safetensors"))
+    cols = {int(b): i for i, b in enumerate(full["base_global_index"])}
+    assert np.array_equal(rec["base_global_index"], val)
+    assert np.array_equal(rec["gradients"], full["gradients"][:, [cols[int(b)] for b in val]])
+    from safetensors import safe_open
+
+    def whole(path):
+        with safe_open(str(path), framework="np") as f:
+            return f.metadata(), {key: f.get_tensor(key).tolist() for key in f.keys()}
+
+    assert whole(out / "pre_prune.safetensors") == whole(pre / "pre_prune.safetensors")  # carried whole
+
+
+# ===================================================================================================
+# Dtypes the reference writes: float16, bfloat16, float32, float64 end to end, at every file size.
+# ===================================================================================================
+import gradiend_core.checkpoint.tensor_files as tensor_files  # noqa: E402
+from gradiend_core.importance import weight_importance  # noqa: E402
+from gradiend_core.plan import plan_pruning  # noqa: E402
+
+DTYPES = {"float16": (torch.float16, torch.int16), "bfloat16": (torch.bfloat16, torch.int16),
+          "float32": (torch.float32, torch.int32), "float64": (torch.float64, torch.int64)}
+
+
+def _reference_in(dtype_name: str, path: Path) -> RefModel:
+    """A reference model in ``dtype`` whose decoder rows are distinct numbers (bit patterns of the
+    dtype counted up from 0.5's, float32's for float64, whose numbers then get float64 low bits),
+    so that both packages must pick the same top-k.
+
+    Importance is ranked at float32 resolution (``gradiend_core.ranking``): float64 numbers that
+    differ by less than that tie and rank by index, where the reference ranks them in float64.
+    """
+    dtype, as_int = DTYPES[dtype_name]
+    torch.manual_seed(1)
+    pm = {"big.weight": {"shape": (40, 30), "repr": "all"}, "small.bias": {"shape": (100,), "repr": "all"}}
+    ref = RefModel(1300, 1, pm, device=torch.device("cpu"), torch_dtype=dtype, base_model="dtypes")
+    grid, grid_int = (torch.float32, torch.int32) if dtype == torch.float64 else (dtype, as_int)
+    start = torch.tensor([0.5], dtype=grid).view(grid_int)
+    rows = (start + torch.randperm(1300).to(grid_int)).view(grid).to(dtype)
+    if dtype == torch.float64:
+        rows = rows * (1 + 1e-12 * torch.rand(1300, dtype=torch.float64))  # not representable in float32
+        assert not torch.equal(rows, rows.float().double())
+    with torch.no_grad():
+        ref.decoder[0].linear.weight.copy_(rows.reshape(1300, 1))
+    ref.save_pretrained(str(path))
+    return ref
+
+
+@pytest.mark.parametrize("read_block", [64 * 1024**2, 4096], ids=["one read", "many reads"])
+@pytest.mark.parametrize("dtype_name", sorted(DTYPES))
+def test_every_dtype_the_reference_writes_opens_ranks_previews_and_exports(tmp_path, monkeypatch, dtype_name, read_block):
+    monkeypatch.setattr(tensor_files, "READ_BLOCK", read_block)  # the same reader at every file size
+    src = tmp_path / "src"
+    ref = _reference_in(dtype_name, src)
+    data = read_checkpoint(src)
+    assert data.architecture.torch_dtype == dtype_name
+    assert all(same_bits(data.state_dict[k], v) for k, v in ref.state_dict().items())
+    for part in ("decoder-weight", "encoder-weight", "decoder-sum"):  # the reference's importance, then float32
+        want = ref.get_weight_importance(part).to(torch.float32).numpy()
+        assert np.array_equal(weight_importance(data.state_dict, part), want), part
+    plan = plan_pruning(data, topk=100)
+    theirs = RefModel.from_pretrained(str(src)).prune(topk=100)
+    theirs.save_pretrained(str(tmp_path / "theirs"))
+    for name, size in plan.report.disk_files_after.items():  # the preview's sizes are the reference's files'
+        if name != "config.json":
+            assert size == (tmp_path / "theirs" / name).stat().st_size, name
+    res = export_pruned(src, tmp_path / "ours", topk=100)
+    assert res.report.disk_files_after == plan.report.disk_files_after
+    ours = RefModel.from_pretrained(str(tmp_path / "ours"))
+    assert ours.torch_dtype == DTYPES[dtype_name][0] and ours.input_dim == 100
+    assert torch.equal(ours._get_base_global_index_map(), theirs._get_base_global_index_map())
+    assert all(same_bits(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+
+
+def test_float64_checkpoint_opens_in_the_dashboard(tmp_path):
+    _reference_in("float64", tmp_path / "f64")
+    at = _page(tmp_path / "f64", topk="100")
+    assert not at.error and _kept(at) == "100"
+    assert any("dtype **float64**" in c.value for c in at.caption)
