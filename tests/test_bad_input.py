@@ -695,7 +695,8 @@ def test_download_is_what_this_session_verified_even_after_another_replaced_it(g
     assert len(packs) == 1  # packed once per export, not on every rerun
     _export(b, shared, overwrite=True)
     a.run()
-    assert any("has changed since this session exported to it" in w.value for w in a.warning)
+    assert any("but the directory has changed since" in w.value for w in a.warning) and not a.success
+    assert [b.label for b in a.get("download_button")] == ["Download this session's export (.zip)"]
     got = RefModel.from_pretrained(str(_zip_checkpoint(a.session_state["last_export"]["archive"], tmp_path / "a-zip")))
     want = RefModel.from_pretrained(str(good)).prune(topk=100)
     assert got.input_dim == 100 and RefModel.from_pretrained(str(shared)).input_dim == 150

@@ -212,21 +212,22 @@ def _show_last(last: Dict[str, Any], current: Dict[str, Any]) -> None:
     is_current = last["settings"] == current
     changed = _signature(path) != last["signature"]
     what = f"{last['kept']:,} input dims to `{path}` ({format_bytes(last['bytes'])})"
-    if is_current:
+    if not is_current:
+        st.info(f"Earlier export in this session, not the current selection: {what}, verified; made with "
+                f"{_describe(last['settings'])}.")
+    elif not changed:
         st.success(
             f"Exported {what}; reloaded and verified. It loads with `gradiend`'s "
             "`ParamMappedGradiendModel.from_pretrained`."
         )
-    else:
-        st.info(f"Earlier export in this session, not the current selection: {what}, verified; made with "
-                f"{_describe(last['settings'])}.")
     if changed:
         st.warning(
-            f"`{path}` has changed since this session exported to it (another export replaced it, or its files were "
-            "edited or deleted): it no longer holds the export described here. The download below is this session's "
-            "export as it was verified."
+            f"This session exported {last['kept']:,} input dims to `{path}` and verified them, but the directory has "
+            "changed since (another export replaced it, or its files were edited or deleted): it no longer holds that "
+            "export. The download below is this session's export as it was verified."
         )
-    label = "Download .zip" if is_current else "Download the earlier export (.zip)"
+    label = "Download .zip" if is_current and not changed else (
+        "Download the earlier export (.zip)" if not is_current else "Download this session's export (.zip)")
     archive = last.get("archive")
     if archive and Path(archive).is_file():
         st.download_button(label, data=lambda: Path(archive).read_bytes(), file_name=f"{path.name}.zip",
