@@ -30,7 +30,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -211,6 +211,8 @@ class ParamTables:
 
 #: ``values_at(local indices) -> float32 importance`` of arbitrary dims.
 ValuesAt = Callable[[np.ndarray], np.ndarray]
+#: ``stream()`` -> ``(start, float32 importance of dims start..)`` blocks over the input space, in order.
+Stream = Callable[[], Iterable[Tuple[int, np.ndarray]]]
 
 
 class Ranking:
@@ -253,7 +255,8 @@ class Ranking:
             params = ParamTables.accumulator(param_offsets, np.flatnonzero(summary.counts)[::-1])
             for s, v in zip(range(0, imp.size, BLOCK), blocks):
                 params.add(s, v, buckets[s : s + v.size])
-        self._setup(summary, order, imp[order], params, lambda idx: imp[idx])
+        self._setup(summary, params, lambda idx: imp[idx], lambda: ((s, imp[s : s + BLOCK]) for s in range(0, imp.size, BLOCK)))
+        self.attach_layout(order, imp[order])
 
     @classmethod
     def from_layout(
@@ -273,11 +276,38 @@ class Ranking:
             values_at: importance lookup of arbitrary local indices.
         """
         self = cls.__new__(cls)
-        self._setup(summary, order, values, params, values_at)
+        self._setup(summary, params, values_at, None)
+        self.attach_layout(order, values)
         return self
 
-    def _setup(self, summary, order, values, params, values_at) -> None:
+    @classmethod
+    def from_stream(
+        cls,
+        summary: BucketSummary,
+        stream: Stream,
+        params: Optional[ParamTables] = None,
+        values_at: Optional[ValuesAt] = None,
+    ) -> "Ranking":
+        """A ranking known by its summary alone; dims are found by streaming the importance again.
+
+        Until a layout is attached (:meth:`attach_layout`), every question that needs particular
+        dims (the members of the bucket a cut falls in, a kept index set) costs one pass over
+        ``stream``; counts, shares and histograms still come from the summary at once.
+
+        Args:
+            summary: the per-bucket counts and mass.
+            stream: ``stream()`` yields ``(start, float32 importance of dims start..)`` over the
+                whole input space, in order (e.g. computed block by block from the weight file).
+            params: per-parameter tables, if built.
+            values_at: importance lookup of arbitrary local indices.
+        """
+        self = cls.__new__(cls)
+        self._setup(summary, params, values_at, stream)
+        return self
+
+    def _setup(self, summary, params, values_at, stream) -> None:
         self.size = int(summary.n)
+        self.summary = summary
         self.counts = summary.counts
         self.mass = summary.mass
         self.n_zero = int(summary.n_zero)
@@ -285,10 +315,11 @@ class Ranking:
         self.n_inf = int(summary.counts[INF_BUCKET] + summary.counts[NEG_INF_BUCKET])
         self.n_nonfinite = self.n_nan + self.n_inf
         self.total = float(summary.mass.sum())
-        self.order = order
-        self.values = values
+        self.order: Optional[np.ndarray] = None
+        self.values: Optional[np.ndarray] = None
         self.params = params
         self._values_at = values_at
+        self._stream = stream
         desc = np.concatenate([[0], np.cumsum(self.counts[::-1])])
         self._seg_start = desc[::-1][1:].copy()  # start of bucket b's segment = dims in buckets above b
         self._lock = threading.Lock()  # sessions of one server share rankings
@@ -296,6 +327,19 @@ class Ranking:
         self._sorted_dims = 0
         self._views: "OrderedDict[bytes, RankedDims]" = OrderedDict()
         self._all = RankedDims(self, None)
+
+    def attach_layout(self, order: np.ndarray, values: np.ndarray) -> None:
+        """Give a summary-only ranking its layout (built in the background, say): from now on
+        dims are read from it instead of streamed. The answers do not change, only their cost."""
+        if len(order) != self.size or len(values) != self.size:
+            raise ValueError(f"a layout of {self.size} dims is needed, got {len(order)} and {len(values)}.")
+        self.values = values
+        self.order = order  # set last: has_layout flips only once both are in place
+
+    @property
+    def has_layout(self) -> bool:
+        """Whether dims are read from a layout (else found by streaming passes)."""
+        return self.order is not None
 
     @classmethod
     def coerce(cls, importance: Union["Ranking", np.ndarray, torch.Tensor]) -> "Ranking":
@@ -308,19 +352,53 @@ class Ranking:
         s = int(self._seg_start[bucket])
         return s, s + int(self.counts[bucket])
 
-    def bucket_sorted(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
+    def scan(self) -> Iterator[Tuple[int, np.ndarray]]:
+        """``(start, float32 importance)`` blocks over the whole input space, in local order."""
+        if self._stream is not None:
+            yield from self._stream()
+            return
+        order, values = np.asarray(self.order), np.asarray(self.values)  # a layout without a stream
+        imp = np.empty(self.size, dtype=np.float32)
+        imp[order] = values
+        for s in range(0, self.size, BLOCK):
+            yield s, imp[s : s + BLOCK]
+
+    def collect(self, bucket: int, above: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(dims in buckets above bucket (any order), members of bucket (ascending), their values)``.
+
+        From the layout when there is one, else with one streaming pass (``above=False`` skips
+        the first, which can be large).
+        """
+        if self.order is not None:
+            s, e = self.segment(bucket)
+            dims_above = np.asarray(self.order[:s], dtype=np.int64) if above else np.empty(0, dtype=np.int64)
+            return dims_above, np.asarray(self.order[s:e], dtype=np.int64), np.asarray(self.values[s:e], dtype=np.float32)
+        hi, idx, vals = [], [], []
+        for start, v in self.scan():
+            b = bucket_of(v)
+            if above:
+                hi.append(np.flatnonzero(b > bucket) + start)
+            hit = np.flatnonzero(b == bucket)
+            idx.append(hit + start)
+            vals.append(v[hit])
+        cat = lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.empty(0, dtype=dt)  # noqa: E731
+        return cat(hi, np.int64), cat(idx, np.int64), cat(vals, np.float32)
+
+    def bucket_sorted(self, bucket: int, members: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of ``bucket``'s dims in exact rank order.
 
         Recently used buckets are kept, up to :data:`SORTED_CACHE_DIMS` dims in all.
+
+        Args:
+            bucket: the bucket.
+            members: its ``(ascending indices, values)`` if already collected (saves a pass).
         """
         with self._lock:
             hit = self._sorted.get(bucket)
             if hit is not None:
                 self._sorted.move_to_end(bucket)
                 return hit
-        s, e = self.segment(bucket)
-        idx = np.asarray(self.order[s:e], dtype=np.int64)
-        vals = np.asarray(self.values[s:e], dtype=np.float32)
+        idx, vals = members if members is not None else self.collect(bucket, above=False)[1:]
         perm = _rank_within(vals)
         hit = (idx[perm], vals[perm])
         if idx.size <= SORTED_CACHE_DIMS:
@@ -343,7 +421,8 @@ class Ranking:
     def importance_vector(self) -> np.ndarray:
         """float32 ``(size,)`` importance in local order (O(n) memory: for small inputs and tests)."""
         out = np.empty(self.size, dtype=np.float32)
-        out[np.asarray(self.order)] = self.values
+        for start, v in self.scan():
+            out[start : start + v.size] = v
         return out
 
     def rank_sort(self, local: np.ndarray) -> np.ndarray:
@@ -397,20 +476,14 @@ class RankedDims:
         self.mask = mask
         if mask is None:
             self.counts, self.mass = ranking.counts, ranking.mass
-            self._in = None
         else:
-            # mask in layout order: one O(n) gather, then per-bucket sums by segment
-            self._in = np.asarray(mask)[np.asarray(ranking.order)]
-            occupied = np.flatnonzero(ranking.counts)
-            starts = ranking._seg_start[occupied]
-            order_by_start = np.argsort(starts, kind="stable")
-            occ, st = occupied[order_by_start], starts[order_by_start]
             self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
             self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
-            if occ.size:
-                self.counts[occ] = np.add.reduceat(self._in.astype(np.int64), st)
-                w = np.where(self._in, finite_or_zero(np.asarray(ranking.values, dtype=np.float32)), 0.0)
-                self.mass[occ] = np.add.reduceat(w, st)
+            for start, v in ranking.scan():  # one O(n) pass per mask, then cached by Ranking.dims
+                m = np.asarray(mask[start : start + v.size])
+                b = bucket_of(v[m])
+                self.counts += np.bincount(b, minlength=N_BUCKETS)
+                self.mass += np.bincount(b, weights=finite_or_zero(v[m]), minlength=N_BUCKETS)
         self.n = int(self.counts.sum())
         desc = np.cumsum(self.counts[::-1])
         self._above = np.concatenate([desc[::-1][1:], [0]])  # members in buckets above b
@@ -419,7 +492,7 @@ class RankedDims:
     def members(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of the members in ``bucket``, in exact rank order."""
         idx, vals = self.ranking.bucket_sorted(bucket)
-        if self._in is None:
+        if self.mask is None:
             return idx, vals
         keep = np.asarray(self.mask)[idx]
         return idx[keep], vals[keep]
@@ -441,12 +514,12 @@ class RankedDims:
         if k <= 0:
             return np.empty(0, dtype=np.int64)
         if k == self.n:
-            return np.arange(self.ranking.size, dtype=np.int64) if self._in is None else np.flatnonzero(self.mask).astype(np.int64)
+            return np.arange(self.ranking.size, dtype=np.int64) if self.mask is None else np.flatnonzero(self.mask).astype(np.int64)
         b, r = self.boundary(k)
-        start = int(self.ranking._seg_start[b])
-        whole = np.asarray(self.ranking.order[:start], dtype=np.int64)
-        if self._in is not None:
-            whole = whole[self._in[:start]]
+        whole, idx, vals = self.ranking.collect(b)
+        self.ranking.bucket_sorted(b, (idx, vals))  # one pass serves both (without a layout)
+        if self.mask is not None:
+            whole = whole[np.asarray(self.mask)[whole]]
         out = np.concatenate([whole, self.members(b)[0][:r]])
         out.sort()
         return out
@@ -531,7 +604,7 @@ class RankedDims:
         p = len(params.offsets) - 1
         if k <= 0:
             return np.zeros(p, dtype=np.int64), np.zeros(p, dtype=np.float64)
-        if self._in is not None:
+        if self.mask is not None:
             keep = self.top(k)
             pid = params.param_of(keep)
             return (

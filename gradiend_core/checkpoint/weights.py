@@ -81,6 +81,7 @@ class WeightSource:
         self.architecture = architecture
         self._st: Optional[SafetensorsFile] = None
         self._pickled: Optional[Dict[str, torch.Tensor]] = None
+        self._identity: Optional[str] = None
         if self.path.suffix == ".safetensors":
             if not self.path.is_file():
                 raise CheckpointError(f"{self.path}: file is missing; the checkpoint is incomplete, copy it again.")
@@ -114,9 +115,34 @@ class WeightSource:
         a = self.architecture.dtype
         return {k: (d if k.startswith("encoder.1.") else a) for k, d in self.stored_dtypes.items()}
 
+    def sha256(self) -> str:
+        """Hex sha256 of the weight file, computed once per file identity and kept in the user
+        cache (a 10^9-dim checkpoint takes tens of seconds to hash; a second export takes none)."""
+        from ..cache import cache_dir
+
+        where = cache_dir("sha256") / self.identity()
+        try:
+            cached = where.read_text().strip()
+            if len(cached) == 64:
+                return cached
+        except OSError:
+            pass
+        h = hashlib.sha256()
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+        digest = h.hexdigest()
+        try:
+            where.write_text(digest)
+        except OSError:
+            pass
+        return digest
+
     def identity(self) -> str:
-        """:func:`file_identity` of the weight file."""
-        return file_identity(self.path)
+        """:func:`file_identity` of the weight file (computed once per source)."""
+        if self._identity is None:
+            self._identity = file_identity(self.path)
+        return self._identity
 
     # ------------------------------------------------------------------------------ reads
     def _cast(self, key: str, t: torch.Tensor) -> torch.Tensor:
@@ -177,7 +203,8 @@ class WeightSource:
             a = self.architecture
             empty = torch.empty(0, dtype=a.dtype)
             return WeightBlock(0, 0, empty.reshape(a.latent_dim, 0), empty.reshape(0, a.latent_dim), empty if a.bias_decoder else None)
-        breaks = np.flatnonzero(np.diff(idx) > _GATHER_GAP) + 1
+        # runs of close indices, each at most BLOCK_DIMS wide, so memory stays at one block
+        breaks = np.flatnonzero((np.diff(idx) > _GATHER_GAP) | (np.diff(idx // BLOCK_DIMS) != 0)) + 1
         runs = np.split(idx, breaks)
         fd = self._st.open() if self._st is not None else None
         try:
