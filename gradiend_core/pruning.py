@@ -18,7 +18,7 @@ from typing import Dict, Mapping
 import numpy as np
 import torch
 
-from .checkpoint import DEC_B, DEC_W, ENC_W, CheckpointData, expected_weight_shapes
+from .checkpoint import DEC_B, DEC_W, ENC_W, CheckpointData
 
 __all__ = ["prune_state_dict", "prune_checkpoint", "gather_pruned_weights"]
 
@@ -52,13 +52,9 @@ def gather_pruned_weights(ckpt: CheckpointData, keep: np.ndarray) -> Dict[str, t
     kept dims (memory: the pruned model plus one block), equal to :func:`prune_state_dict` of the
     loaded weights bit for bit."""
     block = ckpt.weights.gather(keep)
-    out = {ENC_W: block.enc_w.contiguous(), DEC_W: block.dec_w.contiguous()}
-    if block.dec_b is not None:
-        out[DEC_B] = block.dec_b.contiguous()
-    for key in expected_weight_shapes(ckpt.architecture):
-        if key not in out:
-            out[key] = ckpt.weights.read(key)
-    return out
+    sliced = {ENC_W: block.enc_w, DEC_W: block.dec_w, DEC_B: block.dec_b}
+    # in the file's key order, as a loaded state dict has it (torch.save writes storages in that order)
+    return {k: sliced[k].contiguous() if sliced.get(k) is not None else ckpt.weights.read(k) for k in ckpt.weights.keys()}
 
 
 def prune_checkpoint(ckpt: CheckpointData, keep: np.ndarray) -> CheckpointData:

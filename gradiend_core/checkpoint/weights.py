@@ -110,6 +110,11 @@ class WeightSource:
         """Bytes of the weight file."""
         return self.path.stat().st_size
 
+    def keys(self) -> Tuple[str, ...]:
+        """The weight tensors' keys in the order of the file (the order a loaded state dict has)."""
+        names = self._st.tensors if self._st is not None else self._pickled
+        return tuple(k for k in names if k in self.stored_dtypes)
+
     def dtypes(self) -> Dict[str, torch.dtype]:
         """The dtype of each weight tensor once loaded (the architecture's; ``encoder.1.*`` as stored)."""
         a = self.architecture.dtype
