@@ -39,7 +39,16 @@ from .checkpoint import CheckpointData
 from .importance import GRADIENT_MEAN, iter_part_importance, part_importance_at, source_importance, validate_source
 from .ranking import N_BUCKETS, BucketSummary, ParamTables, Ranking, bucket_of, finite_or_zero
 
-__all__ = ["DENSE_PARAMS", "LAYOUT_FORMAT", "ProgressFn", "clear_memory", "ranking_for", "wait_for_layouts"]
+__all__ = [
+    "DENSE_PARAMS",
+    "LAYOUT_FORMAT",
+    "ProgressFn",
+    "clear_memory",
+    "forget",
+    "ranking_for",
+    "resident_bytes",
+    "wait_for_layouts",
+]
 
 #: ``progress(fraction done in [0, 1], what is being done)``.
 ProgressFn = Callable[[float, str], None]
@@ -59,6 +68,20 @@ def clear_memory() -> None:
     """Forget the rankings held in this process (the disk cache stays)."""
     with _registry_lock:
         _registry.clear()
+
+
+def forget(identity: str) -> None:
+    """Forget the rankings of one weight file (by :meth:`WeightSource.identity`) in this process."""
+    with _registry_lock:
+        for key in [k for k in _registry if k[0] == identity]:
+            del _registry[key]
+
+
+def resident_bytes(identity: Optional[str] = None) -> int:
+    """Bytes held in memory by this process's rankings (of one weight file, or all)."""
+    with _registry_lock:
+        rankings = [r for k, r in _registry.items() if identity is None or k[0] == identity]
+    return sum(r.resident_bytes() for r in rankings)
 
 
 # ------------------------------------------------------------------------------------ passes
@@ -254,15 +277,16 @@ def ranking_for(
     source = validate_source(source)
     if layout not in ("now", "background", "never"):
         raise ValueError(f"layout must be 'now', 'background' or 'never', got {layout!r}.")
-    if source == GRADIENT_MEAN or data.weights is None or data.loaded:
-        return _in_memory(data, source)
+    if data.weights is None:
+        return _in_memory(data, source)  # a model built in memory: nothing to key it by
+    in_memory = source == GRADIENT_MEAN or data.loaded
     key = (data.weights.identity(), source)
     with _registry_lock:
         lock = _key_locks.setdefault(key, threading.Lock())
     with lock:
         ranking = _registry.get(key)
         if ranking is None:
-            ranking = _summarised(data, source, progress)
+            ranking = _in_memory(data, source) if in_memory else _summarised(data, source, progress)
             with _registry_lock:
                 _registry[key] = ranking
         if layout == "now" and not ranking.has_layout:

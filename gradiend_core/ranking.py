@@ -336,6 +336,19 @@ class Ranking:
         self.values = values
         self.order = order  # set last: has_layout flips only once both are in place
 
+    def resident_bytes(self) -> int:
+        """Bytes this ranking holds in memory: summaries, per-parameter tables, an in-memory layout
+        (a memory-mapped one lives in the page cache and is not counted) and cached sorted buckets."""
+        total = self.counts.nbytes + self.mass.nbytes
+        if self.params is not None:
+            total += self.params.counts.nbytes + self.params.mass.nbytes
+        for arr in (self.order, self.values):
+            if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+                total += arr.nbytes
+        with self._lock:
+            total += self._sorted_dims * 12 + len(self._views) * 2 * N_BUCKETS * 8
+        return int(total)
+
     @property
     def has_layout(self) -> bool:
         """Whether dims are read from a layout (else found by streaming passes)."""
