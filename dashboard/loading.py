@@ -23,6 +23,7 @@ import streamlit as st
 from gradiend_core import rank_store
 from gradiend_core.cache import parse_bytes
 from gradiend_core.checkpoint import CheckpointData, open_checkpoint, resolve_checkpoint_dir
+from gradiend_core.importance import PARTS
 from gradiend_core.ranking import Ranking
 from gradiend_core.units import format_count
 from gradiend_core.records import (
@@ -173,6 +174,7 @@ def load_ranking(path: str, source: str) -> Ranking:
         ranking = rank_store.ranking_for(data, source, layout="background", progress=report)
     finally:
         bar.empty()
+    rank_store.prefetch(data, PARTS)  # the other parts too, so switching part costs no pass later
     STORE.trim(keep=checkpoint_key(path))
     return ranking
 

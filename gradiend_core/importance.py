@@ -102,13 +102,14 @@ def part_importance(
         decoder-bias without a bias.
     """
     with torch.no_grad():
+        # with one latent unit the sum has one term, so abs() alone gives the same bits
         if part == "encoder-weight":
-            return enc_w.abs().sum(dim=0)
+            return enc_w.abs().reshape(-1) if enc_w.shape[0] == 1 else enc_w.abs().sum(dim=0)
         if part == "decoder-weight":
-            return dec_w.abs().sum(dim=1)
+            return dec_w.abs().reshape(-1) if dec_w.shape[1] == 1 else dec_w.abs().sum(dim=1)
         if part == "decoder-bias":
             return dec_b.abs() if dec_b is not None else torch.zeros(length)
-        v = dec_w.sum(dim=1)
+        v = dec_w.reshape(-1) if dec_w.shape[1] == 1 else dec_w.sum(dim=1)
         return (v + dec_b if dec_b is not None else v).abs()
 
 

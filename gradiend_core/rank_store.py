@@ -45,6 +45,7 @@ __all__ = [
     "ProgressFn",
     "clear_memory",
     "forget",
+    "prefetch",
     "ranking_for",
     "resident_bytes",
     "wait_for_layouts",
@@ -52,16 +53,18 @@ __all__ = [
 
 #: ``progress(fraction done in [0, 1], what is being done)``.
 ProgressFn = Callable[[float, str], None]
-#: Per-parameter tables are counted in the summary pass when the map has at most this many
-#: parameters (a dense table of 12 bytes per parameter and bucket: 256 MB at the limit).
-DENSE_PARAMS = 341
+#: Per-parameter dim counts are taken in the summary pass when the map has at most this many
+#: parameters (a dense int32 table per parameter and bucket: 256 MB at the limit); the
+#: per-parameter importance comes with the layout.
+DENSE_PARAMS = 1024
+#: Input dims per block of the layout pass (about 200 MB of temporaries).
+LAYOUT_BLOCK_DIMS = 1 << 23
 #: Version of the files written here; a change makes old cache entries be rebuilt.
 LAYOUT_FORMAT = "gradiend_core.rank/1"
 
 _registry: Dict[Tuple[str, str], Ranking] = {}
 _registry_lock = threading.Lock()
 _key_locks: Dict[Tuple[str, str], threading.Lock] = {}
-_layout_threads: Dict[Tuple[str, str], threading.Thread] = {}
 
 
 def clear_memory() -> None:
@@ -92,35 +95,34 @@ def _summary_pass(data: CheckpointData, part: str, progress: Optional[ProgressFn
     counts = np.zeros(N_BUCKETS, dtype=np.int64)
     mass = np.zeros(N_BUCKETS, dtype=np.float64)
     pc = np.zeros((p, N_BUCKETS), dtype=np.int32) if dense else None
-    pm = np.zeros((p, N_BUCKETS), dtype=np.float64) if dense else None
     n_zero = 0
     n = data.architecture.input_dim
     for start, v in iter_part_importance(data, part):
         b = bucket_of(v)
-        w = finite_or_zero(v)
-        counts += np.bincount(b, minlength=N_BUCKETS)
-        mass += np.bincount(b, weights=w, minlength=N_BUCKETS)
+        mass += np.bincount(b, weights=finite_or_zero(v), minlength=N_BUCKETS)
+        if dense:  # the per-bucket counts are the table's column sums
+            _add_dense(pc, offsets, start, b)
+        else:
+            counts += np.bincount(b, minlength=N_BUCKETS)
         n_zero += int(np.count_nonzero(v == 0))
-        if dense:
-            _add_dense(pc, pm, offsets, start, b, w)
         if progress is not None:
             progress((start + v.size) / n, f"summarising {part} importance")
-    summary = BucketSummary(n, counts, mass, n_zero)
     if not dense:
-        return summary, None
+        return BucketSummary(n, counts, mass, n_zero), None
+    counts = pc.sum(axis=0, dtype=np.int64)
     occupied = np.flatnonzero(counts)[::-1]
-    return summary, ParamTables(offsets, occupied, pc[:, occupied].astype(np.int64), pm[:, occupied])
+    return BucketSummary(n, counts, mass, n_zero), ParamTables(offsets, occupied, pc[:, occupied].astype(np.int64), None)
 
 
-def _add_dense(pc: np.ndarray, pm: np.ndarray, offsets: np.ndarray, start: int, b: np.ndarray, w: np.ndarray) -> None:
+def _add_dense(pc: np.ndarray, offsets: np.ndarray, start: int, b: np.ndarray) -> None:
+    """Count a block into the dense (parameter, bucket) table with one bincount."""
     stop = start + b.size
     p0 = int(np.searchsorted(offsets, start, side="right")) - 1
     p1 = int(np.searchsorted(offsets, stop, side="left"))
-    for p in range(p0, p1):
-        lo, hi = max(int(offsets[p]), start) - start, min(int(offsets[p + 1]), stop) - start
-        if hi > lo:
-            pc[p] += np.bincount(b[lo:hi], minlength=N_BUCKETS).astype(np.int32)
-            pm[p] += np.bincount(b[lo:hi], weights=w[lo:hi], minlength=N_BUCKETS)
+    cut = np.clip(offsets[p0 : p1 + 1] - start, 0, b.size)
+    cell = np.repeat(np.arange(cut.size - 1, dtype=np.int64) * N_BUCKETS, np.diff(cut)) + b
+    size = (p1 - p0) * N_BUCKETS
+    pc[p0:p1] += np.bincount(cell, minlength=size).reshape(p1 - p0, N_BUCKETS).astype(np.int32)
 
 
 def _npy(path: Path, dtype: np.dtype, n: int) -> int:
@@ -146,7 +148,8 @@ def _layout_pass(
     o_fd = os.open(dest / "order.npy", os.O_WRONLY)
     v_fd = os.open(dest / "values.npy", os.O_WRONLY)
     try:
-        for start, v in iter_part_importance(data, part):
+        # larger blocks than the summary pass: each block costs one write per bucket it touches
+        for start, v in iter_part_importance(data, part, LAYOUT_BLOCK_DIMS):
             b = bucket_of(v)
             params.add(start, v, b)
             perm = np.argsort(~b, kind="stable")  # bucket descending, index ascending (radix)
@@ -157,8 +160,8 @@ def _layout_pass(
             for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [sb.size]])):
                 bucket = int(sb[lo])
                 at = int(cursor[bucket])
-                os.pwrite(o_fd, idx[lo:hi].tobytes(), o_off + at * idx.itemsize)
-                os.pwrite(v_fd, vals[lo:hi].tobytes(), v_off + at * 4)
+                os.pwrite(o_fd, idx[lo:hi], o_off + at * idx.itemsize)  # contiguous slices: no copy
+                os.pwrite(v_fd, vals[lo:hi], v_off + at * 4)
                 cursor[bucket] = at + (hi - lo)
             if progress is not None:
                 progress((start + v.size) / n, f"laying out {part} importance")
@@ -172,7 +175,9 @@ def _layout_pass(
 def _save_summary(dest: Path, summary: BucketSummary, params: Optional[ParamTables], meta: dict) -> None:
     arrays = {"counts": summary.counts, "mass": summary.mass, "n": np.int64(summary.n), "n_zero": np.int64(summary.n_zero)}
     if params is not None:
-        arrays.update(offsets=params.offsets, occupied=params.occupied, param_counts=params.counts, param_mass=params.mass)
+        arrays.update(offsets=params.offsets, occupied=params.occupied, param_counts=params.counts)
+        if params.mass is not None:
+            arrays["param_mass"] = params.mass
     np.savez(dest / "summary.npz", **arrays)
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -182,7 +187,7 @@ def _load_summary(entry: Path) -> Tuple[BucketSummary, Optional[ParamTables], di
         summary = BucketSummary(int(z["n"]), z["counts"], z["mass"], int(z["n_zero"]))
         params = None
         if "param_counts" in z:
-            params = ParamTables(z["offsets"], z["occupied"], z["param_counts"], z["param_mass"])
+            params = ParamTables(z["offsets"], z["occupied"], z["param_counts"], z["param_mass"] if "param_mass" in z else None)
     return summary, params, json.loads((entry / "meta.json").read_text())
 
 
@@ -248,8 +253,7 @@ def _attach_layout(data: CheckpointData, source: str, ranking: Ranking, progress
         evict(entry.parent.parent, keep=(entry, _entry(data, source, "summary")))
     _, params, _ = _load_summary(entry)
     touch(entry)
-    if ranking.params is None:
-        ranking.params = params
+    ranking.params = params  # the layout pass counts importance per parameter too
     ranking.attach_layout(np.load(entry / "order.npy", mmap_mode="r"), np.load(entry / "values.npy", mmap_mode="r"))
 
 
@@ -291,26 +295,66 @@ def ranking_for(
                 _registry[key] = ranking
         if layout == "now" and not ranking.has_layout:
             _attach_layout(data, source, ranking, progress)
-        elif layout == "background" and not ranking.has_layout and key not in _layout_threads:
-            t = threading.Thread(target=_build_in_background, args=(key, data, source, ranking), daemon=True, name=f"layout-{source}")
-            _layout_threads[key] = t
-            t.start()
+        elif layout == "background" and not ranking.has_layout:
+            _schedule(key, data, source)
     return ranking
 
 
-def _build_in_background(key: Tuple[str, str], data: CheckpointData, source: str, ranking: Ranking) -> None:
-    try:
-        _attach_layout(data, source, ranking, None)
-    except Exception:  # the ranking keeps answering by streaming; a later call may try again
-        pass
-    finally:
-        with _registry_lock:
-            _layout_threads.pop(key, None)
+_queue: "list[Tuple[Tuple[str, str], CheckpointData, Optional[str]]]" = []
+_queued: set = set()
+_worker: Optional[threading.Thread] = None
+_idle = threading.Condition(_registry_lock)
 
 
-def wait_for_layouts(timeout: Optional[float] = None) -> None:
-    """Wait until the background layout builds started so far have finished (tests, benchmarks)."""
+def _schedule(key: Tuple[str, str], data: CheckpointData, source: Optional[str]) -> None:
+    """Queue a background build (one worker thread: builds run one after another, so a server
+    keeps a core for its sessions). ``source=None`` summarises the source first."""
+    global _worker
     with _registry_lock:
-        threads = list(_layout_threads.values())
-    for t in threads:
-        t.join(timeout)
+        if key in _queued:
+            return
+        _queued.add(key)
+        _queue.append((key, data, source))
+        if _worker is None or not _worker.is_alive():
+            _worker = threading.Thread(target=_work, daemon=True, name="rank-store")
+            _worker.start()
+
+
+def _work() -> None:
+    while True:
+        with _registry_lock:
+            if not _queue:
+                _idle.notify_all()
+                return
+            key, data, source = _queue.pop(0)
+        try:
+            ranking = ranking_for(data, key[1], layout="never")
+            if not ranking.has_layout:
+                _attach_layout(data, key[1], ranking, None)
+        except Exception:  # the ranking keeps answering by streaming; a later call may try again
+            pass
+        finally:
+            with _registry_lock:
+                _queued.discard(key)
+
+
+def prefetch(data: CheckpointData, sources, max_layout_bytes: Optional[int] = None) -> None:
+    """Build the rankings (summary and layout) of ``sources`` in the background, so switching to
+    one of them later costs a bucket, not a pass. Skipped when their layouts would take more than
+    ``max_layout_bytes`` of cache (default: a quarter of the cache budget)."""
+    if data.weights is None or data.loaded:
+        return
+    from .cache import cache_budget
+
+    limit = cache_budget() // 4 if max_layout_bytes is None else max_layout_bytes
+    wanted = [validate_source(s) for s in sources if validate_source(s) != GRADIENT_MEAN]
+    if 8 * data.architecture.input_dim * len(wanted) > limit:
+        return
+    for s in wanted:
+        _schedule((data.weights.identity(), s), data, s)
+
+
+def wait_for_layouts(timeout: Optional[float] = None) -> bool:
+    """Wait until the queued background builds have finished (tests, benchmarks); False on timeout."""
+    with _registry_lock:
+        return _idle.wait_for(lambda: not _queue and not _queued, timeout)

@@ -88,8 +88,24 @@ def sort_keys(values: np.ndarray) -> np.ndarray:
 
 
 def bucket_of(values: np.ndarray) -> np.ndarray:
-    """The bucket (uint16) of each float32 value: the top 16 bits of its :func:`sort_keys` key."""
-    return (sort_keys(values) >> np.uint32(16)).astype(np.uint16)
+    """The bucket (uint16) of each float32 value: the top 16 bits of its :func:`sort_keys` key.
+
+    Importance is an absolute value, so the usual input has no sign bit set; then the bucket is
+    ``(bits >> 16) | 0x8000`` and only NaN (whose bits sort above +inf) needs fixing, which
+    avoids building the full keys (several passes over the block).
+    """
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if np.signbit(v).any():
+        return (sort_keys(v) >> np.uint32(16)).astype(np.uint16)
+    b = (v.view(np.uint32) >> np.uint32(16)).astype(np.uint16) | np.uint16(ZERO_BUCKET)
+    high = np.flatnonzero(b > np.uint16(INF_BUCKET))  # NaN bit patterns; +inf itself is INF_BUCKET
+    if high.size:
+        b[high] = NAN_BUCKET
+    nan_at_inf = np.flatnonzero(b == np.uint16(INF_BUCKET))
+    if nan_at_inf.size:  # NaN payloads that share +inf's top 16 bits
+        hit = nan_at_inf[np.isnan(v[nan_at_inf])]
+        b[hit] = NAN_BUCKET
+    return b
 
 
 def bucket_bounds(buckets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -115,11 +131,13 @@ def _rank_within(values: np.ndarray) -> np.ndarray:
 
 
 def finite_or_zero(v: np.ndarray) -> np.ndarray:
-    """float64 copy with NaN and infinities as 0 (only finite importance counts as mass)."""
-    with np.errstate(invalid="ignore"):
-        w = np.asarray(v).astype(np.float64)
-    w[~np.isfinite(w)] = 0.0
-    return w
+    """``v`` with NaN and infinities as 0 (only finite importance counts as mass); ``v`` itself
+    when it is all finite (bincount widens its weights to float64 anyway)."""
+    v = np.asarray(v)
+    finite = np.isfinite(v)
+    if finite.all():
+        return v
+    return np.where(finite, v, 0).astype(np.float64)
 
 
 def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -171,10 +189,11 @@ class ParamTables:
     Attributes:
         offsets: int64 ``(P + 1,)``, start of each parameter in the local input space.
         occupied: int64 ``(B,)``, the occupied buckets, descending (most important first).
-        counts: int64 ``(P, B)``; mass: float64 ``(P, B)``.
+        counts: int64 ``(P, B)``; mass: float64 ``(P, B)``, or ``None`` when only dims were
+            counted (per-parameter importance then comes from index sets).
     """
 
-    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: np.ndarray):
+    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: Optional[np.ndarray]):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.occupied = np.asarray(occupied, dtype=np.int64)
         self.counts = counts
@@ -199,10 +218,11 @@ class ParamTables:
         self.counts += np.bincount(cell, minlength=size).reshape(self.counts.shape)
         self.mass += np.bincount(cell, weights=finite_or_zero(values), minlength=size).reshape(self.mass.shape)
 
-    def above(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Per-parameter dims and mass in the buckets above ``bucket`` (int64 ``(P,)``, float64 ``(P,)``)."""
+    def above(self, bucket: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Per-parameter dims and mass (``None`` without a mass table) in the buckets above
+        ``bucket`` (int64 ``(P,)``, float64 ``(P,)``)."""
         j = int(np.searchsorted(-self.occupied, -bucket, side="left"))  # columns of buckets > bucket
-        return self.counts[:, :j].sum(axis=1), self.mass[:, :j].sum(axis=1)
+        return self.counts[:, :j].sum(axis=1), None if self.mass is None else self.mass[:, :j].sum(axis=1)
 
     def param_of(self, local: np.ndarray) -> np.ndarray:
         """The parameter (row) of each local index."""
@@ -341,7 +361,7 @@ class Ranking:
         (a memory-mapped one lives in the page cache and is not counted) and cached sorted buckets."""
         total = self.counts.nbytes + self.mass.nbytes
         if self.params is not None:
-            total += self.params.counts.nbytes + self.params.mass.nbytes
+            total += self.params.counts.nbytes + (self.params.mass.nbytes if self.params.mass is not None else 0)
         for arr in (self.order, self.values):
             if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
                 total += arr.nbytes
@@ -609,7 +629,8 @@ class RankedDims:
 
     def param_counts_top(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Per parameter, the top ``k`` members and their finite importance: ``(int64 (P,),
-        float64 (P,))``. Requires the ranking's :class:`ParamTables` (all dims) or costs O(k)."""
+        float64 (P,) or None)`` (``None`` when the tables hold no mass). Requires the ranking's
+        :class:`ParamTables`; O(buckets) without a mask, O(k) with one."""
         params = self.ranking.params
         if params is None:
             raise SelectionError("this ranking has no per-parameter tables; count from the kept index set instead.")
@@ -630,5 +651,5 @@ class RankedDims:
         pid = params.param_of(idx[:r])
         return (
             counts + np.bincount(pid, minlength=p),
-            mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
+            None if mass is None else mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
         )

@@ -247,7 +247,7 @@ def selection_breakdown(param_map: ParamMap, ranking: Ranking, selection: Select
         selection: the selection on the same input space.
     """
     params = ranking.params
-    if params is not None and params.counts.shape[0] == len(param_map):
+    if params is not None and params.mass is not None and params.counts.shape[0] == len(param_map):
         totals = params.mass.sum(axis=1)
         dims = selection.dims
         if dims is not None and dims.ranking is ranking:
