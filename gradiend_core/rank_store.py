@@ -37,7 +37,7 @@ import numpy as np
 from .cache import cache_dir, evict, touch
 from .checkpoint import CheckpointData
 from .importance import GRADIENT_MEAN, iter_part_importance, part_importance_at, source_importance, validate_source
-from .ranking import N_BUCKETS, BucketSummary, ParamTables, Ranking, bucket_of, finite_or_zero
+from .ranking import N_BUCKETS, BucketSummary, ParamTables, Ranking, bucket_of, mass_weights
 
 __all__ = [
     "DENSE_PARAMS",
@@ -99,7 +99,7 @@ def _summary_pass(data: CheckpointData, part: str, progress: Optional[ProgressFn
     n = data.architecture.input_dim
     for start, v in iter_part_importance(data, part):
         b = bucket_of(v)
-        mass += np.bincount(b, weights=finite_or_zero(v), minlength=N_BUCKETS)
+        mass += np.bincount(b, weights=mass_weights(v), minlength=N_BUCKETS)
         if dense:  # the per-bucket counts are the table's column sums
             _add_dense(pc, offsets, start, b)
         else:

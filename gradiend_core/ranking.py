@@ -50,6 +50,7 @@ __all__ = [
     "bucket_bounds",
     "bucket_of",
     "finite_or_zero",
+    "mass_weights",
     "sort_keys",
     "summarise",
 ]
@@ -131,13 +132,18 @@ def _rank_within(values: np.ndarray) -> np.ndarray:
 
 
 def finite_or_zero(v: np.ndarray) -> np.ndarray:
-    """``v`` with NaN and infinities as 0 (only finite importance counts as mass); ``v`` itself
-    when it is all finite (bincount widens its weights to float64 anyway)."""
+    """float64 copy of ``v`` with NaN and infinities as 0 (only finite importance counts as mass)."""
+    with np.errstate(invalid="ignore"):
+        w = np.asarray(v).astype(np.float64)
+    w[~np.isfinite(w)] = 0.0
+    return w
+
+
+def mass_weights(v: np.ndarray) -> np.ndarray:
+    """Weights for a per-bucket mass ``bincount``: ``v`` itself when it is all finite (bincount
+    widens its weights to float64 anyway), else :func:`finite_or_zero` of it."""
     v = np.asarray(v)
-    finite = np.isfinite(v)
-    if finite.all():
-        return v
-    return np.where(finite, v, 0).astype(np.float64)
+    return v if np.isfinite(v).all() else finite_or_zero(v)
 
 
 def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -177,7 +183,7 @@ def summarise(blocks) -> BucketSummary:
     for v in blocks:
         b = bucket_of(v)
         counts += np.bincount(b, minlength=N_BUCKETS)
-        mass += np.bincount(b, weights=finite_or_zero(v), minlength=N_BUCKETS)
+        mass += np.bincount(b, weights=mass_weights(v), minlength=N_BUCKETS)
         n += v.size
         n_zero += int(np.count_nonzero(v == 0))
     return BucketSummary(n, counts, mass, n_zero)
@@ -216,7 +222,7 @@ class ParamTables:
         cell = pid * self.occupied.size + self._column[buckets]
         size = self.counts.size
         self.counts += np.bincount(cell, minlength=size).reshape(self.counts.shape)
-        self.mass += np.bincount(cell, weights=finite_or_zero(values), minlength=size).reshape(self.mass.shape)
+        self.mass += np.bincount(cell, weights=mass_weights(values), minlength=size).reshape(self.mass.shape)
 
     def above(self, bucket: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Per-parameter dims and mass (``None`` without a mass table) in the buckets above
@@ -417,6 +423,25 @@ class Ranking:
         cat = lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.empty(0, dtype=dt)  # noqa: E731
         return cat(hi, np.int64), cat(idx, np.int64), cat(vals, np.float32)
 
+    def collect_from(self, lowest: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(indices, values)`` of every dim in buckets ``>= lowest``, in exact rank order: the top
+        of the ranking in one read of the layout, or one streaming pass without one."""
+        if self.order is not None:
+            stop = int(self._seg_start[lowest]) + int(self.counts[lowest])
+            idx = np.asarray(self.order[:stop], dtype=np.int64)
+            vals = np.asarray(self.values[:stop], dtype=np.float32)
+        else:
+            parts_i, parts_v = [], []
+            for start, v in self.scan():
+                hit = np.flatnonzero(bucket_of(v) >= lowest)
+                parts_i.append(hit + start)
+                parts_v.append(v[hit])
+            idx = np.concatenate(parts_i).astype(np.int64) if parts_i else np.empty(0, dtype=np.int64)
+            vals = np.concatenate(parts_v).astype(np.float32) if parts_v else np.empty(0, dtype=np.float32)
+        keys = sort_keys(vals)
+        perm = np.lexsort((idx, ~keys))
+        return idx[perm], vals[perm]
+
     def bucket_sorted(self, bucket: int, members: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of ``bucket``'s dims in exact rank order.
 
@@ -565,6 +590,15 @@ class RankedDims:
         """``(local indices int64, importance float32)`` of the top ``k`` members in rank order
         (sorts only the buckets they occupy)."""
         k = min(int(k), self.n)
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        if not self.ranking.has_layout:  # one pass for all the buckets the top k spans
+            lowest = self.boundary(k)[0]
+            idx, vals = self.ranking.collect_from(lowest)
+            if self.mask is not None:
+                inside = np.asarray(self.mask)[idx]
+                idx, vals = idx[inside], vals[inside]
+            return idx[:k], vals[:k]
         idx_parts, val_parts = [], []
         got = 0
         for b in np.flatnonzero(self.counts)[::-1]:

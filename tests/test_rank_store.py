@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import gradiend_core.checkpoint.weights as weights_mod
 from gradiend_core import rank_store
+from gradiend_core.analysis.locate import selection_breakdown
 from gradiend_core.cache import dir_bytes, evict, parse_bytes
 from gradiend_core.checkpoint import CheckpointData, open_checkpoint, read_checkpoint, write_checkpoint
 from gradiend_core.checkpoint.format import Architecture
@@ -103,6 +104,10 @@ def test_streamed_rankings_select_exactly_what_in_memory_rankings_select(tmp_pat
         np.testing.assert_array_equal(got.dims.ranked(got.k), expected.dims.ranked(expected.k))
         idx = np.unique(np.random.default_rng(0).integers(0, n, size=min(n, 20)))
         np.testing.assert_array_equal(streamed.values_at(idx), mem.values_at(idx))
+        bs, bm = selection_breakdown(pmap, streamed, got), selection_breakdown(pmap, mem, expected)
+        np.testing.assert_array_equal(bs.kept, bm.kept)
+        np.testing.assert_allclose(bs.importance_kept, bm.importance_kept, rtol=1e-12, atol=1e-30)
+        np.testing.assert_allclose(bs.importance_total, bm.importance_total, rtol=1e-12, atol=1e-30)
 
 
 def test_gathered_pruned_weights_equal_the_sliced_loaded_weights(tmp_path, monkeypatch):
