@@ -1,9 +1,9 @@
 """Where the dashboard gets its model from, and the caches in front of the core.
 
-Expensive objects (a checkpoint's tensors, a part's sorted importance, the training records)
-are cached with ``st.cache_resource`` keyed by path and modification time, so every session and
-every rerun shares one copy and a re-saved checkpoint is picked up. Cached objects are never mutated:
-pruning and export build new tensors.
+Open checkpoints (weights left in their files) and their rankings are shared by every session
+of the server and bounded in bytes (:class:`CheckpointStore`); keys hold the path and the
+newest modification time, so a re-saved checkpoint is picked up. The training records are cached
+with ``st.cache_resource``. Cached objects are never mutated: pruning and export build new tensors.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from typing import Dict, List, Optional, Tuple
 
 import streamlit as st
 
-from gradiend_core.checkpoint import CheckpointData, ProgressFn, read_checkpoint, resolve_checkpoint_dir
-from gradiend_core.importance import GRADIENT_MEAN, source_importance
+from gradiend_core import rank_store
+from gradiend_core.cache import parse_bytes
+from gradiend_core.checkpoint import CheckpointData, open_checkpoint, resolve_checkpoint_dir
+from gradiend_core.importance import PARTS
 from gradiend_core.ranking import Ranking
-from gradiend_core.units import format_bytes
+from gradiend_core.units import format_count
 from gradiend_core.records import (
     PRE_PRUNE_FILE,
     PrePruneRecord,
@@ -64,23 +66,42 @@ def checkpoint_key(path: str) -> Tuple[str, float]:
     return str(d.resolve()), mtime
 
 
-class CheckpointStore:
-    """Process-wide cache of open checkpoints, shared by every session, least recently used out.
+def memory_budget() -> int:
+    """Bytes the server may hold for open checkpoints and their rankings, from
+    ``GRADIEND_DASHBOARD_MEMORY_BYTES`` (e.g. ``2G``; default 2 GiB)."""
+    raw = os.environ.get("GRADIEND_DASHBOARD_MEMORY_BYTES")
+    return parse_bytes(raw) if raw else 2 * 1024**3
 
-    Why not ``st.cache_resource``: a first read reports its progress on the page of the session
-    that triggered it, and Streamlit forbids touching page elements from inside a cached
-    function. A lock per checkpoint makes concurrent sessions wait for one read instead of
-    reading (and holding) the same weights twice.
+
+def resident_bytes(data: CheckpointData) -> int:
+    """Bytes an open checkpoint holds in memory: its parameter map, loaded weights if any, and
+    the rankings of its weight file."""
+    total = sum(e.positions.nbytes for e in data.param_map if e.positions is not None)
+    if data.loaded:
+        total += sum(t.numel() * t.element_size() for t in data.state_dict.values())
+    if data.weights is not None:
+        total += rank_store.resident_bytes(data.weights.identity())
+    return total
+
+
+class CheckpointStore:
+    """Process-wide cache of open checkpoints, shared by every session, bounded in bytes.
+
+    Checkpoints are opened without loading their weights (see :func:`open_checkpoint`); what they
+    hold in memory (parameter map, rankings, weights loaded by views that need them) is counted,
+    and the least recently used ones are closed when the total passes :func:`memory_budget`
+    (the one in use is kept). Why not ``st.cache_resource``: its limit counts entries, not bytes.
+    A lock per checkpoint makes concurrent sessions wait for one open instead of opening twice.
     """
 
-    def __init__(self, max_entries: int = 8) -> None:
-        self.max_entries = max_entries
+    def __init__(self, budget: Optional[int] = None) -> None:
+        self.budget = budget
         self._items: "OrderedDict[Tuple[str, float], CheckpointData]" = OrderedDict()
         self._lock = threading.Lock()
         self._key_locks: Dict[Tuple[str, float], threading.Lock] = {}
 
-    def get(self, key: Tuple[str, float], progress: Optional[ProgressFn] = None) -> CheckpointData:
-        """The checkpoint for ``key`` (see :func:`checkpoint_key`), read on first use."""
+    def get(self, key: Tuple[str, float]) -> CheckpointData:
+        """The checkpoint for ``key`` (see :func:`checkpoint_key`), opened on first use."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
@@ -90,59 +111,79 @@ class CheckpointStore:
             with self._lock:
                 if key in self._items:
                     return self._items[key]
-            data = read_checkpoint(key[0], progress=progress)
+            data = open_checkpoint(key[0])
             with self._lock:
                 self._items[key] = data
-                while len(self._items) > self.max_entries:
-                    old, _ = self._items.popitem(last=False)
-                    self._key_locks.pop(old, None)
+            self.trim(keep=key)
             return data
 
-    def discard(self, directory: Path) -> List[Tuple[str, float]]:
-        """Forget the checkpoints at or below ``directory``; returns their keys."""
+    def trim(self, keep: Optional[Tuple[str, float]] = None) -> None:
+        """Close least recently used checkpoints until the rest fit the byte budget."""
+        budget = self.budget if self.budget is not None else memory_budget()
+        with self._lock:
+            items = list(self._items.items())
+        sizes = {k: resident_bytes(d) for k, d in items}
+        total = sum(sizes.values())
+        for k, d in items:
+            if total <= budget:
+                break
+            if k == keep:
+                continue
+            with self._lock:
+                self._items.pop(k, None)
+                self._key_locks.pop(k, None)
+            if d.weights is not None and not any(o.weights is not None and o.weights.identity() == d.weights.identity() for o in self._items.values()):
+                rank_store.forget(d.weights.identity())
+            total -= sizes[k]
+
+    def total_bytes(self) -> int:
+        """Bytes held by the open checkpoints (see :func:`resident_bytes`)."""
+        with self._lock:
+            items = list(self._items.values())
+        return sum(resident_bytes(d) for d in items)
+
+    def discard(self, directory: Path) -> List[Tuple[Tuple[str, float], CheckpointData]]:
+        """Close the checkpoints at or below ``directory``; returns them with their keys."""
         root = str(Path(directory).resolve())
         with self._lock:
-            keys = [k for k in self._items if k[0] == root or k[0].startswith(root + os.sep)]
-            for k in keys:
+            gone = [(k, d) for k, d in self._items.items() if k[0] == root or k[0].startswith(root + os.sep)]
+            for k, _ in gone:
                 del self._items[k]
                 self._key_locks.pop(k, None)
-        return keys
+        return gone
 
 
 STORE = CheckpointStore()
 
 
 def load_checkpoint(path: str) -> CheckpointData:
-    """The checkpoint at ``path``, shared across sessions until its files change.
-
-    A first read of a large weight file shows a progress bar (bytes read of total).
-    """
-    bar = st.empty()
-
-    def report(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Reading weights: {format_bytes(done)} of {format_bytes(total)}")
-
-    try:
-        return STORE.get(checkpoint_key(path), progress=report)
-    finally:
-        bar.empty()
+    """The checkpoint at ``path`` (weights left in their file), shared across sessions until its
+    files change."""
+    return STORE.get(checkpoint_key(path))
 
 
-@st.cache_resource(show_spinner="Ranking importance...", max_entries=32)
-def _ranking(path: str, mtime: float, part: str) -> Ranking:
-    data = STORE.get((path, mtime))
-    record = _pre_prune(path, mtime) if part == GRADIENT_MEAN else None
-    return Ranking(source_importance(data, part, record), data.param_map.local_offsets)
+def load_ranking(path: str, source: str) -> Ranking:
+    """The ranking of ``source`` for the checkpoint at ``path``, shared by every session.
 
-
-def load_ranking(path: str, part: str) -> Ranking:
-    """The sorted importance of ``part`` for the checkpoint at ``path`` (cached).
-
-    ``part`` is one of the four weight parts or ``"gradient-mean"`` (the pre-prune record's
+    A first summary of a large weight file shows a progress bar; the layout that makes later
+    changes cheap is built in the background (until then a change streams the weights once).
+    ``source`` is one of the four weight parts or ``"gradient-mean"`` (the pre-prune record's
     importance; raises ``CheckpointError`` when the checkpoint has none, see
     :func:`has_pre_prune_record`).
     """
-    return _ranking(*checkpoint_key(path), part)
+    data = load_checkpoint(path)
+    bar = st.empty()
+
+    def report(fraction: float, what: str) -> None:
+        bar.progress(min(1.0, fraction), text=f"{what[0].upper()}{what[1:]} ({format_count(data.architecture.input_dim)} dims)")
+
+    try:
+        ranking = rank_store.ranking_for(data, source, layout="background", progress=report)
+    finally:
+        bar.empty()
+    rank_store.prefetch(data, PARTS)  # the other parts too, so switching part costs no pass later
+    STORE.trim(keep=checkpoint_key(path))
+    return ranking
 
 
 @st.cache_resource(show_spinner="Reading the pre-prune record...", max_entries=8)
@@ -171,12 +212,11 @@ def load_validation(path: str) -> Optional[ValidationRecord]:
 
 
 def forget_checkpoint(directory: Path) -> None:
-    """Drop the cached checkpoints (and their rankings and records) at or below ``directory``,
-    e.g. an unpacked upload that was deleted (see :mod:`dashboard.sessions`)."""
-    from gradiend_core.importance import SOURCES
-
-    for path, mtime in STORE.discard(Path(directory)):
-        for part in SOURCES:
-            _ranking.clear(path, mtime, part)
+    """Drop what the server keeps of the checkpoints at or below ``directory`` - open
+    checkpoints, their rankings (in memory and in the ranking cache on disk) and records - e.g.
+    an unpacked upload about to be deleted (see :mod:`dashboard.sessions`)."""
+    for (path, mtime), data in STORE.discard(Path(directory)):
+        if data.weights is not None:
+            rank_store.discard(data.weights.identity())
         _pre_prune.clear(path, mtime)
         _validation.clear(path, mtime)

@@ -28,7 +28,6 @@ import fcntl
 import hashlib
 import io
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 import streamlit as st
 
+from gradiend_core import cache
 from gradiend_core.archive import extract_checkpoint_zip
 from gradiend_core.errors import CheckpointError
 from gradiend_core.units import format_bytes
@@ -70,19 +70,21 @@ ENV_SWEEP_SECONDS = "GRADIEND_DASHBOARD_SWEEP_SECONDS"
 DEFAULT_SESSION_BYTES = 8 * 1024**3
 DEFAULT_UPLOAD_BYTES = 16 * 1024**3
 DEFAULT_SWEEP_SECONDS = 30.0
-_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def parse_bytes(text: str, variable: str) -> int:
-    """Bytes from ``"8589934592"``, ``"8G"``, ``"8GiB"``, ``"512M"`` or ``"1.5G"`` (powers of 1024).
+    """A positive size from the environment variable ``variable`` (see
+    :func:`gradiend_core.cache.parse_bytes`: bytes, or a number with K, M, G or T).
 
     Raises:
         ValueError: naming ``variable`` when ``text`` is not such a size or not positive.
     """
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), flags=re.IGNORECASE)
-    value = int(float(m.group(1)) * _UNITS[m.group(2).upper()]) if m else 0
+    try:
+        value = cache.parse_bytes(text)
+    except ValueError as e:
+        raise ValueError(f"{variable}={text!r}: {e}") from None
     if value <= 0:
-        raise ValueError(f"{variable}={text!r} is not a size in bytes; give e.g. 8589934592, 8G or 512M.")
+        raise ValueError(f"{variable}={text!r} must be a positive size in bytes, e.g. 8G or 512M.")
     return value
 
 
@@ -173,7 +175,8 @@ class SessionRegistry:
         grace_seconds: how long a released session may come back before its files go
             (``None``: Streamlit's ``server.disconnectedSessionTTL``).
         is_active: ``is_active(streamlit_session_id)``, whether Streamlit still serves a session.
-        on_upload_removed: called with an upload's folder after it is deleted (to drop caches).
+        on_upload_removed: called with an upload's checkpoint directory just before it is deleted
+            (to drop what caches hold of it).
     """
 
     def __init__(
@@ -408,9 +411,9 @@ class SessionRegistry:
 
     def _delete_uploads(self, gone: List[_Upload]) -> None:
         for up in gone:
-            shutil.rmtree(up.folder, ignore_errors=True)
             if self._on_upload_removed is not None and up.checkpoint is not None:
-                self._on_upload_removed(up.checkpoint)
+                self._on_upload_removed(up.checkpoint)  # first: caches may need to read the files once more
+            shutil.rmtree(up.folder, ignore_errors=True)
 
     def _use_upload(self, s: SessionDir, digest: str, data: memoryview, name: str) -> Path:
         with self._lock:
@@ -588,7 +591,8 @@ def session_files() -> SessionDir:
     ctx = get_script_run_ctx()
     reg = registry()
     s = reg.session(token.key, ctx.session_id if ctx is not None else None)
-    _attached(token.key)
+    if ctx is not None:  # outside a script run there is no session for Streamlit to release
+        _attached(token.key)
     reg.sweep()
     return s
 

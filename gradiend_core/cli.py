@@ -17,12 +17,13 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from . import __version__
-from .checkpoint import CARRIED_JSON_FILES, check_target, read_checkpoint
+from .checkpoint import CARRIED_JSON_FILES, check_target, open_checkpoint
 from .errors import CheckpointError, SelectionError
 from .export import export_plan
 from .importance import DEFAULT_PART, GRADIENT_MEAN, PARTS, SOURCES
 from .mask_expr import parse as parse_mask_expr
 from .plan import PruningPlan, plan_pruning
+from .rank_store import ranking_for
 from .reduction import ReductionReport
 from .selection import parse_topk
 from .summary import checkpoint_summary
@@ -62,7 +63,7 @@ def format_report(report: ReductionReport) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    data = read_checkpoint(args.path, progress=_read_progress(args))
+    data = open_checkpoint(args.path)
     summary = checkpoint_summary(data)
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -86,7 +87,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         raise SelectionError("give --out DIR for the pruned checkpoint (or --dry-run to only preview).")
     if args.importance is not None and args.part is not None and args.importance != args.part:
         raise SelectionError(f"give either --part {args.part} or --importance {args.importance}, not both.")
-    data = read_checkpoint(args.path, progress=_read_progress(args))
+    data = open_checkpoint(args.path)
     if not args.dry_run:
         check_target(Path(args.out), args.overwrite, data.path)
     source = args.importance or args.part or DEFAULT_PART
@@ -94,6 +95,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     plan = plan_pruning(
         data, source=source, topk=args.topk, threshold=args.threshold, mask_file=args.mask,
         name_include=args.include, name_exclude=args.exclude, mask_expr=args.mask_expr,
+        ranking_for=lambda d, s: ranking_for(d, s, layout="never", progress=_pass_progress(args)),
     )
     for text in plan.warnings:
         print(f"gradiend-core: warning: {text}", file=sys.stderr)
@@ -106,17 +108,18 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_progress(args: argparse.Namespace):
-    """A callback printing read progress of large weight files to stderr in 10 % steps."""
+def _pass_progress(args: argparse.Namespace):
+    """A callback printing the progress of passes over the weights to stderr in 10 % steps."""
     if getattr(args, "json", False):
         return None
-    state = {"next": 0.1}
+    state = {"next": 0.1, "what": None}
 
-    def report(done: int, total: int) -> None:
-        if done / total >= state["next"] or done == total:
-            print(f"... reading weights {100 * done // total:3d} % ({format_bytes(done)} of {format_bytes(total)})",
-                  file=sys.stderr, flush=True)
-            state["next"] = (int(10 * done / total) + 1) / 10
+    def report(fraction: float, what: str) -> None:
+        if what != state["what"]:
+            state.update(what=what, next=0.1)
+        if fraction >= state["next"] or fraction >= 1.0:
+            print(f"... {what} {100 * fraction:3.0f} %", file=sys.stderr, flush=True)
+            state["next"] = (int(10 * fraction) + 1) / 10
 
     return report
 

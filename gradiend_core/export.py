@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .checkpoint import PROVENANCE_FILE, CheckpointData, read_checkpoint, write_checkpoint
+from .checkpoint import PROVENANCE_FILE, CheckpointData, open_checkpoint, read_checkpoint, write_checkpoint
 from .errors import CheckpointError, SelectionError
 from .importance import DEFAULT_PART, GRADIENT_MEAN, SOURCES, gradient_mean_importance
 from .mask_expr.bundle import MaskBundle, space_digest
@@ -240,7 +240,9 @@ def export_plan(
     """
     data = plan.checkpoint
     pruned = prune_checkpoint(data, plan.selection.keep)
-    if source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
+    if source_sha256 is None and data.weights is not None:
+        source_sha256 = data.weights.sha256()
+    elif source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
         source_sha256 = sha256_file(data.weights_file)
     tensor_files, records = _carried_records(data, pruned)
     saved_mask = _saved_mask(plan)
@@ -319,7 +321,7 @@ def export_pruned(
         CheckpointError: unreadable source, refused target, failed write or failed verification.
         SelectionError: invalid selection arguments or an empty selection.
     """
-    data = source if isinstance(source, CheckpointData) else read_checkpoint(source)
+    data = source if isinstance(source, CheckpointData) else open_checkpoint(source)
     ranking = None
     label = part
     if importance_label is not None:

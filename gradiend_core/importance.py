@@ -23,7 +23,7 @@ of input dimensions so that peak extra memory stays bounded for very large model
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +37,9 @@ __all__ = [
     "PARTS",
     "SOURCES",
     "gradient_mean_importance",
+    "iter_part_importance",
     "nonfinite_warning",
+    "part_importance_at",
     "part_importance",
     "source_importance",
     "validate_part",
@@ -84,27 +86,30 @@ def validate_source(source: Optional[str]) -> str:
 
 
 def part_importance(
-    enc_w: torch.Tensor, dec_w: torch.Tensor, dec_b: Optional[torch.Tensor], part: str
+    enc_w: Optional[torch.Tensor], dec_w: Optional[torch.Tensor], dec_b: Optional[torch.Tensor], part: str, length: int
 ) -> torch.Tensor:
-    """Importance of a block of input dims from that block's weights (the definitions above).
+    """Importance of a block of ``length`` input dims from that block's weights (the definitions above).
 
     Args:
-        enc_w: encoder weight columns of the block, ``(latent_dim, c)``.
-        dec_w: decoder weight rows of the block, ``(c, latent_dim)``.
-        dec_b: decoder bias entries of the block, ``(c,)``, or ``None`` without a bias.
+        enc_w: encoder weight columns of the block, ``(latent_dim, length)`` (for encoder-weight).
+        dec_w: decoder weight rows of the block, ``(length, latent_dim)`` (for decoder-weight/-sum).
+        dec_b: decoder bias entries of the block, ``(length,)``, or ``None`` without a bias.
         part: one of :data:`PARTS` (already validated).
+        length: dims in the block.
 
     Returns:
-        ``(c,)`` in the weights' dtype (as the reference computes it).
+        ``(length,)`` in the weights' dtype (as the reference computes it); zeros for
+        decoder-bias without a bias.
     """
     with torch.no_grad():
+        # with one latent unit the sum has one term, so abs() alone gives the same bits
         if part == "encoder-weight":
-            return enc_w.abs().sum(dim=0)
+            return enc_w.abs().reshape(-1) if enc_w.shape[0] == 1 else enc_w.abs().sum(dim=0)
         if part == "decoder-weight":
-            return dec_w.abs().sum(dim=1)
+            return dec_w.abs().reshape(-1) if dec_w.shape[1] == 1 else dec_w.abs().sum(dim=1)
         if part == "decoder-bias":
-            return dec_b.abs() if dec_b is not None else torch.zeros(dec_w.shape[0], dtype=dec_w.dtype)
-        v = dec_w.sum(dim=1)
+            return dec_b.abs() if dec_b is not None else torch.zeros(length)
+        v = dec_w.reshape(-1) if dec_w.shape[1] == 1 else dec_w.sum(dim=1)
         return (v + dec_b if dec_b is not None else v).abs()
 
 
@@ -132,8 +137,36 @@ def weight_importance(state_dict: Mapping[str, torch.Tensor], part: str = DEFAUL
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
         b = bias[start:stop] if bias is not None else None
-        out[start:stop] = part_importance(enc_w[:, start:stop], dec_w[start:stop], b, part).to(torch.float32).numpy()
+        imp = part_importance(enc_w[:, start:stop], dec_w[start:stop], b, part, stop - start)
+        out[start:stop] = imp.to(torch.float32).numpy()
     return out
+
+
+def iter_part_importance(data: CheckpointData, part: str, block_dims: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
+    """``(start, float32 importance of dims start..start+len)`` over the whole input space, in order.
+
+    Reads the checkpoint's weight file block by block (only the tensors ``part`` needs), so memory
+    stays at one block however large the checkpoint; the values equal :func:`weight_importance` of
+    the loaded weights bit for bit.
+    """
+    from .checkpoint.weights import BLOCK_DIMS, part_tensors
+
+    part = validate_part(part)
+    for block in data.weights.blocks(part_tensors(part), block_dims or BLOCK_DIMS):
+        imp = part_importance(block.enc_w, block.dec_w, block.dec_b, part, block.stop - block.start)
+        yield block.start, imp.to(torch.float32).numpy()
+
+
+def part_importance_at(data: CheckpointData, part: str, idx: np.ndarray) -> np.ndarray:
+    """float32 importance of the dims ``idx`` (any order) of a weight part, read from the weight file."""
+    from .checkpoint.weights import part_tensors
+
+    part = validate_part(part)
+    idx = np.asarray(idx, dtype=np.int64)
+    uniq, inverse = np.unique(idx, return_inverse=True)
+    block = data.weights.gather(uniq, part_tensors(part))
+    imp = part_importance(block.enc_w, block.dec_w, block.dec_b, part, uniq.size).to(torch.float32).numpy()
+    return imp[inverse]
 
 
 def gradient_mean_importance(data: CheckpointData, record: Any = None) -> np.ndarray:
@@ -176,7 +209,12 @@ def source_importance(data: CheckpointData, source: str = DEFAULT_PART, record: 
     source = validate_source(source)
     if source == GRADIENT_MEAN:
         return gradient_mean_importance(data, record)
-    return weight_importance(data.state_dict, source)
+    if data.loaded or data.weights is None:
+        return weight_importance(data.state_dict, source)
+    out = np.empty(data.architecture.input_dim, dtype=np.float32)
+    for start, v in iter_part_importance(data, source):
+        out[start : start + v.size] = v
+    return out
 
 
 def nonfinite_warning(source: str, n_nan: int, n_inf: int, n: int) -> Optional[str]:

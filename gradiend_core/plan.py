@@ -15,7 +15,7 @@ import numpy as np
 from .analysis.names import compose_masks, name_mask
 from .checkpoint import CheckpointData
 from .errors import SelectionError
-from .importance import DEFAULT_PART, nonfinite_warning, source_importance, validate_source
+from .importance import DEFAULT_PART, nonfinite_warning, validate_source
 from .masks import load_mask, sha256_mask
 from .ranking import Ranking
 from .reduction import ReductionReport, reduction_report
@@ -50,8 +50,11 @@ class MaskSpec:
 
 
 def default_ranking_for(data: CheckpointData, source: str) -> Ranking:
-    """Rank ``source``'s importance in memory, with per-parameter tables."""
-    return Ranking(source_importance(data, source), data.param_map.local_offsets)
+    """The ranking of ``source`` from the rank store: in memory for a loaded checkpoint, from
+    per-bucket summaries (cached on disk) for one opened without its weights."""
+    from .rank_store import ranking_for
+
+    return ranking_for(data, source, layout="never")
 
 
 @dataclass(frozen=True)

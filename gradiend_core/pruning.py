@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import DEC_B, DEC_W, ENC_W, CheckpointData
 
-__all__ = ["prune_state_dict", "prune_checkpoint"]
+__all__ = ["prune_state_dict", "prune_checkpoint", "gather_pruned_weights"]
 
 
 def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -> Dict[str, torch.Tensor]:
@@ -47,8 +47,21 @@ def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -
     return out
 
 
+def gather_pruned_weights(ckpt: CheckpointData, keep: np.ndarray) -> Dict[str, torch.Tensor]:
+    """The pruned weights read from the checkpoint's weight file in one streaming pass over the
+    kept dims (memory: the pruned model plus one block), equal to :func:`prune_state_dict` of the
+    loaded weights bit for bit."""
+    block = ckpt.weights.gather(keep)
+    sliced = {ENC_W: block.enc_w, DEC_W: block.dec_w, DEC_B: block.dec_b}
+    # in the file's key order, as a loaded state dict has it (torch.save writes storages in that order)
+    return {k: sliced[k].contiguous() if sliced.get(k) is not None else ckpt.weights.read(k) for k in ckpt.weights.keys()}
+
+
 def prune_checkpoint(ckpt: CheckpointData, keep: np.ndarray) -> CheckpointData:
     """A pruned copy of a checkpoint (the source object is not modified).
+
+    The weights are sliced in memory when the checkpoint holds them, else gathered from its
+    weight file (:func:`gather_pruned_weights`), so pruning never needs the whole model in memory.
 
     Args:
         ckpt: the checkpoint to prune.
@@ -60,11 +73,15 @@ def prune_checkpoint(ckpt: CheckpointData, keep: np.ndarray) -> CheckpointData:
     """
     keep = np.asarray(keep, dtype=np.int64)
     arch = dataclasses.replace(ckpt.architecture, input_dim=int(keep.size))
+    if ckpt.loaded or ckpt.weights is None:
+        weights = prune_state_dict(ckpt.state_dict, keep)
+    else:
+        weights = gather_pruned_weights(ckpt, keep)
     return CheckpointData(
         path=ckpt.path,
         architecture=arch,
         param_map=ckpt.param_map.restrict(keep),
-        state_dict=prune_state_dict(ckpt.state_dict, keep),
+        state_dict=weights,
         metadata=dict(ckpt.metadata),
         side_files=dict(ckpt.side_files),
         weights_file=None,

@@ -30,7 +30,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -50,6 +50,7 @@ __all__ = [
     "bucket_bounds",
     "bucket_of",
     "finite_or_zero",
+    "mass_weights",
     "sort_keys",
     "summarise",
 ]
@@ -88,8 +89,24 @@ def sort_keys(values: np.ndarray) -> np.ndarray:
 
 
 def bucket_of(values: np.ndarray) -> np.ndarray:
-    """The bucket (uint16) of each float32 value: the top 16 bits of its :func:`sort_keys` key."""
-    return (sort_keys(values) >> np.uint32(16)).astype(np.uint16)
+    """The bucket (uint16) of each float32 value: the top 16 bits of its :func:`sort_keys` key.
+
+    Importance is an absolute value, so the usual input has no sign bit set; then the bucket is
+    ``(bits >> 16) | 0x8000`` and only NaN (whose bits sort above +inf) needs fixing, which
+    avoids building the full keys (several passes over the block).
+    """
+    v = np.ascontiguousarray(values, dtype=np.float32)
+    if np.signbit(v).any():
+        return (sort_keys(v) >> np.uint32(16)).astype(np.uint16)
+    b = (v.view(np.uint32) >> np.uint32(16)).astype(np.uint16) | np.uint16(ZERO_BUCKET)
+    high = np.flatnonzero(b > np.uint16(INF_BUCKET))  # NaN bit patterns; +inf itself is INF_BUCKET
+    if high.size:
+        b[high] = NAN_BUCKET
+    nan_at_inf = np.flatnonzero(b == np.uint16(INF_BUCKET))
+    if nan_at_inf.size:  # NaN payloads that share +inf's top 16 bits
+        hit = nan_at_inf[np.isnan(v[nan_at_inf])]
+        b[hit] = NAN_BUCKET
+    return b
 
 
 def bucket_bounds(buckets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -115,11 +132,18 @@ def _rank_within(values: np.ndarray) -> np.ndarray:
 
 
 def finite_or_zero(v: np.ndarray) -> np.ndarray:
-    """float64 copy with NaN and infinities as 0 (only finite importance counts as mass)."""
+    """float64 copy of ``v`` with NaN and infinities as 0 (only finite importance counts as mass)."""
     with np.errstate(invalid="ignore"):
         w = np.asarray(v).astype(np.float64)
     w[~np.isfinite(w)] = 0.0
     return w
+
+
+def mass_weights(v: np.ndarray) -> np.ndarray:
+    """Weights for a per-bucket mass ``bincount``: ``v`` itself when it is all finite (bincount
+    widens its weights to float64 anyway), else :func:`finite_or_zero` of it."""
+    v = np.asarray(v)
+    return v if np.isfinite(v).all() else finite_or_zero(v)
 
 
 def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
@@ -159,7 +183,7 @@ def summarise(blocks) -> BucketSummary:
     for v in blocks:
         b = bucket_of(v)
         counts += np.bincount(b, minlength=N_BUCKETS)
-        mass += np.bincount(b, weights=finite_or_zero(v), minlength=N_BUCKETS)
+        mass += np.bincount(b, weights=mass_weights(v), minlength=N_BUCKETS)
         n += v.size
         n_zero += int(np.count_nonzero(v == 0))
     return BucketSummary(n, counts, mass, n_zero)
@@ -171,10 +195,11 @@ class ParamTables:
     Attributes:
         offsets: int64 ``(P + 1,)``, start of each parameter in the local input space.
         occupied: int64 ``(B,)``, the occupied buckets, descending (most important first).
-        counts: int64 ``(P, B)``; mass: float64 ``(P, B)``.
+        counts: int64 ``(P, B)``; mass: float64 ``(P, B)``, or ``None`` when only dims were
+            counted (per-parameter importance then comes from index sets).
     """
 
-    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: np.ndarray):
+    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: Optional[np.ndarray]):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.occupied = np.asarray(occupied, dtype=np.int64)
         self.counts = counts
@@ -197,12 +222,13 @@ class ParamTables:
         cell = pid * self.occupied.size + self._column[buckets]
         size = self.counts.size
         self.counts += np.bincount(cell, minlength=size).reshape(self.counts.shape)
-        self.mass += np.bincount(cell, weights=finite_or_zero(values), minlength=size).reshape(self.mass.shape)
+        self.mass += np.bincount(cell, weights=mass_weights(values), minlength=size).reshape(self.mass.shape)
 
-    def above(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
-        """Per-parameter dims and mass in the buckets above ``bucket`` (int64 ``(P,)``, float64 ``(P,)``)."""
+    def above(self, bucket: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Per-parameter dims and mass (``None`` without a mass table) in the buckets above
+        ``bucket`` (int64 ``(P,)``, float64 ``(P,)``)."""
         j = int(np.searchsorted(-self.occupied, -bucket, side="left"))  # columns of buckets > bucket
-        return self.counts[:, :j].sum(axis=1), self.mass[:, :j].sum(axis=1)
+        return self.counts[:, :j].sum(axis=1), None if self.mass is None else self.mass[:, :j].sum(axis=1)
 
     def param_of(self, local: np.ndarray) -> np.ndarray:
         """The parameter (row) of each local index."""
@@ -211,6 +237,8 @@ class ParamTables:
 
 #: ``values_at(local indices) -> float32 importance`` of arbitrary dims.
 ValuesAt = Callable[[np.ndarray], np.ndarray]
+#: ``stream()`` -> ``(start, float32 importance of dims start..)`` blocks over the input space, in order.
+Stream = Callable[[], Iterable[Tuple[int, np.ndarray]]]
 
 
 class Ranking:
@@ -253,7 +281,8 @@ class Ranking:
             params = ParamTables.accumulator(param_offsets, np.flatnonzero(summary.counts)[::-1])
             for s, v in zip(range(0, imp.size, BLOCK), blocks):
                 params.add(s, v, buckets[s : s + v.size])
-        self._setup(summary, order, imp[order], params, lambda idx: imp[idx])
+        self._setup(summary, params, lambda idx: imp[idx], lambda: ((s, imp[s : s + BLOCK]) for s in range(0, imp.size, BLOCK)))
+        self.attach_layout(order, imp[order])
 
     @classmethod
     def from_layout(
@@ -273,11 +302,38 @@ class Ranking:
             values_at: importance lookup of arbitrary local indices.
         """
         self = cls.__new__(cls)
-        self._setup(summary, order, values, params, values_at)
+        self._setup(summary, params, values_at, None)
+        self.attach_layout(order, values)
         return self
 
-    def _setup(self, summary, order, values, params, values_at) -> None:
+    @classmethod
+    def from_stream(
+        cls,
+        summary: BucketSummary,
+        stream: Stream,
+        params: Optional[ParamTables] = None,
+        values_at: Optional[ValuesAt] = None,
+    ) -> "Ranking":
+        """A ranking known by its summary alone; dims are found by streaming the importance again.
+
+        Until a layout is attached (:meth:`attach_layout`), every question that needs particular
+        dims (the members of the bucket a cut falls in, a kept index set) costs one pass over
+        ``stream``; counts, shares and histograms still come from the summary at once.
+
+        Args:
+            summary: the per-bucket counts and mass.
+            stream: ``stream()`` yields ``(start, float32 importance of dims start..)`` over the
+                whole input space, in order (e.g. computed block by block from the weight file).
+            params: per-parameter tables, if built.
+            values_at: importance lookup of arbitrary local indices.
+        """
+        self = cls.__new__(cls)
+        self._setup(summary, params, values_at, stream)
+        return self
+
+    def _setup(self, summary, params, values_at, stream) -> None:
         self.size = int(summary.n)
+        self.summary = summary
         self.counts = summary.counts
         self.mass = summary.mass
         self.n_zero = int(summary.n_zero)
@@ -285,10 +341,11 @@ class Ranking:
         self.n_inf = int(summary.counts[INF_BUCKET] + summary.counts[NEG_INF_BUCKET])
         self.n_nonfinite = self.n_nan + self.n_inf
         self.total = float(summary.mass.sum())
-        self.order = order
-        self.values = values
+        self.order: Optional[np.ndarray] = None
+        self.values: Optional[np.ndarray] = None
         self.params = params
         self._values_at = values_at
+        self._stream = stream
         desc = np.concatenate([[0], np.cumsum(self.counts[::-1])])
         self._seg_start = desc[::-1][1:].copy()  # start of bucket b's segment = dims in buckets above b
         self._lock = threading.Lock()  # sessions of one server share rankings
@@ -296,6 +353,32 @@ class Ranking:
         self._sorted_dims = 0
         self._views: "OrderedDict[bytes, RankedDims]" = OrderedDict()
         self._all = RankedDims(self, None)
+
+    def attach_layout(self, order: np.ndarray, values: np.ndarray) -> None:
+        """Give a summary-only ranking its layout (built in the background, say): from now on
+        dims are read from it instead of streamed. The answers do not change, only their cost."""
+        if len(order) != self.size or len(values) != self.size:
+            raise ValueError(f"a layout of {self.size} dims is needed, got {len(order)} and {len(values)}.")
+        self.values = values
+        self.order = order  # set last: has_layout flips only once both are in place
+
+    def resident_bytes(self) -> int:
+        """Bytes this ranking holds in memory: summaries, per-parameter tables, an in-memory layout
+        (a memory-mapped one lives in the page cache and is not counted) and cached sorted buckets."""
+        total = self.counts.nbytes + self.mass.nbytes
+        if self.params is not None:
+            total += self.params.counts.nbytes + (self.params.mass.nbytes if self.params.mass is not None else 0)
+        for arr in (self.order, self.values):
+            if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
+                total += arr.nbytes
+        with self._lock:
+            total += self._sorted_dims * 12 + len(self._views) * 2 * N_BUCKETS * 8
+        return int(total)
+
+    @property
+    def has_layout(self) -> bool:
+        """Whether dims are read from a layout (else found by streaming passes)."""
+        return self.order is not None
 
     @classmethod
     def coerce(cls, importance: Union["Ranking", np.ndarray, torch.Tensor]) -> "Ranking":
@@ -308,19 +391,72 @@ class Ranking:
         s = int(self._seg_start[bucket])
         return s, s + int(self.counts[bucket])
 
-    def bucket_sorted(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
+    def scan(self) -> Iterator[Tuple[int, np.ndarray]]:
+        """``(start, float32 importance)`` blocks over the whole input space, in local order."""
+        if self._stream is not None:
+            yield from self._stream()
+            return
+        order, values = np.asarray(self.order), np.asarray(self.values)  # a layout without a stream
+        imp = np.empty(self.size, dtype=np.float32)
+        imp[order] = values
+        for s in range(0, self.size, BLOCK):
+            yield s, imp[s : s + BLOCK]
+
+    def collect(self, bucket: int, above: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(dims in buckets above bucket (any order), members of bucket (ascending), their values)``.
+
+        From the layout when there is one, else with one streaming pass (``above=False`` skips
+        the first, which can be large).
+        """
+        if self.order is not None:
+            s, e = self.segment(bucket)
+            dims_above = np.asarray(self.order[:s], dtype=np.int64) if above else np.empty(0, dtype=np.int64)
+            return dims_above, np.asarray(self.order[s:e], dtype=np.int64), np.asarray(self.values[s:e], dtype=np.float32)
+        hi, idx, vals = [], [], []
+        for start, v in self.scan():
+            b = bucket_of(v)
+            if above:
+                hi.append(np.flatnonzero(b > bucket) + start)
+            hit = np.flatnonzero(b == bucket)
+            idx.append(hit + start)
+            vals.append(v[hit])
+        cat = lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.empty(0, dtype=dt)  # noqa: E731
+        return cat(hi, np.int64), cat(idx, np.int64), cat(vals, np.float32)
+
+    def collect_from(self, lowest: int) -> Tuple[np.ndarray, np.ndarray]:
+        """``(indices, values)`` of every dim in buckets ``>= lowest``, in exact rank order: the top
+        of the ranking in one read of the layout, or one streaming pass without one."""
+        if self.order is not None:
+            stop = int(self._seg_start[lowest]) + int(self.counts[lowest])
+            idx = np.asarray(self.order[:stop], dtype=np.int64)
+            vals = np.asarray(self.values[:stop], dtype=np.float32)
+        else:
+            parts_i, parts_v = [], []
+            for start, v in self.scan():
+                hit = np.flatnonzero(bucket_of(v) >= lowest)
+                parts_i.append(hit + start)
+                parts_v.append(v[hit])
+            idx = np.concatenate(parts_i).astype(np.int64) if parts_i else np.empty(0, dtype=np.int64)
+            vals = np.concatenate(parts_v).astype(np.float32) if parts_v else np.empty(0, dtype=np.float32)
+        keys = sort_keys(vals)
+        perm = np.lexsort((idx, ~keys))
+        return idx[perm], vals[perm]
+
+    def bucket_sorted(self, bucket: int, members: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of ``bucket``'s dims in exact rank order.
 
         Recently used buckets are kept, up to :data:`SORTED_CACHE_DIMS` dims in all.
+
+        Args:
+            bucket: the bucket.
+            members: its ``(ascending indices, values)`` if already collected (saves a pass).
         """
         with self._lock:
             hit = self._sorted.get(bucket)
             if hit is not None:
                 self._sorted.move_to_end(bucket)
                 return hit
-        s, e = self.segment(bucket)
-        idx = np.asarray(self.order[s:e], dtype=np.int64)
-        vals = np.asarray(self.values[s:e], dtype=np.float32)
+        idx, vals = members if members is not None else self.collect(bucket, above=False)[1:]
         perm = _rank_within(vals)
         hit = (idx[perm], vals[perm])
         if idx.size <= SORTED_CACHE_DIMS:
@@ -343,7 +479,8 @@ class Ranking:
     def importance_vector(self) -> np.ndarray:
         """float32 ``(size,)`` importance in local order (O(n) memory: for small inputs and tests)."""
         out = np.empty(self.size, dtype=np.float32)
-        out[np.asarray(self.order)] = self.values
+        for start, v in self.scan():
+            out[start : start + v.size] = v
         return out
 
     def rank_sort(self, local: np.ndarray) -> np.ndarray:
@@ -397,20 +534,14 @@ class RankedDims:
         self.mask = mask
         if mask is None:
             self.counts, self.mass = ranking.counts, ranking.mass
-            self._in = None
         else:
-            # mask in layout order: one O(n) gather, then per-bucket sums by segment
-            self._in = np.asarray(mask)[np.asarray(ranking.order)]
-            occupied = np.flatnonzero(ranking.counts)
-            starts = ranking._seg_start[occupied]
-            order_by_start = np.argsort(starts, kind="stable")
-            occ, st = occupied[order_by_start], starts[order_by_start]
             self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
             self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
-            if occ.size:
-                self.counts[occ] = np.add.reduceat(self._in.astype(np.int64), st)
-                w = np.where(self._in, finite_or_zero(np.asarray(ranking.values, dtype=np.float32)), 0.0)
-                self.mass[occ] = np.add.reduceat(w, st)
+            for start, v in ranking.scan():  # one O(n) pass per mask, then cached by Ranking.dims
+                m = np.asarray(mask[start : start + v.size])
+                b = bucket_of(v[m])
+                self.counts += np.bincount(b, minlength=N_BUCKETS)
+                self.mass += np.bincount(b, weights=finite_or_zero(v[m]), minlength=N_BUCKETS)
         self.n = int(self.counts.sum())
         desc = np.cumsum(self.counts[::-1])
         self._above = np.concatenate([desc[::-1][1:], [0]])  # members in buckets above b
@@ -419,7 +550,7 @@ class RankedDims:
     def members(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of the members in ``bucket``, in exact rank order."""
         idx, vals = self.ranking.bucket_sorted(bucket)
-        if self._in is None:
+        if self.mask is None:
             return idx, vals
         keep = np.asarray(self.mask)[idx]
         return idx[keep], vals[keep]
@@ -441,12 +572,12 @@ class RankedDims:
         if k <= 0:
             return np.empty(0, dtype=np.int64)
         if k == self.n:
-            return np.arange(self.ranking.size, dtype=np.int64) if self._in is None else np.flatnonzero(self.mask).astype(np.int64)
+            return np.arange(self.ranking.size, dtype=np.int64) if self.mask is None else np.flatnonzero(self.mask).astype(np.int64)
         b, r = self.boundary(k)
-        start = int(self.ranking._seg_start[b])
-        whole = np.asarray(self.ranking.order[:start], dtype=np.int64)
-        if self._in is not None:
-            whole = whole[self._in[:start]]
+        whole, idx, vals = self.ranking.collect(b)
+        self.ranking.bucket_sorted(b, (idx, vals))  # one pass serves both (without a layout)
+        if self.mask is not None:
+            whole = whole[np.asarray(self.mask)[whole]]
         out = np.concatenate([whole, self.members(b)[0][:r]])
         out.sort()
         return out
@@ -459,6 +590,15 @@ class RankedDims:
         """``(local indices int64, importance float32)`` of the top ``k`` members in rank order
         (sorts only the buckets they occupy)."""
         k = min(int(k), self.n)
+        if k <= 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        if not self.ranking.has_layout:  # one pass for all the buckets the top k spans
+            lowest = self.boundary(k)[0]
+            idx, vals = self.ranking.collect_from(lowest)
+            if self.mask is not None:
+                inside = np.asarray(self.mask)[idx]
+                idx, vals = idx[inside], vals[inside]
+            return idx[:k], vals[:k]
         idx_parts, val_parts = [], []
         got = 0
         for b in np.flatnonzero(self.counts)[::-1]:
@@ -523,7 +663,8 @@ class RankedDims:
 
     def param_counts_top(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Per parameter, the top ``k`` members and their finite importance: ``(int64 (P,),
-        float64 (P,))``. Requires the ranking's :class:`ParamTables` (all dims) or costs O(k)."""
+        float64 (P,) or None)`` (``None`` when the tables hold no mass). Requires the ranking's
+        :class:`ParamTables`; O(buckets) without a mask, O(k) with one."""
         params = self.ranking.params
         if params is None:
             raise SelectionError("this ranking has no per-parameter tables; count from the kept index set instead.")
@@ -531,7 +672,7 @@ class RankedDims:
         p = len(params.offsets) - 1
         if k <= 0:
             return np.zeros(p, dtype=np.int64), np.zeros(p, dtype=np.float64)
-        if self._in is not None:
+        if self.mask is not None:
             keep = self.top(k)
             pid = params.param_of(keep)
             return (
@@ -544,5 +685,5 @@ class RankedDims:
         pid = params.param_of(idx[:r])
         return (
             counts + np.bincount(pid, minlength=p),
-            mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
+            None if mass is None else mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
         )

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# The rank store keeps summaries in the user cache; tests (and the servers they start) use their own.
+if "GRADIEND_CORE_CACHE" not in os.environ:
+    os.environ["GRADIEND_CORE_CACHE"] = tempfile.mkdtemp(prefix="gradiend-core-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["GRADIEND_CORE_CACHE"], True)
 
 from refmodels import VARIANT_NAMES, Variant, make_variant  # noqa: E402
 

@@ -43,13 +43,18 @@ def _mask(kind: str, input_dim: int) -> np.ndarray:
     return m
 
 
-def export_case(name: str, out_root: Path) -> Dict[str, str]:
-    """Export one case into ``out_root/name`` and return sha256 of its pinned files by name."""
+def export_case(name: str, out_root: Path, lazy: bool = False) -> Dict[str, str]:
+    """Export one case into ``out_root/name`` and return sha256 of its pinned files by name.
+
+    ``lazy`` opens the source without loading its weights (the export then gathers the kept
+    dims from the weight file); otherwise the weights are read into memory first.
+    """
     from gradiend_core import export_pruned, read_checkpoint
+    from gradiend_core.checkpoint import open_checkpoint
 
     sample, kwargs = CASES[name]
     kwargs = dict(kwargs)
-    data = read_checkpoint(REPO / "sample_models" / sample)
+    data = (open_checkpoint if lazy else read_checkpoint)(REPO / "sample_models" / sample)
     if "mask" in kwargs:
         kwargs["mask"] = _mask(kwargs["mask"], data.architecture.input_dim)
     result = export_pruned(data, out_root / name, **kwargs)

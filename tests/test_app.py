@@ -126,22 +126,32 @@ def test_name_filter_composes_with_topk_and_reproduces_via_cli(app_checkpoint, t
         assert (cli_out / f).read_bytes() == (out / f).read_bytes(), f
 
 
-def test_large_weight_file_reads_with_progress_and_is_shared(app_checkpoint, tmp_path, monkeypatch):
-    """Files over the streaming size are read in blocks with a progress bar; sessions share the read."""
+def test_weights_stay_in_their_file_and_sessions_share_one_summary(app_checkpoint, tmp_path, monkeypatch):
+    """The page never loads the weights whole; two sessions share one summary pass over them."""
     import shutil
 
-    import gradiend_core.checkpoint.tensor_files as tensor_files
-    from dashboard import loading
+    import gradiend_core.importance as importance
+    from gradiend_core.checkpoint import CheckpointData
 
     ck = tmp_path / "big"
     shutil.copytree(app_checkpoint, ck)
-    monkeypatch.setattr(tensor_files, "READ_BLOCK", 1000)
-    reads = []
-    real = loading.read_checkpoint
-    monkeypatch.setattr(loading, "read_checkpoint", lambda p, progress=None: reads.append(p) or real(p, progress=progress))
+    passes = []
+    real = importance.iter_part_importance
+
+    def counting(data, part, block_dims=None):
+        passes.append(part)
+        return real(data, part, block_dims)
+
+    monkeypatch.setattr(importance, "iter_part_importance", counting)
+    monkeypatch.setattr("gradiend_core.rank_store.iter_part_importance", counting)
+    loads = []
+    real_state = CheckpointData.state_dict.fget
+    monkeypatch.setattr(CheckpointData, "state_dict", property(lambda self: loads.append(self.path) or real_state(self)))
     first, second = _open(ck), _open(ck)
     for at in (first, second):
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert _metric(at, "Input dims kept") == "65"
-    assert len(reads) == 1
-
+    assert passes.count("decoder-weight") >= 1 and not loads
+    summaries = passes.count("decoder-weight")
+    _open(ck)
+    assert passes.count("decoder-weight") == summaries  # a third session streams nothing new

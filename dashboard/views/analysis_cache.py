@@ -46,13 +46,12 @@ def part_comparison(path: str, mtime: float, topk) -> Tuple[overlap.OverlapMatri
 
 @st.cache_data(max_entries=8, show_spinner="Ranking importance for Spearman's rho...")
 def part_spearman(path: str, mtime: float) -> correlation.SpearmanMatrix:
-    return correlation.spearman_matrix({p: load_ranking(path, p).importance_vector() for p in PARTS})
+    return correlation.spearman_matrix({p: load_ranking(path, p) for p in PARTS})
 
 
 @st.cache_data(max_entries=16)
 def part_scatter(path: str, mtime: float, part_x: str, part_y: str) -> correlation.PairedSample:
-    x, y = load_ranking(path, part_x).importance_vector(), load_ranking(path, part_y).importance_vector()
-    return correlation.paired_sample(x, y)
+    return correlation.paired_sample(load_ranking(path, part_x), load_ranking(path, part_y))
 
 
 @st.cache_data(max_entries=16)

@@ -10,10 +10,18 @@ is below 1e-3 at that sample size).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
 from scipy.stats import rankdata
+
+from ..ranking import Ranking
+
+__all__ = ["EXACT_LIMIT", "PairedSample", "SAMPLE_SIZE", "SCATTER_SIZE", "SEED", "SpearmanMatrix", "paired_sample",
+           "sample_indices", "spearman_matrix"]
+
+#: An importance vector, or a :class:`~gradiend_core.ranking.Ranking` read only at the dims used.
+Importance = Union[np.ndarray, Ranking]
 
 #: Largest input_dim for which Spearman's rho is computed on every dim.
 EXACT_LIMIT = 2_000_000
@@ -31,6 +39,18 @@ def sample_indices(n: int, size: int, seed: int = SEED) -> np.ndarray:
         return np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def _length(v: Importance) -> Tuple[int, ...]:
+    return (v.size,) if isinstance(v, Ranking) else np.asarray(v).shape
+
+
+def _take(v: Importance, idx: Optional[np.ndarray]) -> np.ndarray:
+    """float64 values of ``v`` at ``idx`` (all when ``None``); a Ranking reads just those dims."""
+    if isinstance(v, Ranking):
+        return (v.importance_vector() if idx is None else v.values_at(idx)).astype(np.float64)
+    v = np.asarray(v)
+    return (v if idx is None else v[idx]).astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,7 @@ class SpearmanMatrix:
 
 
 def spearman_matrix(
-    vectors: Mapping[str, np.ndarray],
+    vectors: Mapping[str, Importance],
     *,
     exact_limit: int = EXACT_LIMIT,
     sample_size: int = SAMPLE_SIZE,
@@ -66,7 +86,8 @@ def spearman_matrix(
     """Spearman's rho of every pair of equally long vectors.
 
     Args:
-        vectors: ``{name: values}``, each float ``(n,)`` (e.g. the four parts' importance).
+        vectors: ``{name: values}``, each float ``(n,)`` or a :class:`Ranking` (e.g. the four
+            parts'), which is read only at the sampled dims.
         exact_limit: use every dim when ``n <= exact_limit``.
         sample_size: otherwise, the size of the seeded uniform sample (same dims for all vectors).
         seed: the sample's seed.
@@ -81,13 +102,13 @@ def spearman_matrix(
     if not vectors:
         raise ValueError("give at least one vector.")
     names = tuple(vectors)
-    lengths = {np.asarray(vectors[k]).shape for k in names}
+    lengths = {_length(vectors[k]) for k in names}
     if len(lengths) != 1 or len(next(iter(lengths))) != 1:
         raise ValueError(f"vectors must be 1-D and equally long, got shapes {sorted(lengths)}.")
     n = next(iter(lengths))[0]
     exact = n <= exact_limit
     idx = None if exact else sample_indices(n, sample_size, seed)
-    cols = [np.asarray(vectors[k], dtype=np.float64) if idx is None else np.asarray(vectors[k])[idx].astype(np.float64) for k in names]
+    cols = [_take(vectors[k], idx) for k in names]
     data = np.vstack(cols)
     ok = ~np.isnan(data).any(axis=0)
     dropped = int(ok.size - np.count_nonzero(ok))
@@ -128,14 +149,15 @@ class PairedSample:
         return np.isfinite(self.x) & np.isfinite(self.y) & (self.x > 0) & (self.y > 0)
 
 
-def paired_sample(x: np.ndarray, y: np.ndarray, size: int = SCATTER_SIZE, seed: int = SEED) -> PairedSample:
-    """A seeded uniform sample of ``size`` dims of two equally long vectors.
+def paired_sample(x: Importance, y: Importance, size: int = SCATTER_SIZE, seed: int = SEED) -> PairedSample:
+    """A seeded uniform sample of ``size`` dims of two equally long vectors (or rankings, read
+    only at the sampled dims).
 
     Raises:
         ValueError: for vectors of different shapes.
     """
-    x, y = np.asarray(x), np.asarray(y)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be 1-D and equally long, got {x.shape} and {y.shape}.")
-    idx = sample_indices(x.size, size, seed)
-    return PairedSample(idx, x[idx].astype(np.float64), y[idx].astype(np.float64), int(x.size), seed)
+    sx, sy = _length(x), _length(y)
+    if sx != sy or len(sx) != 1:
+        raise ValueError(f"x and y must be 1-D and equally long, got {sx} and {sy}.")
+    idx = sample_indices(sx[0], size, seed)
+    return PairedSample(idx, _take(x, idx), _take(y, idx), int(sx[0]), seed)

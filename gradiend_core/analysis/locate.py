@@ -238,8 +238,9 @@ def selection_breakdown(param_map: ParamMap, ranking: Ranking, selection: Select
     """:func:`param_breakdown` of a selection from the ranking's per-parameter tables.
 
     O(parameters x buckets + one bucket) when ``selection`` ranked by ``ranking`` and the ranking
-    has :class:`~gradiend_core.ranking.ParamTables` (the rank store builds them); otherwise it
-    falls back to the kept index set, O(k) plus O(input_dim) for the totals.
+    has :class:`~gradiend_core.ranking.ParamTables` with importance (a laid-out ranking has them);
+    otherwise from the kept index set, O(k), plus one pass over the importance for the totals when
+    the tables are missing. Memory never grows with ``input_dim``.
 
     Args:
         param_map: the model's map.
@@ -247,17 +248,20 @@ def selection_breakdown(param_map: ParamMap, ranking: Ranking, selection: Select
         selection: the selection on the same input space.
     """
     params = ranking.params
-    if params is not None and params.counts.shape[0] == len(param_map):
+    if params is not None and params.mass is not None and params.counts.shape[0] == len(param_map):
         totals = params.mass.sum(axis=1)
         dims = selection.dims
         if dims is not None and dims.ranking is ranking:
             kept, kept_mass = dims.param_counts_top(selection.k)
-        else:
-            keep = selection.keep
-            bounds = np.searchsorted(keep, param_map.local_offsets, side="left")
-            kept, kept_mass = np.diff(bounds), _segment_sums(ranking.values_at(keep), bounds)
-        return _breakdown(param_map, kept, kept_mass, totals)
-    return param_breakdown(param_map, ranking.importance_vector(), selection.keep)
+            return _breakdown(param_map, kept, kept_mass, totals)
+    else:  # one pass over the importance, block by block (never an input_dim-sized array)
+        totals = np.zeros(len(param_map), dtype=np.float64)
+        for start, v in ranking.scan():
+            bounds = np.clip(param_map.local_offsets - start, 0, v.size)
+            totals += _segment_sums(v, bounds)
+    keep = selection.keep
+    bounds = np.searchsorted(keep, param_map.local_offsets, side="left")
+    return _breakdown(param_map, np.diff(bounds), _segment_sums(ranking.values_at(keep), bounds), totals)
 
 
 def _breakdown(param_map: ParamMap, kept: np.ndarray, importance_kept: np.ndarray, importance_total: np.ndarray) -> ParamBreakdown:

@@ -31,7 +31,8 @@ from .format import (
     render_config,
     side_file_text,
 )
-from .reader import CheckpointData, find_weights, read_checkpoint, read_config, read_json, resolve_checkpoint_dir
+from .reader import CheckpointData, find_weights, open_checkpoint, read_checkpoint, read_config, read_json, resolve_checkpoint_dir
+from .weights import WeightSource
 from .targets import check_target
 from .tensor_files import ProgressFn, SafetensorsFile, load_tensor_file, safetensors_size
 from .writer import write_checkpoint
@@ -53,11 +54,13 @@ __all__ = [
     "ProgressFn",
     "SAFETENSORS_WEIGHTS",
     "SafetensorsFile",
+    "WeightSource",
     "build_mapping",
     "check_target",
     "expected_weight_shapes",
     "find_weights",
     "load_tensor_file",
+    "open_checkpoint",
     "parse_architecture",
     "parse_mapping",
     "planned_file_sizes",

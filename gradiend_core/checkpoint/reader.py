@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -20,45 +19,88 @@ from .format import (
     PROVENANCE_FILE,
     SAFETENSORS_WEIGHTS,
     Architecture,
-    expected_weight_shapes,
     parse_architecture,
     parse_mapping,
 )
 from .tensor_files import ProgressFn, load_tensor_file
+from .weights import WeightSource
 
-__all__ = ["CheckpointData", "read_checkpoint", "read_config", "read_json", "resolve_checkpoint_dir", "find_weights"]
+__all__ = [
+    "CheckpointData",
+    "find_weights",
+    "open_checkpoint",
+    "read_checkpoint",
+    "read_config",
+    "read_json",
+    "resolve_checkpoint_dir",
+]
 
 
-@dataclass
 class CheckpointData:
-    """Everything a checkpoint directory holds, read into memory.
+    """A checkpoint directory: its config, parameter map and side files, and its weights.
+
+    Opened with :func:`open_checkpoint`, the weights stay in their file and are read in blocks
+    (:attr:`weights`) by whatever needs them, so a checkpoint larger than memory can be explored;
+    :attr:`state_dict` loads them whole on first use (the model API and the trainer need that).
+    :func:`read_checkpoint` loads them at once.
 
     Attributes:
         path: the directory that holds ``config.json`` (the ``model/`` subfolder of an experiment
             directory when one was given).
         architecture: the parsed ``architecture`` block.
         param_map: the parameter map.
-        state_dict: GRADIEND weights by key (dtype as stored).
         metadata: the ``metadata`` block, unchanged.
         side_files: parsed JSON side files by file name (``training.json``, ...).
-        weights_file: path of the weight file that was read.
+        weights_file: path of the weight file.
+        weights: the weight file, read on request (``None`` for a model built in memory).
     """
 
-    path: Path
-    architecture: Architecture
-    param_map: ParamMap
-    state_dict: Dict[str, torch.Tensor]
-    metadata: Dict[str, Any] = field(default_factory=dict)
-    side_files: Dict[str, Any] = field(default_factory=dict)
-    weights_file: Optional[Path] = None
+    def __init__(
+        self,
+        path: Path,
+        architecture: Architecture,
+        param_map: ParamMap,
+        state_dict: Optional[Dict[str, torch.Tensor]] = None,
+        metadata: Optional[Dict[str, Any]] = None,
+        side_files: Optional[Dict[str, Any]] = None,
+        weights_file: Optional[Path] = None,
+        weights: Optional[WeightSource] = None,
+    ):
+        self.path = path
+        self.architecture = architecture
+        self.param_map = param_map
+        self._state_dict = state_dict
+        self.metadata = dict(metadata or {})
+        self.side_files = dict(side_files or {})
+        self.weights_file = weights_file
+        self.weights = weights
+        if state_dict is None and weights is None:
+            raise ValueError("a CheckpointData needs its weights: a state_dict or a WeightSource.")
+
+    @property
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        """GRADIEND weights by key, in the architecture's dtype; loaded whole on first use."""
+        if self._state_dict is None:
+            self._state_dict = self.weights.read_all()
+        return self._state_dict
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are held in memory."""
+        return self._state_dict is not None
 
     def carried_side_files(self) -> Dict[str, Any]:
         """The JSON side files an export of this checkpoint carries over unchanged."""
         return {k: v for k, v in self.side_files.items() if k in CARRIED_JSON_FILES}
 
     def weight_dtypes(self) -> Dict[str, torch.dtype]:
-        """The dtype of each weight tensor, by key."""
-        return {k: v.dtype for k, v in self.state_dict.items()}
+        """The dtype of each weight tensor, by key (without loading the weights)."""
+        if self._state_dict is not None:
+            return {k: v.dtype for k, v in self._state_dict.items()}
+        return self.weights.dtypes()
+
+    def __repr__(self) -> str:
+        return f"CheckpointData({str(self.path)!r}, input_dim={self.architecture.input_dim}, loaded={self.loaded})"
 
 
 def resolve_checkpoint_dir(path: os.PathLike | str) -> Path:
@@ -156,23 +198,32 @@ def read_side_files(ckpt_dir: Path) -> Dict[str, Any]:
     return side
 
 
-def _check_weights(state: Dict[str, torch.Tensor], arch: Architecture, weights_file: Path) -> None:
-    """Check keys, dtypes and shapes; cast to the architecture's dtype in place (as gradiend's
-    ``load_state_dict`` does, so numbers agree)."""
-    for key, shape in expected_weight_shapes(arch).items():
-        if key not in state:
-            raise CheckpointError(f"{weights_file}: tensor {key!r} is missing; the weight file is incomplete.")
-        if not state[key].is_floating_point():
-            raise CheckpointError(
-                f"{weights_file}: tensor {key!r} has dtype {state[key].dtype}; GRADIEND weights are floating point."
-            )
-        if state[key].dtype != arch.dtype and not key.startswith("encoder.1."):
-            state[key] = state[key].to(arch.dtype)
-        if tuple(state[key].shape) != shape:
-            raise CheckpointError(
-                f"{weights_file}: tensor {key!r} has shape {list(state[key].shape)} but config.json's architecture "
-                f"requires {list(shape)}; weights and config do not belong together."
-            )
+def open_checkpoint(path: os.PathLike | str) -> CheckpointData:
+    """Open a GRADIEND checkpoint directory (or an experiment directory with ``model/``) without
+    loading its weights: config, mapping and side files are read, the weight file's header is
+    checked against the architecture, and the weights stay in the file.
+
+    Returns:
+        A :class:`CheckpointData` whose :attr:`~CheckpointData.weights` reads blocks on request.
+
+    Raises:
+        CheckpointError: with the file and field at fault and what to do, for every malformed input.
+    """
+    ckpt_dir = resolve_checkpoint_dir(path)
+    cfg = read_config(ckpt_dir)
+    arch = parse_architecture(cfg, ckpt_dir / CONFIG_FILE)
+    pmap = parse_mapping(cfg, ckpt_dir, arch.input_dim, lambda name: load_tensor_file(ckpt_dir / name))
+    weights_file = find_weights(ckpt_dir)
+    meta = cfg.get("metadata") or {}
+    return CheckpointData(
+        path=ckpt_dir,
+        architecture=arch,
+        param_map=pmap,
+        metadata=dict(meta) if isinstance(meta, Mapping) else {},
+        side_files=read_side_files(ckpt_dir),
+        weights_file=weights_file,
+        weights=WeightSource(weights_file, arch),
+    )
 
 
 def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = None) -> CheckpointData:
@@ -184,25 +235,11 @@ def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = No
             read (every 64 MiB).
 
     Returns:
-        A :class:`CheckpointData`; weight tensors are cast to ``architecture.torch_dtype``.
+        A :class:`CheckpointData` with its weights loaded, cast to ``architecture.torch_dtype``.
 
     Raises:
         CheckpointError: with the file and field at fault and what to do, for every malformed input.
     """
-    ckpt_dir = resolve_checkpoint_dir(path)
-    cfg = read_config(ckpt_dir)
-    arch = parse_architecture(cfg, ckpt_dir / CONFIG_FILE)
-    pmap = parse_mapping(cfg, ckpt_dir, arch.input_dim, lambda name: load_tensor_file(ckpt_dir / name))
-    weights_file = find_weights(ckpt_dir)
-    state = load_tensor_file(weights_file, progress)
-    _check_weights(state, arch, weights_file)
-    meta = cfg.get("metadata") or {}
-    return CheckpointData(
-        path=ckpt_dir,
-        architecture=arch,
-        param_map=pmap,
-        state_dict=state,
-        metadata=dict(meta) if isinstance(meta, Mapping) else {},
-        side_files=read_side_files(ckpt_dir),
-        weights_file=weights_file,
-    )
+    data = open_checkpoint(path)
+    data._state_dict = data.weights.read_all(progress)
+    return data

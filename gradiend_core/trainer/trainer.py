@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass, field
 import itertools
 import math
 import random
@@ -52,6 +53,25 @@ VALIDATION_FRACTION = 0.2
 NORMALIZE_BELOW = -0.6
 #: Validation gradients are encoded in chunks of this many rows.
 EVAL_CHUNK = 256
+
+
+@dataclass
+class _Run:
+    """The state of one ``Trainer.train`` run."""
+
+    model: ModelWithGradiend
+    opt: torch.optim.Optimizer
+    do_eval: bool
+    loss_fn: nn.Module = field(default_factory=nn.MSELoss)
+    stats: Dict[str, Any] = field(default_factory=lambda: {
+        "global_step": 0, "correlation": None, "scores": {}, "mean_by_class": {},
+        "mean_by_feature_class": {}, "encoder_norms": {}, "decoder_norms": {},
+    })
+    losses: List[float] = field(default_factory=list)
+    best: Dict[str, Any] = field(default_factory=lambda: {"correlation": None, "global_step": None, "epoch": None})
+    best_state: Optional[Dict[str, torch.Tensor]] = None
+    step: int = 0
+    epoch: int = 0
 
 
 class Trainer:
@@ -389,9 +409,26 @@ class Trainer:
         if a.post_prune_config is not None and not a.post_prune_config.inplace:
             raise ValueError("post_prune_config.inplace=False makes no sense when train() runs it; use inplace=True.")
         start = time.time()
-        cfg = a.pre_prune_config
+        model = self._pre_pruned_model()
+        run = _Run(model, self._optimizer(model.gradiend), do_eval=a.do_eval and len(self.eval_data) > 0)
+        self._train_loop(run)
+        self._keep_best(run)
+        if a.post_prune_config is not None:
+            self.post_prune()
+            model = self.get_model()
+        self._dims["final"] = model.gradiend.input_dim
+        if a.save_validation_gradients and run.do_eval:
+            model.validation_record = self._validation_record(model, a.save_validation_gradients)
+        self._time["total"] = time.time() - start
+        self.training_stats = run.stats
+        model.save_pretrained(out_dir, training=self._training_json(run.stats, run.best, run.losses))
+        return self
+
+    def _pre_pruned_model(self) -> ModelWithGradiend:
+        """Run the configured pre-pruning (unless ``pre_prune()`` already did) and note the dims."""
+        cfg = self.args.pre_prune_config
         record = self._model.pre_prune_record if self._model is not None else None
-        if cfg is not None and (record is None or record.config != cfg.to_dict()):  # not already run by pre_prune()
+        if cfg is not None and (record is None or record.config != cfg.to_dict()):
             self.pre_prune(inplace=True)
         model = self.get_model()
         g = model.gradiend
@@ -399,89 +436,79 @@ class Trainer:
             self._dims["unpruned"] = g.unpruned_length()
         if self._dims["after_pre_prune"] is None:
             self._dims["after_pre_prune"] = g.input_dim
-        pmap = g.mapping
-        need_f, need_a = needs(a.source, a.target)
-        opt = self._optimizer(g)
-        loss_fn = nn.MSELoss()
-        rng = random.Random(a.seed)
-        stats: Dict[str, Any] = {"global_step": 0, "correlation": None, "scores": {}, "mean_by_class": {},
-                                 "mean_by_feature_class": {}, "encoder_norms": {}, "decoder_norms": {}}
-        losses: List[float] = []
-        best = {"correlation": None, "global_step": None, "epoch": None}
-        best_state: Optional[Dict[str, torch.Tensor]] = None
+        return model
 
-        def evaluate(step: int, epoch: int) -> None:
-            nonlocal best_state
-            t = time.time()
+    def _evaluate(self, run: "_Run", step: int, epoch: int) -> None:
+        """Evaluate the encoder, orient it (normalize_gradiend) and remember the best state."""
+        a, model, g = self.args, run.model, run.model.gradiend
+        t = time.time()
+        result = self.evaluate_encoder(model)
+        if a.normalize_gradiend and g.latent_dim == 1 and result["correlation"] < NORMALIZE_BELOW:
+            model.invert_encoding()
+            self._flip_optimizer_state(run.opt, g)
             result = self.evaluate_encoder(model)
-            if a.normalize_gradiend and g.latent_dim == 1 and result["correlation"] < NORMALIZE_BELOW:
-                model.invert_encoding()
-                self._flip_optimizer_state(opt, g)
-                result = self.evaluate_encoder(model)
-            self._record_eval(stats, step, result)
-            corr = result["correlation"]
-            if step > 0 and (best["correlation"] is None or abs(corr) > abs(best["correlation"])):
-                best.update(correlation=corr, global_step=step, epoch=epoch)
-                best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
-            self._time["eval"] += time.time() - t
+        self._record_eval(run.stats, step, result)
+        corr = result["correlation"]
+        if step > 0 and (run.best["correlation"] is None or abs(corr) > abs(run.best["correlation"])):
+            run.best.update(correlation=corr, global_step=step, epoch=epoch)
+            run.best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
+        self._time["eval"] += time.time() - t
 
-        do_eval = a.do_eval and len(self.eval_data) > 0
-        if do_eval:
-            evaluate(0, 0)
+    def _train_step(self, run: "_Run", batch_idx: List[int], need_f: bool, need_a: bool) -> None:
+        """One optimiser step on one batch: gradients of the base model in, source -> target."""
+        a, g = self.args, run.model.gradiend
+        t = time.time()
+        f, alt = self.gradients.pair([self.train_data[i] for i in batch_idx], need_f, need_a, g.mapping)
+        source = pick(a.source, f, alt).to(g.torch_dtype)
+        target = pick(a.target, f, alt).to(g.torch_dtype)
+        t2 = time.time()
+        self._time["data_preparation"] += t2 - t
+        loss = run.loss_fn(g(source), target)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        self._time["model_with_gradiend"] += time.time() - t2
+        run.step += 1
+        run.losses.append(float(loss.item()))
+        run.stats["global_step"] = run.step
+        with torch.no_grad():
+            run.stats["encoder_norms"][run.step] = float(torch.linalg.vector_norm(g.encoder[0].linear.weight.float()))
+            run.stats["decoder_norms"][run.step] = float(torch.linalg.vector_norm(g.decoder[0].linear.weight.float()))
+
+    def _train_loop(self, run: "_Run") -> None:
+        """Epochs (or max_steps) of batches, evaluating every ``eval_steps`` and at the end."""
+        a, g = self.args, run.model.gradiend
+        need_f, need_a = needs(a.source, a.target)
+        rng = random.Random(a.seed)
+        if run.do_eval:
+            self._evaluate(run, 0, 0)
         max_steps = a.max_steps if a.max_steps > 0 else None
-        step, epoch, done = 0, 0, False
         g.train()
-        for epoch in range(a.num_train_epochs) if max_steps is None else itertools.count():
+        for run.epoch in range(a.num_train_epochs) if max_steps is None else itertools.count():
             batches = epoch_batches(self.train_data, self.classes, a.train_batch_size, rng)
             for bi, batch_idx in enumerate(batches):
-                t = time.time()
-                f, alt = self.gradients.pair([self.train_data[i] for i in batch_idx], need_f, need_a, pmap)
-                source = pick(a.source, f, alt).to(g.torch_dtype)
-                target = pick(a.target, f, alt).to(g.torch_dtype)
-                t2 = time.time()
-                self._time["data_preparation"] += t2 - t
-                loss = loss_fn(g(source), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                self._time["model_with_gradiend"] += time.time() - t2
-                step += 1
-                losses.append(float(loss.item()))
-                stats["global_step"] = step
-                with torch.no_grad():
-                    stats["encoder_norms"][step] = float(torch.linalg.vector_norm(g.encoder[0].linear.weight.float()))
-                    stats["decoder_norms"][step] = float(torch.linalg.vector_norm(g.decoder[0].linear.weight.float()))
-                last = (max_steps is not None and step >= max_steps) or (
-                    max_steps is None and epoch == a.num_train_epochs - 1 and bi == len(batches) - 1
+                self._train_step(run, batch_idx, need_f, need_a)
+                last = (max_steps is not None and run.step >= max_steps) or (
+                    max_steps is None and run.epoch == a.num_train_epochs - 1 and bi == len(batches) - 1
                 )
-                if do_eval and (step % a.eval_steps == 0 or last):
-                    evaluate(step, epoch)
+                if run.do_eval and (run.step % a.eval_steps == 0 or last):
+                    self._evaluate(run, run.step, run.epoch)
                 if last:
-                    done = True
-                    break
-            if done:
-                break
+                    g.eval()
+                    return
         g.eval()
-        if a.save_only_best and best_state is not None:
-            g.load_state_dict(best_state)
-            if a.normalize_gradiend and g.latent_dim == 1 and best["correlation"] < NORMALIZE_BELOW:
+
+    def _keep_best(self, run: "_Run") -> None:
+        """Restore the best evaluated state (save_only_best), oriented like the final one."""
+        a, model, g = self.args, run.model, run.model.gradiend
+        if a.save_only_best and run.best_state is not None:
+            g.load_state_dict(run.best_state)
+            if a.normalize_gradiend and g.latent_dim == 1 and run.best["correlation"] < NORMALIZE_BELOW:
                 # the best step predates a later normalisation flip: orient it the same way
                 model.invert_encoding()
-                best["correlation"] = -best["correlation"]
-        if not do_eval:
-            best.update(global_step=step, epoch=epoch)
-
-        if a.post_prune_config is not None:
-            self.post_prune()
-            model = self.get_model()
-        self._dims["final"] = model.gradiend.input_dim
-        if a.save_validation_gradients and do_eval:
-            model.validation_record = self._validation_record(model, a.save_validation_gradients)
-        self._time["total"] = time.time() - start
-        self.training_stats = stats
-        training = self._training_json(stats, best, losses)
-        model.save_pretrained(out_dir, training=training)
-        return self
+                run.best["correlation"] = -run.best["correlation"]
+        if not run.do_eval:
+            run.best.update(global_step=run.step, epoch=run.epoch)
 
     def _validation_record(self, model: ModelWithGradiend, n: int) -> ValidationRecord:
         x, labels = self.validation_gradients(model.gradiend.mapping)
