@@ -589,6 +589,11 @@ def test_uploads_in_the_app_are_shared_and_released_when_sessions_end(good, fres
         assert any(m.label == "input_dim (dims)" and m.value == "200" for m in at.metric)
     copies = list((fresh_registry.folder / "uploads").iterdir())
     assert len(copies) == 1 and len(fresh_registry.sessions()) == 2
+    from gradiend_core.cache import cache_dir
+    from gradiend_core.checkpoint.weights import file_identity
+
+    ranked = Path(os.environ["GRADIEND_CORE_CACHE"]) / "rankings" / file_identity(copies[0] / "ck" / "model.safetensors")
+    assert ranked.is_dir() and cache_dir("rankings") == ranked.parent  # the page ranked the upload
     # Streamlit releases a session's session-scoped resources when it disconnects or closes
     # (AppTest's sessions share one id, so this releases both); the sweep then ends them.
     keys = sorted(at.session_state["_session_files"].key for at in (a, b))
@@ -597,7 +602,8 @@ def test_uploads_in_the_app_are_shared_and_released_when_sessions_end(good, fres
     assert sorted(fresh_registry.sweep()) == keys
     assert not copies[0].exists() and _disk(fresh_registry) == 0
     assert list((fresh_registry.folder / "sessions").iterdir()) == []
-    assert STORE.discard(copies[0]) == []  # the cached checkpoint went with the files
+    assert STORE.discard(copies[0]) == []  # the open checkpoint went with the files
+    assert not ranked.exists()  # and so did its rankings on disk
 
 
 def test_a_failed_upload_is_gone_before_the_session_ends(good, fresh_registry):
