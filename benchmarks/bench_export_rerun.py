@@ -28,7 +28,8 @@ def generate(path: Path, input_dim: int) -> None:
     from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 
     torch.manual_seed(0)
-    ref = Ref(input_dim, 1, {"w": {"shape": (input_dim,), "repr": "all"}}, device=torch.device("cpu"), base_model="bench")
+    pm = {"w": {"shape": (input_dim,), "repr": "all"}}
+    ref = Ref(input_dim, 1, pm, device=torch.device("cpu"), base_model="bench")
     ref.save_pretrained(str(path))
 
 
@@ -60,8 +61,10 @@ def main() -> None:
         at.run()
         times.append(time.perf_counter() - t0)
     size = sum(f.stat().st_size for f in out.iterdir())
-    print(json.dumps({"app": args.app, "input_dim": args.input_dim, "export_bytes": size, "export_click_s": round(export_s, 2),
-                      "rerun_s": [round(t, 3) for t in times], "rerun_median_s": round(statistics.median(times), 3)}))
+    print(json.dumps({
+        "app": args.app, "input_dim": args.input_dim, "export_bytes": size, "export_click_s": round(export_s, 2),
+        "rerun_s": [round(t, 3) for t in times], "rerun_median_s": round(statistics.median(times), 3),
+    }))
 
 
 if __name__ == "__main__":

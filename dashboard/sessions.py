@@ -102,11 +102,11 @@ class Budgets:
         Raises:
             ValueError: for a value that is not a size.
         """
-        env = os.environ
-        return cls(
-            parse_bytes(env[ENV_SESSION_BYTES], ENV_SESSION_BYTES) if env.get(ENV_SESSION_BYTES) else DEFAULT_SESSION_BYTES,
-            parse_bytes(env[ENV_UPLOAD_BYTES], ENV_UPLOAD_BYTES) if env.get(ENV_UPLOAD_BYTES) else DEFAULT_UPLOAD_BYTES,
-        )
+        def size(variable: str, default: int) -> int:
+            raw = os.environ.get(variable)
+            return parse_bytes(raw, variable) if raw else default
+
+        return cls(size(ENV_SESSION_BYTES, DEFAULT_SESSION_BYTES), size(ENV_UPLOAD_BYTES, DEFAULT_UPLOAD_BYTES))
 
 
 @dataclass
@@ -470,7 +470,9 @@ def _declared_size(data: memoryview, name: str) -> int:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             return sum(max(i.file_size, 0) for i in zf.infolist())
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"{name}: not a readable .zip archive ({e}); zip the checkpoint directory and try again.") from e
+        raise CheckpointError(
+            f"{name}: not a readable .zip archive ({e}); zip the checkpoint directory and try again."
+        ) from e
 
 
 # --------------------------------------------------------------------- Streamlit's side

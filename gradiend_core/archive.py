@@ -110,8 +110,8 @@ def _check_entries(zf: zipfile.ZipFile, name: str, real_dest: str, max_bytes: in
         if info.file_size > RATIO_FLOOR_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
             raise CheckpointError(
                 f"{name}: entry {entry!r} claims to expand {info.compress_size:,} bytes to {info.file_size:,} (ratio "
-                f"{info.file_size / max(info.compress_size, 1):,.0f}, at most {max_ratio:g} is accepted); this looks like "
-                "a zip bomb and is refused."
+                f"{info.file_size / max(info.compress_size, 1):,.0f}, at most {max_ratio:g} is accepted); this looks "
+                "like a zip bomb and is refused."
             )
     if plan.declared > max_bytes:
         raise CheckpointError(
@@ -121,8 +121,8 @@ def _check_entries(zf: zipfile.ZipFile, name: str, real_dest: str, max_bytes: in
     if plan.declared > RATIO_FLOOR_BYTES and plan.declared > max_ratio * max(plan.compressed, 1):
         raise CheckpointError(
             f"{name}: {plan.compressed:,} compressed bytes claim to expand to {plan.declared:,} (ratio "
-            f"{plan.declared / max(plan.compressed, 1):,.0f}, at most {max_ratio:g} is accepted); this looks like a zip "
-            "bomb and is refused."
+            f"{plan.declared / max(plan.compressed, 1):,.0f}, at most {max_ratio:g} is accepted); this looks like a "
+            "zip bomb and is refused."
         )
     if not any(PurePosixPath(i.filename.replace("\\", "/")).name == CONFIG_FILE for i in plan.files):
         raise CheckpointError(f"{name}: the archive holds no {CONFIG_FILE}; it is not a zipped GRADIEND checkpoint.")
@@ -224,7 +224,9 @@ def extract_checkpoint_zip(
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"{name}: not a readable .zip archive ({e}); zip the checkpoint directory and try again.") from e
+        raise CheckpointError(
+            f"{name}: not a readable .zip archive ({e}); zip the checkpoint directory and try again."
+        ) from e
     with zf:
         try:
             os.makedirs(dest, exist_ok=True)
@@ -305,8 +307,8 @@ def zip_verified(directory: Union[str, os.PathLike], expected_sha256: Mapping[st
         present = sorted(f.name for f in d.iterdir() if f.is_file())
         if present != sorted(expected_sha256):
             raise CheckpointError(
-                f"{d} has changed since its checksums were taken (files now: {', '.join(present) or 'none'}); it is not "
-                "packed."
+                f"{d} has changed since its checksums were taken (files now: {', '.join(present) or 'none'}); it is "
+                "not packed."
             )
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for fname in present:

@@ -184,7 +184,8 @@ def _saved_mask(plan: PruningPlan) -> Optional[MaskBundle]:
     pmap = plan.checkpoint.param_map
     meta = plan.checkpoint.metadata
     base = meta.get("base_model") or meta.get("base_model_id")
-    return MaskBundle("export mask", "", local_mask_to_global(pmap, plan.mask), str(base) if base else None, space_digest(pmap))
+    bits = local_mask_to_global(pmap, plan.mask)
+    return MaskBundle("export mask", "", bits, str(base) if base else None, space_digest(pmap))
 
 
 def _carried_records(data: CheckpointData, pruned: CheckpointData) -> Tuple[Dict[str, Any], Dict[str, str]]:

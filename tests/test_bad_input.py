@@ -235,7 +235,8 @@ def test_overwrite_whose_verification_fails_keeps_the_old_export(good, tmp_path,
         real(path, tensors, use_safetensors, header)
 
     monkeypatch.setattr(writer, "_save_tensors", corrupting)
-    with pytest.raises(CheckpointError, match="verification of the export failed: tensor decoder.0.linear.weight differs"):
+    words = "verification of the export failed: tensor decoder.0.linear.weight differs"
+    with pytest.raises(CheckpointError, match=words):
         export_pruned(good, target, topk=20, overwrite=True)
     assert _digests(target) == before and _hidden(tmp_path) == []
     assert RefModel.from_pretrained(str(target)).input_dim == 10
@@ -373,9 +374,9 @@ def _zeros_zip(entries) -> bytes:
 @pytest.mark.parametrize("shape", ["one big entry", "many smaller entries"])
 def test_zip_bomb_is_refused_on_its_ratio_before_anything_is_written(tmp_path, shape):
     # 0.26 MB that expands to 256 MiB: a ratio of ~1000 (deflate's limit, what zip bombs use)
-    entries = [("ck/config.json", 2)] + (
-        [("ck/model.safetensors", 256 * MB)] if shape == "one big entry" else [(f"ck/part{i}.bin", 32 * MB) for i in range(8)]
-    )
+    big = [("ck/model.safetensors", 256 * MB)]
+    parts = [(f"ck/p{i}.bin", 32 * MB) for i in range(8)]
+    entries = [("ck/config.json", 2)] + (big if shape == "one big entry" else parts)
     data = _zeros_zip(entries)
     assert len(data) < 0.3 * MB
     with pytest.raises(CheckpointError, match="zip bomb"):
@@ -592,7 +593,8 @@ def test_uploads_in_the_app_are_shared_and_released_when_sessions_end(good, fres
     from gradiend_core.cache import cache_dir
     from gradiend_core.checkpoint.weights import file_identity
 
-    ranked = Path(os.environ["GRADIEND_CORE_CACHE"]) / "rankings" / file_identity(copies[0] / "ck" / "model.safetensors")
+    weights = copies[0] / "ck" / "model.safetensors"
+    ranked = Path(os.environ["GRADIEND_CORE_CACHE"]) / "rankings" / file_identity(weights)
     assert ranked.is_dir() and cache_dir("rankings") == ranked.parent  # the page ranked the upload
     # Streamlit releases a session's session-scoped resources when it disconnects or closes
     # (AppTest's sessions share one id, so this releases both); the sweep then ends them.
@@ -604,6 +606,18 @@ def test_uploads_in_the_app_are_shared_and_released_when_sessions_end(good, fres
     assert list((fresh_registry.folder / "sessions").iterdir()) == []
     assert STORE.discard(copies[0]) == []  # the open checkpoint went with the files
     assert not ranked.exists()  # and so did its rankings on disk
+
+
+def test_three_zip_bombs_in_one_session_write_nothing(fresh_registry):
+    fresh_registry.budgets = Budgets(1024**4, 1024**4)  # no budget stops them: the archive check must
+    at = _upload_session(_zeros_zip([("ck/config.json", 2), ("ck/model.safetensors", 80 * MB)]))
+    for i in (1, 2):
+        bomb = _zeros_zip([("ck/config.json", 2 + i), ("ck/model.safetensors", 80 * MB)])
+        at.file_uploader(key="model_zip").set_value((f"bomb{i}.zip", bomb, "application/zip")).run()
+        assert any("zip bomb" in e.value for e in at.error), [e.value for e in at.error]
+        assert _disk(fresh_registry) == 0
+    at.run()  # a rerun does not unpack the refused archive again
+    assert any("zip bomb" in e.value for e in at.error) and _disk(fresh_registry) == 0
 
 
 def test_a_failed_upload_is_gone_before_the_session_ends(good, fresh_registry):
@@ -706,7 +720,7 @@ def test_download_is_what_this_session_verified_even_after_another_replaced_it(g
     got = RefModel.from_pretrained(str(_zip_checkpoint(a.session_state["last_export"]["archive"], tmp_path / "a-zip")))
     want = RefModel.from_pretrained(str(good)).prune(topk=100)
     assert got.input_dim == 100 and RefModel.from_pretrained(str(shared)).input_dim == 150
-    assert all(torch.equal(x, y) for x, y in zip(got.state_dict().values(), want.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(got.state_dict().values(), want.state_dict().values(), strict=True))
     assert not any(w.value.startswith("`") for w in b.warning)  # B's page: its export is what the directory holds
 
 
@@ -726,6 +740,10 @@ def test_export_banner_is_an_earlier_export_once_the_selection_changes(good, tmp
     at.selectbox(key="part").set_value("decoder-weight").run()
     at.text_input(key="topk").set_value("100").run()
     assert any("Exported 100 input dims" in s.value for s in at.success) and not at.info
+    buf = io.BytesIO()
+    np.save(buf, np.arange(200) % 2 == 0)
+    at.file_uploader(key="mask_file").set_value(("even.npy", buf.getvalue(), "application/octet-stream")).run()
+    assert not at.success and any("Earlier export" in i.value for i in at.info)
 
 
 def test_export_banner_names_the_earlier_model_after_switching_samples(tmp_path, monkeypatch):
@@ -873,7 +891,8 @@ def _reference_in(dtype_name: str, path: Path) -> RefModel:
 
 @pytest.mark.parametrize("read_block", [64 * 1024**2, 4096], ids=["one read", "many reads"])
 @pytest.mark.parametrize("dtype_name", sorted(DTYPES))
-def test_every_dtype_the_reference_writes_opens_ranks_previews_and_exports(tmp_path, monkeypatch, dtype_name, read_block):
+def test_every_dtype_the_reference_writes_opens_ranks_previews_and_exports(tmp_path, monkeypatch, dtype_name,
+                                                                           read_block):
     monkeypatch.setattr(tensor_files, "READ_BLOCK", read_block)  # the same reader at every file size
     src = tmp_path / "src"
     ref = _reference_in(dtype_name, src)
@@ -894,7 +913,7 @@ def test_every_dtype_the_reference_writes_opens_ranks_previews_and_exports(tmp_p
     ours = RefModel.from_pretrained(str(tmp_path / "ours"))
     assert ours.torch_dtype == DTYPES[dtype_name][0] and ours.input_dim == 100
     assert torch.equal(ours._get_base_global_index_map(), theirs._get_base_global_index_map())
-    assert all(same_bits(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
+    assert all(same_bits(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True))
 
 
 def test_float64_checkpoint_opens_in_the_dashboard(tmp_path):

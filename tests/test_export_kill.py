@@ -34,10 +34,9 @@ def exports(tmp_path_factory):
 
 def _kill_points(root: Path, old: Path, mode: str) -> list:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
-    run = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "kill_points.py"), str(SOURCE), str(old), str(root / f"work-{mode}"), mode],
-        env=env, capture_output=True, text=True, timeout=900,
-    )
+    driver = str(REPO / "tests" / "kill_points.py")
+    cmd = [sys.executable, driver, str(SOURCE), str(old), str(root / f"work-{mode}"), mode]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout)
 

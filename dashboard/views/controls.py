@@ -168,7 +168,8 @@ def render(data: CheckpointData) -> SelectionInputs:
             mask_name, mask_path = mask_file.name, str(dest)
         except (SelectionError, CheckpointError) as e:
             # the user knows the file by its name, not by the session's copy
-            error = str(e).replace(str(dest), mask_file.name) if dest and str(dest) in str(e) else f"{mask_file.name}: {e}"
+            text, name = str(e), mask_file.name
+            error = text.replace(str(dest), name) if dest and str(dest) in text else f"{name}: {text}"
     include, exclude = st.session_state.get("name_include"), st.session_state.get("name_exclude")
     if include or exclude:
         try:
