@@ -148,7 +148,7 @@ def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
     at.multiselect(key="models_samples").set_value([]).run()
     at.text_area(key="models_paths").set_value(str(checkpoints["pruned"])).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    spec = next(s for s, _ in charts(at) if "base-global" in s["layout"]["title"]["text"])
+    spec = next(s for s, _ in charts(at) if "overlap of models" in s["layout"]["title"]["text"])
     z = np.asarray(spec["data"][0]["z"], dtype=float)
     # default topk 0.05: the full model keeps ceil(0.05 * 1824) = 92 dims, the pruned one ceil(0.05 * 600) = 30;
     # pruning by decoder-weight keeps the top dims in place, so the 30 are among the 92

@@ -1,0 +1,232 @@
+"""Building a mask in the page by pointing, driven by Streamlit's AppTest on the bundled samples.
+
+A chart selection is sent the way the browser sends it (a JSON string widget value for the
+chart's element id, see :func:`select`); what a real click produces is checked by
+``tests/test_browser_mask.py``. Expected sets are computed without the core: the reference
+package's own ``prune`` for top-k sets, the parameter shapes for name terms.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.proto.WidgetStates_pb2 import WidgetStates
+from streamlit.testing.v1 import AppTest
+
+from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
+
+REPO = Path(__file__).resolve().parent.parent
+APP = str(REPO / "dashboard" / "app.py")
+NUMBER = REPO / "sample_models" / "number-unpruned"
+GENDER = REPO / "sample_models" / "gender-unpruned"
+PARTS = ("encoder-weight", "decoder-weight", "decoder-bias", "decoder-sum")
+
+
+# ------------------------------------------------------------------------------------ helpers
+def open_app(view: str | None = None, model: Path = NUMBER, **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["model"] = str(model)
+    if view:
+        at.query_params["view"] = view
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def chart(at: AppTest, key_prefix: str):
+    """The Plotly chart whose key starts with ``key_prefix`` (keys carry a pick generation)."""
+    return next(c for c in at.get("plotly_chart") if (c.key or "").startswith(key_prefix))
+
+
+def spec(element) -> dict:
+    from tests.test_figures_views import decode
+
+    return decode(json.loads(element.proto.spec))
+
+
+def select(at: AppTest, element, selection: dict) -> AppTest:
+    """Rerun with ``selection`` as the selection state of a chart or table, as the frontend sends it
+    (AppTest has no way to click a chart: its widget state is added to the others by hand)."""
+    states = at._tree.get_widget_states()
+    extra = WidgetStates()
+    w = extra.widgets.add()
+    w.id = element.proto.id
+    w.string_value = json.dumps({"selection": selection})
+    states.widgets.extend(extra.widgets)
+    at._run(states)
+    assert not at.exception, at.exception
+    return at
+
+
+def click_cells(at: AppTest, key_prefix: str, cells) -> AppTest:
+    """Pick heatmap cells ``[(row label, column label), ...]`` on a chart with cell targets."""
+    el = chart(at, key_prefix)
+    target = next(t for t in spec(el)["data"] if t.get("name") == "cell targets")
+    points = []
+    for i, (x, y, cd) in enumerate(zip(target["x"], target["y"], target["customdata"])):
+        if (y, x) in cells:
+            points.append({"curve_number": 1, "point_number": i, "point_index": i, "x": x, "y": y, "customdata": list(cd)})
+    assert len(points) == len(cells), (cells, target["y"], target["x"])
+    return select(at, el, {"points": points, "point_indices": [p["point_index"] for p in points], "box": [], "lasso": []})
+
+
+def click_bar(at: AppTest, key_prefix: str, label: str) -> AppTest:
+    el = chart(at, key_prefix)
+    bar = spec(el)["data"][0]
+    i = list(bar["x"]).index(label)
+    point = {"curve_number": 0, "point_number": i, "point_index": i, "x": label, "y": int(bar["y"][i]),
+             "customdata": int(bar["customdata"][i])}
+    return select(at, el, {"points": [point], "point_indices": [i], "box": [], "lasso": []})
+
+
+def expression(at: AppTest):
+    return at.session_state["mask_expr"]
+
+
+def ref_topk(path: Path, part: str, topk) -> set:
+    """The reference package's own top-k of ``part``: base-global indices it keeps."""
+    ref = RefModel.from_pretrained(str(path))
+    return set(ref.prune(topk=topk, part=part)._get_base_global_index_map().tolist())
+
+
+def ref_param_counts(path: Path):
+    """``{name: entries}`` of the mapped parameters, from the reference's param_map (all mapped whole)."""
+    ref = RefModel.from_pretrained(str(path))
+    return {n: int(np.prod(spec_["shape"])) for n, spec_ in ref.param_map.items()}
+
+
+# ------------------------------------------------------------------------------------ tests
+def test_heatmap_cells_build_a_name_term_and_the_plan_uses_it():
+    at = open_app("Where in the model")
+    at = click_cells(at, "where_heatmap", {("layer 1", "query"), ("layer 1", "key")})
+    assert any(c.value.startswith("^bert") or "name(" in c.value for c in at.code)
+    at.button(key="where_heatmap_pick_include").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    expr = expression(at)
+    assert expr.startswith("name(") and "layer\\.1\\.attention\\.self\\.(?:" in expr
+    counts = ref_param_counts(NUMBER)
+    picked = {n: c for n, c in counts.items() if re.fullmatch(r"bert\.encoder\.layer\.1\.attention\.self\.(query|key)\.(weight|bias)", n)}
+    assert len(picked) == 4
+    kept = sum(picked.values())  # 2 x (64 x 64 + 64) = 8,320
+    assert any(f"Keeps **{kept:,}**" in c.value for c in at.caption)
+    # the sidebar topk (0.05) is a fraction of what the mask leaves
+    assert metric(at, "Input dims kept") == f"{math.ceil(0.05 * kept):,}"
+    assert at.query_params["mask_expr"] == expr  # a copied link carries it
+
+
+def test_upset_bar_builds_the_exact_pattern_and_its_count():
+    at = open_app("Compare parts")
+    label = "encoder-weight & decoder-weight"
+    at = click_bar(at, "parts_upset_fig", label)
+    at.button(key="parts_upset_pick_intersect").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert expression(at) == (
+        "top(encoder-weight, 0.05) & top(decoder-weight, 0.05) & ~top(decoder-bias, 0.05) & ~top(decoder-sum, 0.05)"
+    )
+    sets = {p: ref_topk(NUMBER, p, 0.05) for p in PARTS}
+    exact = (sets["encoder-weight"] & sets["decoder-weight"]) - sets["decoder-bias"] - sets["decoder-sum"]
+    assert exact
+    assert any(f"Keeps **{len(exact):,}**" in c.value for c in at.caption)
+    assert metric(at, "Input dims kept") == f"{math.ceil(0.05 * len(exact)):,}"
+
+
+def test_table_rows_exclude_and_invert_are_one_click_each():
+    at = open_app("Where in the model")
+    table = next(d for d in at.dataframe if (d.key or "").startswith("where_table"))
+    names = list(table.value["parameter"])
+    rows = [names.index("bert.embeddings.word_embeddings.weight"), names.index("bert.embeddings.position_embeddings.weight")]
+    at = select(at, table, {"rows": rows, "columns": [], "cells": []})
+    at.button(key="where_table_pick_exclude").click().run()
+    counts = ref_param_counts(NUMBER)
+    total = sum(counts.values())
+    dropped = counts["bert.embeddings.word_embeddings.weight"] + counts["bert.embeddings.position_embeddings.weight"]
+    assert expression(at).startswith("~name(")
+    assert any(f"Keeps **{total - dropped:,}**" in c.value for c in at.caption)
+    at.button(key="mask_invert").click().run()
+    assert expression(at).startswith("name(")
+    assert any(f"Keeps **{dropped:,}**" in c.value for c in at.caption)
+    at.button(key="mask_invert").click().run()  # inverting twice gives the expression back
+    assert expression(at).startswith("~name(")
+    at.button(key="mask_clear").click().run()
+    assert expression(at) is None and "mask_expr" not in at.query_params
+    assert metric(at, "Input dims kept") == f"{math.ceil(0.05 * total):,}"
+
+
+def test_typed_expression_error_points_and_keeps_the_last_valid_one():
+    at = open_app()
+    at.text_area(key="mask_expr_text").set_value("top(decoder-weight, 5%) & top(encoder-weight, 5%)").run()
+    good = expression(at)
+    assert good == "top(decoder-weight, 0.05) & top(encoder-weight, 0.05)"
+    both = ref_topk(NUMBER, "decoder-weight", 0.05) & ref_topk(NUMBER, "encoder-weight", 0.05)
+    assert any(f"Keeps **{len(both):,}**" in c.value for c in at.caption)
+    at.text_area(key="mask_expr_text").set_value("top(decoder-weight, 5%) & top(encoder-weigth, 5%)").run()
+    assert not at.exception
+    message = "\n".join(e.value for e in at.error)
+    assert "column 31: unknown part 'encoder-weigth'" in message
+    caret_line = next(line for line in message.splitlines() if line.strip().startswith("^"))
+    assert caret_line.index("^") - 4 == 30  # under column 31 of the expression shown below "    "
+    assert expression(at) == good and "last valid expression stays applied" in message
+    assert metric(at, "Input dims kept") == f"{math.ceil(0.05 * len(both)):,}"
+    assert at.text_area(key="mask_expr_text").value.endswith("encoder-weigth, 5%)")  # the text stays to be fixed
+
+
+def test_url_expression_applies_and_a_bad_one_names_the_parameter():
+    both = ref_topk(NUMBER, "decoder-weight", 0.05) & ref_topk(NUMBER, "encoder-weight", 0.05)
+    at = open_app(mask_expr="top(decoder-weight, 5%) & top(encoder-weight, 5%)", topk="1.0")
+    assert not at.error, [e.value for e in at.error]
+    assert metric(at, "Input dims kept") == f"{len(both):,}"
+    at = open_app(mask_expr="top(decoder-weight, 5%) && top(encoder-weight, 5%)", topk="100")
+    assert not at.exception
+    message = "\n".join(e.value for e in at.error)
+    assert "URL parameter mask_expr" in message and "column 26" in message and "^" in message
+    assert expression(at) is None and metric(at, "Input dims kept") == "100"  # the page stays usable
+
+
+def test_saved_masks_save_switch_delete_download_and_reload():
+    from dashboard.masks import bundle_bytes
+    from gradiend_core import read_checkpoint
+    from gradiend_core.mask_expr import load_mask_bundle
+
+    at = open_app()
+    at.text_area(key="mask_expr_text").set_value("top(decoder-weight, 5%) & ~name('embeddings')").run()
+    first = expression(at)
+    at.text_input(key="mask_save_name").set_value("decoder, no embeddings").run()
+    at.button(key="mask_save").click().run()
+    at.text_area(key="mask_expr_text").set_value("top(encoder-weight, 100)").run()
+    at.text_input(key="mask_save_name").set_value("encoder 100").run()
+    at.button(key="mask_save").click().run()
+    assert at.session_state["saved_masks"] == {"decoder, no embeddings": first, "encoder 100": "top(encoder-weight, 100)"}
+    at.button(key="mask_saved_apply_0").click().run()  # switch
+    assert expression(at) == first
+    buttons = {b.key: b for b in at.get("download_button")}
+    assert buttons["mask_saved_download_0"].proto.deferred_file_id  # built on click, by bundle_bytes
+    # the download: expression plus the bool mask over base-global indices
+    counts = ref_param_counts(NUMBER)
+    offsets = np.cumsum([0] + list(counts.values()))
+    embeddings = {i for (n, c), o in zip(counts.items(), offsets) if "embeddings" in n for i in range(o, o + c)}
+    expected = ref_topk(NUMBER, "decoder-weight", 0.05) - embeddings
+    raw = bundle_bytes(str(NUMBER), read_checkpoint(NUMBER), "decoder, no embeddings", first)
+    bundle = load_mask_bundle(raw)
+    assert bundle.name == "decoder, no embeddings" and bundle.expression == first
+    assert bundle.mask.dtype == np.bool_ and bundle.mask.shape == (int(offsets[-1]),)
+    assert set(np.flatnonzero(bundle.mask).tolist()) == expected and embeddings
+    at.button(key="mask_saved_delete_1").click().run()
+    assert list(at.session_state["saved_masks"]) == ["decoder, no embeddings"]
+    # reload by upload into a fresh session
+    fresh = open_app()
+    fresh.file_uploader(key="mask_upload").set_value(("decoder-no-embeddings.safetensors", raw, "application/octet-stream")).run()
+    assert not fresh.exception and not fresh.error, [e.value for e in fresh.error]
+    assert expression(fresh) == first and fresh.session_state["saved_masks"] == {"decoder, no embeddings": first}
+    assert any(f"Keeps **{len(expected):,}**" in c.value for c in fresh.caption)
