@@ -230,3 +230,71 @@ def test_saved_masks_save_switch_delete_download_and_reload():
     assert not fresh.exception and not fresh.error, [e.value for e in fresh.error]
     assert expression(fresh) == first and fresh.session_state["saved_masks"] == {"decoder, no embeddings": first}
     assert any(f"Keeps **{len(expected):,}**" in c.value for c in fresh.caption)
+
+
+def test_compare_models_cell_builds_shared_dims_and_export_records_it(tmp_path, monkeypatch):
+    """The dims the number and the gender GRADIEND share, picked on the Compare models matrix, exported."""
+    import hashlib
+    import shlex
+
+    from gradiend_core.cli import main
+
+    monkeypatch.chdir(REPO)  # expressions name samples relative to the working directory, as the page shows them
+    at = open_app("Compare models")
+    at.multiselect(key="models_samples").set_value(["gender-unpruned"]).run()
+    el = chart(at, "models_heatmap")
+    fig = spec(el)
+    assert fig["layout"]["title"]["text"].startswith("Top-k overlap of models: |A∩B| (dims)")  # counts by default
+    ticks = list(fig["layout"]["yaxis"]["ticktext"])
+    number, gender = ref_topk(NUMBER, "decoder-weight", 0.05), ref_topk(GENDER, "decoder-weight", 0.05)
+    assert any(f"|A| = {len(number):,} dims" in t for t in ticks) and any(f"|A| = {len(gender):,} dims" in t for t in ticks)
+    z = np.asarray(fig["data"][0]["z"], dtype=float)
+    assert z[0, 1] == len(number & gender)
+    at = click_cells(at, "models_heatmap", {(fig["data"][0]["y"][0], fig["data"][0]["x"][1])})
+    at.button(key="models_pick_include").click().run()
+    assert not at.error, [e.value for e in at.error]
+    expr = expression(at)
+    assert expr == 'top(decoder-weight, 0.05) & model("sample_models/gender-unpruned", decoder-weight, 0.05)'
+    shared = number & gender
+    assert any(f"Keeps **{len(shared):,}**" in c.value for c in at.caption)
+    at.text_input(key="topk").set_value("100").run()
+    out = tmp_path / "shared"
+    at.text_input(key="export_dir").set_value(str(out)).run()
+    at.button(key="export").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    record = json.loads((out / "pruning.json").read_text())
+    mask = np.zeros(sum(ref_param_counts(NUMBER).values()), dtype=bool)
+    mask[sorted(shared)] = True
+    assert record["mask_expr"] == expr
+    assert record["mask_expr_sha256"] == hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()
+    assert record["kept_dims"] == 100
+    imp = RefModel.from_pretrained(str(NUMBER)).get_weight_importance("decoder-weight").numpy()
+    inside = np.array(sorted(shared))
+    expected = np.sort(inside[np.argsort(-imp[inside], kind="stable")[:100]])
+    kept = RefModel.from_pretrained(str(out))._get_base_global_index_map().numpy()
+    assert np.array_equal(np.sort(kept), expected)
+    # "Reproduce this export" shows the command with --mask-expr, and it writes the same bytes
+    shown = [c.value for c in at.code]
+    command = next(c for c in shown if c.startswith("gradiend-core prune"))
+    assert "--mask-expr" in command and any("mask_expr=" in c for c in shown)
+    assert main(shlex.split(command)[1:]) == 0
+    cli_out = Path(shlex.split(command)[-1])
+    for f in ("model.safetensors", "config.json"):
+        assert (cli_out / f).read_bytes() == (out / f).read_bytes(), f
+
+
+def test_compare_models_choices_survive_a_tab_switch(tmp_path):
+    at = open_app("Compare models")
+    at.multiselect(key="models_samples").set_value(["gender-unpruned"]).run()
+    at.text_area(key="models_paths").set_value(str(REPO / "sample_models" / "number-post-pruned")).run()
+    at.radio(key="models_value").set_value("Jaccard").run()
+    at.tabs  # noqa: B018 - the tab bar is drawn
+    at.query_params["view"] = "Selection"
+    at.session_state["view"] = "Selection"
+    at.run()
+    assert not any((c.key or "").startswith("models_heatmap") for c in at.get("plotly_chart"))  # the view is closed
+    at.session_state["view"] = "Compare models"
+    at.run()
+    assert at.multiselect(key="models_samples").value == ["gender-unpruned"]
+    assert at.text_area(key="models_paths").value == str(REPO / "sample_models" / "number-post-pruned")
+    assert at.radio(key="models_value").value == "Jaccard"

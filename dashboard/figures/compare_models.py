@@ -26,16 +26,16 @@ def model_overlap_heatmap(result: ModelOverlap, part: str, value: str = "interse
 
     Returns:
         The :func:`dashboard.figures.overlap.overlap_heatmap` of ``result.overlap``: trace 0's
-        ``z`` is the chosen value, rows and columns in ``result.overlap.names`` order; tick labels
-        give each model's set size |A| in dims; a short title with the details on a second line,
-        below the toolbar.
+        ``z`` is the chosen value, rows and columns in ``result.overlap.names`` order; the row
+        tick labels (``yaxis.ticktext``) add each model's set size |A| in dims; a short title with
+        the details on a second line, below the toolbar.
     """
     topk = result.topk
     what = f"top {topk:g} of each model's input dims" if isinstance(topk, float) else f"top {topk:,} dims of each model"
-    sizes = result.overlap.sizes
-    labels = [f"{n}<br>|A| = {int(s):,} dims" for n, s in zip(result.overlap.names, sizes)]
-    fig = overlap_heatmap(result.overlap, value, title=f"Top-k overlap of models: {VALUES[value][0]}", axis_title="model",
-                          labels=labels)
+    names = list(result.overlap.names)
+    sizes = [f"{n}<br>|A| = {int(s):,} dims" for n, s in zip(names, result.overlap.sizes)]
+    fig = overlap_heatmap(result.overlap, value, axis_title="model")
+    fig.update_yaxes(tickvals=names, ticktext=sizes)
     fig.update_layout(
         title=dict(text=f"Top-k overlap of models: {VALUES[value][0]}<br><sup>{what}, ranked by {part}; "
                         "base-global index space</sup>", x=0, xanchor="left", yref="container", y=1, yanchor="top",
