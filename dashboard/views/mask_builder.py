@@ -30,9 +30,9 @@ __all__ = ["OPS_UI", "offer", "offer_cells", "pick_chart", "render", "render_edi
 
 #: (op, button label, help) of the buttons that combine a picked term with the expression.
 OPS_UI = (
-    ("include", "Include  ( | )", "Keep what the expression keeps, and also this (or)."),
-    ("exclude", "Exclude  ( & ~ )", "Keep what the expression keeps, except this (and not). Without an expression: everything except this."),
-    ("intersect", "Intersect  ( & )", "Keep only what both the expression and this keep (and)."),
+    ("include", "Include (|)", "Keep what the expression keeps, and also this (or)."),
+    ("exclude", "Exclude (& ~)", "Keep what the expression keeps, except this (and not). Without an expression: everything except this."),
+    ("intersect", "Intersect (&)", "Keep only what both the expression and this keep (and)."),
 )
 
 
@@ -74,11 +74,11 @@ def _editor() -> None:
         help="Terms: top(PART, K), above(PART, T), name(REGEX), file(PATH), model(PATH, PART, K); "
         "combine with & (and), | (or), ~ (not) and parentheses. Ctrl+Enter or Apply applies it.",
     )
-    c1, c2, c3, _ = st.columns([1, 1, 1, 3])
+    c1, c2, c3, _ = st.columns([1, 1, 1, 1])
     c1.button("Apply", key="mask_apply", type="primary", width="stretch",
               on_click=lambda: masks.propose(st.session_state.get(masks.TEXT)))
     applied = st.session_state.get(masks.APPLIED)
-    c2.button("Invert  ( ~ )", key="mask_invert", disabled=not applied, on_click=masks.take_pick, args=(None, "invert"),
+    c2.button("Invert (~)", key="mask_invert", disabled=not applied, on_click=masks.take_pick, args=(None, "invert"),
               width="stretch", help="Keep exactly what the expression drops.")
     c3.button("Clear", key="mask_clear", disabled=not (applied or st.session_state.get(masks.TEXT)),
               on_click=masks.propose, args=(None,), width="stretch")
@@ -89,7 +89,10 @@ def _term_table(result: MaskResult) -> None:
     rows.append({"term": "the whole expression", "dims it keeps on its own": result.kept})
     st.dataframe(
         pd.DataFrame(rows), hide_index=True, key="mask_terms", width="stretch",
-        column_config={"dims it keeps on its own": st.column_config.NumberColumn(format="localized")},
+        column_config={
+            "term": st.column_config.TextColumn("term", width="large"),
+            "dims it keeps on its own": st.column_config.NumberColumn(format="localized", width="small"),
+        },
     )
 
 
@@ -200,10 +203,13 @@ def _label(result: Optional[MaskResult]) -> str:
 
 
 def render(ctx: ViewContext) -> None:
-    """Draw the mask panel (an expander above the views)."""
+    """Draw the mask panel: an expander above the views whose label shows the applied expression
+    and what it keeps."""
     result = ctx.plan.expression
     _error()  # outside the expander, so a rejected expression is seen even when it is closed
-    with st.expander(_label(result), expanded=result is not None or masks.error() is not None):
+    # A stable key: the label follows the expression, but the panel stays open or closed as the user
+    # left it, so a pick made in a view below does not push that view down the page.
+    with st.expander(_label(result), key="mask_panel"):
         _editor()
         if result is not None:
             st.caption(
@@ -224,4 +230,4 @@ def render_editor() -> None:
 def sidebar_note(result: Optional[MaskResult]) -> None:
     """One line in the sidebar's Selection section naming the applied expression."""
     if result is not None:
-        st.sidebar.caption(f"Mask expression (panel above the views): keeps {result.kept:,} dims - `{result.expression[:120]}`")
+        st.sidebar.caption(f"Mask expression (panel above the views) keeps {result.kept:,} of {result.input_dim:,} dims.")
