@@ -9,7 +9,7 @@ from dashboard.figures.overlap import VALUES, overlap_heatmap
 
 #: Top margin (px) that keeps a two-line title clear of the chart's toolbar (modebar), which
 #: Streamlit draws over the figure's top-right corner.
-TOP_MARGIN = 120
+TOP_MARGIN = 104
 #: Height (px) of that toolbar: the title starts below it.
 TOOLBAR_HEIGHT = 36
 

@@ -199,7 +199,8 @@ def _label(result: Optional[MaskResult]) -> str:
     if result is None:
         return "Mask expression: none (every input dim passes the mask step)"
     text = result.expression if len(result.expression) <= 90 else result.expression[:87] + "..."
-    return f"Mask expression: keeps {result.kept:,} of {result.input_dim:,} input dims - {text}"
+    # inline code: a label is Markdown, which would eat the regexes' backslashes
+    return f"Mask expression: keeps {result.kept:,} of {result.input_dim:,} input dims - `{text.replace('`', chr(39))}`"
 
 
 def render(ctx: ViewContext) -> None:
