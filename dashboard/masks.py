@@ -194,7 +194,9 @@ def take_pick(term: str, op: str) -> None:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _grid(path: str, mtime: float, sha256: str, source: str, _result: MaskResult, _ranking: Ranking) -> LayerComponentGrid:
+def _grid(
+    path: str, mtime: float, sha256: str, source: str, _result: MaskResult, _ranking: Ranking
+) -> LayerComponentGrid:
     sel = select(None, input_dim=_result.input_dim, mask=_result.mask)
     return layer_component_grid(selection_breakdown(_result.param_map, _ranking, sel))
 

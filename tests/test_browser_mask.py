@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,7 +65,8 @@ def _expression(page) -> str:
 def _wait_kept(page, n: int) -> None:
     text = f"{n:,}"
     page.wait_for_function(
-        "t => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => m.innerText.includes('Input dims kept')"
+        "t => [...document.querySelectorAll('[data-testid=stMetric]')]"
+        ".some(m => m.innerText.includes('Input dims kept')"
         " && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === t)", arg=text, timeout=30_000,
     )
 
@@ -75,7 +75,10 @@ def _reference_sets():
     ref = RefModel.from_pretrained(str(SAMPLE))
     sizes = {n: int(np.prod(s["shape"])) for n, s in ref.param_map.items()}
     offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))))
-    tops = {p: set(RefModel.from_pretrained(str(SAMPLE)).prune(topk=0.05, part=p)._get_base_global_index_map().tolist()) for p in PARTS}
+    tops = {}
+    for p in PARTS:
+        pruned = RefModel.from_pretrained(str(SAMPLE)).prune(topk=0.05, part=p)
+        tops[p] = set(pruned._get_base_global_index_map().tolist())
     return sizes, offsets, tops
 
 

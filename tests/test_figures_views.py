@@ -151,9 +151,10 @@ def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
     spec = next(s for s, _ in charts(at) if "overlap of models" in s["layout"]["title"]["text"])
     z = np.asarray(spec["data"][0]["z"], dtype=float)
     # default topk 0.05: each model keeps ceil(0.05 * its input_dim) dims;
-    # pruning by decoder-weight keeps the top dims in place, so the pruned set lies inside the full one; the default is the
-    # intersection in dims (a percentage of the smaller set would read 100 %), and the labels give the set sizes
-    n_full, n_pruned = (math.ceil(0.05 * Ref.from_pretrained(str(checkpoints[w])).input_dim) for w in ("full", "pruned"))
+    # pruning by decoder-weight keeps the top dims in place, so the pruned set lies inside the full one; the default
+    # is the intersection in dims (a percentage of the smaller set would read 100 %), and the labels give the set sizes
+    n_full, n_pruned = (math.ceil(0.05 * Ref.from_pretrained(str(checkpoints[w])).input_dim)
+                        for w in ("full", "pruned"))
     assert z.shape == (2, 2) and z[0, 1] == z[1, 0] == n_pruned and z[0, 0] == n_full
     sizes = [t.split("<br>")[1] for t in spec["layout"]["yaxis"]["ticktext"]]
     assert sizes == [f"|A| = {n_full:,} dims", f"|A| = {n_pruned:,} dims"]

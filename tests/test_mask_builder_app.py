@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
@@ -77,9 +75,11 @@ def click_cells(at: AppTest, key_prefix: str, cells) -> AppTest:
     points = []
     for i, (x, y, cd) in enumerate(zip(target["x"], target["y"], target["customdata"])):
         if (y, x) in cells:
-            points.append({"curve_number": 1, "point_number": i, "point_index": i, "x": x, "y": y, "customdata": list(cd)})
+            point = {"curve_number": 1, "point_number": i, "point_index": i, "x": x, "y": y, "customdata": list(cd)}
+            points.append(point)
     assert len(points) == len(cells), (cells, target["y"], target["x"])
-    return select(at, el, {"points": points, "point_indices": [p["point_index"] for p in points], "box": [], "lasso": []})
+    indices = [p["point_index"] for p in points]
+    return select(at, el, {"points": points, "point_indices": indices, "box": [], "lasso": []})
 
 
 def click_bar(at: AppTest, key_prefix: str, label: str) -> AppTest:
@@ -117,7 +117,8 @@ def test_heatmap_cells_build_a_name_term_and_the_plan_uses_it():
     expr = expression(at)
     assert expr.startswith("name(") and "layer\\.1\\.attention\\.self\\.(?:" in expr
     counts = ref_param_counts(NUMBER)
-    picked = {n: c for n, c in counts.items() if re.fullmatch(r"bert\.encoder\.layer\.1\.attention\.self\.(query|key)\.(weight|bias)", n)}
+    rule = r"bert\.encoder\.layer\.1\.attention\.self\.(query|key)\.(weight|bias)"
+    picked = {n: c for n, c in counts.items() if re.fullmatch(rule, n)}
     assert len(picked) == 4
     kept = sum(picked.values())  # 2 x (64 x 64 + 64) = 8,320
     assert any(f"Keeps **{kept:,}**" in c.value for c in at.caption)
@@ -146,7 +147,7 @@ def test_table_rows_exclude_and_invert_are_one_click_each():
     at = open_app("Where in the model")
     table = next(d for d in at.dataframe if (d.key or "").startswith("where_table"))
     names = list(table.value["parameter"])
-    rows = [names.index("bert.embeddings.word_embeddings.weight"), names.index("bert.embeddings.position_embeddings.weight")]
+    rows = [names.index(f"bert.embeddings.{n}_embeddings.weight") for n in ("word", "position")]
     at = select(at, table, {"rows": rows, "columns": [], "cells": []})
     at.button(key="where_table_pick_exclude").click().run()
     counts = ref_param_counts(NUMBER)
@@ -207,7 +208,8 @@ def test_saved_masks_save_switch_delete_download_and_reload():
     at.text_area(key="mask_expr_text").set_value("top(encoder-weight, 100)").run()
     at.text_input(key="mask_save_name").set_value("encoder 100").run()
     at.button(key="mask_save").click().run()
-    assert at.session_state["saved_masks"] == {"decoder, no embeddings": first, "encoder 100": "top(encoder-weight, 100)"}
+    saved = {"decoder, no embeddings": first, "encoder 100": "top(encoder-weight, 100)"}
+    assert at.session_state["saved_masks"] == saved
     at.button(key="mask_saved_apply_0").click().run()  # switch
     assert expression(at) == first
     buttons = {b.key: b for b in at.get("download_button")}
@@ -226,7 +228,8 @@ def test_saved_masks_save_switch_delete_download_and_reload():
     assert list(at.session_state["saved_masks"]) == ["decoder, no embeddings"]
     # reload by upload into a fresh session
     fresh = open_app()
-    fresh.file_uploader(key="mask_upload").set_value(("decoder-no-embeddings.safetensors", raw, "application/octet-stream")).run()
+    upload = ("decoder-no-embeddings.safetensors", raw, "application/octet-stream")
+    fresh.file_uploader(key="mask_upload").set_value(upload).run()
     assert not fresh.exception and not fresh.error, [e.value for e in fresh.error]
     assert expression(fresh) == first and fresh.session_state["saved_masks"] == {"decoder, no embeddings": first}
     assert any(f"Keeps **{len(expected):,}**" in c.value for c in fresh.caption)
@@ -247,7 +250,7 @@ def test_compare_models_cell_builds_shared_dims_and_export_records_it(tmp_path, 
     assert fig["layout"]["title"]["text"].startswith("Top-k overlap of models: |A∩B| (dims)")  # counts by default
     ticks = list(fig["layout"]["yaxis"]["ticktext"])
     number, gender = ref_topk(NUMBER, "decoder-weight", 0.05), ref_topk(GENDER, "decoder-weight", 0.05)
-    assert any(f"|A| = {len(number):,} dims" in t for t in ticks) and any(f"|A| = {len(gender):,} dims" in t for t in ticks)
+    assert f"|A| = {len(number):,} dims" in ticks[0] and f"|A| = {len(gender):,} dims" in ticks[1]
     z = np.asarray(fig["data"][0]["z"], dtype=float)
     assert z[0, 1] == len(number & gender)
     at = click_cells(at, "models_heatmap", {(fig["data"][0]["y"][0], fig["data"][0]["x"][1])})

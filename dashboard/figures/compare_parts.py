@@ -70,7 +70,8 @@ def upset_figure(patterns: IntersectionPatterns, topk_label: str) -> go.Figure:
     for r, label in enumerate(labels):
         members = [n for n, inside in zip(names, patterns.membership[r]) if inside]
         fig.add_scatter(
-            x=[label] * len(members), y=members, customdata=[r] * len(members), mode="markers+lines", marker=dict(color=KEPT_COLOR, size=13),
+            x=[label] * len(members), y=members, customdata=[r] * len(members), mode="markers+lines",
+            marker=dict(color=KEPT_COLOR, size=13),
             line=dict(color=KEPT_COLOR, width=3), showlegend=False,
             hovertemplate=f"pattern: {label}<br>%{{y}} is in it<extra></extra>", row=2, col=1,
         )

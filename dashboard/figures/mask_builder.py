@@ -51,7 +51,10 @@ def add_pick_targets(fig: go.Figure, trace: int = 0, size: int = 22) -> go.Figur
     hm = fig.data[trace]
     z = np.asarray(hm.z, dtype=np.float64)
     xs, ys = list(hm.x), list(hm.y)
-    custom = np.asarray(hm.customdata, dtype=object) if hm.customdata is not None else np.empty(z.shape + (0,), dtype=object)
+    if hm.customdata is None:
+        custom = np.empty(z.shape + (0,), dtype=object)
+    else:
+        custom = np.asarray(hm.customdata, dtype=object)
     if custom.ndim == 2:
         custom = custom[..., None]
     rows, cols = np.nonzero(np.isfinite(z))

@@ -35,7 +35,8 @@ def offer_patterns(patterns, rows, topk) -> None:
     for r in rows:
         expr = combine(expr, upset_term(terms, patterns.membership[r]), "include")
     what = ", ".join(f"'{patterns.label(r)}'" for r in rows)
-    mask_builder.offer(expr, f"pattern {what} of the top-{_topk_label(topk)} sets", int(sum(patterns.counts[r] for r in rows)), "parts_upset_pick")
+    n_dims = int(sum(patterns.counts[r] for r in rows))
+    mask_builder.offer(expr, f"pattern {what} of the top-{_topk_label(topk)} sets", n_dims, "parts_upset_pick")
 
 
 def render(ctx: ViewContext) -> None:
@@ -61,7 +62,8 @@ def render(ctx: ViewContext) -> None:
         if len(chosen) >= 2:
             ordered = tuple(p for p in PARTS if p in chosen)
             shown = restrict_patterns(patterns, ordered)
-            picked = picked_indices(mask_builder.pick_chart(upset_figure(shown, _topk_label(topk)), "parts_upset_fig", "part_upset"))
+            fig = upset_figure(shown, _topk_label(topk))
+            picked = picked_indices(mask_builder.pick_chart(fig, "parts_upset_fig", "part_upset"))
             st.caption("Click a bar (shift-click for more) to pick the dims of that exact pattern for the mask.")
             offer_patterns(shown, picked, topk)
         else:

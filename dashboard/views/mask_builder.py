@@ -31,7 +31,8 @@ __all__ = ["OPS_UI", "offer", "offer_cells", "pick_chart", "render", "render_edi
 #: (op, button label, help) of the buttons that combine a picked term with the expression.
 OPS_UI = (
     ("include", "Include (|)", "Keep what the expression keeps, and also this (or)."),
-    ("exclude", "Exclude (& ~)", "Keep what the expression keeps, except this (and not). Without an expression: everything except this."),
+    ("exclude", "Exclude (& ~)",
+     "Keep what the expression keeps, except this (and not). Without an expression: everything except this."),
     ("intersect", "Intersect (&)", "Keep only what both the expression and this keep (and)."),
 )
 
@@ -104,7 +105,8 @@ def _preview(ctx: ViewContext, result: Optional[MaskResult]) -> None:
     else:
         grid = masks.all_dims_grid(ctx.path, ctx.data, ctx.source, ranking)
         kept = ctx.data.param_map.input_dim
-    cells = picked_cells(pick_chart(mask_preview_heatmap(grid, kept, ctx.data.param_map.input_dim), "mask_preview", "mask_preview"))
+    fig = mask_preview_heatmap(grid, kept, ctx.data.param_map.input_dim)
+    cells = picked_cells(pick_chart(fig, "mask_preview", "mask_preview"))
     offer_cells(ctx, grid, cells, "mask_preview_pick")
 
 
@@ -185,10 +187,12 @@ def _saved_masks(ctx: ViewContext) -> None:
     for i, (name, expr) in enumerate(list(masks.saved().items())):
         a, b, c, d = st.columns([5, 1, 1, 1], vertical_alignment="center")
         a.markdown(f"**{name}**" + (" (applied)" if expr == applied else "") + f"  \n`{expr}`")
-        b.button("Apply", key=f"mask_saved_apply_{i}", on_click=masks.propose, args=(expr, f"saved mask {name!r}"), width="stretch")
+        b.button("Apply", key=f"mask_saved_apply_{i}", on_click=masks.propose, args=(expr, f"saved mask {name!r}"),
+                 width="stretch")
         c.button("Delete", key=f"mask_saved_delete_{i}", on_click=_delete, args=(name,), width="stretch")
         d.download_button(
-            "Download", data=lambda n=name, e=expr: masks.bundle_bytes(ctx.path, ctx.data, n, e), file_name=f"{_slug(name)}.safetensors",
+            "Download", data=lambda n=name, e=expr: masks.bundle_bytes(ctx.path, ctx.data, n, e),
+            file_name=f"{_slug(name)}.safetensors",
             mime="application/octet-stream", key=f"mask_saved_download_{i}", width="stretch",
             help="The expression and the resolved bool mask over base-global indices (safetensors).",
         )
@@ -231,4 +235,6 @@ def render_editor() -> None:
 def sidebar_note(result: Optional[MaskResult]) -> None:
     """One line in the sidebar's Selection section naming the applied expression."""
     if result is not None:
-        st.sidebar.caption(f"Mask expression (panel above the views) keeps {result.kept:,} of {result.input_dim:,} dims.")
+        st.sidebar.caption(
+            f"Mask expression (panel above the views) keeps {result.kept:,} of {result.input_dim:,} dims."
+        )

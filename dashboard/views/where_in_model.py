@@ -96,7 +96,8 @@ def render(ctx: ViewContext) -> None:
     st.markdown(f"**Per base-model parameter** ({len(df):,} mapped parameters; click a column header to sort, "
                 "tick rows to pick them for the mask)")
     event = st.dataframe(
-        df, hide_index=True, key=f"where_table_{masks.pick_generation()}", on_select="rerun", selection_mode="multi-row",
+        df, hide_index=True, key=f"where_table_{masks.pick_generation()}", on_select="rerun",
+        selection_mode="multi-row",
         column_config={
             "entries": st.column_config.NumberColumn("entries", help="Entries of the full base-model parameter", format="localized"),
             "in input space": st.column_config.NumberColumn("in input space", help="Entries in the GRADIEND input space", format="localized"),
@@ -112,4 +113,5 @@ def render(ctx: ViewContext) -> None:
     if rows:
         names = [bd.names[r] for r in rows]
         n_dims = int(sum(bd.in_input[r] for r in rows))
-        mask_builder.offer(params_term(names, ctx.data.param_map), f"{len(names)} parameter(s)", n_dims, "where_table_pick")
+        term = params_term(names, ctx.data.param_map)
+        mask_builder.offer(term, f"{len(names)} parameter(s)", n_dims, "where_table_pick")
