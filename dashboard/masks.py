@@ -22,12 +22,11 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import streamlit as st
 
-from gradiend_core.analysis.locate import LayerComponentGrid, layer_component_grid, selection_breakdown
+from gradiend_core.analysis.locate import LayerComponentGrid, ParamBreakdown, layer_component_grid, parse_param_name
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.mask_expr import File, MaskResult, Model, evaluate_mask_expr, iter_terms, make_mask_bundle, parse
 from gradiend_core.ranking import Ranking
-from gradiend_core.selection import select
 from dashboard.loading import STORE, check_allowed, checkpoint_key, load_ranking
 
 __all__ = [
@@ -35,7 +34,6 @@ __all__ = [
     "QUERY_KEY",
     "SAVED",
     "TEXT",
-    "all_dims_grid",
     "applied",
     "bundle_bytes",
     "error",
@@ -94,7 +92,9 @@ def _dependency(term) -> Tuple[str, float]:
         return "", 0.0
 
 
-@st.cache_resource(max_entries=16, show_spinner="Evaluating the mask expression...")
+# Each entry holds one bool per input dim (the mask), so few are kept: the applied expression of a
+# few sessions and the saved masks being downloaded.
+@st.cache_resource(max_entries=6, show_spinner="Evaluating the mask expression...")
 def _evaluate(path: str, mtime: float, expression: str, deps: Tuple, _data: CheckpointData) -> MaskResult:
     return evaluate_mask_expr(
         expression, _data, load_checkpoint=_load_other, resolve_path=resolve_path, ranking_for=ranking_for,
@@ -193,30 +193,38 @@ def take_pick(term: str, op: str) -> None:
         st.session_state[_ERROR] = (f"{op} of a picked term", str(e))
 
 
+def _grid_of(data: CheckpointData, mask: Optional[np.ndarray]) -> LayerComponentGrid:
+    """Layer x component totals of the dims ``mask`` keeps (``None``: every dim), counted per
+    parameter on slices of the mask: no index set is built. Importance is not summed (zero): the
+    preview shows counts."""
+    pmap = data.param_map
+    in_input = pmap.per_param_counts()
+    if mask is None:
+        kept = np.asarray(in_input, dtype=np.int64)
+    else:
+        offsets = pmap.local_offsets
+        kept = np.array([np.count_nonzero(mask[offsets[i]:offsets[i + 1]]) for i in range(len(pmap))], dtype=np.int64)
+    parsed = [parse_param_name(e.name) for e in pmap]
+    zeros = np.zeros(len(pmap), dtype=np.float64)
+    bd = ParamBreakdown(
+        names=pmap.names, layers=[p[0] for p in parsed], components=[p[1] for p in parsed],
+        shapes=[tuple(e.shape) for e in pmap], numel=np.array([e.numel for e in pmap], dtype=np.int64),
+        in_input=np.asarray(in_input, dtype=np.int64), kept=kept, importance_total=zeros, importance_kept=zeros,
+    )
+    return layer_component_grid(bd)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _grid(
-    path: str, mtime: float, sha256: str, source: str, _result: MaskResult, _ranking: Ranking
-) -> LayerComponentGrid:
-    sel = select(None, input_dim=_result.input_dim, mask=_result.mask)
-    return layer_component_grid(selection_breakdown(_result.param_map, _ranking, sel))
+def _grid(path: str, mtime: float, sha256: Optional[str], _data: CheckpointData, _mask) -> LayerComponentGrid:
+    return _grid_of(_data, _mask)
 
 
-def mask_grid(path: str, result: MaskResult, source: str, ranking: Ranking) -> LayerComponentGrid:
-    """Layer x component totals of the dims the mask keeps on its own (importance of ``source``),
-    cached by the mask's digest; O(kept dims) once per mask."""
-    return _grid(*checkpoint_key(path), result.sha256, source, result, ranking)
-
-
-def all_dims_grid(path: str, data: CheckpointData, source: str, ranking: Ranking) -> LayerComponentGrid:
-    """The grid of every input dim (what the preview shows before any expression)."""
-    return _all_grid(*checkpoint_key(path), source, data, ranking)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _all_grid(path: str, mtime: float, source: str, _data: CheckpointData, _ranking: Ranking) -> LayerComponentGrid:
-    n = _data.param_map.input_dim
-    sel = select(None, input_dim=n, mask=np.ones(n, dtype=bool))
-    return layer_component_grid(selection_breakdown(_data.param_map, _ranking, sel))
+def mask_grid(path: str, data: CheckpointData, result: Optional[MaskResult]) -> LayerComponentGrid:
+    """Layer x component counts of the dims the mask keeps on its own (every input dim without
+    one), cached by the mask's digest; one pass over the mask per new mask."""
+    if result is None:
+        return _grid(*checkpoint_key(path), None, data, None)
+    return _grid(*checkpoint_key(path), result.sha256, data, result.mask)
 
 
 def bundle_bytes(path: str, data: CheckpointData, name: str, expression: str) -> bytes:

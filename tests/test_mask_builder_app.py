@@ -122,6 +122,12 @@ def test_heatmap_cells_build_a_name_term_and_the_plan_uses_it():
     assert len(picked) == 4
     kept = sum(picked.values())  # 2 x (64 x 64 + 64) = 8,320
     assert any(f"Keeps **{kept:,}**" in c.value for c in at.caption)
+    # the panel's preview: kept dims per layer x component, before threshold and topk
+    preview = spec(chart(at, "mask_preview"))["data"][0]
+    z = np.nan_to_num(np.asarray(preview["z"], dtype=float))
+    cells = {(y, x): z[i, j] for i, y in enumerate(preview["y"]) for j, x in enumerate(preview["x"]) if z[i, j]}
+    per_cell = {c: sum(v for n, v in picked.items() if f".{c[1]}." in n) for c in (("layer 1", "query"), ("layer 1", "key"))}
+    assert cells == per_cell
     # the sidebar topk (0.05) is a fraction of what the mask leaves
     assert metric(at, "Input dims kept") == f"{math.ceil(0.05 * kept):,}"
     assert at.query_params["mask_expr"] == expr  # a copied link carries it

@@ -131,6 +131,11 @@ def mask_preview_heatmap(grid: LayerComponentGrid, kept: int, input_dim: int) ->
         title that says what is shown, with cell targets (:func:`add_pick_targets`).
     """
     fig = layer_component_heatmap(grid, "kept dims", "the mask")
+    # counts only: the mask step ranks nothing, so there is no kept importance to show
+    fig.update_traces(
+        hovertemplate="%{y}, %{x}<br>the mask keeps %{customdata[0]:,} of %{customdata[1]:,} dims in input"
+        "<br>%{customdata[3]} parameter(s)<extra></extra>", selector=dict(type="heatmap"),
+    )
     fig.update_layout(title=dict(text=f"Kept by the mask alone: {kept:,} of {input_dim:,} input dims"
                                  "<br><sup>before threshold and topk; click or box-select cells to pick them</sup>"),
                       margin=dict(t=90))

@@ -98,13 +98,8 @@ def _term_table(result: MaskResult) -> None:
 
 
 def _preview(ctx: ViewContext, result: Optional[MaskResult]) -> None:
-    ranking = ctx.ranking()
-    if result is not None:
-        grid = masks.mask_grid(ctx.path, result, ctx.source, ranking)
-        kept = result.kept
-    else:
-        grid = masks.all_dims_grid(ctx.path, ctx.data, ctx.source, ranking)
-        kept = ctx.data.param_map.input_dim
+    grid = masks.mask_grid(ctx.path, ctx.data, result)
+    kept = result.kept if result is not None else ctx.data.param_map.input_dim
     fig = mask_preview_heatmap(grid, kept, ctx.data.param_map.input_dim)
     cells = picked_cells(pick_chart(fig, "mask_preview", "mask_preview"))
     offer_cells(ctx, grid, cells, "mask_preview_pick")
@@ -121,7 +116,8 @@ def offer_cells(ctx: ViewContext, grid, cells, key: str) -> None:
     names = [e.name for e in pmap if parse_param_name(e.name) in chosen]
     if not names:
         return
-    n_dims = sum(e.num_selected for e in pmap if e.name in set(names))
+    chosen_names = set(names)
+    n_dims = sum(e.num_selected for e in pmap if e.name in chosen_names)
     shown = ", ".join(f"{'outside layers' if l == '-' else 'layer ' + l} x {c}" for l, c in sorted(chosen)[:6])
     more = f" and {len(chosen) - 6} more" if len(chosen) > 6 else ""
     what = f"{len(chosen)} cell(s) ({shown}{more}): {len(names)} parameter(s)"
