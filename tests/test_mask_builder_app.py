@@ -307,3 +307,23 @@ def test_compare_models_choices_survive_a_tab_switch(tmp_path):
     assert at.multiselect(key="models_samples").value == ["gender-unpruned"]
     assert at.text_area(key="models_paths").value == str(REPO / "sample_models" / "number-post-pruned")
     assert at.radio(key="models_value").value == "Jaccard"
+
+
+def test_uploading_a_mask_of_another_base_is_refused(tmp_path):
+    import torch
+
+    from gradiend_core import read_checkpoint
+    from gradiend_core.mask_expr import evaluate_mask_expr, make_mask_bundle
+
+    torch.manual_seed(0)
+    other = tmp_path / "other"
+    pm = {"layer.0.weight": {"shape": (8, 5), "repr": "all"}}
+    RefModel(40, 1, pm, device=torch.device("cpu"), base_model="another-base").save_pretrained(str(other))
+    data = read_checkpoint(other)
+    raw = make_mask_bundle("theirs", evaluate_mask_expr("top(decoder-weight, 10)", data), "another-base").to_bytes()
+    at = open_app()
+    at.file_uploader(key="mask_upload").set_value(("theirs.safetensors", raw, "application/octet-stream")).run()
+    assert not at.exception
+    assert any("theirs.safetensors" in e.value and "mapped parameters" in e.value for e in at.error)
+    assert expression(at) is None and at.session_state["saved_masks"] == {}
+    assert metric(at, "Input dims kept") == "4,461"  # the page goes on with the sidebar selection
