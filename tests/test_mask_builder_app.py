@@ -126,7 +126,7 @@ def test_heatmap_cells_build_a_name_term_and_the_plan_uses_it():
     preview = spec(chart(at, "mask_preview"))["data"][0]
     z = np.nan_to_num(np.asarray(preview["z"], dtype=float))
     cells = {(y, x): z[i, j] for i, y in enumerate(preview["y"]) for j, x in enumerate(preview["x"]) if z[i, j]}
-    per_cell = {c: sum(v for n, v in picked.items() if f".{c[1]}." in n) for c in (("layer 1", "query"), ("layer 1", "key"))}
+    per_cell = {("layer 1", c): sum(v for n, v in picked.items() if f".{c}." in n) for c in ("query", "key")}
     assert cells == per_cell
     # the sidebar topk (0.05) is a fraction of what the mask leaves
     assert metric(at, "Input dims kept") == f"{math.ceil(0.05 * kept):,}"
