@@ -23,7 +23,7 @@ EXPORT_ROOT = Path.cwd() / "exports"
 
 
 def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
-    """``./exports/<model>-<source>-top<topk>[-thr<threshold>][-mask][-names]``."""
+    """``./exports/<model>-<source>-top<topk>[-thr<threshold>][-mask][-names][-expr]``."""
     path = plan.checkpoint.path
     name = path.parent.name if path.name == "model" else path.name
     bits = [name, plan.source]
@@ -35,6 +35,8 @@ def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
         bits.append("mask")
     if plan.mask_spec.name_include or plan.mask_spec.name_exclude:
         bits.append("names")
+    if plan.mask_spec.expression:
+        bits.append("expr")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(bits))
     return str(EXPORT_ROOT / slug)
 
@@ -70,6 +72,8 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None) -> str:
         masks.append("names")
     if masks:
         args.append(f"mask={' & '.join(masks)}")
+    if spec.expression:
+        args.append(f"mask_expr={spec.expression!r}")
     lines.append(f"pruned = model.prune({', '.join(args)})")
     lines.append(f"pruned.save_pretrained({out!r})")
     return "\n".join(lines)
