@@ -19,9 +19,13 @@ from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
 from gradiend_core.plan import plan_pruning  # noqa: E402
 from dashboard.context import ViewContext  # noqa: E402
 
-PERSISTENT_KEYS = ("model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite")
+PERSISTENT_KEYS = (
+    "model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite",
+    "models_samples", "models_paths", "models_value",
+)
+from dashboard import masks  # noqa: E402
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
-from dashboard.views import controls, export, model_picker, preview, selection, summary  # noqa: E402
+from dashboard.views import controls, export, mask_builder, model_picker, preview, selection, summary  # noqa: E402
 from dashboard.views import (  # noqa: E402
     compare_models,
     compare_parts,
@@ -62,15 +66,20 @@ inputs = controls.render(data)
 if inputs.error:
     st.error(inputs.error)
     st.stop()
+mask_expr = masks.applied(path, data)  # only an expression that evaluated here; errors are shown by the panel
+mask_builder.sidebar_note(mask_expr)
 
 try:
     plan = plan_pruning(
         data, source=inputs.source, topk=inputs.topk, threshold=inputs.threshold, mask=inputs.mask,
         mask_file=inputs.mask_path, name_include=inputs.name_include, name_exclude=inputs.name_exclude,
-        ranking=load_ranking(path, inputs.source),
+        ranking=load_ranking(path, inputs.source), mask_expr=mask_expr,
+        ranking_for=masks.ranking_for, resolve_path=masks.resolve_path,
     )
 except (SelectionError, CheckpointError) as e:
     st.error(str(e))
+    if mask_expr is not None:
+        mask_builder.render_editor()  # the expression may be why nothing is left: let it be changed here
     st.stop()
 for text in plan.warnings:
     st.warning(text)
@@ -79,6 +88,7 @@ ctx = ViewContext(path=path, data=data, inputs=inputs, plan=plan)
 st.subheader("Preview")
 preview.render(plan.report)
 export.render(ctx)
+mask_builder.render(ctx)
 
 # One tab per question a user brings; each view module draws from ctx only.
 TABS = [

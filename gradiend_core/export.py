@@ -43,6 +43,7 @@ __all__ = [
     "GRADIENT_MEAN",
     "cli_command",
     "export_plan",
+    "expression_names_files",
     "export_pruned",
     "gradient_mean_importance",
     "reproduce_command",
@@ -119,21 +120,39 @@ def cli_command(
     return " ".join(shlex.quote(a) for a in args)
 
 
-def reproduce_command(plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None) -> Optional[str]:
+def expression_names_files(expression: Optional[str]) -> bool:
+    """Whether a mask expression reads other files (``file()`` or ``model()`` terms)."""
+    if not expression:
+        return False
+    from .mask_expr.syntax import File, Model, iter_terms, parse
+
+    try:
+        return any(isinstance(t, (File, Model)) for t in iter_terms(parse(expression)))
+    except SelectionError:
+        return True
+
+
+def reproduce_command(
+    plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None
+) -> Optional[str]:
     """The ``gradiend-core prune`` command that writes ``plan`` to ``out`` (``None`` when the
     importance is not one the command line can name, e.g. a custom vector).
 
     Args:
         plan: the plan.
         out: the target directory of the command.
-        mask_path: the mask file the command should read (default: ``plan.mask_spec.file``).
+        mask_path: the mask file the command should read (default: ``plan.mask_spec.file``). When
+            it is an export's saved mask (the whole mask step), an expression that reads other
+            files is left out: the saved mask carries its effect, and those files (an upload's
+            temporary copy, say) may be gone when the command runs.
     """
     if plan.source not in SOURCES:
         return None
     spec = plan.mask_spec
+    expression = None if mask_path and expression_names_files(spec.expression) else spec.expression
     return cli_command(
         plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_path or spec.file,
-        spec.name_include, spec.name_exclude, spec.expression,
+        spec.name_include, spec.name_exclude, expression,
     )
 
 

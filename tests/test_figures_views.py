@@ -148,11 +148,19 @@ def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
     at.multiselect(key="models_samples").set_value([]).run()
     at.text_area(key="models_paths").set_value(str(checkpoints["pruned"])).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    spec = next(s for s, _ in charts(at) if "base-global" in s["layout"]["title"]["text"])
+    spec = next(s for s, _ in charts(at) if "overlap of models" in s["layout"]["title"]["text"])
     z = np.asarray(spec["data"][0]["z"], dtype=float)
-    # default topk 0.05: the full model keeps ceil(0.05 * 1824) = 92 dims, the pruned one ceil(0.05 * 600) = 30;
-    # pruning by decoder-weight keeps the top dims in place, so the 30 are among the 92
-    assert z.shape == (2, 2) and z[0, 1] == z[1, 0] == 100.0
+    # default topk 0.05: each model keeps ceil(0.05 * its input_dim) dims;
+    # pruning by decoder-weight keeps the top dims in place, so the pruned set lies inside the full one; the default
+    # is the intersection in dims (a percentage of the smaller set would read 100 %), and the labels give the set sizes
+    n_full, n_pruned = (math.ceil(0.05 * Ref.from_pretrained(str(checkpoints[w])).input_dim)
+                        for w in ("full", "pruned"))
+    assert z.shape == (2, 2) and z[0, 1] == z[1, 0] == n_pruned and z[0, 0] == n_full
+    sizes = [t.split("<br>")[1] for t in spec["layout"]["yaxis"]["ticktext"]]
+    assert sizes == [f"|A| = {n_full:,} dims", f"|A| = {n_pruned:,} dims"]
+    at.radio(key="models_value").set_value("overlap (% of the smaller set)").run()
+    spec = next(s for s, _ in charts(at) if "overlap of models" in s["layout"]["title"]["text"])
+    assert np.asarray(spec["data"][0]["z"], dtype=float)[0, 1] == 100.0
     # a model of another base is refused with a message
     other = tmp_path / "other"
     torch.manual_seed(0)

@@ -50,14 +50,15 @@ def upset_figure(patterns: IntersectionPatterns, topk_label: str) -> go.Figure:
 
     Returns:
         A two-row figure. Trace 0 is the bar trace: ``x`` = pattern labels (set names joined by
-        " & "), ``y`` = dims with exactly that pattern, sorted descending. The dot matrix
-        follows (one trace of grey "not in set" dots, then one trace per pattern).
+        " & "), ``y`` = dims with exactly that pattern, sorted descending, ``customdata`` = the
+        pattern's row in ``patterns``. The dot matrix follows (one trace of grey "not in set"
+        dots, then one trace per pattern whose points carry the pattern's row as ``customdata``).
     """
     labels = [patterns.label(r) for r in range(patterns.counts.size)]
     names = list(patterns.names)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.03)
     fig.add_bar(
-        x=labels, y=patterns.counts, marker_color=DROPPED_COLOR, name="dims",
+        x=labels, y=patterns.counts, marker_color=DROPPED_COLOR, name="dims", customdata=np.arange(len(labels)),
         texttemplate="%{y:,}", textposition="outside", cliponaxis=False,
         hovertemplate="in exactly: %{x}<br>%{y:,} dims<extra></extra>", row=1, col=1,
     )
@@ -69,7 +70,8 @@ def upset_figure(patterns: IntersectionPatterns, topk_label: str) -> go.Figure:
     for r, label in enumerate(labels):
         members = [n for n, inside in zip(names, patterns.membership[r]) if inside]
         fig.add_scatter(
-            x=[label] * len(members), y=members, mode="markers+lines", marker=dict(color=KEPT_COLOR, size=13),
+            x=[label] * len(members), y=members, customdata=[r] * len(members), mode="markers+lines",
+            marker=dict(color=KEPT_COLOR, size=13),
             line=dict(color=KEPT_COLOR, width=3), showlegend=False,
             hovertemplate=f"pattern: {label}<br>%{{y}} is in it<extra></extra>", row=2, col=1,
         )

@@ -8,10 +8,13 @@ import streamlit as st
 from gradiend_core.analysis.correlation import EXACT_LIMIT, SAMPLE_SIZE, SCATTER_SIZE, SEED
 from gradiend_core.analysis.overlap import restrict_patterns
 from gradiend_core.importance import PARTS
+from gradiend_core.mask_expr import combine, top_term, upset_term
 from dashboard.context import ViewContext
 from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
 from dashboard.figures.overlap import overlap_heatmap
+from dashboard.figures.mask_builder import picked_indices
 from dashboard.views import analysis_cache as cache
+from dashboard.views import mask_builder
 from dashboard.views.charts import show_figure
 
 OVERLAP_VALUES = {"Jaccard": "jaccard", "intersection (dims)": "intersection", "overlap (% of the smaller set)": "overlap"}
@@ -19,6 +22,21 @@ OVERLAP_VALUES = {"Jaccard": "jaccard", "intersection (dims)": "intersection", "
 
 def _topk_label(topk) -> str:
     return f"{topk:g} (fraction)" if isinstance(topk, float) else f"{topk:,}"
+
+
+def offer_patterns(patterns, rows, topk) -> None:
+    """Offer the term of picked UpSet patterns: in every marked part's top-k and in no other
+    (:func:`gradiend_core.mask_expr.upset_term`), several patterns joined by ``|``."""
+    rows = [r for r in rows if 0 <= r < patterns.counts.size]
+    if not rows:
+        return
+    terms = [top_term(p, topk) for p in patterns.names]
+    expr = None
+    for r in rows:
+        expr = combine(expr, upset_term(terms, patterns.membership[r]), "include")
+    what = ", ".join(f"'{patterns.label(r)}'" for r in rows)
+    n_dims = int(sum(patterns.counts[r] for r in rows))
+    mask_builder.offer(expr, f"pattern {what} of the top-{_topk_label(topk)} sets", n_dims, "parts_upset_pick")
 
 
 def render(ctx: ViewContext) -> None:
@@ -43,7 +61,11 @@ def render(ctx: ViewContext) -> None:
         )
         if len(chosen) >= 2:
             ordered = tuple(p for p in PARTS if p in chosen)
-            show_figure(upset_figure(restrict_patterns(patterns, ordered), _topk_label(topk)), "parts_upset_fig", "part_upset")
+            shown = restrict_patterns(patterns, ordered)
+            fig = upset_figure(shown, _topk_label(topk))
+            picked = picked_indices(mask_builder.pick_chart(fig, "parts_upset_fig", "part_upset"))
+            st.caption("Click a bar (shift-click for more) to pick the dims of that exact pattern for the mask.")
+            offer_patterns(shown, picked, topk)
         else:
             st.caption("Choose at least two parts for the UpSet plot.")
     sp = cache.part_spearman(dir_, mtime)

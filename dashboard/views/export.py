@@ -18,7 +18,7 @@ import streamlit as st
 
 from gradiend_core.archive import zip_verified
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, reproduce_command
+from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, expression_names_files, reproduce_command
 from gradiend_core.importance import GRADIENT_MEAN
 from gradiend_core.plan import PruningPlan
 from gradiend_core.units import format_bytes
@@ -35,7 +35,7 @@ EXPORT_ROOT = Path.cwd() / "exports"
 
 
 def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
-    """``./exports/<model>-<source>-top<topk>[-thr<threshold>][-mask][-names]``."""
+    """``./exports/<model>-<source>-top<topk>[-thr<threshold>][-mask][-names][-expr]``."""
     path = plan.checkpoint.path
     name = path.parent.name if path.name == "model" else path.name
     bits = [name, plan.source]
@@ -47,14 +47,18 @@ def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
         bits.append("mask")
     if plan.mask_spec.name_include or plan.mask_spec.name_exclude:
         bits.append("names")
+    if plan.mask_spec.expression:
+        bits.append("expr")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(bits))
     return str(EXPORT_ROOT / slug)
 
 
 def python_snippet(plan: PruningPlan, out: str, mask_path: str = None) -> str:
-    """The Python API calls that produce the same export."""
+    """The Python API calls that produce the same export (``mask_path``: as for
+    :func:`~gradiend_core.export.reproduce_command`)."""
     source = str(plan.checkpoint.path)
     spec = plan.mask_spec
+    keep_expression = not (mask_path and expression_names_files(spec.expression))
     mask_path = mask_path or spec.file
     gradient_mean = plan.source == GRADIENT_MEAN
     args = ["importance=importance"] if gradient_mean else [f"part={plan.source!r}"]
@@ -82,6 +86,8 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None) -> str:
         masks.append("names")
     if masks:
         args.append(f"mask={' & '.join(masks)}")
+    if spec.expression and keep_expression:  # an expression that reads files is in the saved mask
+        args.append(f"mask_expr={spec.expression!r}")
     lines.append(f"pruned = model.prune({', '.join(args)})")
     lines.append(f"pruned.save_pretrained({out!r})")
     return "\n".join(lines)

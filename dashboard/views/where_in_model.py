@@ -18,10 +18,13 @@ import streamlit as st
 from gradiend_core.analysis.locate import layer_component_grid
 from gradiend_core.analysis.names import matching_parameters, name_mask
 from gradiend_core.errors import SelectionError
+from gradiend_core.mask_expr import params_term
+from dashboard import masks
 from dashboard.context import ViewContext
 from dashboard.figures.locate import METRICS, layer_component_heatmap
+from dashboard.figures.mask_builder import add_pick_targets, picked_cells
 from dashboard.views import analysis_cache as cache
-from dashboard.views.charts import show_figure
+from dashboard.views import mask_builder
 
 INCLUDE, EXCLUDE = "name_include", "name_exclude"
 
@@ -81,15 +84,20 @@ def render(ctx: ViewContext) -> None:
     part = ctx.source
     bd = cache.breakdown(dir_, mtime, cache.selection_key(ctx), ctx.selection, part)
     metric = st.radio("Heatmap value", list(METRICS), horizontal=True, key="where_metric")
-    show_figure(layer_component_heatmap(layer_component_grid(bd), metric, part), "where_heatmap", "layer_component_heatmap")
+    grid = layer_component_grid(bd)
+    fig = add_pick_targets(layer_component_heatmap(grid, metric, part))
+    cells = picked_cells(mask_builder.pick_chart(fig, "where_heatmap", "layer_component_heatmap"))
+    mask_builder.offer_cells(ctx, grid, cells, "where_heatmap_pick")
     st.caption(
         "Layer and component are parsed from the parameter names (BERT, RoBERTa, DistilBERT, GPT-2, LLaMA-style); "
         "'outside layers' holds embeddings, final norms, pooler and heads; unknown names count as 'other'."
     )
     df = pd.DataFrame(bd.columns())
-    st.markdown(f"**Per base-model parameter** ({len(df):,} mapped parameters; click a column header to sort)")
-    st.dataframe(
-        df, hide_index=True, key="where_table",
+    st.markdown(f"**Per base-model parameter** ({len(df):,} mapped parameters; click a column header to sort, "
+                "tick rows to pick them for the mask)")
+    event = st.dataframe(
+        df, hide_index=True, key=f"where_table_{masks.pick_generation()}", on_select="rerun",
+        selection_mode="multi-row",
         column_config={
             "entries": st.column_config.NumberColumn("entries", help="Entries of the full base-model parameter", format="localized"),
             "in input space": st.column_config.NumberColumn("in input space", help="Entries in the GRADIEND input space", format="localized"),
@@ -101,3 +109,9 @@ def render(ctx: ViewContext) -> None:
                 "share of part importance", help=f"Share of all {part} importance in this parameter's input dims", format="percent"),
         },
     )
+    rows = sorted(event.selection.rows) if event else []
+    if rows:
+        names = [bd.names[r] for r in rows]
+        n_dims = int(sum(bd.in_input[r] for r in rows))
+        term = params_term(names, ctx.data.param_map)
+        mask_builder.offer(term, f"{len(names)} parameter(s)", n_dims, "where_table_pick")
