@@ -815,6 +815,25 @@ def test_reproduce_command_reads_the_mask_kept_in_the_export(good, tmp_path, fre
                        want._get_base_global_index_map())
 
 
+def test_recorded_command_does_not_need_the_files_an_expression_read(good, tmp_path, capsys):
+    from gradiend_core.cli import main
+
+    temporary = tmp_path / "upload-copy.npy"  # e.g. a saved mask's copy in a session's folder
+    np.save(temporary, np.arange(200) % 4 != 0)
+    expr = f"file({str(temporary)!r}) & top(decoder-weight, 0.5)"
+    res = export_pruned(good, tmp_path / "out", topk=40, mask_expr=expr)
+    temporary.unlink()
+    argv = shlex.split(res.provenance["command"])
+    assert "--mask-expr" not in argv and argv[argv.index("--mask") + 1] == str(tmp_path / "out" / "mask.safetensors")
+    argv[argv.index("--out") + 1] = str(tmp_path / "again")
+    assert main(argv[1:]) == 0
+    capsys.readouterr()
+    for name in ("model.safetensors", "mapping_indices.safetensors", "config.json", "mask.safetensors"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
+    plain = export_pruned(good, tmp_path / "plain", topk=40, mask_expr="top(decoder-weight, 0.5)")
+    assert "--mask-expr" in shlex.split(plain.provenance["command"])  # one that reads no file stays
+
+
 def test_export_of_a_pre_pruned_checkpoint_keeps_its_pruning_stages(tmp_path):
     pre = SAMPLES / "own-pre-pruned"
     k = math.ceil(0.05 * 8922)
