@@ -19,7 +19,7 @@ import shlex
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ __all__ = [
     "GRADIENT_MEAN",
     "cli_command",
     "export_plan",
-    "expression_names_files",
+    "expression_reads_under",
     "export_pruned",
     "gradient_mean_importance",
     "reproduce_command",
@@ -120,20 +120,24 @@ def cli_command(
     return " ".join(shlex.quote(a) for a in args)
 
 
-def expression_names_files(expression: Optional[str]) -> bool:
-    """Whether a mask expression reads other files (``file()`` or ``model()`` terms)."""
-    if not expression:
+def expression_reads_under(expression: Optional[str], roots: Sequence[Union[str, os.PathLike]]) -> bool:
+    """Whether a mask expression reads a file (``file()``, ``model()``) at or below one of ``roots``."""
+    if not expression or not roots:
         return False
     from .mask_expr.syntax import File, Model, iter_terms, parse
 
     try:
-        return any(isinstance(t, (File, Model)) for t in iter_terms(parse(expression)))
+        terms = [t for t in iter_terms(parse(expression)) if isinstance(t, (File, Model))]
     except SelectionError:
-        return True
+        return False
+    resolved = [Path(r).expanduser().resolve() for r in roots]
+    paths = [Path(t.path).expanduser().resolve() for t in terms]
+    return any(p == r or r in p.parents for p in paths for r in resolved)
 
 
 def reproduce_command(
-    plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None
+    plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None,
+    transient: Sequence[Union[str, os.PathLike]] = (),
 ) -> Optional[str]:
     """The ``gradiend-core prune`` command that writes ``plan`` to ``out`` (``None`` when the
     importance is not one the command line can name, e.g. a custom vector).
@@ -141,15 +145,16 @@ def reproduce_command(
     Args:
         plan: the plan.
         out: the target directory of the command.
-        mask_path: the mask file the command should read (default: ``plan.mask_spec.file``). When
-            it is an export's saved mask (the whole mask step), an expression that reads other
-            files is left out: the saved mask carries its effect, and those files (an upload's
-            temporary copy, say) may be gone when the command runs.
+        mask_path: the mask file the command should read (default: ``plan.mask_spec.file``).
+        transient: directories whose files will be gone when the command runs (e.g. a server's
+            session files). With ``mask_path`` an export's saved mask (the whole mask step), an
+            expression reading files there is left out: the saved mask carries its effect.
     """
     if plan.source not in SOURCES:
         return None
     spec = plan.mask_spec
-    expression = None if mask_path and expression_names_files(spec.expression) else spec.expression
+    drop = mask_path and expression_reads_under(spec.expression, transient)
+    expression = None if drop else spec.expression
     return cli_command(
         plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_path or spec.file,
         spec.name_include, spec.name_exclude, expression,
@@ -158,7 +163,7 @@ def reproduce_command(
 
 def _provenance(
     plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str], saved_mask: Optional[MaskBundle],
-    records: Dict[str, str],
+    records: Dict[str, str], transient: Sequence[Union[str, os.PathLike]] = (),
 ) -> Dict[str, Any]:
     from . import __version__
 
@@ -188,7 +193,7 @@ def _provenance(
         "mask_saved": EXPORT_MASK_FILE if saved_mask is not None else None,
         "mask_saved_sha256": saved_mask.sha256 if saved_mask is not None else None,
         "records": records,
-        "command": reproduce_command(plan, target, mask_copy),
+        "command": reproduce_command(plan, target, mask_copy, transient),
     }
 
 
@@ -237,6 +242,7 @@ def export_plan(
     overwrite: bool = False,
     use_safetensors: bool = True,
     source_sha256: Optional[str] = None,
+    transient: Sequence[Union[str, os.PathLike]] = (),
 ) -> ExportResult:
     """Write the pruned checkpoint a plan describes to ``target``, then reload and verify it.
 
@@ -251,6 +257,8 @@ def export_plan(
         overwrite: replace a non-empty ``target`` (a checkpoint directory only).
         use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+        transient: directories whose files will not outlive the export (a server's session
+            files); the recorded command does not rely on them (see :func:`reproduce_command`).
 
     Returns:
         An :class:`ExportResult`.
@@ -269,7 +277,7 @@ def export_plan(
     if saved_mask is not None:
         mask_tensor = torch.from_numpy(np.ascontiguousarray(saved_mask.mask, dtype=bool))
         tensor_files[EXPORT_MASK_FILE] = ({"mask": mask_tensor}, saved_mask.metadata())
-    provenance = _provenance(plan, target, source_sha256, saved_mask, records)
+    provenance = _provenance(plan, target, source_sha256, saved_mask, records, transient)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
     sums: Dict[str, str] = {}

@@ -818,11 +818,16 @@ def test_reproduce_command_reads_the_mask_kept_in_the_export(good, tmp_path, fre
 def test_recorded_command_does_not_need_the_files_an_expression_read(good, tmp_path, capsys):
     from gradiend_core.cli import main
 
-    temporary = tmp_path / "upload-copy.npy"  # e.g. a saved mask's copy in a session's folder
+    session = tmp_path / "session"  # e.g. a dashboard session's folder, deleted when it ends
+    session.mkdir()
+    temporary = session / "upload-copy.npy"
     np.save(temporary, np.arange(200) % 4 != 0)
     expr = f"file({str(temporary)!r}) & top(decoder-weight, 0.5)"
-    res = export_pruned(good, tmp_path / "out", topk=40, mask_expr=expr)
-    temporary.unlink()
+    plan = plan_pruning(read_checkpoint(good), topk=40, mask_expr=expr)
+    res = export_module.export_plan(plan, tmp_path / "out", transient=[session])
+    stays = export_module.export_plan(plan, tmp_path / "stays")
+    assert "--mask-expr" in shlex.split(stays.provenance["command"])  # its file is not a transient one
+    shutil.rmtree(session)
     argv = shlex.split(res.provenance["command"])
     assert "--mask-expr" not in argv and argv[argv.index("--mask") + 1] == str(tmp_path / "out" / "mask.safetensors")
     argv[argv.index("--out") + 1] = str(tmp_path / "again")
@@ -830,8 +835,6 @@ def test_recorded_command_does_not_need_the_files_an_expression_read(good, tmp_p
     capsys.readouterr()
     for name in ("model.safetensors", "mapping_indices.safetensors", "config.json", "mask.safetensors"):
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "out" / name).read_bytes(), name
-    plain = export_pruned(good, tmp_path / "plain", topk=40, mask_expr="top(decoder-weight, 0.5)")
-    assert "--mask-expr" in shlex.split(plain.provenance["command"])  # one that reads no file stays
 
 
 def test_export_of_a_pre_pruned_checkpoint_keeps_its_pruning_stages(tmp_path):

@@ -18,7 +18,7 @@ import streamlit as st
 
 from gradiend_core.archive import zip_verified
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, expression_names_files, reproduce_command
+from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, expression_reads_under, reproduce_command
 from gradiend_core.importance import GRADIENT_MEAN
 from gradiend_core.plan import PruningPlan
 from gradiend_core.units import format_bytes
@@ -53,12 +53,12 @@ def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
     return str(EXPORT_ROOT / slug)
 
 
-def python_snippet(plan: PruningPlan, out: str, mask_path: str = None) -> str:
-    """The Python API calls that produce the same export (``mask_path``: as for
+def python_snippet(plan: PruningPlan, out: str, mask_path: str = None, transient=()) -> str:
+    """The Python API calls that produce the same export (``mask_path``, ``transient``: as for
     :func:`~gradiend_core.export.reproduce_command`)."""
     source = str(plan.checkpoint.path)
     spec = plan.mask_spec
-    keep_expression = not (mask_path and expression_names_files(spec.expression))
+    keep_expression = not (mask_path and expression_reads_under(spec.expression, transient))
     mask_path = mask_path or spec.file
     gradient_mean = plan.source == GRADIENT_MEAN
     args = ["importance=importance"] if gradient_mean else [f"part={plan.source!r}"]
@@ -86,7 +86,7 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None) -> str:
         masks.append("names")
     if masks:
         args.append(f"mask={' & '.join(masks)}")
-    if spec.expression and keep_expression:  # an expression that reads files is in the saved mask
+    if spec.expression and keep_expression:  # one reading the session's files is in the saved mask
         args.append(f"mask_expr={spec.expression!r}")
     lines.append(f"pruned = model.prune({', '.join(args)})")
     lines.append(f"pruned.save_pretrained({out!r})")
@@ -165,7 +165,7 @@ def _export(ctx: ViewContext, out: str, overwrite: bool) -> None:
     try:
         check_allowed(Path(out), "export directory")
         with st.spinner("Pruning, writing and verifying..."):
-            result = export_plan(plan, out, overwrite=overwrite)
+            result = export_plan(plan, out, overwrite=overwrite, transient=[registry().folder])
     except (CheckpointError, SelectionError, PermissionError, OSError) as e:
         st.sidebar.error(str(e))
         return
@@ -181,8 +181,8 @@ def _export(ctx: ViewContext, out: str, overwrite: bool) -> None:
         "archive": archive,
         "archive_note": note,
         # The reproductions write beside the export and read the mask saved in it.
-        "command": reproduce_command(plan, f"{result.path}-cli", mask),
-        "python": python_snippet(plan, f"{result.path}-py", mask),
+        "command": reproduce_command(plan, f"{result.path}-cli", mask, [registry().folder]),
+        "python": python_snippet(plan, f"{result.path}-py", mask, [registry().folder]),
     }
 
 
