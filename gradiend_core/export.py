@@ -299,7 +299,9 @@ def export_plan(
         tensor_files=tensor_files,
         verify=verify,
     )
-    return ExportResult(path=path, selection=plan.selection, report=plan.report, provenance=provenance, file_sha256=sums)
+    return ExportResult(
+        path=path, selection=plan.selection, report=plan.report, provenance=provenance, file_sha256=sums
+    )
 
 
 def export_pruned(
