@@ -163,16 +163,18 @@ def test_export_banner_becomes_an_earlier_export_when_the_selection_changes(serv
 
 
 def test_auto_named_export_directory_follows_the_sample(server, browser):
+    from playwright.sync_api import expect
+
     url, cwd, _ = server
     page = _page(browser, url)
     side = page.locator('[data-testid="stSidebar"]')
+    field = page.get_by_role("textbox", name="Export directory", exact=True)
     for sample in ("number-unpruned", "own-unpruned"):
         side.locator('[data-testid="stSelectbox"]', has_text="Sample").click()
         page.get_by_role("option", name=sample, exact=True).click()
+        # the page reruns: the name follows the sample (waits for the rerun, fails if it never does)
+        expect(field).to_have_value(str(cwd / "exports" / f"{sample}-decoder-weight-top0.05"), timeout=90_000)
         _settle(page)
-        want = str(cwd / "exports" / f"{sample}-decoder-weight-top0.05")
-        field = page.get_by_role("textbox", name="Export directory", exact=True)
-        assert field.input_value() == want
     page.get_by_role("button", name="Export pruned model").click()
     page.get_by_text("Exported 4,461 input dims").wait_for(timeout=90_000)
     _settle(page)
@@ -190,21 +192,24 @@ def test_closing_the_page_deletes_the_sessions_upload(server, browser, tmp_path)
     with zipfile.ZipFile(archive, "w") as zf:
         for f in ck.iterdir():
             zf.write(f, f"ck/{f.name}")
+    before = set(root.glob("server-*/sessions/*"))
     page = _page(browser, url)
     page.get_by_test_id("stRadioGroup").get_by_text("Upload .zip").click()
     page.get_by_text("Zipped checkpoint directory").wait_for(timeout=30_000)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(archive))
+    zone = page.get_by_role("region", name="Zipped checkpoint directory")
+    zone.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(str(archive))
     page.get_by_text("Preview", exact=True).wait_for(timeout=60_000)
     _settle(page)
     uploads = [d for d in root.glob("server-*/uploads/*") if (d / "ck" / "config.json").is_file()]
-    assert len(uploads) == 1
+    mine = set(root.glob("server-*/sessions/*")) - before  # this page's session folder
+    assert len(uploads) == 1 and len(mine) == 1
     assert sorted(p.name for p in (uploads[0] / "ck").iterdir()) == sorted(p.name for p in ck.iterdir())
     _shot(page, "safety-05-uploaded")
     page.context.close()
     deadline = time.time() + 60
-    while time.time() < deadline and (uploads[0].exists() or any(root.glob("server-*/sessions/*"))):
+    while time.time() < deadline and (uploads[0].exists() or any(d.exists() for d in mine)):
         time.sleep(0.5)
-    assert not uploads[0].exists() and not any(root.glob("server-*/sessions/*"))
+    assert not uploads[0].exists() and not any(d.exists() for d in mine)
 
 
 def test_url_threshold_nan_is_named_and_the_page_works(server, browser):
