@@ -1,4 +1,4 @@
-"""``gradiend-core`` command line: ``info``, ``prune`` and ``dashboard``.
+"""``gradiend-core`` command line: ``info``, ``prune``, ``curve`` and ``dashboard``.
 
 Exit status: 0 on success, 2 for bad input (unreadable checkpoint, invalid selection, refused
 target), with the reason on stderr and no traceback.
@@ -23,6 +23,7 @@ from .export import GRADIENT_MEAN, export_pruned, gradient_mean_importance, impo
 from .importance import DEFAULT_PART, PARTS
 from .analysis.names import compose_masks, name_mask
 from .masks import load_mask
+from .pruning_curve import add_curve_parser
 from .reduction import ReductionReport, reduction_report
 from .selection import Ranking, parse_topk, select
 from .summary import checkpoint_summary
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="only print the preview")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=_cmd_prune)
+
+    add_curve_parser(sub)
 
     db = sub.add_parser("dashboard", help="open the dashboard in the browser")
     db.add_argument("path", nargs="?", help="checkpoint to open (default: the bundled sample)")

@@ -156,6 +156,7 @@ def export_pruned(
     name_include: Optional[str] = None,
     name_exclude: Optional[str] = None,
     source_sha256: Optional[str] = None,
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``.
 
@@ -181,6 +182,8 @@ def export_pruned(
         name_include, name_exclude: the parameter-name patterns already folded into ``mask``
             (see :func:`gradiend_core.analysis.names.name_mask`), for the provenance record.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+        cut_quality: what the cut keeps of the encoder's quality, recorded in ``pruning.json`` as
+            ``cut_quality`` (:func:`gradiend_core.pruning_curve.selection_quality` measures it).
 
     Returns:
         An :class:`ExportResult`.
@@ -236,6 +239,8 @@ def export_pruned(
         # A command line exists for the weight parts and the pre-prune record, not for other importance.
         "command": cli_command(data.path, target, part, topk, threshold, mask_path, name_include, name_exclude) if label in IMPORTANCE_SOURCES else None,
     }
+    if cut_quality is not None:
+        provenance["cut_quality"] = dict(cut_quality)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
     path = write_checkpoint(
