@@ -47,6 +47,7 @@ __all__ = [
     "EvalGradients",
     "GradientsCancelled",
     "compute_eval_gradients",
+    "describe_data",
     "eval_gradients",
     "from_validation_record",
     "gradients_cache_key",
@@ -249,46 +250,9 @@ def _write_cache(path: Path, grads: torch.Tensor, labels: np.ndarray, order: Lis
         raise
 
 
-def compute_eval_gradients(
-    data: CheckpointData,
-    data_file: Union[str, os.PathLike],
-    *,
-    base_model: Optional[Union[str, os.PathLike]] = None,
-    split: Optional[Union[str, Sequence[str]]] = None,
-    classes: Optional[Tuple[str, str]] = None,
-    source: Optional[str] = None,
-    progress: Optional[Progress] = None,
-    cancel: Optional[Cancel] = None,
-    use_cache: bool = True,
-) -> EvalGradients:
-    """Source gradients of a labelled text file's examples, as the reference's trainer computes them.
-
-    Args:
-        data: the checkpoint (its param_map says which base-model entries are gradient dims).
-        data_file: ``.csv`` / ``.parquet`` in the reference's text-trainer layout.
-        base_model: the base model's local directory (default: ``metadata.base_model``).
-        split: split(s) of the data to use (default: ``validation`` if present, else ``test``,
-            else all rows).
-        classes: the trained pair (default: from ``gradiend_context.json``; else the data's two
-            classes in sorted order, as the reference infers them).
-        source: ``factual``, ``alternative`` or ``diff`` (default: from ``gradiend_context.json``,
-            else ``alternative``, the reference's default).
-        progress: ``progress(done, total)`` called after each example (``total`` distinct
-            examples); not called when the gradients come from the cache.
-        cancel: checked before each example: a callable returning True, or a ``threading.Event``.
-        use_cache: read and write the cache.
-
-    Returns:
-        :class:`EvalGradients` with one row per example the reference's evaluation encodes
-        (:func:`~gradiend_core.trainer.reference_text.eval_order`).
-
-    Raises:
-        CheckpointError: unreadable data, unknown base model, classes or parameters that do not fit.
-        GradientsCancelled: when ``cancel`` fired (nothing is cached).
-    """
-    from .trainer.gradients import GradientSource, needs, pick
-    from .trainer.hf import load_masked_lm
-    from .trainer.reference_text import eval_order, mlm_loss, read_text_data, reference_labels, text_examples
+def _prepare(data: CheckpointData, data_file, split, classes, source):
+    """``(data file, examples, pair, source, split text)`` of a data file for a checkpoint."""
+    from .trainer.reference_text import read_text_data, text_examples
 
     data_path = Path(data_file).expanduser()
     df = read_text_data(data_path)
@@ -310,6 +274,75 @@ def compute_eval_gradients(
     if source not in SOURCES:
         raise CheckpointError(f"source must be one of {', '.join(SOURCES)}; got {source!r}.")
     examples, split_text = text_examples(df, pair, split)
+    return data_path, examples, pair, source, split_text
+
+
+def describe_data(
+    data: CheckpointData,
+    data_file: Union[str, os.PathLike],
+    *,
+    split: Optional[Union[str, Sequence[str]]] = None,
+    classes: Optional[Tuple[str, str]] = None,
+    source: Optional[str] = None,
+) -> Dict[str, Any]:
+    """What :func:`compute_eval_gradients` would compute, without computing it.
+
+    Returns:
+        ``examples`` (distinct examples, one base-model gradient each, two for ``diff``),
+        ``split``, ``classes`` and ``source``.
+
+    Raises:
+        CheckpointError: as :func:`compute_eval_gradients` for unreadable data or missing classes.
+    """
+    _, examples, pair, source, split_text = _prepare(data, data_file, split, classes, source)
+    return {"examples": len(examples), "split": split_text, "classes": pair, "source": source}
+
+
+def compute_eval_gradients(
+    data: CheckpointData,
+    data_file: Union[str, os.PathLike],
+    *,
+    base_model: Optional[Union[str, os.PathLike]] = None,
+    split: Optional[Union[str, Sequence[str]]] = None,
+    classes: Optional[Tuple[str, str]] = None,
+    source: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    cancel: Optional[Cancel] = None,
+    use_cache: bool = True,
+    cache_only: bool = False,
+) -> Optional[EvalGradients]:
+    """Source gradients of a labelled text file's examples, as the reference's trainer computes them.
+
+    Args:
+        data: the checkpoint (its param_map says which base-model entries are gradient dims).
+        data_file: ``.csv`` / ``.parquet`` in the reference's text-trainer layout.
+        base_model: the base model's local directory (default: ``metadata.base_model``).
+        split: split(s) of the data to use (default: ``validation`` if present, else ``test``,
+            else all rows).
+        classes: the trained pair (default: from ``gradiend_context.json``; else the data's two
+            classes in sorted order, as the reference infers them).
+        source: ``factual``, ``alternative`` or ``diff`` (default: from ``gradiend_context.json``,
+            else ``alternative``, the reference's default).
+        progress: ``progress(done, total)`` called after each example (``total`` distinct
+            examples); not called when the gradients come from the cache.
+        cancel: checked before each example: a callable returning True, or a ``threading.Event``.
+        use_cache: read and write the cache.
+        cache_only: only look in the cache; return ``None`` when the gradients are not there.
+
+    Returns:
+        :class:`EvalGradients` with one row per example the reference's evaluation encodes
+        (:func:`~gradiend_core.trainer.reference_text.eval_order`); ``None`` for a cache miss with
+        ``cache_only``.
+
+    Raises:
+        CheckpointError: unreadable data, unknown base model, classes or parameters that do not fit.
+        GradientsCancelled: when ``cancel`` fired (nothing is cached).
+    """
+    from .trainer.gradients import GradientSource, needs, pick
+    from .trainer.hf import load_masked_lm
+    from .trainer.reference_text import eval_order, mlm_loss, reference_labels
+
+    data_path, examples, pair, source, split_text = _prepare(data, data_file, split, classes, source)
     order = eval_order(examples, pair, source)
     labels = reference_labels(examples, pair, source)
     base_dir = resolve_base_model(data, base_model)
@@ -320,6 +353,8 @@ def compute_eval_gradients(
         hit = _read_cache(cache_file, data_path)
         if hit is not None and hit.gradients.shape[1] == data.architecture.input_dim:
             return hit
+    if cache_only:
+        return None
 
     model, tokenizer = load_masked_lm(str(base_dir))
     named = dict(model.named_parameters())
