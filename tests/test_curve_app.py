@@ -74,7 +74,7 @@ def test_saved_gradients_metrics_and_the_smallest_topk_button():
     dec = np.abs(load_file(str(path / "model.safetensors"))["decoder.0.linear.weight"]).sum(axis=1)
     brute = _brute_curve(path, dec, val["gradients"], labels)
     assert float(_metric(at, "All 89,216 dims")) == pytest.approx(brute[-1], abs=1e-4)
-    assert float(_metric(at, "Current selection (4,461 dims)")) == pytest.approx(brute[4460], abs=1e-4)
+    assert float(_metric(at, "Selection (4,461 dims)")) == pytest.approx(brute[4460], abs=1e-4)
     assert len(at.get("plotly_chart")) == 1
     at.number_input(key="curve_target_pct").set_value(99.9).run()
     at.button(key="curve_target_apply").click().run()
@@ -84,15 +84,15 @@ def test_saved_gradients_metrics_and_the_smallest_topk_button():
     assert at.session_state["topk"] == str(expected) and at.session_state["part"] == "decoder-weight"
     assert f"topk set to {expected:,}" in at.success[0].value
     assert at.text_input(key="topk").value == str(expected)
-    assert f"Current selection ({expected:,} dims)" in [m.label for m in at.metric]
+    assert f"Selection ({expected:,} dims)" in [m.label for m in at.metric]
 
 
 def test_computed_gradients_with_progress_match_the_references_evaluation():
     path = SAMPLES / "place-unpruned"
     at = _open(path)
     assert list(at.radio(key="curve_source").options) == ["Computed from a data file"]
-    assert at.text_input(key="curve_data").value == str(DATA / "place.csv")  # the bundled file with its classes
-    assert at.text_input(key="curve_base_model").value == str(SAMPLES / "base" / "tiny-bert")
+    assert at.text_input(key="curve_data").value == "sample_models/data/place.csv"  # the bundled file with its classes
+    assert at.text_input(key="curve_base_model").value == "sample_models/base/tiny-bert"  # metadata.base_model
     assert "104 examples of the validation split" in " ".join(c.value for c in at.caption)
     at.button(key="curve_compute").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -152,4 +152,4 @@ def test_a_masked_selection_is_measured_as_its_own_point():
     w = load_file(str(path / "model.safetensors"))
     pre = val["gradients"][:, keep].astype(np.float64) @ w["encoder.0.linear.weight"][0, keep] + w["encoder.0.linear.bias"][0]
     expected = np.corrcoef(-val["labels"], np.tanh(pre.astype(np.float32)))[0, 1]
-    assert float(_metric(at, f"Current selection ({k:,} dims)")) == pytest.approx(expected, abs=1e-4)
+    assert float(_metric(at, f"Selection ({k:,} dims)")) == pytest.approx(expected, abs=1e-4)

@@ -15,9 +15,9 @@ __all__ = ["MEASURE_LABELS", "curve_figure"]
 
 #: Axis label of each measure.
 MEASURE_LABELS = {
-    "label_correlation": "label correlation (Pearson, encoded value vs ±1 label)",
-    "separation": "class separation (Cohen's d of pre-activations)",
-    "agreement": "agreement with the unpruned encoder (Pearson)",
+    "label_correlation": "label correlation (Pearson r)",
+    "separation": "class separation (Cohen's d)",
+    "agreement": "agreement with all dims (Pearson r)",
 }
 
 

@@ -62,6 +62,14 @@ def bundled_data_for(path: str) -> Optional[Path]:
     return None
 
 
+def _shown(path: Path) -> str:
+    """A path as typed into the page: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _gradients_key(ctx: ViewContext, source: str, data_file: str = "", base_model: str = "", split=None) -> Tuple:
     return (checkpoint_key(ctx.path), source, data_file, base_model, split)
 
@@ -98,10 +106,10 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
     data = ctx.data
     if "curve_data" not in st.session_state:
         found = bundled_data_for(ctx.path)
-        st.session_state["curve_data"] = str(found) if found else ""
+        st.session_state["curve_data"] = _shown(found) if found else ""
     if "curve_base_model" not in st.session_state:
         try:
-            st.session_state["curve_base_model"] = str(resolve_base_model(data))
+            st.session_state["curve_base_model"] = _shown(resolve_base_model(data))
         except CheckpointError:
             st.session_state["curve_base_model"] = ""
     cols = st.columns([3, 3, 2])
@@ -234,21 +242,22 @@ def render(ctx: ViewContext) -> None:
     main = by_part.get(ctx.inputs.part, curves[0])
     full = main.full[measure]
     now = masked_point[1] if masked else main.at(sel.k)[measure]
-    cols = st.columns(4)
+    cols = st.columns(2)
     cols[0].metric(f"All {main.input_dim:,} dims", _number(full), help=f"The unpruned encoder's {MEASURE_LABELS[measure]}.")
     cols[1].metric(
-        f"Current selection ({sel.k:,} dims)", _number(now),
+        f"Selection ({sel.k:,} dims)", _number(now),
         delta=f"{format_percent(now / full)} of all dims'" if full and math.isfinite(full) and math.isfinite(now) else None,
         delta_color="off", delta_arrow="off",
         help=("The kept dims of the sidebar's selection (with its mask)." if masked else
               f"The top {sel.k:,} dims by {main.part}, what the sidebar's selection keeps."),
     )
-    with cols[2]:
-        st.number_input("Keep at least (% of all dims')", min_value=1.0, max_value=100.0, value=99.0, step=1.0,
-                        format="%g", key=TARGET_KEY, help="Share of the full model's measure the cut must keep.")
-    with cols[3]:
-        st.button(f"Smallest topk by {main.part}", key="curve_target_apply", on_click=_set_topk, args=(main, measure),
-                  help="Sets the sidebar's part and topk to the smallest measured k of this curve that keeps the share.")
+    left, right = st.columns([1, 2], vertical_alignment="bottom")
+    left.number_input("Keep at least (% of the full value)", min_value=1.0, max_value=100.0, value=99.0, step=1.0,
+                      format="%g", key=TARGET_KEY, help="Share of the full model's measure the cut must keep.")
+    right.button(f"Set topk: smallest k by {main.part} that keeps it", key="curve_target_apply", on_click=_set_topk,
+                 args=(main, measure),
+                 help="Sets the sidebar's part and topk to the smallest measured k of this curve whose measure keeps the "
+                 "share of the full model's.")
     if err := st.session_state.get("_curve_target_error"):
         st.error(err)
     done = st.session_state.get("_curve_target_done")
@@ -256,8 +265,7 @@ def render(ctx: ViewContext) -> None:
         st.success(f"topk set to {done[2]:,}: the smallest measured k whose top {main.part} dims keep at least "
                    f"{100 * done[1]:g} % of the full model's {done[3].replace('_', ' ')}.")
     target = float(st.session_state.get(TARGET_KEY, 99.0)) / 100.0 * full if math.isfinite(full) else None
-    subtitle = (f"{grads.n_samples:,} {grads.source} gradients ({grads.origin}, {grads.split}); latent unit 0; "
-                "hollow markers: k moved to a value-bucket boundary")
+    subtitle = f"{grads.n_samples:,} {grads.source} gradients ({Path(grads.origin).name}, {grads.split}), latent unit 0"
     show_figure(curve_figure(curves, measure, selection_k=None if masked else sel.k, selection_part=ctx.inputs.part,
                              masked_point=masked_point, target=target, subtitle=subtitle), "curve_figure", f"pruning_curve_{measure}")
     if main.label_correlation[-1, 0] < 0:
@@ -268,7 +276,8 @@ def render(ctx: ViewContext) -> None:
         )
     st.caption(
         "Every point is exact: the encoder restricted to the top k dims of the part (ties by lower index, as the "
-        "selection rule keeps them), run on the same gradients. **label correlation**: the reference's evaluation "
+        "selection rule keeps them), run on the same gradients; a hollow marker is a grid k moved to the nearest "
+        "value-bucket boundary (exact for its own k). **label correlation**: the reference's evaluation "
         "measure (Pearson of the encoded value with the ±1 labels, 0 when either is constant). **class separation**: "
         "Cohen's d of the pre-activations between the classes. **agreement**: Pearson of the pruned encoder's encoded "
         "values with the unpruned encoder's. Values above the full model's are possible: a cut can drop dims that "
