@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from .cache import cache_dir
-from .checkpoint import CONFIG_FILE, CheckpointData
+from .checkpoint import CheckpointData
 from .errors import CheckpointError
 
 __all__ = [
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 CACHE_SUBDIR = "eval-gradients"
+#: The config file of a checkpoint directory and of a Hugging Face model directory alike.
+CONFIG_FILE = "config.json"
 CACHE_FORMAT = "gradiend_core.eval_gradients/1"
 CONTEXT_FILE = "gradiend_context.json"
 SOURCES = ("factual", "alternative", "diff")

@@ -35,7 +35,7 @@ from gradiend_core.units import format_percent
 from dashboard.context import ViewContext
 from dashboard.figures.curve import MEASURE_LABELS, curve_figure
 from dashboard.gradient_jobs import JOBS
-from dashboard.loading import SAMPLES_DIR, checkpoint_key, load_ranking, load_validation
+from dashboard.loading import SAMPLES_DIR, checkpoint_key, load_validation
 from dashboard.views.charts import show_figure
 
 SAVED, COMPUTED = "Saved with the checkpoint", "Computed from a data file"
@@ -170,9 +170,7 @@ def _curves(path: str, mtime: float, grads_key: Tuple, parts: Tuple[str, ...], p
             _grads: EvalGradients) -> Tuple[Curve, ...]:
     from dashboard.loading import load_checkpoint
 
-    data = load_checkpoint(path)
-    imps = {p: load_ranking(path, p).importance for p in parts}
-    return tuple(checkpoint_curves(data, _grads, parts, points=points, selection_k=k, importances=imps))
+    return tuple(checkpoint_curves(load_checkpoint(path), _grads, parts, points=points, selection_k=k))
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the encoder on the selection's dims...")

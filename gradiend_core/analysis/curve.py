@@ -382,7 +382,6 @@ class BucketSums:
                 warnings.simplefilter("ignore", UserWarning)
                 h = torch.sparse_csr_tensor(crow, col, w[lat].index_select(0, gather), size=(occupied.size, c), check_invariants=False)
             self.sums[occupied, lat, :] += (h @ gt).to(torch.float64).numpy()
-        b = b.astype(np.int64)
         rec = self._record[b]
         if rec.any():
             pos = np.flatnonzero(rec)
