@@ -78,8 +78,8 @@ def main() -> int:
         torch.addr(bank[off : off + e - s], w0[s:e], labels, alpha=scale, out=out)
         return out.t()
 
-    t_gen = 0.0
-    t1 = time.perf_counter()
+    t_gen = cpu_gen = 0.0
+    t1, c1 = time.perf_counter(), time.process_time()
     imp = weight_importance(data.state_dict, args.part)
     counts = bucket_counts(imp)
     k_sel = resolve_k(0.05, n)
@@ -89,17 +89,20 @@ def main() -> int:
     t_add = 0.0
     for s in range(0, n, CHUNK):
         e = min(n, s + CHUNK)
-        g0 = time.perf_counter()
+        g0, q0 = time.perf_counter(), time.process_time()
         cols = chunk_columns(s, e)
-        g1 = time.perf_counter()
+        g1, q1 = time.perf_counter(), time.process_time()
         acc.add(s, imp[s:e], enc.weight[:, s:e], cols)
         t_add += time.perf_counter() - g1
         t_gen += g1 - g0
+        cpu_gen += q1 - q0
     f0 = time.perf_counter()
     curve = acc.finish(enc, labels.numpy(), args.part, selection_k=k_sel)
     t_finish = time.perf_counter() - f0
     total = time.perf_counter() - t1
     curve_s = total - t_gen
+    curve_cpu_s = time.process_time() - c1 - cpu_gen
+    load = os.getloadavg()[0]
     recorded = int(plan.counts[plan.recorded].sum())
     result = {
         "benchmark": "pruning_curve",
@@ -115,6 +118,8 @@ def main() -> int:
         "accumulate_s": round(t_add, 2),
         "measures_s": round(t_finish, 2),
         "curve_s": round(curve_s, 2),
+        "curve_cpu_s": round(curve_cpu_s, 2),
+        "load_average_1min": round(load, 2),
         "synthetic_gradients_s": round(t_gen, 2),
         "wall_s": round(total, 2),
         "label_correlation_full": round(curve.full["label_correlation"], 4),
@@ -123,7 +128,8 @@ def main() -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
     }
     print(f"{n:,} dims x {m} samples, {args.part}: curve {curve_s:.2f} s (importance + plan {t_plan:.2f} s, "
-          f"accumulate {t_add:.2f} s, measures {t_finish:.2f} s); synthetic gradients {t_gen:.2f} s apart")
+          f"accumulate {t_add:.2f} s, measures {t_finish:.2f} s; {curve_cpu_s:.1f} CPU s); synthetic gradients "
+          f"{t_gen:.2f} s apart; load average {load:.1f} on {os.cpu_count()} cores")
     print(json.dumps(result))
     return 0
 

@@ -57,11 +57,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import warnings
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import scipy.sparse
 import torch
 
 from ..checkpoint import ENC_B, ENC_W, CheckpointData
@@ -102,6 +104,25 @@ MEMBER_CAP = 1 << 14
 MEASURES = ("label_correlation", "separation", "agreement")
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
+#: Threads for the per-bucket products of one chunk (dims below this many per thread stay on one).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_MIN_DIMS_PER_THREAD = 1 << 16
+_POOL: Optional[ThreadPoolExecutor] = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="gradiend-curve")
+    return _POOL
+
+
+def _split(c: int, workers: int) -> List[Tuple[int, int]]:
+    """``[start, stop)`` spans cutting ``c`` dims into at most ``workers`` pieces of at least
+    :data:`_MIN_DIMS_PER_THREAD` dims (one piece for small chunks)."""
+    k = max(1, min(workers, c // _MIN_DIMS_PER_THREAD))
+    edges = np.linspace(0, c, k + 1).astype(np.int64)
+    return [(int(a), int(e)) for a, e in zip(edges[:-1], edges[1:])]
 
 
 # ------------------------------------------------------------------------------ the ranking
@@ -328,6 +349,7 @@ class BucketSums:
         self.m = int(n_samples)
         self.latent_dim = int(latent_dim)
         self.sums = np.zeros((N_BUCKETS, self.latent_dim, self.m), dtype=np.float64)
+        self._row = np.zeros(N_BUCKETS, dtype=np.int32)  # bucket -> row of the chunk's occupied buckets
         self._record = np.zeros(N_BUCKETS, dtype=bool)
         self._record[plan.recorded] = True
         self._members: Dict[int, List[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = {int(b): [] for b in plan.recorded}
@@ -364,24 +386,31 @@ class BucketSums:
             return
         self._spans.append((int(start), int(start + c)))
         dtype = torch.float64 if g.dtype == torch.float64 else torch.float32
-        gt = g.t().to(dtype).contiguous()  # (c, m), dims-major: one row per dim for the sparse product
+        gt = g.t().to(dtype).contiguous()  # (c, m), one row per dim; a transposed (c, m) buffer is not copied
         w = enc_w.detach().to(dtype)
         b = importance_buckets(imp)
-        order = np.argsort(b, kind="stable")  # a radix sort for 16-bit keys: linear in c
-        sorted_b = b[order]
-        starts = np.flatnonzero(np.concatenate(([True], sorted_b[1:] != sorted_b[:-1])))
-        occupied = sorted_b[starts].astype(np.int64)
-        crow = torch.from_numpy(np.append(starts, c).astype(np.int32))
-        col = torch.from_numpy(order.astype(np.int32))
-        gather = torch.from_numpy(order)
-        # Sum per bucket as one sparse (buckets x dims) @ dense (dims x m) product: a CSR matrix
-        # with the W_enc entries as values. MKL's sparse kernel does it near memory speed, where a
-        # scatter-add per dim (bincount, index_add_) is several times slower.
+        occupied = np.flatnonzero(np.bincount(b, minlength=N_BUCKETS))
+        row = self._row
+        row[occupied] = np.arange(occupied.size, dtype=np.int32)
+        rows = row[b]
+        x = gt.numpy()
+        # Sum per bucket as a sparse (buckets x dims) @ dense (dims x m) product whose CSC matrix holds
+        # one W_enc entry per dim (column): scipy's kernel reads the gradient rows in order and adds
+        # each into its bucket's row, which stays in cache. No sort is needed. A per-dim scatter-add
+        # (bincount, index_add_) or a CSR product (random row reads) costs several times more.
+        parts = _split(c, _WORKERS)
         for lat in range(self.latent_dim):
-            with warnings.catch_warnings():  # torch calls its sparse CSR support "beta"; the product is what we need
-                warnings.simplefilter("ignore", UserWarning)
-                h = torch.sparse_csr_tensor(crow, col, w[lat].index_select(0, gather), size=(occupied.size, c), check_invariants=False)
-            self.sums[occupied, lat, :] += (h @ gt).to(torch.float64).numpy()
+            vals = w[lat].numpy()
+
+            def product(span: Tuple[int, int]) -> np.ndarray:
+                a, e = span
+                h = scipy.sparse.csc_matrix((vals[a:e], rows[a:e], np.arange(e - a + 1, dtype=np.int32)),
+                                            shape=(occupied.size, e - a))
+                return h @ x[a:e]
+
+            # scipy's sparse kernels release the GIL: the halves of a chunk run on two cores
+            partials = list(_pool().map(product, parts)) if len(parts) > 1 else [product(parts[0])]
+            self.sums[occupied, lat, :] += sum(p.astype(np.float64) for p in partials)
         rec = self._record[b]
         if rec.any():
             pos = np.flatnonzero(rec)
