@@ -29,6 +29,7 @@ from dashboard.views import controls, export, mask_builder, model_picker, previe
 from dashboard.views import (  # noqa: E402
     compare_models,
     compare_parts,
+    curve,
     distributions,
     stages,
     topk_table,
@@ -100,6 +101,7 @@ TABS = [
     ("Compare models", compare_models.render),
     ("Training", training.render),
     ("Pruning stages", stages.render),
+    ("Pruning curve", curve.render),
 ]
 # Only the open view runs (lazy tabs), so a slider move redraws one view, not all of them; the open
 # view lives in the URL (?view=...), so a copied link reopens it.

@@ -1,4 +1,4 @@
-"""``gradiend-core`` command line: ``info``, ``prune`` and ``dashboard``.
+"""``gradiend-core`` command line: ``info``, ``prune``, ``curve`` and ``dashboard``.
 
 Exit status: 0 on success, 2 for bad input (unreadable checkpoint, invalid selection, refused
 target), with the reason on stderr and no traceback.
@@ -26,6 +26,7 @@ from .plan import PruningPlan, plan_pruning
 from .rank_store import ranking_for
 from .reduction import ReductionReport
 from .selection import parse_topk
+from .pruning_curve import add_curve_parser
 from .summary import checkpoint_summary
 from .units import format_bytes, format_count, format_percent
 
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="only print the preview")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=_cmd_prune)
+
+    add_curve_parser(sub)
 
     db = sub.add_parser("dashboard", help="open the dashboard in the browser")
     db.add_argument("path", nargs="?", help="checkpoint to open (default: the bundled sample)")

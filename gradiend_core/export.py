@@ -125,7 +125,9 @@ def reproduce_command(plan: PruningPlan, out: Union[str, os.PathLike], mask_path
     )
 
 
-def _provenance(plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str]) -> Dict[str, Any]:
+def _provenance(
+    plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str], cut_quality: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     from . import __version__
 
     data, spec = plan.checkpoint, plan.mask_spec
@@ -150,6 +152,7 @@ def _provenance(plan: PruningPlan, target: Union[str, os.PathLike], source_sha25
         "kept_dims": plan.selection.k,
         "unpruned_length": data.param_map.unpruned_length,
         "command": reproduce_command(plan, target),
+        "cut_quality": cut_quality,
     }
 
 
@@ -160,6 +163,7 @@ def export_plan(
     overwrite: bool = False,
     use_safetensors: bool = True,
     source_sha256: Optional[str] = None,
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> ExportResult:
     """Write the pruned checkpoint a plan describes to ``target``, then reload and verify it.
 
@@ -173,6 +177,8 @@ def export_plan(
         overwrite: replace a non-empty ``target`` (a checkpoint directory only).
         use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+        cut_quality: what the cut keeps of the encoder's quality, recorded in ``pruning.json``
+            (:func:`gradiend_core.pruning_curve.selection_quality` measures it).
 
     Returns:
         An :class:`ExportResult`.
@@ -186,7 +192,7 @@ def export_plan(
         source_sha256 = data.weights.sha256()
     elif source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
         source_sha256 = sha256_file(data.weights_file)
-    provenance = _provenance(plan, target, source_sha256)
+    provenance = _provenance(plan, target, source_sha256, cut_quality)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
     path = write_checkpoint(
@@ -226,6 +232,7 @@ def export_pruned(
     name_exclude: Optional[str] = None,
     source_sha256: Optional[str] = None,
     mask_expr: Any = None,
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``, in one call
     (:func:`~gradiend_core.plan.plan_pruning` then :func:`export_plan`).
@@ -248,6 +255,7 @@ def export_pruned(
         mask_expr: a mask expression (text, or a :class:`~gradiend_core.mask_expr.MaskResult`
             evaluated on ``source``), ANDed into ``mask``; its canonical text and mask digest are
             recorded in ``pruning.json`` and its command line uses ``--mask-expr``.
+        cut_quality: what the cut keeps of the encoder's quality, for ``pruning.json``.
 
     Returns:
         An :class:`ExportResult`.
@@ -274,7 +282,9 @@ def export_pruned(
         data, source=label, topk=topk, threshold=threshold, mask=mask, mask_file=mask_path,
         name_include=name_include, name_exclude=name_exclude, mask_expr=mask_expr, ranking=ranking,
     )
-    return export_plan(plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256)
+    return export_plan(
+        plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256, cut_quality=cut_quality
+    )
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -19,7 +19,7 @@ import streamlit as st
 
 from gradiend_core.analysis.stages import StageRecall, combined_reduction, stage_recall
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import GRADIENT_MEAN
+from gradiend_core.importance import GRADIENT_MEAN
 from gradiend_core.importance import DEFAULT_PART, PARTS
 from gradiend_core.analysis.cut_cost import CutCost, cut_cost
 from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
