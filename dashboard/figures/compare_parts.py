@@ -8,7 +8,7 @@ from plotly.subplots import make_subplots
 
 from gradiend_core.analysis.correlation import PairedSample, SpearmanMatrix
 from gradiend_core.analysis.overlap import IntersectionPatterns
-from dashboard.figures.common import base_layout, log_axis
+from dashboard.figures.common import base_layout, log_axis, positive_range
 from dashboard.figures.style import DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
 
@@ -108,8 +108,8 @@ def importance_scatter(sample: PairedSample, part_x: str, part_y: str) -> go.Fig
     )
     fig.update_layout(
         **base_layout(title, height=480),
-        xaxis=log_axis(f"{part_x} importance (log scale)"),
-        yaxis=log_axis(f"{part_y} importance (log scale)"),
+        xaxis=log_axis(f"{part_x} importance (log scale)", *positive_range(sample.x[ok])),
+        yaxis=log_axis(f"{part_y} importance (log scale)", *positive_range(sample.y[ok])),
         showlegend=False,
     )
     return fig

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.analysis.mass import MassProfile
-from dashboard.figures.common import base_layout, log_axis, percent_log_ticks
+from dashboard.figures.common import base_layout, log_axis, positive_range, percent_log_ticks
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
 _SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
@@ -20,12 +20,14 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
     Args:
         profile: from :func:`gradiend_core.analysis.mass.mass_profile`.
         part: the part's name, for labels.
-        cut: smallest kept importance of the current selection (vertical line), or ``None``.
+        cut: smallest kept importance of the current selection (a dashed line named in the legend),
+            or ``None`` (a mask alone, another part, or everything kept).
 
     Returns:
         A figure whose first trace ("ECDF") has ``x`` = ``profile.ecdf_x`` (importance values
         > 0: the upper edges of the occupied value buckets, at most ``max_points`` of them) and
-        ``y`` = ``profile.ecdf_y``, the exact share of non-NaN dims with importance <= x.
+        ``y`` = ``profile.ecdf_y``, the exact share of non-NaN dims with importance <= x; then
+        the cut line when there is one.
     """
     fig = go.Figure()
     fig.add_scatter(
@@ -33,7 +35,10 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
         hovertemplate="%{y:.3%} of dims have importance ≤ %{x:.4g}<extra></extra>",
     )
     if cut is not None and np.isfinite(cut) and cut > 0:
-        fig.add_vline(x=cut, line_color=CUT_COLOR, line_dash="dash", annotation_text=f"cut {cut:.3g}", annotation_position="bottom right")
+        fig.add_scatter(
+            x=[cut, cut], y=[0, 1], mode="lines", name=f"cut: importance ≥ {cut:.3g} kept",
+            line=dict(color=CUT_COLOR, dash="dash", width=2), hovertemplate=f"cut at {cut:.4g}<extra></extra>",
+        )
     notes = []
     if profile.n_zero:
         notes.append(f"{profile.n_zero:,} zeros")
@@ -42,10 +47,11 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
     hidden = f"; not on the axis: {', '.join(notes)}" if notes else ""
     fig.update_layout(
         **base_layout(f"ECDF of {part} importance", subtitle=f"{profile.n_valid:,} dims, exact at {profile.ecdf_x.size:,} values{hidden}"),
-        xaxis=log_axis(f"{part} importance (sum of |weights|, log scale)"),
+        xaxis=log_axis(f"{part} importance (log scale)", *positive_range(profile.ecdf_x)),
         yaxis=dict(title="share of dims with importance ≤ x (%)", tickformat=".0%", range=[0, 1.02]),
-        showlegend=False,
+        showlegend=cut is not None,
     )
+    fig.update_layout(legend=dict(y=-0.3), margin=dict(b=120))
     return fig
 
 
@@ -92,6 +98,6 @@ def retained_mass_figure(
         xaxis=log_axis("share of dims kept (top-k / input_dim, log scale)") | percent_log_ticks(1.0 / profile.n_total),
         yaxis=dict(title="share of total importance kept (%)", tickformat=".0%", range=[0, 1.02]),
     )
-    # the curve climbs from lower left to upper right: the lower right corner is free
-    fig.update_layout(legend=dict(orientation="v", yanchor="bottom", y=0.03, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.7)"))
+    # below the plot: inside it, the legend covered the curve's knee and the selection marker
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0.0), margin=dict(b=150), height=480)
     return fig

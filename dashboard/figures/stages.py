@@ -13,11 +13,12 @@ from gradiend_core.units import format_bytes, format_count, format_percent
 from dashboard.figures.common import base_layout, log_axis
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
-#: (attribute, panel title, y-axis title) of the three reduction panels.
+#: (attribute, panel title with the unit and the scale) of the three reduction panels; the panel
+#: titles name the y axes, which stay untitled so that three panels fit a 1,024 px page.
 PANELS = (
-    ("input_dim", "Input dims", "input dims (count)"),
-    ("params", "GRADIEND parameters", "parameters (count)"),
-    ("memory_bytes", "Parameter memory", "memory (bytes)"),
+    ("input_dim", "Input dims<br>(count, log scale)"),
+    ("params", "GRADIEND parameters<br>(count, log scale)"),
+    ("memory_bytes", "Parameter memory<br>(bytes, log scale)"),
 )
 CHECKPOINT_COLOR = OKABE_ITO["green"]
 
@@ -61,20 +62,21 @@ def reduction_figure(stages: Sequence[ReductionStage]) -> go.Figure:
         KEPT_COLOR if i == len(stages) - 1 else CHECKPOINT_COLOR if s.is_checkpoint else DROPPED_COLOR
         for i, s in enumerate(stages)
     ]
-    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.09)
-    for col, (attr, title, ytitle) in enumerate(PANELS, start=1):
+    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.07)
+    for col, (attr, title) in enumerate(PANELS, start=1):
         values = [int(getattr(s, attr)) for s in stages]
         exact = [f"{v:,} B" if attr == "memory_bytes" else f"{v:,}" for v in values]
         fig.add_bar(
-            x=labels, y=values, name=title, marker_color=colors, text=[_text(attr, v, values[0]) for v in values],
+            x=labels, y=values, name=title.split("<br>")[0], marker_color=colors, text=[_text(attr, v, values[0]) for v in values],
             textposition="outside", cliponaxis=False, customdata=exact,
-            hovertemplate=f"%{{x}}<br>{title}: %{{customdata}}<extra></extra>", row=1, col=col,
+            hovertemplate=f"%{{x}}<br>{title.split('<br>')[0]}: %{{customdata}}<extra></extra>", row=1, col=col,
         )
-        lo = max(min(values), 1)
-        fig.update_yaxes(
-            **log_axis(ytitle), range=[np.log10(lo) - 0.3, np.log10(max(values[0], 1)) + 0.6], row=1, col=col
-        )
-        fig.update_xaxes(title_text="stage", tickangle=0, row=1, col=col)
+        lo, hi = max(min(values), 1), max(values[0], 1)
+        axis = log_axis(title, lo, hi)
+        axis.pop("title")
+        fig.update_yaxes(**axis, range=[np.log10(lo) - 0.3, np.log10(hi) + 0.6], row=1, col=col)
+        fig.update_xaxes(tickangle=0, row=1, col=col)
+    fig.update_xaxes(title_text="stage of the pruning chain", row=1, col=2)
     first, last = stages[0], stages[-1]
     layout = base_layout(
         "Combined reduction of both pruning stages",
@@ -132,7 +134,7 @@ def recall_figure(recall: StageRecall) -> go.Figure:
     layout["legend"] = dict(layout["legend"], y=-0.28)
     fig.update_layout(
         **layout,
-        xaxis=dict(**log_axis("k: dims in each top-k set (count, log scale)"),
+        xaxis=dict(**log_axis("k: dims in each top-k set (count, log scale)", 1, max(recall.n_dims, 2)),
                    range=[-0.05, np.log10(max(recall.n_dims, 2)) + 0.05]),
         yaxis=dict(title="recall (% of the post-prune top-k)", tickformat=".0%", range=[-0.02, 1.05]),
     )

@@ -17,6 +17,7 @@ from dashboard.loading import check_allowed, load_checkpoint, sample_models
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
 from dashboard.views.distributions import follow
+from dashboard.views.messages import about
 
 VALUES = {"overlap (% of the smaller set)": "overlap", "intersection (dims)": "intersection", "Jaccard": "jaccard"}
 
@@ -72,7 +73,7 @@ def render(ctx: ViewContext) -> None:
             data = load_checkpoint(path)
             dir_, mtime = cache.ckpt_key(path)
         except (CheckpointError, PermissionError, OSError) as e:
-            st.error(f"{path}: {e}")
+            st.error(about(path, e))
             continue
         if any(e[1] == dir_ for e in entries):
             continue
