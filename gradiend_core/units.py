@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-__all__ = ["format_bytes", "format_change", "format_count", "format_percent"]
+__all__ = ["format_bytes", "format_change", "format_count", "format_fraction", "format_percent"]
 
 #: Most digits after the decimal point a share or change is printed with.
 MAX_DIGITS = 9
@@ -75,6 +75,21 @@ def format_percent(x: Optional[float]) -> str:
         return f"{p:.1e} %"
     start = 1 if a >= 10 else 2 if a >= 0.01 else 1 - math.floor(math.log10(a))
     return f"{'-' if p < 0 else ''}{_fixed(p, start, avoid_hundred=True)} %"
+
+
+def format_fraction(x: Optional[float], digits: int = 3) -> str:
+    """A share in [0, 1] as a plain number (a Jaccard index): ``digits`` decimals, more where rounding
+    would read 1 (``x`` is not 1) or 0 (``x`` is not 0); ``'n/a'`` for ``None`` or NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    x = float(x)
+    if not 0 < x < 1:
+        return f"{x:.{digits}f}"
+    d = digits
+    while d < MAX_DIGITS + 2 and (round(x, d) == 0 or round(x, d) == 1):
+        d += 1
+    step = 10.0**-d
+    return f"{min(max(x, step), 1 - step):.{d}f}"
 
 
 def format_change(after: float, before: float) -> str:

@@ -56,7 +56,8 @@ def layer_component_heatmap(grid: LayerComponentGrid, metric: str, part: str) ->
         )
     )
     fig.update_layout(
-        **base_layout(f"Kept dims by layer and component: {metric} (ranked by {part})", height=max(360, 140 + 34 * len(grid.layers))),
+        **base_layout("Kept dims by layer and component", height=max(360, 140 + 34 * len(grid.layers)),
+                      subtitle=f"{metric}, ranked by {part}"),
         xaxis=dict(title="component (parsed from the parameter name)", tickangle=-30),
         yaxis=dict(title="layer (block number)", autorange="reversed"),
     )

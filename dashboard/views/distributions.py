@@ -16,8 +16,6 @@ from dashboard.views.charts import show_figure
 from dashboard.views.metrics import metric_row, note_metric
 
 TARGET_KEY = "target_mass_pct"
-#: Width (px) of each of the two figures; two fit beside each other on a page about 1,300 px wide.
-FIGURE_WIDTH = 500
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("dist_part", TARGET_KEY)
 
@@ -97,12 +95,9 @@ def render(ctx: ViewContext) -> None:
     sel_label = "current selection" + ("" if part == ctx.source else f" (ranked by {ctx.source})")
     if point is not None:
         sel_label += f": importance kept {format_percent(point[1])}"
-    # Side by side where the page is wide enough, one above the other where it is not.
-    with st.container(horizontal=True, gap="medium", key="dist_figures"):
-        show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}",
-                    width=FIGURE_WIDTH)
-        show_figure(ecdf_figure(profile, part, cut_value(ranking, ctx.selection)), "dist_ecdf", f"ecdf_{part}",
-                    width=FIGURE_WIDTH)
+    # One above the other at full width: side by side, titles and legends were cut on a 1,024 px page.
+    show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}")
+    show_figure(ecdf_figure(profile, part, cut_value(ranking, ctx.selection)), "dist_ecdf", f"ecdf_{part}")
     st.caption(
         f"Both curves are exact at the points drawn (lines join them): the retained-mass curve at every rank up to "
         f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; the ECDF at "

@@ -223,19 +223,29 @@ def _cut_cost_section(ctx: ViewContext) -> None:
         return
     _cut_cost_metrics(c)
     rows = [
-        ("label correlation, encoder output (vs ±1 labels)", c.label_correlation_before, c.label_correlation_after, None),
-        ("class separation, encoder output (Cohen's d)", c.separation_before, c.separation_after,
+        ("label correlation, encoder output", c.label_correlation_before, c.label_correlation_after, None),
+        ("separation, encoder output", c.separation_before, c.separation_after,
          _ratio(c.separation_after, c.separation_before)),
-        ("class separation, pre-activation (Cohen's d)", c.preactivation_separation_before,
+        ("separation, pre-activation", c.preactivation_separation_before,
          c.preactivation_separation_after, _ratio(c.preactivation_separation_after, c.preactivation_separation_before)),
     ]
     table = pd.DataFrame({
         "measure": [r[0] for r in rows],
-        f"this checkpoint as saved ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
+        f"as saved ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
         f"after the cut ({c.k:,} dims)": [_number(r[2]) for r in rows],
-        "kept (after / as saved)": [format_percent(r[3]) if r[3] is not None else "-" for r in rows],
+        "kept": [format_percent(r[3]) if r[3] is not None else "-" for r in rows],
     })
-    show_table(table, "stages_cut_cost_table")
+    show_table(
+        table, "stages_cut_cost_table",
+        column_config={
+            "measure": st.column_config.TextColumn(
+                "measure", help="Label correlation: Pearson correlation of the encoder output with the ±1 class labels. "
+                "Separation: Cohen's d between the two classes."),
+            f"as saved ({c.input_dim:,} dims)": st.column_config.TextColumn(
+                help="This checkpoint as saved (not necessarily unpruned: a pre-pruned checkpoint is compared as it is)."),
+            "kept": st.column_config.TextColumn(help="After the cut over as saved: the headline's 'Separation kept'."),
+        },
+    )
     st.caption(
         f"On the {c.n:,} validation gradients saved with the checkpoint ({validation.source} gradients, classes "
         f"{' / '.join(validation.classes)}), the encoder of this checkpoint as saved runs on all its {c.input_dim:,} "

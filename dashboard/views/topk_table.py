@@ -54,17 +54,16 @@ def _download(path: str, selection, part: str, fmt: str):
 
 
 def _frame(table: topk_table.TopkFeatureTable) -> pd.DataFrame:
-    cols = {
-        "rank": table.rank,
-        "importance": table.importance,
+    cols = {"rank": table.rank, "importance": table.importance}
+    if table.token is not None:  # next to the importance: which word a kept dim belongs to
+        cols["token"] = [t or "-" for t in table.token]
+    cols |= {
         "local index": table.local_input_index,
         "base-global index": table.base_global_index,
         "parameter": table.param_name,
         "coords": [str(tuple(c)) if c else "(scalar)" for c in table.coords],
         "flat index in parameter": table.flat_index_in_param,
     }
-    if table.token is not None:
-        cols["token"] = [t or "-" for t in table.token]
     return pd.DataFrame(cols)
 
 
@@ -85,7 +84,7 @@ def render(ctx: ViewContext) -> None:
     k = ctx.selection.k
     st.session_state.setdefault("topk_rows", ROW_CHOICES[1])
     rows = st.selectbox(
-        "Rows on the page", ROW_CHOICES, key="topk_rows", format_func=lambda n: f"{n:,}",
+        "Rows on the page", ROW_CHOICES, key="topk_rows", format_func=lambda n: f"{n:,}", width=200,
         help="How many of the kept dims the page draws, most important first; downloads hold more.",
     )
     table = cache.topk_rows(dir_, mtime, cache.selection_key(ctx), ctx.selection, part, rows)
@@ -116,6 +115,8 @@ def render(ctx: ViewContext) -> None:
         + _token_note(ctx.path, tokenizer)
     )
     stem = _file_stem(ctx)
-    c1, c2, _ = st.columns([1, 1, 4])
-    c1.download_button("Download CSV", _download(dir_, ctx.selection, part, "csv"), file_name=f"{stem}.csv", mime="text/csv", key="topk_csv")
-    c2.download_button("Download JSON", _download(dir_, ctx.selection, part, "json"), file_name=f"{stem}.json", mime="application/json", key="topk_json")
+    with st.container(horizontal=True, key="topk_downloads"):
+        st.download_button("Download CSV", _download(dir_, ctx.selection, part, "csv"), file_name=f"{stem}.csv",
+                           mime="text/csv", key="topk_csv")
+        st.download_button("Download JSON", _download(dir_, ctx.selection, part, "json"), file_name=f"{stem}.json",
+                           mime="application/json", key="topk_json")
