@@ -21,6 +21,14 @@ def _title(text: str, subtitle: str) -> dict:
     return dict(text=f"{text}<br><sup>{subtitle}</sup>" if subtitle else text)
 
 
+def _count_axis(top: int, log: bool) -> dict:
+    """The histogram's count axis: log (ticks 1, 1e1, 1e2, ...) when counts span more than three
+    decades, else linear."""
+    if not log:
+        return dict(title="input dims per bin", type="linear")
+    return log_axis("input dims per bin", 1, top) | dict(range=[math.log10(0.8), math.log10(top * 2)])
+
+
 def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = None, title: Optional[str] = None) -> go.Figure:
     """Histogram of importance on a log x axis: every dim in blue, the kept dims in orange in front.
 
@@ -72,7 +80,7 @@ def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = N
         barmode="overlay",
         bargap=0,
         xaxis=dict(title=f"{part} importance (log scale)", tickvals=np.log10(ticks["tickvals"]), ticktext=ticks["ticktext"]),
-        yaxis=dict(title="input dims per bin" + (" (log scale)" if log_y else ""), type="log" if log_y else "linear"),
+        yaxis=_count_axis(int(hist.counts.max(initial=0)), log_y),
         legend=_LEGEND,
         hoverlabel=HOVER_LABEL,
         margin=dict(l=70, r=20, t=70, b=110),

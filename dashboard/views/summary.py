@@ -29,6 +29,6 @@ def render(data: CheckpointData) -> None:
     st.caption(
         f"base model **{s['base_model']}** · dtype **{s['torch_dtype']}** · encoder activation "
         f"**{s['activation_encoder']}** · decoder activation **{s['activation_decoder']}** · decoder bias "
-        f"**{s['bias_decoder']}** · source **{s['source']}** · target **{s['target']}** · mapping "
+        f"**{'yes' if s['bias_decoder'] else 'no'}** · source **{s['source']}** · target **{s['target']}** · mapping "
         f"**{s['mapping_mode']}** · `{s['path']}`"
     )
