@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.analysis.mass import MassProfile
+from gradiend_core.units import format_percent
 from dashboard.figures.common import base_layout, log_axis, positive_range, percent_log_ticks
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
@@ -32,7 +33,8 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
     fig = go.Figure()
     fig.add_scatter(
         x=profile.ecdf_x, y=profile.ecdf_y, mode="lines", name="ECDF", line=dict(color=DROPPED_COLOR, width=2),
-        hovertemplate="%{y:.3%} of dims have importance ≤ %{x:.4g}<extra></extra>",
+        hovertext=[f"{format_percent(v)} of dims" for v in profile.ecdf_y],
+        hovertemplate="%{hovertext} have importance ≤ %{x:.4g}<extra></extra>",
     )
     if cut is not None and np.isfinite(cut) and cut > 0:
         fig.add_scatter(
@@ -77,21 +79,21 @@ def retained_mass_figure(
     fig = go.Figure()
     fig.add_scatter(
         x=x, y=y, mode="lines", name="retained mass", line=dict(color=DROPPED_COLOR, width=2),
-        customdata=profile.positions,
-        hovertemplate="top %{customdata:,} dims (%{x:.3%} of dims)<br>keep %{y:.2%} of the importance<extra></extra>",
+        customdata=profile.positions, hovertext=[f"keep {format_percent(v)} of the importance" for v in y],
+        hovertemplate="top %{customdata:,} dims (%{x:.3%} of dims)<br>%{hovertext}<extra></extra>",
     )
     for (share, (k, kept)), color in zip(sorted(profile.share_points.items()), _SHARE_COLORS):
         fig.add_scatter(
             x=[k / profile.n_total], y=[kept], mode="markers", name=f"{share:.0%} of mass: {k:,} dims",
             marker=dict(color=color, size=10, symbol="diamond"), customdata=[k],
             hovertemplate=f"{share:.0%} of the mass needs the top %{{customdata:,}} dims (%{{x:.3%}} of dims)"
-            "<br>they keep %{y:.3%}<extra></extra>",
+            f"<br>they keep {format_percent(kept)}<extra></extra>",
         )
     if selection is not None and np.isfinite(selection[1]):
         fig.add_scatter(
             x=[selection[0]], y=[selection[1]], mode="markers", name=selection_label,
             marker=dict(color=KEPT_COLOR, size=13, symbol="x", line=dict(width=1, color="black")),
-            hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims keep %{{y:.2%}} of the importance<extra></extra>",
+            hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims<extra></extra>",
         )
     fig.update_layout(
         **base_layout(f"Retained {part} importance vs dims kept", subtitle=f"{profile.n_total:,} dims, exact at {profile.positions.size:,} ranks"),
