@@ -31,7 +31,9 @@ from dashboard.views import (  # noqa: E402
 )
 from dashboard.views.state import keep_widget_state  # noqa: E402
 
-PERSISTENT_KEYS = ("model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite")
+PERSISTENT_KEYS = (
+    "model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite",
+)
 #: Choices inside the views, kept across tab visits like the sidebar inputs.
 VIEW_KEYS = (
     distributions.STATE_KEYS + compare_parts.STATE_KEYS + where_in_model.STATE_KEYS + topk_table.STATE_KEYS

@@ -83,7 +83,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         if k == "disk_bytes":
             v = f"{format_bytes(v)} ({v:,} B; model files: config, weights, mapping)"
         elif k == "side_files":
-            v = ", ".join(f"{name} {format_bytes(b)}" for name, b in sorted(v.items())) + " (not counted on disk)" if v else "none"
+            files = ", ".join(f"{name} {format_bytes(b)}" for name, b in sorted(v.items()))
+            v = f"{files} (not counted on disk)" if v else "none"
         elif isinstance(v, int) and not isinstance(v, bool) and k.endswith("_bytes"):
             v = f"{format_bytes(v)} ({v:,} B)"
         elif isinstance(v, int) and not isinstance(v, bool):

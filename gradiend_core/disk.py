@@ -60,9 +60,12 @@ class DiskSize:
 
     def describe(self) -> str:
         """One line naming every file and its bytes: model files first, side files apart."""
-        text = "Model files (config, weights, mapping): " + ", ".join(f"{k} {v:,} B" for k, v in sorted(self.model_files.items()))
+        def listed(files: Dict[str, int]) -> str:
+            return ", ".join(f"{k} {v:,} B" for k, v in sorted(files.items()))
+
+        text = "Model files (config, weights, mapping): " + listed(self.model_files)
         if self.side_files:
-            text += ". Side files, not counted: " + ", ".join(f"{k} {v:,} B" for k, v in sorted(self.side_files.items()))
+            text += ". Side files, not counted: " + listed(self.side_files)
         return text + "."
 
 

@@ -155,7 +155,8 @@ VIEWS = ("Selection", "Distributions", "Compare parts", "Where in the model", "T
          "Training", "Pruning stages")
 #: Metric labels and values the page cut with an ellipsis (text wider than its box).
 CUT_METRIC_TEXT = """() => [...document.querySelectorAll(
-    '[data-testid=stMetricLabel], [data-testid=stMetricLabel] *, [data-testid=stMetricValue], [data-testid=stMetricValue] *')]
+    '[data-testid=stMetricLabel], [data-testid=stMetricLabel] *,'
+    + ' [data-testid=stMetricValue], [data-testid=stMetricValue] *')]
     .filter(e => (e.textContent || '').trim() && e.scrollWidth > e.clientWidth + 1)
     .map(e => e.textContent.trim())"""
 
@@ -184,7 +185,9 @@ def test_every_view_fits_without_cut_metrics(server, browser, width):
 
 
 def _boxes_overlap(a, b) -> bool:
-    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+    apart_x = a["x"] >= b["x"] + b["width"] or b["x"] >= a["x"] + a["width"]
+    apart_y = a["y"] >= b["y"] + b["height"] or b["y"] >= a["y"] + a["height"]
+    return not (apart_x or apart_y)
 
 
 def _text_boxes(chart, selector: str):
@@ -199,7 +202,8 @@ def test_stage_chart_texts_do_not_overlap_at_1024(server, browser):
     page = _open_at(browser, f"{server}/?model={model}&view=Pruning+stages", 1024)
     chart = page.locator(".js-plotly-plot", has_text="Combined reduction of both pruning stages").first
     chart.scroll_into_view_if_needed()
-    titles = _text_boxes(chart, ".annotation-text, g[class^='g-x'][class$='title'] text, g[class^='g-y'][class$='title'] text")
+    axis_titles = "g[class^='g-x'][class$='title'] text, g[class^='g-y'][class$='title'] text"
+    titles = _text_boxes(chart, f".annotation-text, {axis_titles}")
     texts = titles + _text_boxes(chart, ".xtick text, .ytick text, .legendtext")
     assert len(titles) >= 3, titles
     for i, (ta, a) in enumerate(texts):
@@ -222,7 +226,8 @@ def test_threshold_accepts_1e_minus_5(server, browser):
     imp = RefModel.from_pretrained(str(SAMPLE)).get_weight_importance("decoder-weight").float().numpy()
     k = math.ceil(0.05 * int((imp >= np.float32(1e-5)).sum()))
     page.wait_for_function(
-        f"() => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => m.innerText.includes('Input dims kept') && m.innerText.includes('{k:,}'))",
+        "() => [...document.querySelectorAll('[data-testid=stMetric]')]"
+        f".some(m => m.innerText.includes('Input dims kept') && m.innerText.includes('{k:,}'))",
         timeout=30_000,
     )
     assert _metric(page, "Input dims kept") == f"{k:,}"

@@ -45,7 +45,8 @@ def test_header_preview_and_export_agree(source, ref_variants, tmp_path, capsys)
     # the CLI prints the same two sizes and the same signed change
     assert main(["prune", str(path), "--topk", "0.3", "--dry-run"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("size on disk"))
-    expected = f"{format_bytes(before.model_bytes)} {format_bytes(after.model_bytes)} {format_change(after.model_bytes, before.model_bytes)}"
+    change = format_change(after.model_bytes, before.model_bytes)
+    expected = f"{format_bytes(before.model_bytes)} {format_bytes(after.model_bytes)} {change}"
     assert " ".join(row.split()).endswith(expected)
 
 

@@ -59,7 +59,8 @@ def test_without_a_tokenizer_the_downloads_keep_the_reference_columns():
 
 def test_importing_the_core_does_not_import_transformers():
     code = (
-        "import sys, gradiend_core, gradiend_core.analysis.tokens, gradiend_core.analysis.topk_table, gradiend_core.cli; "
+        "import sys, gradiend_core, gradiend_core.analysis.tokens, gradiend_core.analysis.topk_table, "
+        "gradiend_core.cli; "
         "print('transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)

@@ -63,7 +63,8 @@ def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = N
     if cut is not None and np.isfinite(cut) and cut > 0:
         top = float(hist.counts.max(initial=1)) * (2 if log_y else 1.05)
         fig.add_scatter(
-            x=[math.log10(cut)] * 2, y=[0.8 if log_y else 0, top], mode="lines", name=f"cut: importance ≥ {cut:.3g} kept",
+            x=[math.log10(cut)] * 2, y=[0.8 if log_y else 0, top], mode="lines",
+            name=f"cut: importance ≥ {cut:.3g} kept",
             line=dict(color=CUT_COLOR, dash="dash", width=2), hovertemplate=f"cut at {cut:.4g}<extra></extra>",
         )
     ticks = log_ticks(10 ** float(hist.log_edges[0]), 10 ** float(hist.log_edges[-1]))
@@ -79,7 +80,9 @@ def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = N
         title=_title(title or f"{part} importance of every dim", subtitle),
         barmode="overlay",
         bargap=0,
-        xaxis=dict(title=f"{part} importance (log scale)", tickvals=np.log10(ticks["tickvals"]), ticktext=ticks["ticktext"]),
+        xaxis=dict(
+            title=f"{part} importance (log scale)", tickvals=np.log10(ticks["tickvals"]), ticktext=ticks["ticktext"]
+        ),
         yaxis=_count_axis(int(hist.counts.max(initial=0)), log_y),
         legend=_LEGEND,
         hoverlabel=HOVER_LABEL,
@@ -115,9 +118,12 @@ def rank_figure(curve: RankCurve, part: str) -> go.Figure:
     lo, hi = (float(v.min()), float(v.max())) if v.size else (curve.cut, curve.cut)
     fig.add_scatter(
         x=[curve.k, curve.k], y=[lo, hi], mode="lines", name=f"cut: rank {curve.k:,}, importance {curve.cut:.3g}",
-        line=dict(color=CUT_COLOR, dash="dash", width=2), hovertemplate=f"rank {curve.k:,}: {curve.cut:.4g}<extra>cut</extra>",
+        line=dict(color=CUT_COLOR, dash="dash", width=2),
+        hovertemplate=f"rank {curve.k:,}: {curve.cut:.4g}<extra>cut</extra>",
     )
-    approx = "" if curve.upto <= curve.exact_upto else f"; exact to rank {curve.exact_upto:,}, then at value-bucket edges"
+    approx = ""
+    if curve.upto > curve.exact_upto:
+        approx = f"; exact to rank {curve.exact_upto:,}, then at value-bucket edges"
     hidden = f"; {curve.n_undrawable:,} ranks with importance 0, Inf or NaN not drawn" if curve.n_undrawable else ""
     fig.update_layout(
         title=_title(

@@ -101,5 +101,7 @@ def retained_mass_figure(
         yaxis=dict(title="share of total importance kept (%)", tickformat=".0%", range=[0, 1.02]),
     )
     # below the plot: inside it, the legend covered the curve's knee and the selection marker
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0.0), margin=dict(b=150), height=480)
+    fig.update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0.0), margin=dict(b=150), height=480
+    )
     return fig

@@ -71,7 +71,8 @@ def overlap_heatmap(
     hover = [
         [
             f"{names[i]} vs {names[j]}<br>|A| = {int(overlap.sizes[i]):,} dims, |B| = {int(overlap.sizes[j]):,} dims"
-            f"<br>|A∩B| = {int(overlap.intersection[i, j]):,} dims<br>Jaccard = {format_fraction(float(overlap.jaccard[i, j]))}"
+            f"<br>|A∩B| = {int(overlap.intersection[i, j]):,} dims"
+            f"<br>Jaccard = {format_fraction(float(overlap.jaccard[i, j]))}"
             f"<br>overlap = {format_percent(float(overlap.overlap_fraction[i, j]))} of the smaller set"
             for j in range(m)
         ]

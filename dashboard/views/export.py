@@ -109,7 +109,8 @@ def render(ctx: ViewContext) -> None:
     last = st.session_state.get("last_export")
     if last and Path(last["path"]).is_dir():
         st.success(
-            f"Exported {last['kept']:,} input dims to `{last['path']}` ({format_bytes(last['disk'].model_bytes)} on disk "
+            f"Exported {last['kept']:,} input dims to `{last['path']}` "
+            f"({format_bytes(last['disk'].model_bytes)} on disk "
             f"in the model files, side files {format_bytes(last['disk'].side_bytes)} apart); reloaded and verified. It "
             "loads with `gradiend`'s `ParamMappedGradiendModel.from_pretrained`."
         )

@@ -31,7 +31,8 @@ def render(plan: PruningPlan) -> None:
         note_metric(
             "Input dims kept", format_count(report.input_dim_after),
             f"{format_percent(report.kept_fraction)} of {format_count(report.input_dim_before)}",
-            help=f"{report.input_dim_after:,} of {report.input_dim_before:,} dims (one base-model parameter entry each)",
+            help=f"{report.input_dim_after:,} of {report.input_dim_before:,} dims "
+            "(one base-model parameter entry each)",
         )
         change_metric(
             "GRADIEND parameters", format_count(report.total_params_after),

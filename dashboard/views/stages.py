@@ -94,15 +94,18 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
     n = r.n_dims
     with metric_row("stages_recall_metrics"):
         note_metric(
-            "Ranking recall at k", format_percent(r.ranking_recall), f"random ranking: {format_percent(r.random_recall)}",
-            help=f"|P_k ∩ T_k| / k = {r.n_both:,} / {r.k:,}: of the trained model's top {r.k:,} {post_part} dims (T_k), "
+            "Ranking recall at k", format_percent(r.ranking_recall),
+            f"random ranking: {format_percent(r.random_recall)}",
+            help=f"|P_k ∩ T_k| / k = {r.n_both:,} / {r.k:,}: of the trained model's top {r.k:,} {post_part} dims "
+            "(T_k), "
             f"the share that are also among the top {r.k:,} by pre-prune importance (P_k), both over this checkpoint's "
             f"{n:,} dims.",
         )
         note_metric(
             "Kept-set recall at k", format_percent(r.kept_recall),
             help=f"|R ∩ T_k| / k = {r.n_kept_in_post:,} / {r.k:,}: the share of T_k that pre-pruning kept (R)."
-            + (" 100 % by construction here: every dim of this checkpoint was kept by pre-pruning." if r.pre_pruned else ""),
+            + (" 100 % by construction here: every dim of this checkpoint was kept by pre-pruning."
+               if r.pre_pruned else ""),
         )
         note_metric(
             "k (current selection)", f"{r.k:,}", f"{format_percent(r.k / n)} of {n:,} dims",
@@ -111,7 +114,8 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
         note_metric(
             "Pre-pruning kept", f"{r.n_pre_kept:,}", f"of {r.n_pre_measured:,} dims measured",
             help=f"|R| over the {r.n_pre_measured:,} dims pre-pruning measured ({record.n_samples:,} examples, "
-            f"|mean {record.source} gradient|); {r.n_pre_kept_in_model:,} of this checkpoint's {n:,} dims are among them.",
+            f"|mean {record.source} gradient|); {r.n_pre_kept_in_model:,} of this checkpoint's {n:,} dims are among "
+            "them.",
         )
     st.caption(
         f"Compared in base-global index space, over this checkpoint's {n:,} dims D. **T_k**: the top k of D by the "
@@ -239,10 +243,12 @@ def _cut_cost_section(ctx: ViewContext) -> None:
         table, "stages_cut_cost_table",
         column_config={
             "measure": st.column_config.TextColumn(
-                "measure", help="Label correlation: Pearson correlation of the encoder output with the ±1 class labels. "
+                "measure",
+                help="Label correlation: Pearson correlation of the encoder output with the ±1 class labels. "
                 "Separation: Cohen's d between the two classes."),
             f"as saved ({c.input_dim:,} dims)": st.column_config.TextColumn(
-                help="This checkpoint as saved (not necessarily unpruned: a pre-pruned checkpoint is compared as it is)."),
+                help="This checkpoint as saved (not necessarily unpruned: a pre-pruned checkpoint is compared as "
+                "it is)."),
             "kept": st.column_config.TextColumn(help="After the cut over as saved: the headline's 'Separation kept'."),
         },
     )

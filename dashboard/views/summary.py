@@ -24,7 +24,8 @@ def render(data: CheckpointData) -> None:
         note_metric("latent_dim", s["latent_dim"])
         note_metric(
             "Size on disk", format_bytes(disk.model_bytes),
-            help=f"{disk.model_bytes:,} B in the model files; the preview's size on disk before the cut. {disk.describe()}",
+            help=f"{disk.model_bytes:,} B in the model files; the preview's size on disk before the cut. "
+            f"{disk.describe()}",
         )
     st.caption(
         f"base model **{s['base_model']}** · dtype **{s['torch_dtype']}** · encoder activation "

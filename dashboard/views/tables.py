@@ -78,7 +78,9 @@ def display_table(df: pd.DataFrame, percent: Sequence[str] = (), formats: Option
     return out.style.format(formatters)
 
 
-def show_table(df: pd.DataFrame, key: str, percent: Sequence[str] = (), formats: Optional[Dict[str, str]] = None, **kwargs) -> None:
+def show_table(
+    df: pd.DataFrame, key: str, percent: Sequence[str] = (), formats: Optional[Dict[str, str]] = None, **kwargs
+) -> None:
     """Draw ``df`` with :func:`display_table` (``kwargs`` go to ``st.dataframe``; hide_index by default)."""
     kwargs.setdefault("hide_index", True)
     st.dataframe(display_table(df, percent, formats), key=key, **kwargs)

@@ -100,9 +100,11 @@ def render(ctx: ViewContext) -> None:
             "importance": st.column_config.NumberColumn("importance", help=f"{part} importance (sum of |weights|)"),
             "local index": st.column_config.NumberColumn("local index", help="Index in this model's input space"),
             "base-global index": st.column_config.NumberColumn(
-                "base-global index", help="Index over all mapped parameters in full; the same in every pruned model of this base"),
+                "base-global index",
+                help="Index over all mapped parameters in full; the same in every pruned model of this base"),
             "coords": st.column_config.TextColumn("coords", help="Position inside the parameter (row, col, ...)"),
-            "token": st.column_config.TextColumn("token", help="Token of this embedding row (its row index is the token id)"),
+            "token": st.column_config.TextColumn(
+                "token", help="Token of this embedding row (its row index is the token id)"),
         },
     )
     n_dl = min(k, DOWNLOAD_ROWS)

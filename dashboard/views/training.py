@@ -29,16 +29,19 @@ def render(ctx: ViewContext) -> None:
                         help="Encoder correlation of the best checkpoint (training.json best_score_checkpoint).")
             note_metric("Steps trained", f"{rec.final_step:,}" if rec.final_step is not None else "n/a")
             note_metric("Converged", "n/a" if conv is None else ("yes" if conv else "no"),
-                        help="; ".join(f"{k} = {_text(v)}" for k, v in rec.convergence.items()) or "No convergence_info recorded.")
+                        help="; ".join(f"{k} = {_text(v)}" for k, v in rec.convergence.items())
+                        or "No convergence_info recorded.")
         if rec.has_curves:
             show_figure(training_figure(rec), "training_curves", "training_record")
         if rec.convergence:
             st.markdown("**Convergence**")
-            show_table(pd.DataFrame({"field": list(rec.convergence), "value": [_text(v) for v in rec.convergence.values()]}),
+            values = [_text(v) for v in rec.convergence.values()]
+            show_table(pd.DataFrame({"field": list(rec.convergence), "value": values}),
                        "training_convergence")
         if rec.settings:
             st.markdown("**Training settings** (training_args)")
-            show_table(pd.DataFrame({"setting": list(rec.settings), "value": [_text(v) for v in rec.settings.values()]}),
+            values = [_text(v) for v in rec.settings.values()]
+            show_table(pd.DataFrame({"setting": list(rec.settings), "value": values}),
                        "training_settings")
         if rec.input_dims:
             st.caption("Input dims by stage: " + " -> ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in rec.input_dims.items()))

@@ -99,7 +99,8 @@ def render(ctx: ViewContext) -> None:
             "entries": st.column_config.NumberColumn("entries", help="Entries of the full base-model parameter", format="localized"),
             "in input space": st.column_config.NumberColumn("in input space", help="Entries in the GRADIEND input space", format="localized"),
             "kept": st.column_config.NumberColumn("kept", help="Entries the current selection keeps", format="localized"),
-            "importance kept": st.column_config.NumberColumn("importance kept", help=f"Sum of {part} importance of the kept dims"),
+            "importance kept": st.column_config.NumberColumn(
+                "importance kept", help=f"Sum of {part} importance of the kept dims"),
             "share of part importance": st.column_config.NumberColumn(
                 "share of part importance", help=f"Share of all {part} importance in this parameter's input dims"),
         },

@@ -59,7 +59,9 @@ def load_tokenizer(directory: Union[str, os.PathLike]):
         return None
 
 
-def token_texts(param_names: Sequence[str], coords: Sequence[Sequence[int]], param_shapes: Sequence[Sequence[int]], tokenizer) -> List[str]:
+def token_texts(
+    param_names: Sequence[str], coords: Sequence[Sequence[int]], param_shapes: Sequence[Sequence[int]], tokenizer
+) -> List[str]:
     """The token of each row that lies in a token embedding, ``""`` for the other rows.
 
     Args:

@@ -15,7 +15,9 @@ __all__ = ["PYTHON_REPLACE", "check_target"]
 PYTHON_REPLACE = "pass overwrite=True"
 
 
-def check_target(target: Path, overwrite: bool, source: Optional[Path] = None, *, how_to_replace: str = PYTHON_REPLACE) -> None:
+def check_target(
+    target: Path, overwrite: bool, source: Optional[Path] = None, *, how_to_replace: str = PYTHON_REPLACE
+) -> None:
     """Refuse export targets that could lose data.
 
     Args:
