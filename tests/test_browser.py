@@ -168,6 +168,11 @@ def _open_at(browser, url: str, width: int):
     page.get_by_text("Preview", exact=True).wait_for(timeout=120_000)
     page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
     page.wait_for_timeout(1500)
+    page.wait_for_function(  # every chart drawn (Plotly loads lazily, behind skeletons)
+        "() => !document.querySelector('[data-testid=stSkeleton]') && [...document.querySelectorAll("
+        "'[data-testid=stPlotlyChart]')].every(c => c.querySelector('.main-svg'))",
+        timeout=60_000,
+    )
     return page
 
 
