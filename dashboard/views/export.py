@@ -8,6 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from gradiend_core.archive import zip_directory
+from gradiend_core.checkpoint import check_target
+from gradiend_core.disk import directory_disk_size
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.export import export_plan, reproduce_command
 from gradiend_core.importance import GRADIENT_MEAN
@@ -20,6 +22,7 @@ from dashboard.views.controls import SelectionInputs
 __all__ = ["default_export_dir", "python_snippet", "render"]
 
 EXPORT_ROOT = Path.cwd() / "exports"
+REPLACE_LABEL = "Replace a non-empty directory"
 
 
 def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
@@ -88,17 +91,18 @@ def render(ctx: ViewContext) -> None:
         st.session_state["export_dir"] = auto
     st.session_state["_auto_export_dir"] = auto
     out = st.sidebar.text_input("Export directory", key="export_dir", help="A new or empty directory.")
-    overwrite = st.sidebar.checkbox("Replace a non-empty directory", key="export_overwrite")
+    overwrite = st.sidebar.checkbox(REPLACE_LABEL, key="export_overwrite")
     clicked = st.sidebar.button("Export pruned model", key="export", type="primary", disabled=inputs.error is not None)
     if clicked:
         try:
             check_allowed(Path(out), "export directory")
+            check_target(Path(out), overwrite, plan.checkpoint.path, how_to_replace=f"tick '{REPLACE_LABEL}'")
             with st.spinner("Pruning, writing and verifying..."):
                 result = export_plan(plan, out, overwrite=overwrite)
             st.session_state["last_export"] = {
                 "path": str(result.path),
                 "kept": result.selection.k,
-                "bytes": sum(f.stat().st_size for f in result.path.iterdir()),
+                "disk": directory_disk_size(result.path),
                 # The reproductions write beside the export, so running them as shown works and compares.
                 "command": reproduce_command(plan, f"{result.path}-cli", inputs.mask_path),
                 "python": python_snippet(plan, f"{result.path}-py", inputs.mask_path),
@@ -109,8 +113,10 @@ def render(ctx: ViewContext) -> None:
     last = st.session_state.get("last_export")
     if last and Path(last["path"]).is_dir():
         st.success(
-            f"Exported {last['kept']:,} input dims to `{last['path']}` ({format_bytes(last['bytes'])}); reloaded and "
-            "verified. It loads with `gradiend`'s `ParamMappedGradiendModel.from_pretrained`."
+            f"Exported {last['kept']:,} input dims to `{last['path']}` "
+            f"({format_bytes(last['disk'].model_bytes)} on disk "
+            f"in the model files, side files {format_bytes(last['disk'].side_bytes)} apart); reloaded and verified. It "
+            "loads with `gradiend`'s `ParamMappedGradiendModel.from_pretrained`."
         )
         st.download_button(
             "Download .zip", data=zip_directory(last["path"]), file_name=f"{Path(last['path']).name}.zip",
