@@ -63,6 +63,8 @@ class Settings:
     export_topk: str = "0.05"
     #: typed into the dashboard's topk box in a Chromium visit (the page opens at 0.05), and exported at.
     visit_topk: str = "0.01"
+    #: a scaled-down stand-in for the BERT-base checkpoint (about this many dims), for trying the harness.
+    bert_input_dim: Optional[int] = None
     timeout_s: float = 3600.0
     notes: List[str] = field(default_factory=list)
 
@@ -131,10 +133,11 @@ def _fresh(path: Path) -> Path:
 
 def ensure_bert(s: Settings) -> Path:
     """The BERT-base-shaped checkpoint (written by the reference), generated once."""
-    path = s.data_dir / "bert-base"
+    path = s.data_dir / ("bert-base" if s.bert_input_dim is None else f"bert-scaled-{s.bert_input_dim}")
     if not (path / "config.json").exists():
-        _log(f"generating {path} with the reference package (about 1.3 GB)")
-        rec = run_child("generate-bert", {"path": str(path)}, protective_cap(8 * 1024**3), timeout_s=s.timeout_s)
+        _log(f"generating {path} with the reference package")
+        rec = run_child("generate-bert", {"path": str(path), "input_dim": s.bert_input_dim}, protective_cap(8 * 1024**3),
+                        timeout_s=s.timeout_s)
         if not rec["ok"]:
             raise RuntimeError(f"generating {path} failed: {rec['failure']}")
     return path
@@ -194,7 +197,7 @@ def median_importance(ckpt: Path, sample: int = 1_000_000) -> float:
 def scenario_readspeed(s: Settings) -> Dict[str, Any]:
     """Sequential read speed of the BERT-base weights and of the bfloat16 LLaMA weights (when generated)."""
     out = {}
-    files = [s.data_dir / "bert-base" / "model.safetensors", s.data_dir / "llama-1b-bfloat16" / "model.safetensors"]
+    files = [ensure_bert(s) / "model.safetensors", s.data_dir / "llama-1b-bfloat16" / "model.safetensors"]
     for f in files:
         if f.exists():
             # The warm read needs the whole file in the page cache of the group: limit above its size.
