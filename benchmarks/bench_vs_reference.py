@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--upload-users", type=int, default=4, help="concurrent uploading users (default: %(default)s)")
     ap.add_argument("--upload-after", type=float, default=150.0,
                     help="seconds to watch the server after the upload pages closed (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each in-process BERT-base measurement, the median reported; an odd number (default: %(default)s)")
     ap.add_argument("--bert-input-dim", type=int,
                     help="replace the BERT-base checkpoint by a scaled-down stand-in of about this many dims (to try the harness)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="per-run timeout in seconds (default: %(default)s)")
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
         data_dir=args.data_dir, scenarios=chosen, reference=not args.skip_reference, browser=not args.no_browser,
         user_limit=parse_bytes(args.limit), reference_cap=parse_bytes(args.reference_cap), bert_cap=parse_bytes(args.bert_cap),
         upload_cap=parse_bytes(args.upload_cap), upload_users=args.upload_users, upload_after_s=args.upload_after,
-        timeout_s=args.timeout, bert_input_dim=args.bert_input_dim,
+        timeout_s=args.timeout, bert_input_dim=args.bert_input_dim, repeat=max(1, args.repeat),
     )
     t0 = time.perf_counter()
     results = {
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
                      "user_limit_bytes": settings.user_limit, "reference_cap_bytes": settings.reference_cap,
                      "bert_cap_bytes": settings.bert_cap, "upload_cap_bytes": settings.upload_cap,
                      "llama_topk": settings.llama_topk, "export_topk": settings.export_topk,
-                     "visit_topk": settings.visit_topk, "bert_input_dim": settings.bert_input_dim},
+                     "visit_topk": settings.visit_topk, "bert_input_dim": settings.bert_input_dim,
+                     "repeat": settings.repeat},
     }
     results["scenarios"] = run_scenarios(settings)
     results["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -152,6 +152,9 @@ def upload_sessions(zip_path: Path, n: int, limit_bytes: int, workdir: Path, *, 
     env = dict(env or {}, TMPDIR=str(tmp))
     out: Dict[str, Any] = {"users": n, "zip_bytes": zip_path.stat().st_size, "failed_step": None, "failure": None}
     server = DashboardServer(None, limit_bytes, env=env, cwd=workdir, log=workdir / "server-uploads.log")
+    done: Dict[int, float] = {}
+    t_start: Optional[float] = None
+    step = "open the pages"
     try:
         server.wait_ready()
         with chromium() as browser:
@@ -166,13 +169,13 @@ def upload_sessions(zip_path: Path, n: int, limit_bytes: int, workdir: Path, *, 
                 page.wait_for_function(f"() => !({HISTOGRAM_DRAWN_JS})()", timeout=60_000)
                 pages.append(page)
             out["rss_before_uploads"] = server.memory()["vm_rss"]
+            step = "uploads until every histogram is drawn"
             t_start = server.now()
             started = []
             for page in pages:
                 box = page.locator('[data-testid="stFileUploader"]', has_text="Zipped checkpoint directory")
                 box.locator('input[type="file"]').set_input_files(str(zip_path))
                 started.append(time.perf_counter())
-            done: Dict[int, float] = {}
             deadline = time.monotonic() + timeout_s
             while len(done) < n:
                 for i, page in enumerate(pages):
@@ -189,6 +192,7 @@ def upload_sessions(zip_path: Path, n: int, limit_bytes: int, workdir: Path, *, 
             out["peak_rss_during"] = server.peak_rss_between(t_start, t_end)
             out["at_end"] = server.mark("all uploads open")
             out["session_dirs_open"] = len(list(tmp.glob("gradiend-session-*")))
+            step = "pages closed, waiting"
             for page in pages:
                 page.context.close()
         t_closed = server.now()
@@ -198,9 +202,13 @@ def upload_sessions(zip_path: Path, n: int, limit_bytes: int, workdir: Path, *, 
         out["min_rss_after_close"] = min((s["rss"] for s in server.samples if s["t"] >= t_closed), default=None)
         out["session_dirs_left"] = len(list(tmp.glob("gradiend-session-*")))
     except Exception as e:  # noqa: BLE001 - recorded, not raised
-        out["failed_step"] = "uploads"
+        out["failed_step"] = step
         out["failure"] = server.death() if not server.alive() else f"{type(e).__name__}: {str(e)[:300]}"
-        _log(f"uploads: FAILED: {out['failure']}")
+        out["users_open_before_failure"] = len(done)
+        out["user_s_before_failure"] = {i: round(t, 2) for i, t in done.items()}
+        if t_start is not None and "peak_rss_during" not in out:
+            out["peak_rss_during"] = server.peak_rss_between(t_start, server.now())
+        _log(f"uploads: FAILED in {step!r}: {out['failure']} ({len(done)} of {n} users had their histogram)")
     finally:
         out["server"] = server.stop()
     return out

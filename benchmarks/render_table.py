@@ -60,6 +60,12 @@ def _step(rec: Any, name: str) -> Optional[float]:
     return _get(rec, "steps", name) if _get(rec, "ok") else None
 
 
+def _spread(rec: Any) -> str:
+    """`` [3.9-4.5]`` for a repeated measurement (its range), else nothing."""
+    runs = [x for x in (_get(rec, "repeats_s") or []) if x is not None]
+    return f" [{_s(min(runs))}-{_s(max(runs))}]" if len(runs) > 1 else ""
+
+
 def _failed(rec: Dict[str, Any]) -> str:
     step = rec.get("failed_step")
     return f"fails: {rec.get('failure')}" + (f" (in {step})" if step else "")
@@ -90,17 +96,21 @@ def _bert(b: Dict[str, Any]) -> List[str]:
     ours, ref = b.get("ours", {}), b.get("reference", {})
     rows: List[tuple] = []
 
-    def pair(label: str, r: Optional[float], o: Optional[float], fmt=_s) -> None:
-        rows.append((label, fmt(r) if r is not None else DASH, fmt(o) if o is not None else DASH, _ratio(r, o)))
+    def pair(label: str, r: Optional[float], o: Optional[float], fmt=_s, r_rec=None, o_rec=None) -> None:
+        rows.append((label, fmt(r) + _spread(r_rec) if r is not None else DASH, fmt(o) + _spread(o_rec) if o is not None else DASH,
+                     _ratio(r, o)))
 
-    pair("open to first histogram, cold page cache (s)", _step(ref.get("open_cold"), "open_to_first_topk"),
-         _step(ours.get("open_cold"), "open_to_first_histogram"))
-    pair("open to first histogram, warm page cache (s)", _step(ref.get("open_warm_page_cache"), "open_to_first_topk"),
-         _step(ours.get("open_warm_page_cache"), "open_to_first_histogram"))
-    pair("open a second time, warm user cache (s)", None, _step(ours.get("open_second"), "open_to_first_histogram"))
+    def timed(label: str, key: str, ref_step: Optional[str], our_step: str) -> None:
+        r_rec, o_rec = ref.get(key), ours.get(key)
+        pair(label, _step(r_rec, ref_step) if ref_step else None, _step(o_rec, our_step), r_rec=r_rec, o_rec=o_rec)
+
+    timed("open to first histogram, cold page cache (s)", "open_cold", "open_to_first_topk", "open_to_first_histogram")
+    timed("open to first histogram, warm page cache (s)", "open_warm_page_cache", "open_to_first_topk", "open_to_first_histogram")
+    timed("open a second time, warm user cache (s)", "open_second", None, "open_to_first_histogram")
     br, br2 = b.get("browser") or {}, b.get("browser_second_open") or {}
     pair("first histogram in Chromium, from navigation (s)", None, _get(br, "steps", "first histogram", "s"))
     pair("first histogram in Chromium, second open (s)", None, _get(br2, "steps", "first histogram", "s"))
+    pair("topk change in Chromium, until the page is idle (s)", None, _get(br, "steps", "topk change", "s"))
     rc = _get(ref, "open_cold", "result", "changes_s") or {}
     oc = _get(ours, "open_cold", "result", "changes_s") or {}
     rows.append(("one topk query in-process, median (max) over topk 1 .. 100 % (s)", _med_max(list(rc.values())),
@@ -109,8 +119,8 @@ def _bert(b: Dict[str, Any]) -> List[str]:
     for key, label in (("topk_s", "topk"), ("part_s", "part"), ("threshold_s", "threshold"), ("mask_s", "mask")):
         rows.append((f"dashboard rerun on a {label} change (AppTest), median (max) (s)", DASH,
                      _med_max([c.get(key) for c in changes]), DASH))
-    pair(f"export at topk {_get(b, 'export_topk') or '0.05'}: load, select, prune, save (s)",
-         _step(ref.get("export"), "load_prune_save"), _step(ours.get("export"), "export_pruned"))
+    timed(f"export at topk {_get(b, 'export_topk') or '0.05'}: load, select, prune, save (s)", "export", "load_prune_save",
+          "export_pruned")
     pair("peak RSS, open + topk queries (GiB)", _get(ref, "open_cold", "peak_rss_bytes"), _get(ours, "open_cold", "peak_rss_bytes"),
          fmt=lambda x: f"{x / 1024**3:.2f}")
     pair("peak RSS, export (GiB)", _get(ref, "export", "peak_rss_bytes"), _get(ours, "export", "peak_rss_bytes"),
@@ -129,7 +139,7 @@ def _bert(b: Dict[str, Any]) -> List[str]:
     if br.get("failed_step"):
         rows.append(("dashboard visit", DASH, _failed(br), DASH))
     head = (f"On the {ck.get('input_dim', 0):,}-dim BERT-base-shaped checkpoint ({ck.get('dtype')}, "
-            f"{ck.get('bytes', 0) / 1e9:.2f} GB)")
+            f"{ck.get('bytes', 0) / 1e9:.2f} GB); each run in a fresh process; [min-max] of repeated runs, whose median is shown")
     return _table(head, ["", "`gradiend` 0.2.3", "`gradiend-core`", "reference / ours"], rows)
 
 
@@ -154,6 +164,7 @@ def _uploads(u: Dict[str, Any]) -> List[str]:
     rows = [("users", str(u.get("users")))]
     if u.get("failure"):
         rows.append(("result", _failed(u)))
+        rows.append(("users with their histogram before the failure", str(u.get("users_open_before_failure", DASH))))
     rows += [
         ("seconds from upload to histogram, per user", ", ".join(_s(x) for x in u.get("user_s", [])) or DASH),
         ("server RSS before the uploads", _gib(u.get("rss_before_uploads"))),
@@ -210,7 +221,12 @@ def _machine(results: Dict[str, Any]) -> List[str]:
     rs = _get(results, "scenarios", "readspeed") or {}
     speeds = [f"{name} weights ({v['bytes'] / 1e9:.1f} GB): cold {v['cold']['mb_per_s']:,.0f} MB/s, warm {v['warm']['mb_per_s']:,.0f} MB/s"
               for name, v in rs.items() if isinstance(v, dict) and "cold" in v]
+    loads = {name: v.get("loadavg_before_after") for name, v in (results.get("scenarios") or {}).items() if isinstance(v, dict)}
+    loads = {k: v for k, v in loads.items() if v}
     out = [line]
+    if loads:
+        out.append("1-minute load average before/after each scenario (2 cores; higher means other work slowed the numbers): "
+                   + ", ".join(f"{k} {v[0][0]:.1f}/{v[1][0]:.1f}" for k, v in loads.items()) + ".")
     if speeds:
         out.append("Sequential read: " + "; ".join(speeds) + ".")
     return out + [""]

@@ -144,3 +144,13 @@ def test_render_table_shows_the_numbers_of_the_json_line():
     info = next(l for l in text.splitlines() if l.startswith("| `gradiend-core info`"))
     assert "killed by the OOM killer at the 4.0 GiB limit" in info and "reading weights 20 %" in info
     assert "1,235,814,400-dim" in text and "4.00 GiB memory limit" in text
+
+
+def test_median_record_picks_the_middle_run_and_keeps_every_time():
+    from benchmarks.scenarios import median_record
+
+    runs = [_run(True, 9, 1, {"x": 3.0}), _run(False, 1, 1, failure="boom"), _run(True, 9, 1, {"x": 1.0}),
+            _run(True, 9, 1, {"x": 2.0})]
+    chosen = median_record(runs, "x")
+    assert chosen["steps"]["x"] == 2.0 and chosen["repeats_s"] == [3.0, None, 1.0, 2.0]
+    assert median_record([runs[1]], "x")["failure"] == "boom"
