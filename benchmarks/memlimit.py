@@ -199,7 +199,8 @@ class MemoryCgroup:
 class LimitedRun:
     """Outcome of :func:`run_limited` (bytes, seconds).
 
-    ``returncode`` is negative for a signal (``-9`` when the OOM killer or the timeout ended it).
+    ``returncode`` is negative for a signal (``-9`` when the OOM killer or the timeout ended it);
+    ``extra["cgroup"]`` is the path the (now removed) group had.
     """
 
     cmd: List[str]
@@ -310,4 +311,5 @@ def run_limited(
             timed_out=timed_out,
             stdout="".join(out),
             stderr="".join(err),
+            extra={"cgroup": str(cg.path)},
         )
