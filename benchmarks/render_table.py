@@ -169,7 +169,7 @@ def _uploads(u: Dict[str, Any]) -> List[str]:
         ("seconds from upload to histogram, per user", ", ".join(_s(x) for x in u.get("user_s", [])) or DASH),
         ("server RSS before the uploads", _gib(u.get("rss_before_uploads"))),
         ("server peak RSS during the sessions", _gib(u.get("peak_rss_during")) if u.get("peak_rss_during") else _gib(_get(u, "server", "peak_rss_bytes"))),
-        ("server RSS when all four are open", _gib(_get(u, "at_end", "vm_rss"))),
+        ("server RSS when every user sees the histogram", _gib(_get(u, "at_end", "vm_rss"))),
         ("server RSS right after the pages closed", _gib(_get(u, "after_close", "vm_rss"))),
         ("server RSS after the session TTL", _gib(_get(u, "after_wait", "vm_rss"))),
         ("session temp directories left", str(u.get("session_dirs_left", DASH))),
