@@ -3,8 +3,8 @@
 The harness measures what a user meets, so it drives ``gradiend_core`` through its public faces:
 the CLI (:func:`cli_info`, :func:`cli_dry_run`, :func:`cli_export` build the command lines), the
 dashboard (``streamlit run``, see ``browser_timing`` and :func:`apptest_open`), and the Python
-API (``read_checkpoint``, ``select``, ``reduction_report``, ``export_pruned``). When the core's API
-changes, only the functions here change; the harness and its JSON stay the same.
+API (``open_checkpoint``, ``rank_store.ranking_for``, ``plan_pruning``, ``export_pruned``). When the
+core's API changes, only the functions here change; the harness and its JSON stay the same.
 
 The reference package ``gradiend`` 0.2.3 is driven through its documented model API
 (``from_pretrained``, ``get_topk_weights``, ``prune``, ``save_pretrained``).
@@ -38,6 +38,7 @@ __all__ = [
     "env_with_repo",
     "ours_change",
     "ours_export",
+    "ours_layout",
     "ours_open",
     "ref_change",
     "ref_export",
@@ -97,28 +98,39 @@ class OursOpen:
 
 
 def ours_open(path: str, part: str = DEFAULT_PART) -> OursOpen:
-    """Open a checkpoint as the dashboard's first run does: read, importance of ``part``, first histogram figure."""
-    from gradiend_core import Ranking, read_checkpoint, weight_importance
+    """Open a checkpoint as the dashboard's first run does: open (weights left in the file), the
+    part's per-bucket summary (from the user cache when it was summarised before), first histogram."""
+    from gradiend_core import rank_store
+    from gradiend_core.checkpoint import open_checkpoint
     from gradiend_core.distribution import log_histogram
     from dashboard.figures.distribution import importance_histogram
 
-    data = read_checkpoint(path)
-    ranking = Ranking(weight_importance(data.state_dict, part))
+    data = open_checkpoint(path)
+    ranking = rank_store.ranking_for(data, part, layout="never")
     importance_histogram(log_histogram(ranking), part)
     return OursOpen(data, ranking, part)
 
 
+def ours_layout(state: OursOpen) -> None:
+    """What the dashboard does in the background after the first histogram: lay the ranking out
+    (loaded from the user cache when it was built before), so changes cost a bucket, not a pass."""
+    from gradiend_core import rank_store
+
+    rank_store.ranking_for(state.data, state.part, layout="now")
+
+
 def ours_change(state: OursOpen, topk: Union[int, float, None] = None, threshold: Optional[float] = None, mask: Any = None) -> int:
-    """One selection change as the dashboard's Selection view computes it: select, preview, histogram with the cut.
+    """One selection change as the dashboard computes it: the pruning plan (selection and preview)
+    and the Selection view's histogram with the cut.
 
     Returns the number of kept dims.
     """
-    from gradiend_core import reduction_report, select
     from gradiend_core.distribution import cut_value, log_histogram
+    from gradiend_core.plan import plan_pruning
     from dashboard.figures.distribution import importance_histogram
 
-    sel = select(state.importance, input_dim=state.data.architecture.input_dim, mask=mask, threshold=threshold, topk=topk)
-    reduction_report(state.data, sel, state.importance, state.part)
+    plan = plan_pruning(state.data, source=state.part, topk=topk, threshold=threshold, mask=mask, ranking=state.importance)
+    sel = plan.selection
     importance_histogram(log_histogram(state.importance, sel), state.part, cut_value(state.importance, sel))
     return int(sel.k)
 

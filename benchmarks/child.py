@@ -74,6 +74,9 @@ def ours_open(args: Dict[str, Any]) -> Dict[str, Any]:
     """Open to first histogram; with ``topks``, then one in-process selection change per topk."""
     with step("open_to_first_histogram"):
         state = A.ours_open(args["path"], args.get("part", A.DEFAULT_PART))
+    if args.get("topks"):
+        with step("layout"):
+            A.ours_layout(state)
     changes = {}
     for t in args.get("topks", []):
         with step(f"change topk={t}"):
