@@ -1,178 +1,134 @@
-"""Speed and memory of gradiend_core against the reference package on a BERT-base-sized GRADIEND.
+"""Speed and memory of gradiend-core as a user meets it, side by side with the reference package gradiend 0.2.3.
 
-Generates (once) a checkpoint over every weight of a bert-base-uncased-shaped model
-(input_dim 109,482,240, latent_dim 1, float32, 1.3 GB) with the reference package's own
-``save_pretrained``, then times both implementations in separate processes, one run each,
-so that peak resident memory is measured per implementation:
+Scenarios (pick with --scenarios; default: all):
 
-* reference: ``from_pretrained``; one top-k query (``get_topk_weights(topk=0.05)``);
-  ``prune(topk=0.05)``; ``save_pretrained``;
-* ours: open to first histogram (read, importance, ranking, histogram); a slider move (select,
-  reduction preview, histogram, figure) for 20 topk values; export at topk=0.05 (load, select,
-  prune, write, reload and verify);
-* optionally (``--apptest``) the dashboard's server time for one topk rerun via AppTest.
+  readspeed       the machine's sequential read speed, cold and warm page cache
+  bert            109,482,240-dim BERT-base-shaped checkpoint (float32, 1.3 GB, written by the
+                  reference's save_pretrained): open to first histogram (cold / warm page cache,
+                  second open with a warm user cache), in-process topk queries, export at topk
+                  0.05, each against the reference; dashboard server time of topk, part,
+                  threshold and mask changes at topk 1 .. 100 % (AppTest); a visit in Chromium
+                  (first histogram, topk change, every view, export, download) with the server's
+                  peak memory, and a second visit on a fresh server
+  download        how long a rerun takes once an export (its .zip download) is on the page
+  uploads         four users upload the zipped BERT-base checkpoint at once: server memory
+                  during the sessions and after they end
+  llama-float32   1,235,814,400-dim LLaMA-3.2-1B-shaped checkpoint (15 GB), inside a 4 GiB limit:
+                  gradiend-core info, prune --dry-run, export at topk 0.01 (CLI and Python),
+                  first histogram, a dashboard visit; the reference's load + prune + save under
+                  a cap that protects the machine
+  llama-bfloat16  the same in bfloat16 (7.4 GB)
 
-Prints a table and one JSON line. Usage::
+Every measurement runs in its own process inside a cgroup v1 memory group (root needed), so a
+run that needs more memory than allowed is killed by the OOM killer and recorded as such (which
+step, which limit); the harness goes on. Generated checkpoints live in --data-dir and are reused.
+Drives the products only through their public faces (see benchmarks/adapters.py).
 
-    python benchmarks/bench_vs_reference.py [--input-dim N] [--apptest] [--skip-reference]
+Prints progress on stderr, then a Markdown table and, as the last line, one JSON object that
+benchmarks/render_table.py turns into the README's tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
-import shutil
-import subprocess
+import math
+import signal
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-GENERATED = HERE / "_generated"
+
+from benchmarks.bert_checkpoint import generate  # noqa: E402,F401  (kept importable from here)
+from benchmarks.memlimit import cgroup_available, parse_bytes  # noqa: E402
+from benchmarks.render_table import render  # noqa: E402
+from benchmarks.scenarios import SCENARIOS, Settings, machine_info, run_scenarios  # noqa: E402
+
+DEFAULT_DATA_DIR = Path("/work/bench-data")
 
 
-def generate(path: Path, input_dim: int | None) -> None:
-    """Write the benchmark checkpoint with the reference package (decoder weights heavy-tailed, as after training)."""
-    import numpy as np
-    import torch
-    from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
-
-    from benchmarks.bert_shapes import bert_base_shapes
-
-    shapes = bert_base_shapes()
-    if input_dim is not None:  # a scaled-down stand-in with the same parameter layout
-        scale = input_dim / sum(int(np.prod(s)) for _, s in shapes)
-        shapes = [(n, tuple(max(1, int(round(d * scale))) if i == 0 else d for i, d in enumerate(s))) for n, s in shapes]
-    n = sum(int(np.prod(s)) for _, s in shapes)
-    torch.manual_seed(0)
-    ref = Ref(n, 1, {k: {"shape": s, "repr": "all"} for k, s in shapes}, device=torch.device("cpu"), base_model="bert-base-uncased")
-    with torch.no_grad():
-        w = ref.decoder[0].linear.weight
-        w.mul_(torch.empty_like(w).exponential_(1.0).pow_(3))
-    ref.save_pretrained(str(path))
+def _finite(o):
+    """Strict JSON: NaN and infinities become null."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--scenarios", default="all",
+                    help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
+    ap.add_argument("--skip-reference", action="store_true", help="do not run the reference package")
+    ap.add_argument("--no-browser", action="store_true", help="skip the Chromium visits (AppTest still runs)")
+    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                    help="where generated checkpoints are kept and reused (default: %(default)s; ~24 GB for both LLaMA files)")
+    ap.add_argument("--limit", default="4GiB", help="memory limit of gradiend-core on the LLaMA checkpoints (default: %(default)s)")
+    ap.add_argument("--reference-cap", default="20GiB",
+                    help="cap of the reference on the LLaMA checkpoints, lowered to leave 3 GiB available (default: %(default)s)")
+    ap.add_argument("--bert-cap", default="12GiB", help="cap of every run on the BERT-base checkpoint (default: %(default)s)")
+    ap.add_argument("--upload-cap", default="12GiB", help="cap of the dashboard server in the uploads scenario (default: %(default)s)")
+    ap.add_argument("--upload-users", type=int, default=4, help="concurrent uploading users (default: %(default)s)")
+    ap.add_argument("--upload-after", type=float, default=150.0,
+                    help="seconds to watch the server after the upload pages closed (default: %(default)s)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each in-process BERT-base measurement, the median reported; an odd number (default: %(default)s)")
+    ap.add_argument("--bert-input-dim", type=int,
+                    help="replace the BERT-base checkpoint by a scaled-down stand-in of about this many dims (to try the harness)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="per-run timeout in seconds (default: %(default)s)")
+    ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
+    return ap
 
 
-def run_reference(ckpt: str, out: str) -> dict:
-    from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
-
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so servers are stopped and memory groups removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    chosen = list(SCENARIOS) if args.scenarios == "all" else [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    unknown = [x for x in chosen if x not in SCENARIOS]
+    if unknown:
+        print(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}.", file=sys.stderr)
+        return 2
+    if not cgroup_available():
+        print("bench_vs_reference needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory: every run is "
+              "memory-limited so that the machine stays usable.", file=sys.stderr)
+        return 2
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(
+        data_dir=args.data_dir, scenarios=chosen, reference=not args.skip_reference, browser=not args.no_browser,
+        user_limit=parse_bytes(args.limit), reference_cap=parse_bytes(args.reference_cap), bert_cap=parse_bytes(args.bert_cap),
+        upload_cap=parse_bytes(args.upload_cap), upload_users=args.upload_users, upload_after_s=args.upload_after,
+        timeout_s=args.timeout, bert_input_dim=args.bert_input_dim, repeat=max(1, args.repeat),
+    )
     t0 = time.perf_counter()
-    m = Ref.from_pretrained(ckpt)
-    t1 = time.perf_counter()
-    m.get_topk_weights(part="decoder-weight", topk=0.05)
-    t2 = time.perf_counter()
-    p = m.prune(topk=0.05, part="decoder-weight")
-    t3 = time.perf_counter()
-    p.save_pretrained(out)
-    t4 = time.perf_counter()
-    return {"load_s": t1 - t0, "topk_query_s": t2 - t1, "prune_s": t3 - t2, "export_s": t4 - t0, "peak_rss_mb": _rss_mb()}
-
-
-def run_ours(ckpt: str, out: str) -> dict:
-    import statistics
-
-    from gradiend_core import export_pruned, read_checkpoint, reduction_report, select
-    from gradiend_core.distribution import cut_value, log_histogram
-    from gradiend_core.export import importance_for
-    from gradiend_core.selection import Ranking
-    from dashboard.figures.distribution import importance_histogram
-
-    t0 = time.perf_counter()
-    data = read_checkpoint(ckpt)
-    ranking = Ranking(importance_for(data, "decoder-weight"))
-    hist = log_histogram(ranking)
-    importance_histogram(hist, "decoder-weight")
-    t1 = time.perf_counter()
-    moves = []
-    for topk in [0.001 * (1.4**i) for i in range(20)]:
-        s = time.perf_counter()
-        sel = select(ranking, topk=min(topk, 1.0))
-        reduction_report(data, sel, ranking, "decoder-weight")
-        importance_histogram(log_histogram(ranking, sel), "decoder-weight", cut_value(ranking, sel))
-        moves.append(time.perf_counter() - s)
-    open_s = t1 - t0
-    del data, ranking
-    t2 = time.perf_counter()
-    export_pruned(ckpt, out, topk=0.05, part="decoder-weight", source_sha256="skipped")
-    t3 = time.perf_counter()
-    return {
-        "open_to_histogram_s": open_s,
-        "slider_move_median_s": statistics.median(moves),
-        "slider_move_max_s": max(moves),
-        "export_s": t3 - t2,
-        "peak_rss_mb": _rss_mb(),
+    results = {
+        "benchmark": "gradiend-core vs gradiend",
+        "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "settings": {"scenarios": chosen, "reference": settings.reference, "browser": settings.browser,
+                     "user_limit_bytes": settings.user_limit, "reference_cap_bytes": settings.reference_cap,
+                     "bert_cap_bytes": settings.bert_cap, "upload_cap_bytes": settings.upload_cap,
+                     "llama_topk": settings.llama_topk, "export_topk": settings.export_topk,
+                     "visit_topk": settings.visit_topk, "bert_input_dim": settings.bert_input_dim,
+                     "repeat": settings.repeat},
     }
-
-
-def run_apptest(ckpt: str) -> dict:
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(HERE.parent / "dashboard" / "app.py"), default_timeout=600)
-    at.query_params["model"] = ckpt
-    t0 = time.perf_counter()
-    at.run()
-    t1 = time.perf_counter()
-    at.text_input(key="topk").set_value("0.02").run()
-    t2 = time.perf_counter()
-    return {"first_run_s": t1 - t0, "topk_rerun_s": t2 - t1, "errors": [e.value for e in at.error]}
-
-
-def _child(kind: str, ckpt: str, out: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--ckpt", ckpt, "--out", out]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input-dim", type=int, help="scale the checkpoint to about this many input dims")
-    ap.add_argument("--apptest", action="store_true", help="also time a dashboard rerun with AppTest")
-    ap.add_argument("--skip-reference", action="store_true")
-    ap.add_argument("--child", help=argparse.SUPPRESS)
-    ap.add_argument("--ckpt", help=argparse.SUPPRESS)
-    ap.add_argument("--out", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        fn = {"reference": run_reference, "ours": run_ours, "apptest": lambda c, o: run_apptest(c)}[args.child]
-        print(json.dumps(fn(args.ckpt, args.out)))
-        return 0
-
-    name = "bert-base" if args.input_dim is None else f"bert-scaled-{args.input_dim}"
-    ckpt = GENERATED / name
-    if not (ckpt / "config.json").exists():
-        print(f"generating {ckpt} with the reference package ...", file=sys.stderr)
-        generate(ckpt, args.input_dim)
-    size_mb = sum(f.stat().st_size for f in ckpt.iterdir()) / 1024**2
-    results = {"checkpoint": str(ckpt), "checkpoint_mb": round(size_mb, 1), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-    for kind in (["ours"] if args.skip_reference else ["reference", "ours"]):
-        out = GENERATED / f"out-{kind}"
-        shutil.rmtree(out, ignore_errors=True)
-        results[kind] = _child(kind, str(ckpt), str(out))
-        shutil.rmtree(out, ignore_errors=True)
-    if args.apptest:
-        results["apptest"] = _child("apptest", str(ckpt), "")
-    ours, ref = results["ours"], results.get("reference")
-    rows = [
-        ("open to first histogram (s)", ref and ref["load_s"] + ref["topk_query_s"], ours["open_to_histogram_s"]),
-        ("one selection change (s, median)", ref and ref["topk_query_s"], ours["slider_move_median_s"]),
-        ("export at topk=0.05 (s)", ref and ref["export_s"], ours["export_s"]),
-        ("peak resident memory (MB)", ref and ref["peak_rss_mb"], ours["peak_rss_mb"]),
-    ]
-    print(f"checkpoint {ckpt} ({size_mb:.0f} MB), {results['machine']}")
-    print(f"{'':34} {'reference':>10} {'ours':>10} {'ratio':>8}")
-    for label, r, o in rows:
-        ratio = f"{r / o:8.1f}" if r else "       -"
-        print(f"{label:34} {r if r is not None else float('nan'):10.2f} {o:10.2f} {ratio}")
-    if args.apptest:
-        print(f"dashboard (AppTest): first run {results['apptest']['first_run_s']:.2f} s, topk rerun {results['apptest']['topk_rerun_s']:.3f} s")
-    print(json.dumps(results))
+    results["scenarios"] = run_scenarios(settings)
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    line = json.dumps(_finite(results), allow_nan=False, default=str)
+    if args.json_out:
+        args.json_out.write_text(line + "\n")
+    print(render(results))
+    print(line)
     return 0
 
 

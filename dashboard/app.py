@@ -18,33 +18,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
 from gradiend_core.plan import plan_pruning  # noqa: E402
 from dashboard.context import ViewContext  # noqa: E402
-
-PERSISTENT_KEYS = (
-    "model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite",
-    "models_samples", "models_paths", "models_value",
-)
 from dashboard import masks  # noqa: E402
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
-from dashboard.views import controls, export, mask_builder, model_picker, preview, selection, summary  # noqa: E402
+from dashboard.views import controls, export, last_valid, mask_builder, model_picker, preview, selection, summary  # noqa: E402
 from dashboard.views import (  # noqa: E402
     compare_models,
     compare_parts,
+    curve,
     distributions,
     stages,
     topk_table,
     training,
     where_in_model,
 )
+from dashboard.views.state import keep_widget_state  # noqa: E402
+
+PERSISTENT_KEYS = (
+    "model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite",
+)
+#: Choices inside the views, kept across tab visits like the sidebar inputs.
+VIEW_KEYS = (
+    distributions.STATE_KEYS + compare_parts.STATE_KEYS + where_in_model.STATE_KEYS + topk_table.STATE_KEYS
+    + stages.STATE_KEYS + ("models_samples", "models_paths", "models_value")
+)
 
 st.set_page_config(page_title="GRADIEND pruning", page_icon=":scissors:", layout="wide")
 st.title("GRADIEND pruning")
 
 # Streamlit drops the state of a widget that a run does not draw (e.g. the sample picker while
-# "Upload .zip" is chosen, or the selection inputs while no model is open). Re-assigning the
-# values keeps them, so switching back shows what is applied instead of defaults.
-for _key in PERSISTENT_KEYS:
-    if _key in st.session_state:
-        st.session_state[_key] = st.session_state[_key]
+# "Upload .zip" is chosen, the selection inputs while no model is open, a view's choices while
+# another tab is open). Re-assigning the values keeps them, so switching back shows what is applied.
+keep_widget_state(PERSISTENT_KEYS + VIEW_KEYS)
 
 try:
     path = model_picker.render()
@@ -63,30 +67,46 @@ except (CheckpointError, PermissionError) as e:
 
 summary.render(data)
 inputs = controls.render(data)
-if inputs.error:
-    st.error(inputs.error)
-    st.stop()
 mask_expr = masks.applied(path, data)  # only an expression that evaluated here; errors are shown by the panel
 mask_builder.sidebar_note(mask_expr)
 
-try:
-    plan = plan_pruning(
+
+def _plan(inputs: controls.SelectionInputs):
+    return plan_pruning(
         data, source=inputs.source, topk=inputs.topk, threshold=inputs.threshold, mask=inputs.mask,
         mask_file=inputs.mask_path, name_include=inputs.name_include, name_exclude=inputs.name_exclude,
         ranking=load_ranking(path, inputs.source), mask_expr=mask_expr,
         ranking_for=masks.ranking_for, resolve_path=masks.resolve_path,
     )
-except (SelectionError, CheckpointError) as e:
-    st.error(str(e))
-    if mask_expr is not None:
-        mask_builder.render_editor()  # the expression may be why nothing is left: let it be changed here
-    st.stop()
-for text in plan.warnings:
-    st.warning(text)
+
+
+# While an input is being retyped (empty or invalid), the last valid selection stays on the page.
+problem = inputs.error
+if problem is None:
+    try:
+        plan = _plan(inputs)
+        last_valid.remember(path, inputs)
+    except (SelectionError, CheckpointError) as e:
+        problem = str(e)
+if problem is not None:
+    inputs = last_valid.recall(path, problem)
+    if inputs is None:
+        st.error(problem)
+        if mask_expr is not None:
+            mask_builder.render_editor()  # the expression may be why nothing is left: let it be changed here
+        st.stop()
+    last_valid.show_stale(problem, inputs)
+    try:
+        plan = _plan(inputs)
+    except (SelectionError, CheckpointError) as e:  # e.g. a mask file that was removed meanwhile
+        st.error(str(e))
+        if mask_expr is not None:
+            mask_builder.render_editor()
+        st.stop()
 ctx = ViewContext(path=path, data=data, inputs=inputs, plan=plan)
 
 st.subheader("Preview")
-preview.render(plan.report)
+preview.render(plan)
 export.render(ctx)
 mask_builder.render(ctx)
 
@@ -100,6 +120,7 @@ TABS = [
     ("Compare models", compare_models.render),
     ("Training", training.render),
     ("Pruning stages", stages.render),
+    ("Pruning curve", curve.render),
 ]
 # Only the open view runs (lazy tabs), so a slider move redraws one view, not all of them; the open
 # view lives in the URL (?view=...), so a copied link reopens it.

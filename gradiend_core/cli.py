@@ -1,4 +1,4 @@
-"""``gradiend-core`` command line: ``info``, ``prune`` and ``dashboard``.
+"""``gradiend-core`` command line: ``info``, ``prune``, ``curve`` and ``dashboard``.
 
 Exit status: 0 on success, 2 for bad input (unreadable checkpoint, invalid selection, refused
 target), with the reason on stderr and no traceback.
@@ -12,12 +12,13 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import __version__
-from .checkpoint import CARRIED_JSON_FILES, check_target, open_checkpoint
+from .checkpoint import PROVENANCE_FILE, check_target, open_checkpoint
+from .disk import DiskSize, export_disk_size, preview_disk_sizes
 from .errors import CheckpointError, SelectionError
 from .export import export_plan
 from .importance import DEFAULT_PART, GRADIENT_MEAN, PARTS, SOURCES
@@ -26,8 +27,9 @@ from .plan import PruningPlan, plan_pruning
 from .rank_store import ranking_for
 from .reduction import ReductionReport
 from .selection import parse_topk
+from .pruning_curve import add_curve_parser
 from .summary import checkpoint_summary
-from .units import format_bytes, format_count, format_percent
+from .units import format_bytes, format_change, format_count, format_percent
 
 __all__ = ["build_parser", "dashboard_command", "format_report", "main"]
 
@@ -42,23 +44,33 @@ def _topk_arg(text: str) -> Union[int, float]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def format_report(report: ReductionReport) -> str:
-    """The preview as an aligned text table."""
+def format_report(report: ReductionReport, disk: Optional[Tuple[DiskSize, DiskSize]] = None) -> str:
+    """The preview as an aligned text table: before, after and the signed change of each size.
+
+    Args:
+        report: the reduction report.
+        disk: ``(before, after)`` from :func:`gradiend_core.disk.preview_disk_sizes` (the source's
+            files as they are on disk); without it, both sides are the planned safetensors files.
+    """
+    before, after = disk or (DiskSize.from_sizes(report.disk_files_before), export_disk_size(report))
     rows = [
-        ("input dims", format_count(report.input_dim_before), format_count(report.input_dim_after)),
-        ("GRADIEND parameters", format_count(report.total_params_before), format_count(report.total_params_after)),
-        ("memory", format_bytes(report.memory_bytes_before), format_bytes(report.memory_bytes_after)),
-        ("model files on disk", format_bytes(report.model_disk_bytes_before), format_bytes(report.model_disk_bytes_after)),
+        ("input dims", report.input_dim_before, report.input_dim_after, format_count),
+        ("GRADIEND parameters", report.total_params_before, report.total_params_after, format_count),
+        ("memory", report.memory_bytes_before, report.memory_bytes_after, format_bytes),
+        ("size on disk (model files)", before.model_bytes, after.model_bytes, format_bytes),
     ]
-    w0 = max(len(r[0]) for r in rows)
-    lines = [f"{'':{w0}}  {'before':>12}  {'after':>12}"]
-    lines += [f"{a:{w0}}  {b:>12}  {c:>12}" for a, b, c in rows]
-    side = [k for k in report.disk_files_after if k in CARRIED_JSON_FILES]
-    if side:
-        lines.append(f"(model files: config, weights and mapping files in safetensors; carried unchanged: {', '.join(side)})")
+    cells = [(name, fmt(b), fmt(a), format_change(a, b) or "no change") for name, b, a, fmt in rows]
+    w0 = max(len(c[0]) for c in cells)
+    lines = [f"{'':{w0}}  {'before':>12}  {'after':>12}  {'change':>10}"]
+    lines += [f"{a:{w0}}  {b:>12}  {c:>12}  {d:>10}" for a, b, c, d in cells]
+    side = sorted(set(after.side_files) | {PROVENANCE_FILE})
+    lines.append(f"(model files: config, weights and mapping files; side files written apart: {', '.join(side)})")
     lines.append(f"kept {format_percent(report.kept_fraction)} of input dims")
     if report.source is not None:
-        lines.append(f"kept {format_percent(report.importance_kept)} of the total {report.source} importance")
+        lines.append(
+            f"kept {format_percent(report.importance_kept)} of the total {report.source} importance "
+            "(finite values; NaN and Inf count 0)"
+        )
     return "\n".join(lines)
 
 
@@ -70,7 +82,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     width = max(len(k) for k in summary)
     for k, v in summary.items():
-        if isinstance(v, int) and not isinstance(v, bool) and k.endswith("_bytes"):
+        if k == "disk_bytes":
+            v = f"{format_bytes(v)} ({v:,} B; model files: config, weights, mapping)"
+        elif k == "side_files":
+            files = ", ".join(f"{name} {format_bytes(b)}" for name, b in sorted(v.items()))
+            v = f"{files} (not counted on disk)" if v else "none"
+        elif isinstance(v, int) and not isinstance(v, bool) and k.endswith("_bytes"):
             v = f"{format_bytes(v)} ({v:,} B)"
         elif isinstance(v, int) and not isinstance(v, bool):
             v = f"{v:,}"
@@ -89,7 +106,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
         raise SelectionError(f"give either --part {args.part} or --importance {args.importance}, not both.")
     data = open_checkpoint(args.path)
     if not args.dry_run:
-        check_target(Path(args.out), args.overwrite, data.path)
+        check_target(Path(args.out), args.overwrite, data.path, how_to_replace="pass --overwrite")
     source = args.importance or args.part or DEFAULT_PART
     _progress(args, f"ranking {source} importance over {format_count(data.architecture.input_dim)} dims")
     plan = plan_pruning(
@@ -146,7 +163,7 @@ def _print_report(args: argparse.Namespace, plan: PruningPlan, result) -> None:
         for term, n in expr.term_counts.items():
             print(f"  {n:>12,}  {term}")
         print(f"  {expr.kept:>12,}  kept by the expression (of {expr.input_dim:,} input dims)")
-    print(format_report(report))
+    print(format_report(report, preview_disk_sizes(plan.checkpoint, report)))
     if result is not None:
         print(f"wrote {result.path} (verified: reloads with input_dim {result.selection.k})")
 
@@ -239,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dry-run", action="store_true", help="only print the preview")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=_cmd_prune)
+
+    add_curve_parser(sub)
 
     db = sub.add_parser("dashboard", help="open the dashboard in the browser")
     db.add_argument("path", nargs="?", help="checkpoint to open (default: the bundled sample)")

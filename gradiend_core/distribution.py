@@ -13,7 +13,7 @@ import numpy as np
 from .ranking import INF_BUCKET, N_BUCKETS, ZERO_BUCKET, Ranking, bucket_bounds, bucket_of
 from .selection import Selection
 
-__all__ = ["LogHistogram", "cut_value", "log_edges", "log_histogram"]
+__all__ = ["LogHistogram", "RankCurve", "cut_value", "log_edges", "log_histogram", "rank_curve"]
 
 
 @dataclass(frozen=True)
@@ -134,3 +134,84 @@ def cut_value(ranking: Ranking, selection: Selection) -> Optional[float]:
     if dims is None or dims.ranking is not ranking or selection.k >= ranking.size:
         return None
     return selection.cut
+
+
+#: Ranks read exactly (sorted values) at the top of a rank curve.
+RANK_HEAD = 2_000
+#: Most points a rank curve holds beyond its exact head.
+RANK_POINTS = 2_000
+
+
+@dataclass(frozen=True)
+class RankCurve:
+    """Importance against rank over the top of the dims a selection ranked (the mask's dims, or all).
+
+    Attributes:
+        ranks: int64 ``(m,)``, 1-based ranks, increasing.
+        values: float64 ``(m,)``, importance at each rank, positive and finite: exact for ranks up
+            to ``exact_upto`` and at rank ``k``; beyond, the lower edge of the value bucket holding
+            the last dim of that bucket (at most 1/128 of an octave, 0.27 %, below its value).
+        k: dims the selection keeps (ranks ``1..k``).
+        n: dims it ranked among.
+        upto: the last rank the curve covers (about ``span * k``, at most ``n``).
+        exact_upto: ranks read exactly.
+        cut: importance of rank ``k`` (the selection's effective threshold).
+        n_undrawable: ranks in ``1..upto`` whose importance a log axis cannot show (+Inf, 0, NaN;
+            beyond the exact head also subnormals below 9.2e-41, which share the zero bucket).
+    """
+
+    ranks: np.ndarray
+    values: np.ndarray
+    k: int
+    n: int
+    upto: int
+    exact_upto: int
+    cut: float
+    n_undrawable: int
+
+
+def _bucket_points(counts: np.ndarray, start: int, upto: int, max_points: int):
+    """``(rank, value)`` at the last rank of every positive finite bucket whose last rank lies in
+    ``(start, upto]`` (buckets in rank order: the highest first), at most ``max_points`` of them."""
+    desc = np.arange(N_BUCKETS - 1, -1, -1)
+    last_rank = np.cumsum(counts[::-1])
+    positive = (desc > ZERO_BUCKET) & (desc < INF_BUCKET) & (counts[::-1] > 0)
+    pick = positive & (last_rank > start) & (last_rank <= upto)
+    ranks, buckets = last_rank[pick], desc[pick]
+    if ranks.size > max_points:
+        keep = np.unique(np.linspace(0, ranks.size - 1, max_points).round().astype(np.int64))
+        ranks, buckets = ranks[keep], buckets[keep]
+    return ranks.astype(np.int64), bucket_bounds(buckets)[0]
+
+
+def rank_curve(selection: Selection, span: int = 10, head: int = RANK_HEAD) -> Optional[RankCurve]:
+    """The top of the ranking a selection cut: ranks ``1..upto`` with ``upto = min(n, max(span * k, 100))``,
+    so the ``k`` kept dims take a fixed share of a log rank axis whatever ``topk`` is.
+
+    O(buckets + head): the first ``head`` ranks are read sorted, the rest from bucket counts.
+
+    Returns:
+        A :class:`RankCurve`, or ``None`` for a selection that did not rank (a mask alone).
+    """
+    dims = selection.dims
+    if dims is None or selection.k <= 0:
+        return None
+    k, n = selection.k, dims.n
+    upto = int(min(n, max(span * k, 100)))
+    exact = min(upto, head)
+    _, top_values = dims.ranked_with_values(exact)
+    top_values = top_values.astype(np.float64)
+    ranks = np.arange(1, top_values.size + 1, dtype=np.int64)
+    more_r, more_v = _bucket_points(dims.counts, exact, upto, RANK_POINTS)
+    cut = float(selection.cut)
+    ranks = np.concatenate([ranks, more_r, [k] if k > exact else []]).astype(np.int64)
+    values = np.concatenate([top_values, more_v, [cut] if k > exact else []])
+    order = np.argsort(ranks, kind="stable")
+    ranks, values = ranks[order], values[order]
+    drawable = np.isfinite(values) & (values > 0)
+    counts = dims.counts
+    finite_positive = int(counts[ZERO_BUCKET + 1 : INF_BUCKET].sum())
+    n_inf = int(counts[INF_BUCKET])
+    # ranks 1..upto that are +Inf (first), or 0 / NaN (last, after the positive finite dims)
+    undrawable = min(n_inf, upto) + max(0, upto - n_inf - finite_positive)
+    return RankCurve(ranks[drawable], values[drawable], k, n, upto, exact, cut, int(undrawable))

@@ -164,6 +164,7 @@ def reproduce_command(
 def _provenance(
     plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str], saved_mask: Optional[MaskBundle],
     records: Dict[str, str], transient: Sequence[Union[str, os.PathLike]] = (),
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     from . import __version__
 
@@ -194,6 +195,7 @@ def _provenance(
         "mask_saved_sha256": saved_mask.sha256 if saved_mask is not None else None,
         "records": records,
         "command": reproduce_command(plan, target, mask_copy, transient),
+        "cut_quality": cut_quality,
     }
 
 
@@ -243,6 +245,7 @@ def export_plan(
     use_safetensors: bool = True,
     source_sha256: Optional[str] = None,
     transient: Sequence[Union[str, os.PathLike]] = (),
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> ExportResult:
     """Write the pruned checkpoint a plan describes to ``target``, then reload and verify it.
 
@@ -259,6 +262,8 @@ def export_plan(
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
         transient: directories whose files will not outlive the export (a server's session
             files); the recorded command does not rely on them (see :func:`reproduce_command`).
+        cut_quality: what the cut keeps of the encoder's quality, recorded in ``pruning.json``
+            (:func:`gradiend_core.pruning_curve.selection_quality` measures it).
 
     Returns:
         An :class:`ExportResult`.
@@ -277,7 +282,7 @@ def export_plan(
     if saved_mask is not None:
         mask_tensor = torch.from_numpy(np.ascontiguousarray(saved_mask.mask, dtype=bool))
         tensor_files[EXPORT_MASK_FILE] = ({"mask": mask_tensor}, saved_mask.metadata())
-    provenance = _provenance(plan, target, source_sha256, saved_mask, records, transient)
+    provenance = _provenance(plan, target, source_sha256, saved_mask, records, transient, cut_quality)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
     sums: Dict[str, str] = {}
@@ -321,6 +326,7 @@ def export_pruned(
     name_exclude: Optional[str] = None,
     source_sha256: Optional[str] = None,
     mask_expr: Any = None,
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``, in one call
     (:func:`~gradiend_core.plan.plan_pruning` then :func:`export_plan`).
@@ -343,6 +349,7 @@ def export_pruned(
         mask_expr: a mask expression (text, or a :class:`~gradiend_core.mask_expr.MaskResult`
             evaluated on ``source``), ANDed into ``mask``; its canonical text and mask digest are
             recorded in ``pruning.json`` and its command line uses ``--mask-expr``.
+        cut_quality: what the cut keeps of the encoder's quality, for ``pruning.json``.
 
     Returns:
         An :class:`ExportResult`.
@@ -369,7 +376,9 @@ def export_pruned(
         data, source=label, topk=topk, threshold=threshold, mask=mask, mask_file=mask_path,
         name_include=name_include, name_exclude=name_exclude, mask_expr=mask_expr, ranking=ranking,
     )
-    return export_plan(plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256)
+    return export_plan(
+        plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256, cut_quality=cut_quality
+    )
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .checkpoint import CheckpointData, build_mapping
+from .disk import directory_disk_size
 from .reduction import gradiend_param_counts, memory_bytes
 
 
@@ -13,11 +14,13 @@ def checkpoint_summary(data: CheckpointData) -> Dict[str, Any]:
 
     Returns:
         Ordered dict of field -> value (ints in dims, params or bytes; ``*_bytes`` are bytes).
+        ``disk_bytes`` is the size on disk as :mod:`gradiend_core.disk` defines it (model files:
+        config, weights, mapping); ``side_files`` maps every other file to its bytes.
     """
     a = data.architecture
     ctx = data.side_files.get("gradiend_context.json") or {}
     meta = data.metadata
-    disk = sum(f.stat().st_size for f in data.path.iterdir() if f.is_file())
+    disk = directory_disk_size(data.path)
     mapping, _, _ = build_mapping(data.param_map)
     out: Dict[str, Any] = {
         "path": str(data.path),
@@ -35,7 +38,8 @@ def checkpoint_summary(data: CheckpointData) -> Dict[str, Any]:
         "mapped_parameters": len(data.param_map),
         "gradiend_parameters": sum(gradiend_param_counts(a).values()),
         "memory_bytes": memory_bytes(a, data.weight_dtypes()),
-        "disk_bytes": disk,
+        "disk_bytes": disk.model_bytes,
+        "side_files": disk.side_files,
         "weights_file": data.weights_file.name if data.weights_file else None,
     }
     prov = data.side_files.get("pruning.json")

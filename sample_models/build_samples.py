@@ -70,10 +70,12 @@ REPO_ROOT = SAMPLES_DIR.parent
 BASE_MODEL_REL = "sample_models/base/tiny-bert"
 # Scratch directory for the trainer's per-seed runs; removed after each sample.
 SEED_RUNS_REL = "sample_models/.seed-runs"
-# sample_models/README.md also carries a section that build_own_samples.py
-# maintains between these markers; write_readme keeps it.
-FOREIGN_README_BEGIN = "<!-- own-samples:begin -->"
-FOREIGN_README_END = "<!-- own-samples:end -->"
+# sample_models/README.md also carries sections that build_own_samples.py and
+# build_curve_sample.py maintain between these markers; write_readme keeps them.
+FOREIGN_README_MARKERS = (
+    ("<!-- own-samples:begin -->", "<!-- own-samples:end -->"),
+    ("<!-- curve-sample:begin -->", "<!-- curve-sample:end -->"),
+)
 
 # --------------------------------------------------------------------------
 # Vocabulary of the toy language
@@ -587,15 +589,17 @@ def human_bytes(n: int) -> str:
 
 
 def foreign_readme_section() -> str:
-    """The README section another script maintains (between the markers), or ''."""
+    """The README sections other scripts maintain (between their markers), or ''."""
     path = SAMPLES_DIR / "README.md"
     if not path.exists():
         return ""
     text = path.read_text(encoding="utf-8")
-    begin, end = text.find(FOREIGN_README_BEGIN), text.find(FOREIGN_README_END)
-    if begin < 0 or end < begin:
-        return ""
-    return text[begin:end + len(FOREIGN_README_END)] + "\n"
+    kept = []
+    for begin, end in FOREIGN_README_MARKERS:
+        b, e = text.find(begin), text.find(end)
+        if b >= 0 and e > b:
+            kept.append(text[b:e + len(end)] + "\n")
+    return "\n".join(kept)
 
 
 def write_readme(base: Dict[str, object], results: Dict[str, Dict[str, object]],

@@ -148,3 +148,92 @@ def test_switching_model_source_back_keeps_model_and_selection(server, browser):
         '[data-testid="stSelectbox"]', has_text="Sample").locator("input").first.input_value()
     assert _metric(page, "Input dims kept") == "1,000"
     _shot(page, "05-source-switched-back")
+
+
+# ------------------------------------------------------------------ layout at 1,024 px and 1,400 px
+VIEWS = ("Selection", "Distributions", "Compare parts", "Where in the model", "Top-k table", "Compare models",
+         "Training", "Pruning stages")
+#: Metric labels and values the page cut with an ellipsis (text wider than its box).
+CUT_METRIC_TEXT = """() => [...document.querySelectorAll(
+    '[data-testid=stMetricLabel], [data-testid=stMetricLabel] *,'
+    + ' [data-testid=stMetricValue], [data-testid=stMetricValue] *')]
+    .filter(e => (e.textContent || '').trim() && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent.trim())"""
+
+
+def _open_at(browser, url: str, width: int):
+    ctx = browser.new_context(viewport={"width": width, "height": 2400})
+    page = ctx.new_page()
+    page.goto(url)
+    page.get_by_text("Preview", exact=True).wait_for(timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=120_000)
+    page.wait_for_timeout(1500)
+    page.wait_for_function(  # every chart drawn (Plotly loads lazily, behind skeletons)
+        "() => !document.querySelector('[data-testid=stSkeleton]') && [...document.querySelectorAll("
+        "'[data-testid=stPlotlyChart]')].every(c => c.querySelector('.main-svg'))",
+        timeout=60_000,
+    )
+    return page
+
+
+@pytest.mark.parametrize("width", [1024, 1400])
+def test_every_view_fits_without_cut_metrics(server, browser, width):
+    """Every view of the pre-pruned sample (all records present) at both widths: no exception, no
+    metric label or value cut short. Screenshots: test-artifacts/view-<width>-<view>.png."""
+    model = REPO / "sample_models" / "own-pre-pruned"
+    for view in VIEWS:
+        page = _open_at(browser, f"{server}/?model={model}&view={view.replace(' ', '+')}", width)
+        assert page.locator('[data-testid="stException"]').count() == 0, view
+        assert page.evaluate(CUT_METRIC_TEXT) == [], (width, view)
+        _shot(page, f"view-{width}-{view.replace(' ', '-').lower()}")
+        page.context.close()
+
+
+def _boxes_overlap(a, b) -> bool:
+    apart_x = a["x"] >= b["x"] + b["width"] or b["x"] >= a["x"] + a["width"]
+    apart_y = a["y"] >= b["y"] + b["height"] or b["y"] >= a["y"] + a["height"]
+    return not (apart_x or apart_y)
+
+
+def _text_boxes(chart, selector: str):
+    """``(text, bounding box)`` of the SVG texts of a Plotly chart matching ``selector``."""
+    found = chart.locator(selector)
+    out = [(found.nth(i).text_content(), found.nth(i).bounding_box()) for i in range(found.count())]
+    return [(t, b) for t, b in out if t and t.strip() and b and b["width"] > 0]
+
+
+def test_stage_chart_texts_do_not_overlap_at_1024(server, browser):
+    model = REPO / "sample_models" / "own-pre-pruned"
+    page = _open_at(browser, f"{server}/?model={model}&view=Pruning+stages", 1024)
+    chart = page.locator(".js-plotly-plot", has_text="Combined reduction of both pruning stages").first
+    chart.scroll_into_view_if_needed()
+    axis_titles = "g[class^='g-x'][class$='title'] text, g[class^='g-y'][class$='title'] text"
+    titles = _text_boxes(chart, f".annotation-text, {axis_titles}")
+    texts = titles + _text_boxes(chart, ".xtick text, .ytick text, .legendtext")
+    assert len(titles) >= 3, titles
+    for i, (ta, a) in enumerate(texts):
+        for tb, b in texts[i + 1:]:
+            assert not _boxes_overlap(a, b), (ta, tb)
+    _shot(page, "stages-1024")
+
+
+def test_threshold_accepts_1e_minus_5(server, browser):
+    import math
+
+    import numpy as np
+    from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
+
+    page = _page(browser, server)
+    box = page.get_by_role("spinbutton", name="Threshold (optional)")
+    box.fill("1e-5")
+    box.press("Enter")
+    page.wait_for_function("() => location.search.includes('threshold=1e-05')", timeout=30_000)
+    imp = RefModel.from_pretrained(str(SAMPLE)).get_weight_importance("decoder-weight").float().numpy()
+    k = math.ceil(0.05 * int((imp >= np.float32(1e-5)).sum()))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=stMetric]')]"
+        f".some(m => m.innerText.includes('Input dims kept') && m.innerText.includes('{k:,}'))",
+        timeout=30_000,
+    )
+    assert _metric(page, "Input dims kept") == f"{k:,}"
+    _shot(page, "06-threshold-1e-5")

@@ -61,7 +61,10 @@ def test_info_json(ref_variants, capsys):
         assert info["mapped_parameters"] == 4
         assert info["gradiend_parameters"] == params
         assert info["memory_bytes"] == params * torch.empty(0, dtype=v.dtype).element_size()
-        assert info["disk_bytes"] == sum(os.path.getsize(p) for p in v.path.iterdir())
+        model_files = {"config.json", "model.safetensors", "pytorch_model.bin"} | {
+            cfg["mapping"][f] for f in ("indices_file", "masks_file") if f in cfg["mapping"]}
+        assert info["disk_bytes"] == sum(os.path.getsize(v.path / f) for f in model_files if (v.path / f).is_file())
+        assert info["side_files"] == {p.name: os.path.getsize(p) for p in v.path.iterdir() if p.name not in model_files}
         assert info["weights_file"] == ("pytorch_model.bin" if v.name == "both_bin" else "model.safetensors")
 
 

@@ -174,15 +174,16 @@ def test_reduction_figure_has_three_labelled_log_panels():
     data = read_checkpoint(SAMPLES / "own-pre-post-pruned")
     stages = combined_reduction(data.architecture, 89_216, 23, pre_kept=8_922, dtypes=data.weight_dtypes())
     fig = reduction_figure(stages)
-    assert len(fig.data) == len(PANELS) == 3
-    for trace, (attr, _, _) in zip(fig.data, PANELS):
-        assert list(trace.y) == [getattr(s, attr) for s in stages]
-        assert [x.replace("<br>", " ") for x in trace.x] == [
-            "unpruned", "after pre-pruning", "this checkpoint", "after the current selection"]
-    titles = [fig.layout[f"yaxis{i}"].title.text for i in ("", "2", "3")]
-    assert titles == [p[2] for p in PANELS] and "bytes" in titles[2] and "count" in titles[0]
+    names = ["unpruned", "after pre-pruning", "this checkpoint", "after the current selection"]
+    assert len(fig.data) == len(PANELS) * len(stages) and len(PANELS) == 3
+    for col, (attr, _) in enumerate(PANELS):
+        traces = fig.data[col * len(stages):(col + 1) * len(stages)]
+        assert [t.y[0] for t in traces] == [getattr(s, attr) for s in stages]
+        assert [t.name for t in traces] == names
+        assert [t.showlegend for t in traces] == [col == 0] * len(stages)  # one legend entry per stage
+    titles = [a.text for a in fig.layout.annotations][:3]
+    assert all("log scale" in t for t in titles) and "bytes" in titles[2] and "count" in titles[0]
     assert all(fig.layout[f"yaxis{i}"].type == "log" for i in ("", "2", "3"))
-    assert fig.layout.xaxis.title.text == "stage"
     assert "89,216 -> 23 input dims" in fig.layout.title.text
 
 

@@ -90,7 +90,7 @@ def test_gradient_mean_selection_pruning_stages_and_export(tmp_path, capsys):
     assert _metric(at, "Kept-set recall at k") == "100.0 %"
     assert _metric(at, "k (current selection)") == f"{k:,}"
     assert _metric(at, "Pre-pruning kept") == "8,922"
-    assert float(_metric(at, "Encoder correlation")) == pytest.approx(enc_corr, abs=1e-4)
+    assert float(_metric(at, "Encoder output correlation")) == pytest.approx(enc_corr, abs=1e-4)
     table = next(df.value for df in at.dataframe if {"stage", "GRADIEND parameters"} <= set(df.value.columns))
     assert list(table["input dims"]) == [89_216, 8_922, k]
     assert list(table["GRADIEND parameters"]) == [3 * n + 1 for n in (89_216, 8_922, k)]
@@ -129,7 +129,7 @@ def test_pruning_stages_without_pre_prune_record():
     k = math.ceil(0.05 * 4461)
     assert list(table["input dims"]) == [89_216, 4_461, k]
     assert list(table["stage"]) == ["unpruned", "this checkpoint", "after the current selection"]
-    assert float(_metric(at, "Encoder correlation")) <= 1.0
+    assert float(_metric(at, "Encoder output correlation")) <= 1.0
 
 
 def test_pruning_stages_without_any_record(tmp_path):

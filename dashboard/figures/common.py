@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
 
 #: Plotly's default hover label, the look every analysis figure shares.
 HOVER_LABEL = dict(namelength=-1)
@@ -26,9 +28,54 @@ def chart_config(filename: str, scale: int = 2) -> Dict[str, Any]:
     }
 
 
-def log_axis(title: str) -> Dict[str, Any]:
-    """A log-scale axis with powers of ten as tick labels."""
-    return dict(title=title, type="log", exponentformat="power", showexponent="all")
+def tick_text(mantissa, exponent: int) -> str:
+    """The one label of a log-axis tick in every chart: ``1e-4``, ``5e-3``, ``1``, ``2``, ``1e3``."""
+    return f"{mantissa}" if exponent == 0 else f"{mantissa}e{exponent}"
+
+
+def _value_text(v: float) -> str:
+    """Any positive value in the notation of :func:`tick_text`, 3 significant digits: ``6.45e-2``."""
+    e = math.floor(math.log10(v))
+    m = float(f"{v / 10.0**e:.3g}")
+    if m >= 10:
+        m, e = m / 10, e + 1
+    return tick_text(f"{m:g}", e)
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int = 9) -> Dict[str, Any]:
+    """``tickvals``/``ticktext`` of a log axis spanning ``[lo, hi]`` (data units, > 0): powers of ten,
+    every few decades over a wide range, and 2 and 5 times them over a narrow one, so at least two
+    ticks are labelled; labels from :func:`tick_text`."""
+    lo, hi = max(float(lo), 1e-300), max(float(hi), float(lo), 1e-300)
+    e0, e1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    for mantissas in ((1,), (1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [(m, e) for e in range(e0, e1 + 1) for m in mantissas if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 2:
+            break
+    if len(ticks) > max_ticks:
+        step = math.ceil(len(ticks) / max_ticks)
+        ticks = [t for t in ticks if t[0] == 1 and (t[1] - e0) % step == 0] or ticks[::step]
+    if not ticks:  # a range inside one step of 1..9: label its ends, in the same notation
+        return dict(tickvals=[lo, hi], ticktext=[_value_text(lo), _value_text(hi)])
+    return dict(tickvals=[m * 10.0**e for m, e in ticks], ticktext=[tick_text(m, e) for m, e in ticks])
+
+
+def positive_range(values) -> Tuple[Optional[float], Optional[float]]:
+    """``(smallest, largest)`` positive finite value of ``values``, ``(None, None)`` without any:
+    the range a log axis can show."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v) & (v > 0)]
+    return (float(v.min()), float(v.max())) if v.size else (None, None)
+
+
+def log_axis(title: str, lo: Optional[float] = None, hi: Optional[float] = None) -> Dict[str, Any]:
+    """A log-scale axis whose title says so, ticks from :func:`log_ticks` when the range is known."""
+    if "log scale" not in title:
+        title = f"{title} (log scale)"
+    axis: Dict[str, Any] = dict(title=title, type="log", exponentformat="e")
+    if lo is not None and hi is not None and hi > 0:
+        axis.update(log_ticks(lo if lo > 0 else hi / 10, hi))
+    return axis
 
 
 def base_layout(title: str, height: int = 420, subtitle: str = "") -> Dict[str, Any]:

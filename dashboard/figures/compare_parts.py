@@ -8,7 +8,7 @@ from plotly.subplots import make_subplots
 
 from gradiend_core.analysis.correlation import PairedSample, SpearmanMatrix
 from gradiend_core.analysis.overlap import IntersectionPatterns
-from dashboard.figures.common import base_layout, log_axis
+from dashboard.figures.common import base_layout, log_axis, positive_range
 from dashboard.figures.style import DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
 
@@ -95,12 +95,10 @@ def importance_scatter(sample: PairedSample, part_x: str, part_y: str) -> go.Fig
     """
     ok = sample.loggable
     hidden = int(ok.size - np.count_nonzero(ok))
-    title = (
-        f"{part_y} vs {part_x} importance, seeded uniform sample of {sample.indices.size:,} of "
-        f"{sample.n_total:,} dims (seed {sample.seed})"
-    )
+    title = f"{part_y} vs {part_x} importance"
+    subtitle = f"seeded uniform sample of {sample.indices.size:,} of {sample.n_total:,} dims (seed {sample.seed})"
     if hidden:
-        title += f"; {hidden:,} with a zero or non-finite value not shown"
+        subtitle += f"; {hidden:,} with a zero or non-finite value not shown"
     fig = go.Figure(
         go.Scatter(
             x=sample.x[ok], y=sample.y[ok], mode="markers", customdata=sample.indices[ok],
@@ -109,9 +107,9 @@ def importance_scatter(sample: PairedSample, part_x: str, part_y: str) -> go.Fig
         )
     )
     fig.update_layout(
-        **base_layout(title, height=480),
-        xaxis=log_axis(f"{part_x} importance (log scale)"),
-        yaxis=log_axis(f"{part_y} importance (log scale)"),
+        **base_layout(title, height=480, subtitle=subtitle),
+        xaxis=log_axis(f"{part_x} importance (log scale)", *positive_range(sample.x[ok])),
+        yaxis=log_axis(f"{part_y} importance (log scale)", *positive_range(sample.y[ok])),
         showlegend=False,
     )
     return fig

@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.analysis.locate import LayerComponentGrid
+from gradiend_core.units import format_percent
 from dashboard.figures.common import base_layout
 from dashboard.figures.style import HEATMAP_SCALE
 
@@ -30,6 +31,12 @@ def grid_values(grid: LayerComponentGrid, metric: str) -> np.ndarray:
     return np.where(grid.n_params > 0, z, np.nan)
 
 
+def _cell(value: float, fmt: str) -> str:
+    if not np.isfinite(value):
+        return ""
+    return f"{int(value):,}" if fmt == ",d" else format_percent(float(value))
+
+
 def layer_component_heatmap(grid: LayerComponentGrid, metric: str, part: str) -> go.Figure:
     """Layer x component heatmap of a selection.
 
@@ -45,18 +52,28 @@ def layer_component_heatmap(grid: LayerComponentGrid, metric: str, part: str) ->
     """
     z = grid_values(grid, metric)
     _, bar, fmt = METRICS[metric]
-    custom = np.stack([grid.kept, grid.in_input, np.nan_to_num(grid.kept_importance_share), grid.n_params], axis=-1)
+    share = grid.kept_importance_share
+    # cell texts by the page's share rule (format_percent: 100 % only when all is kept)
+    text = [[_cell(v, fmt) for v in row] for row in z]
+    hover = [
+        [
+            f"kept {int(grid.kept[i, j]):,} of {int(grid.in_input[i, j]):,} dims in input<br>"
+            f"{format_percent(float(share[i, j]))} of the kept importance<br>{int(grid.n_params[i, j])} parameter(s)"
+            for j in range(z.shape[1])
+        ]
+        for i in range(z.shape[0])
+    ]
     fig = go.Figure(
         go.Heatmap(
             z=z, x=grid.components, y=[f"layer {l}" if l != "-" else "outside layers" for l in grid.layers],
-            colorscale=HEATMAP_SCALE, texttemplate=f"%{{z:{fmt}}}", customdata=custom, hoverongaps=False,
+            colorscale=HEATMAP_SCALE, text=text, texttemplate="%{text}", hovertext=hover, hoverongaps=False,
             colorbar=dict(title=dict(text=bar, side="right"), tickformat=fmt.replace(",d", ",")),
-            hovertemplate="%{y}, %{x}<br>kept %{customdata[0]:,} of %{customdata[1]:,} dims in input"
-            "<br>%{customdata[2]:.2%} of the kept importance<br>%{customdata[3]} parameter(s)<extra></extra>",
+            hovertemplate="%{y}, %{x}<br>%{hovertext}<extra></extra>",
         )
     )
     fig.update_layout(
-        **base_layout(f"Kept dims by layer and component: {metric} (ranked by {part})", height=max(360, 140 + 34 * len(grid.layers))),
+        **base_layout("Kept dims by layer and component", height=max(360, 140 + 34 * len(grid.layers)),
+                      subtitle=f"{metric}, ranked by {part}"),
         xaxis=dict(title="component (parsed from the parameter name)", tickangle=-30),
         yaxis=dict(title="layer (block number)", autorange="reversed"),
     )

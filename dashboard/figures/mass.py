@@ -8,7 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.analysis.mass import MassProfile
-from dashboard.figures.common import base_layout, log_axis, percent_log_ticks
+from gradiend_core.units import format_percent
+from dashboard.figures.common import base_layout, log_axis, positive_range, percent_log_ticks
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
 _SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
@@ -20,20 +21,26 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
     Args:
         profile: from :func:`gradiend_core.analysis.mass.mass_profile`.
         part: the part's name, for labels.
-        cut: smallest kept importance of the current selection (vertical line), or ``None``.
+        cut: smallest kept importance of the current selection (a dashed line named in the legend),
+            or ``None`` (a mask alone, another part, or everything kept).
 
     Returns:
         A figure whose first trace ("ECDF") has ``x`` = ``profile.ecdf_x`` (importance values
         > 0: the upper edges of the occupied value buckets, at most ``max_points`` of them) and
-        ``y`` = ``profile.ecdf_y``, the exact share of non-NaN dims with importance <= x.
+        ``y`` = ``profile.ecdf_y``, the exact share of non-NaN dims with importance <= x; then
+        the cut line when there is one.
     """
     fig = go.Figure()
     fig.add_scatter(
         x=profile.ecdf_x, y=profile.ecdf_y, mode="lines", name="ECDF", line=dict(color=DROPPED_COLOR, width=2),
-        hovertemplate="%{y:.3%} of dims have importance ≤ %{x:.4g}<extra></extra>",
+        hovertext=[f"{format_percent(v)} of dims" for v in profile.ecdf_y],
+        hovertemplate="%{hovertext} have importance ≤ %{x:.4g}<extra></extra>",
     )
     if cut is not None and np.isfinite(cut) and cut > 0:
-        fig.add_vline(x=cut, line_color=CUT_COLOR, line_dash="dash", annotation_text=f"cut {cut:.3g}", annotation_position="bottom right")
+        fig.add_scatter(
+            x=[cut, cut], y=[0, 1], mode="lines", name=f"cut: importance ≥ {cut:.3g} kept",
+            line=dict(color=CUT_COLOR, dash="dash", width=2), hovertemplate=f"cut at {cut:.4g}<extra></extra>",
+        )
     notes = []
     if profile.n_zero:
         notes.append(f"{profile.n_zero:,} zeros")
@@ -42,10 +49,11 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
     hidden = f"; not on the axis: {', '.join(notes)}" if notes else ""
     fig.update_layout(
         **base_layout(f"ECDF of {part} importance", subtitle=f"{profile.n_valid:,} dims, exact at {profile.ecdf_x.size:,} values{hidden}"),
-        xaxis=log_axis(f"{part} importance (sum of |weights|, log scale)"),
+        xaxis=log_axis(f"{part} importance (log scale)", *positive_range(profile.ecdf_x)),
         yaxis=dict(title="share of dims with importance ≤ x (%)", tickformat=".0%", range=[0, 1.02]),
-        showlegend=False,
+        showlegend=cut is not None,
     )
+    fig.update_layout(legend=dict(y=-0.3), margin=dict(b=120))
     return fig
 
 
@@ -71,27 +79,29 @@ def retained_mass_figure(
     fig = go.Figure()
     fig.add_scatter(
         x=x, y=y, mode="lines", name="retained mass", line=dict(color=DROPPED_COLOR, width=2),
-        customdata=profile.positions,
-        hovertemplate="top %{customdata:,} dims (%{x:.3%} of dims)<br>keep %{y:.2%} of the importance<extra></extra>",
+        customdata=profile.positions, hovertext=[f"keep {format_percent(v)} of the importance" for v in y],
+        hovertemplate="top %{customdata:,} dims (%{x:.3%} of dims)<br>%{hovertext}<extra></extra>",
     )
     for (share, (k, kept)), color in zip(sorted(profile.share_points.items()), _SHARE_COLORS):
         fig.add_scatter(
             x=[k / profile.n_total], y=[kept], mode="markers", name=f"{share:.0%} of mass: {k:,} dims",
             marker=dict(color=color, size=10, symbol="diamond"), customdata=[k],
             hovertemplate=f"{share:.0%} of the mass needs the top %{{customdata:,}} dims (%{{x:.3%}} of dims)"
-            "<br>they keep %{y:.3%}<extra></extra>",
+            f"<br>they keep {format_percent(kept)}<extra></extra>",
         )
     if selection is not None and np.isfinite(selection[1]):
         fig.add_scatter(
             x=[selection[0]], y=[selection[1]], mode="markers", name=selection_label,
             marker=dict(color=KEPT_COLOR, size=13, symbol="x", line=dict(width=1, color="black")),
-            hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims keep %{{y:.2%}} of the importance<extra></extra>",
+            hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims<extra></extra>",
         )
     fig.update_layout(
         **base_layout(f"Retained {part} importance vs dims kept", subtitle=f"{profile.n_total:,} dims, exact at {profile.positions.size:,} ranks"),
         xaxis=log_axis("share of dims kept (top-k / input_dim, log scale)") | percent_log_ticks(1.0 / profile.n_total),
         yaxis=dict(title="share of total importance kept (%)", tickformat=".0%", range=[0, 1.02]),
     )
-    # the curve climbs from lower left to upper right: the lower right corner is free
-    fig.update_layout(legend=dict(orientation="v", yanchor="bottom", y=0.03, xanchor="right", x=0.99, bgcolor="rgba(255,255,255,0.7)"))
+    # below the plot: inside it, the legend covered the curve's knee and the selection marker
+    fig.update_layout(
+        legend=dict(orientation="h", yanchor="top", y=-0.25, xanchor="left", x=0.0), margin=dict(b=150), height=480
+    )
     return fig

@@ -8,10 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 
 from gradiend_core.analysis.overlap import OverlapMatrix
+from gradiend_core.units import format_fraction, format_percent
 from dashboard.figures.common import base_layout
 from dashboard.figures.style import HEATMAP_SCALE
 
-#: value -> (colour-bar title, text format, z range)
+#: value -> (colour-bar title, number format, z range); cell text follows :func:`_cell_text`
 VALUES = {
     "jaccard": ("Jaccard |A∩B| / |A∪B|", ".3f", (0.0, 1.0)),
     "intersection": ("|A∩B| (dims)", ",d", None),
@@ -34,6 +35,15 @@ def overlap_values(overlap: OverlapMatrix, value: str) -> np.ndarray:
     raise ValueError(f"value must be one of {', '.join(VALUES)}; got {value!r}.")
 
 
+def _cell_text(overlap: OverlapMatrix, value: str) -> list:
+    """Cell labels by the page's share rule: 100 % (or a Jaccard of 1) only for identical sets."""
+    if value == "jaccard":
+        return [[format_fraction(float(v)) for v in row] for row in overlap.jaccard]
+    if value == "overlap":
+        return [[format_percent(float(v)) for v in row] for row in overlap.overlap_fraction]
+    return [[f"{int(v):,}" for v in row] for row in overlap.intersection]
+
+
 def overlap_heatmap(
     overlap: OverlapMatrix,
     value: str = "jaccard",
@@ -54,21 +64,26 @@ def overlap_heatmap(
         A figure with one heatmap trace: ``z`` = :func:`overlap_values`, rows and columns in
         ``overlap.names`` order (row 0 at the top); hover shows |A|, |B|, |A∩B|, Jaccard, overlap.
     """
-    bar, fmt, zrange = VALUES.get(value, (None, None, None))
+    bar, _, zrange = VALUES.get(value, (None, None, None))
     z = overlap_values(overlap, value)
     names = list(labels or overlap.names)
     m = len(names)
-    size_i = np.repeat(overlap.sizes[:, None], m, axis=1)
-    size_j = np.repeat(overlap.sizes[None, :], m, axis=0)
-    custom = np.stack([size_i, size_j, overlap.intersection, overlap.jaccard, overlap.overlap_fraction * 100], axis=-1)
+    hover = [
+        [
+            f"{names[i]} vs {names[j]}<br>|A| = {int(overlap.sizes[i]):,} dims, |B| = {int(overlap.sizes[j]):,} dims"
+            f"<br>|A∩B| = {int(overlap.intersection[i, j]):,} dims"
+            f"<br>Jaccard = {format_fraction(float(overlap.jaccard[i, j]))}"
+            f"<br>overlap = {format_percent(float(overlap.overlap_fraction[i, j]))} of the smaller set"
+            for j in range(m)
+        ]
+        for i in range(m)
+    ]
     fig = go.Figure(
         go.Heatmap(
             z=z, x=names, y=names, colorscale=HEATMAP_SCALE, zmin=zrange[0] if zrange else None,
-            zmax=zrange[1] if zrange else None, texttemplate=f"%{{z:{fmt}}}", customdata=custom,
+            zmax=zrange[1] if zrange else None, text=_cell_text(overlap, value), texttemplate="%{text}",
+            hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
             colorbar=dict(title=dict(text=bar, side="right")),
-            hovertemplate="%{y} vs %{x}<br>|A| = %{customdata[0]:,} dims, |B| = %{customdata[1]:,} dims"
-            "<br>|A∩B| = %{customdata[2]:,} dims<br>Jaccard = %{customdata[3]:.3f}"
-            "<br>overlap = %{customdata[4]:.1f} % of the smaller set<extra></extra>",
         )
     )
     fig.update_layout(

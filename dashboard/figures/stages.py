@@ -13,11 +13,12 @@ from gradiend_core.units import format_bytes, format_count, format_percent
 from dashboard.figures.common import base_layout, log_axis
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
-#: (attribute, panel title, y-axis title) of the three reduction panels.
+#: (attribute, panel title with the unit and the scale) of the three reduction panels; the panel
+#: titles name the y axes, which stay untitled so that three panels fit a 1,024 px page.
 PANELS = (
-    ("input_dim", "Input dims", "input dims (count)"),
-    ("params", "GRADIEND parameters", "parameters (count)"),
-    ("memory_bytes", "Parameter memory", "memory (bytes)"),
+    ("input_dim", "Input dims<br>(count, log scale)"),
+    ("params", "GRADIEND parameters<br>(count, log scale)"),
+    ("memory_bytes", "Parameter memory<br>(bytes, log scale)"),
 )
 CHECKPOINT_COLOR = OKABE_ITO["green"]
 
@@ -25,18 +26,6 @@ CHECKPOINT_COLOR = OKABE_ITO["green"]
 def stage_label(stage: ReductionStage, sep: str = " ") -> str:
     """The stage's name, marked when it is the checkpoint as saved."""
     return stage.name + (f"{sep}(this checkpoint)" if stage.is_checkpoint and stage.name != "this checkpoint" else "")
-
-
-def _tick(stage: ReductionStage) -> str:
-    """A stage label in lines of about 12 characters, so that ticks stay horizontal."""
-    lines, line = [], ""
-    for word in stage_label(stage).split(" "):
-        if line and len(line) + 1 + len(word) > 12:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return "<br>".join(lines + [line])
 
 
 def _text(attr: str, value: int, first: int) -> str:
@@ -47,44 +36,50 @@ def _text(attr: str, value: int, first: int) -> str:
 def reduction_figure(stages: Sequence[ReductionStage]) -> go.Figure:
     """The pruning chain as three bar panels (dims, parameters, bytes) on log y axes.
 
+    The stages are named in the legend below the panels, not under the bars: three panels of long
+    stage names do not fit a 1,024 px page without the names running into each other.
+
     Args:
         stages: from :func:`gradiend_core.analysis.stages.combined_reduction`, in chain order.
 
     Returns:
-        A figure with one bar trace per panel (in :data:`PANELS` order); each trace's ``x`` are
-        the stage labels (:func:`stage_label`, wrapped with ``<br>``) and ``y`` the stage values; bar text shows the value and its share of the
-        unpruned stage. The checkpoint's own stage is drawn in green, the current selection in
-        orange, the others in blue.
+        A figure with one bar trace per panel and stage, panel by panel (in :data:`PANELS`
+        order), stages in chain order: ``name`` = :func:`stage_label`, ``x`` = ``[name]``,
+        ``y`` = ``[value]``; bar text shows the value and its share of the unpruned stage. The
+        checkpoint's own stage is drawn in green, the current selection in orange, the others in
+        blue; each stage has one legend entry.
     """
-    labels = [_tick(s) for s in stages]
     colors = [
         KEPT_COLOR if i == len(stages) - 1 else CHECKPOINT_COLOR if s.is_checkpoint else DROPPED_COLOR
         for i, s in enumerate(stages)
     ]
-    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.09)
-    for col, (attr, title, ytitle) in enumerate(PANELS, start=1):
+    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[p[1] for p in PANELS], horizontal_spacing=0.07)
+    for col, (attr, title) in enumerate(PANELS, start=1):
         values = [int(getattr(s, attr)) for s in stages]
-        exact = [f"{v:,} B" if attr == "memory_bytes" else f"{v:,}" for v in values]
-        fig.add_bar(
-            x=labels, y=values, name=title, marker_color=colors, text=[_text(attr, v, values[0]) for v in values],
-            textposition="outside", cliponaxis=False, customdata=exact,
-            hovertemplate=f"%{{x}}<br>{title}: %{{customdata}}<extra></extra>", row=1, col=col,
-        )
-        lo = max(min(values), 1)
-        fig.update_yaxes(
-            **log_axis(ytitle), range=[np.log10(lo) - 0.3, np.log10(max(values[0], 1)) + 0.6], row=1, col=col
-        )
-        fig.update_xaxes(title_text="stage", tickangle=0, row=1, col=col)
+        what = title.split("<br>")[0]
+        for i, (stage, value) in enumerate(zip(stages, values)):
+            exact = f"{value:,} B" if attr == "memory_bytes" else f"{value:,}"
+            fig.add_bar(
+                x=[stage_label(stage)], y=[value], name=stage_label(stage), legendgroup=str(i), showlegend=col == 1,
+                marker_color=colors[i], text=[_text(attr, value, values[0])], textposition="outside", cliponaxis=False,
+                hovertemplate=f"%{{x}}<br>{what}: {exact}<extra></extra>", row=1, col=col,
+            )
+        lo, hi = max(min(values), 1), max(values[0], 1)
+        axis = log_axis(title, lo, hi)
+        axis.pop("title")  # the panel title names the axis
+        fig.update_yaxes(**axis, range=[np.log10(lo) - 0.3, np.log10(hi) + 0.6], row=1, col=col)
+        fig.update_xaxes(showticklabels=False, row=1, col=col)
     first, last = stages[0], stages[-1]
     layout = base_layout(
         "Combined reduction of both pruning stages",
-        height=500,
+        height=480,
         subtitle=f"{first.input_dim:,} -> {last.input_dim:,} input dims "
         f"({format_percent(last.input_dim / first.input_dim)} of the unpruned length); "
         f"{format_bytes(first.memory_bytes)} -> {format_bytes(last.memory_bytes)} of GRADIEND parameters; log scales",
     )
-    layout["margin"] = dict(l=70, r=30, t=120, b=110)
-    fig.update_layout(**layout, showlegend=False)
+    layout["margin"] = dict(l=60, r=20, t=130, b=60)
+    layout["legend"] = dict(orientation="h", yanchor="top", y=-0.04, xanchor="left", x=0.0, title=dict(text="stage:"))
+    fig.update_layout(**layout, barmode="overlay")
     return fig
 
 
@@ -132,7 +127,7 @@ def recall_figure(recall: StageRecall) -> go.Figure:
     layout["legend"] = dict(layout["legend"], y=-0.28)
     fig.update_layout(
         **layout,
-        xaxis=dict(**log_axis("k: dims in each top-k set (count, log scale)"),
+        xaxis=dict(**log_axis("k: dims in each top-k set (count, log scale)", 1, max(recall.n_dims, 2)),
                    range=[-0.05, np.log10(max(recall.n_dims, 2)) + 0.05]),
         yaxis=dict(title="recall (% of the post-prune top-k)", tickformat=".0%", range=[-0.02, 1.05]),
     )

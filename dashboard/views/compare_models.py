@@ -20,6 +20,7 @@ from dashboard.sessions import check_allowed
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.distributions import follow
+from dashboard.views.messages import about
 
 #: The first is the default: counts in dims read right whatever the set sizes; a percentage of the
 #: smaller set reads 100 % for 23 dims inside 4,461.
@@ -105,7 +106,7 @@ def render(ctx: ViewContext) -> None:
             data = load_checkpoint(path)
             dir_, mtime = cache.ckpt_key(path)
         except (CheckpointError, PermissionError, OSError) as e:
-            st.error(f"{path}: {e}")
+            st.error(about(path, e))
             continue
         if any(e[1] == dir_ for e in entries):
             continue

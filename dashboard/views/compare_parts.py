@@ -17,6 +17,8 @@ from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.charts import show_figure
 
+#: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
+STATE_KEYS = ("parts_overlap_value", "parts_scatter_x", "parts_scatter_y")
 OVERLAP_VALUES = {"Jaccard": "jaccard", "intersection (dims)": "intersection", "overlap (% of the smaller set)": "overlap"}
 
 
@@ -76,7 +78,9 @@ def render(ctx: ViewContext) -> None:
         + (" A part that is constant (e.g. an all-zero decoder bias) has no rank correlation (n/a)." if pd.isna(sp.rho).any() else "")
     )
     c1, c2 = st.columns(2)
-    part_x = c1.selectbox("x axis", PARTS, index=PARTS.index("encoder-weight"), key="parts_scatter_x")
-    part_y = c2.selectbox("y axis", PARTS, index=PARTS.index("decoder-weight"), key="parts_scatter_y")
+    st.session_state.setdefault("parts_scatter_x", "encoder-weight")
+    st.session_state.setdefault("parts_scatter_y", "decoder-weight")
+    part_x = c1.selectbox("x axis", PARTS, key="parts_scatter_x")
+    part_y = c2.selectbox("y axis", PARTS, key="parts_scatter_y")
     show_figure(importance_scatter(cache.part_scatter(dir_, mtime, part_x, part_y), part_x, part_y), "parts_scatter", f"scatter_{part_y}_vs_{part_x}")
     st.caption(f"A seeded (seed {SEED}) uniform sample of at most {SCATTER_SIZE:,} dims, drawn on log-log axes.")

@@ -25,10 +25,12 @@ from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
 from gradiend_core.analysis.names import name_mask
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
-from dashboard.loading import has_pre_prune_record, load_pre_prune
+from dashboard.loading import has_pre_prune_record, load_pre_prune, load_ranking
 from dashboard.sessions import registry, session_files
 
 DEFAULT_TOPK = "0.05"
+#: Threshold step when the part's importance is unknown or has no positive finite value.
+DEFAULT_STEP = 1e-3
 
 
 @dataclass
@@ -55,6 +57,24 @@ def source_options(data: CheckpointData) -> Tuple[str, ...]:
     """The importance sources of the selectbox: the four parts, plus ``gradient-mean`` when the
     checkpoint has a pre-prune record."""
     return PARTS + (GRADIENT_MEAN,) if has_pre_prune_record(str(data.path)) else PARTS
+
+
+def threshold_step(path: str, part: str) -> float:
+    """The +/- step of the threshold input: a tenth of the power of ten of the part's largest finite
+    importance (0.066 -> 0.001, 5e-9 -> 1e-10), so a few clicks move the cut for importances of any
+    scale; :data:`DEFAULT_STEP` when there is no positive finite importance."""
+    try:
+        ranking = load_ranking(path, part)
+    except CheckpointError:
+        return DEFAULT_STEP
+    dims = ranking.dims()
+    n_pos_inf = dims.count_at_least(math.inf)  # +Inf ranks first, then the finite values
+    if n_pos_inf + ranking.n_nan >= ranking.size:
+        return DEFAULT_STEP
+    largest = dims.value_at(n_pos_inf)
+    if not (math.isfinite(largest) and largest > 0):
+        return DEFAULT_STEP
+    return 10.0 ** (math.floor(math.log10(largest)) - 1)
 
 
 def url_threshold(text: str) -> Tuple[Optional[float], Optional[str]]:
@@ -142,9 +162,11 @@ def render(data: CheckpointData) -> SelectionInputs:
         help=f"1-D bool tensor of length input_dim ({data.architecture.input_dim:,}) or unpruned length "
         f"({data.param_map.unpruned_length:,}, base-global indices).",
     )
+    step = threshold_step(str(data.path), part) if error is None else DEFAULT_STEP
     threshold = st.sidebar.number_input(
-        "Threshold (optional)", min_value=0.0, value=None, format="%g", key="threshold",
-        help="Keep dims with importance >= threshold. Leave empty for none.",
+        "Threshold (optional)", min_value=0.0, value=None, step=step, format="%g", key="threshold",
+        help=f"Keep dims with importance >= threshold. Leave empty for none. Type any number (1e-5, 0.003); "
+        f"the +/- buttons step by {step:g}, a tenth of the largest {part} importance's power of ten.",
     )
     topk_text = st.sidebar.text_input(
         "topk", key="topk",

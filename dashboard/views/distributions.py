@@ -13,8 +13,11 @@ from dashboard.figures.mass import ecdf_figure, retained_mass_figure
 from dashboard.loading import load_ranking
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
+from dashboard.views.metrics import metric_row, note_metric
 
 TARGET_KEY = "target_mass_pct"
+#: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
+STATE_KEYS = ("dist_part", TARGET_KEY)
 
 
 def follow(sidebar_part: str, key: str, options, fallback: str = DEFAULT_PART) -> None:
@@ -43,6 +46,18 @@ def _set_topk_for_target(path: str, part: str) -> None:
     st.session_state["_target_mass_done"] = (part, share, k)
 
 
+def _target_control(path: str, part: str) -> None:
+    st.session_state.setdefault(TARGET_KEY, 90.0)
+    st.number_input(
+        "Target retained mass (%)", min_value=0.01, max_value=100.0, step=1.0, format="%g",
+        key=TARGET_KEY, help="Share of this part's total importance the kept dims should hold.",
+    )
+    st.button(
+        "Set topk to reach it", key="target_mass_apply", on_click=_set_topk_for_target, args=(path, part),
+        help="Sets the sidebar part to this part and topk to the smallest count whose top dims hold the target.",
+    )
+
+
 def render(ctx: ViewContext) -> None:
     """Draw the mass counts, the target-mass control, the ECDF and the retained-mass curve."""
     options = PARTS + (() if ctx.source in PARTS else (ctx.source,))  # e.g. gradient-mean
@@ -57,23 +72,15 @@ def render(ctx: ViewContext) -> None:
     if profile.total <= 0:
         st.warning(f"{part} has no positive finite importance (total 0), so there is no mass to retain.")
     else:
-        cols = st.columns(len(profile.share_points) + 1)
-        for col, (share, (k, kept)) in zip(cols, sorted(profile.share_points.items())):
-            col.metric(
-                f"topk for {share:.0%} of the mass", f"{k:,}", delta=f"{format_percent(k / profile.n_total)} of dims",
-                delta_color="off", delta_arrow="off",
-                help=f"The top {k:,} dims of {part} hold {kept:.4%} of its total importance ({profile.total:.6g}); "
-                f"{k - 1:,} would hold less than {share:.0%}.",
-            )
-        with cols[-1]:
-            st.number_input(
-                "Target retained mass (%)", min_value=0.01, max_value=100.0, value=90.0, step=1.0, format="%g",
-                key=TARGET_KEY, help="Share of this part's total importance the kept dims should hold.",
-            )
-            st.button(
-                "Set topk to reach it", key="target_mass_apply", on_click=_set_topk_for_target, args=(ctx.path, part),
-                help="Sets the sidebar part to this part and topk to the smallest count whose top dims hold the target.",
-            )
+        with metric_row("dist_mass_counts"):
+            for share, (k, kept) in sorted(profile.share_points.items()):
+                note_metric(
+                    f"topk for {share:.0%} of the mass", f"{k:,}", f"{format_percent(k / profile.n_total)} of dims",
+                    help=f"The top {k:,} dims of {part} hold {format_percent(kept)} of its total importance "
+                    f"({profile.total:.6g}); {k - 1:,} would hold less than {share:.0%}.",
+                )
+            with st.container(width=220, key="dist_target"):
+                _target_control(ctx.path, part)
         if err := st.session_state.get("_target_mass_error"):
             st.error(err)
         done = st.session_state.get("_target_mass_done")
@@ -84,14 +91,13 @@ def render(ctx: ViewContext) -> None:
                 "Counts are over the whole part. With a mask or threshold in the sidebar, topk then takes that many "
                 "of the dims left after them, which can hold less mass."
             )
-    sel_label = "current selection" + ("" if part == ctx.source else f" (ranked by {ctx.source})")
     point = selection_point(ranking, ctx.selection, profile) if profile.total > 0 else None
-    cut = cut_value(ranking, ctx.selection) if part == ctx.source and ctx.selection.k < ranking.size else None
-    left, right = st.columns(2)
-    with left:
-        show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}")
-    with right:
-        show_figure(ecdf_figure(profile, part, cut), "dist_ecdf", f"ecdf_{part}")
+    sel_label = "current selection" + ("" if part == ctx.source else f" (ranked by {ctx.source})")
+    if point is not None:
+        sel_label += f": importance kept {format_percent(point[1])}"
+    # One above the other at full width: side by side, titles and legends were cut on a 1,024 px page.
+    show_figure(retained_mass_figure(profile, part, point, sel_label), "dist_retained_mass", f"retained_mass_{part}")
+    show_figure(ecdf_figure(profile, part, cut_value(ranking, ctx.selection)), "dist_ecdf", f"ecdf_{part}")
     st.caption(
         f"Both curves are exact at the points drawn (lines join them): the retained-mass curve at every rank up to "
         f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; the ECDF at "

@@ -17,6 +17,8 @@ from typing import Any, Dict, Optional, Tuple
 import streamlit as st
 
 from gradiend_core.archive import zip_verified
+from gradiend_core.checkpoint import check_target
+from gradiend_core.disk import DiskSize
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, expression_reads_under, reproduce_command
 from gradiend_core.importance import GRADIENT_MEAN
@@ -32,6 +34,7 @@ __all__ = ["default_export_dir", "export_settings", "python_snippet", "render"]
 DOWNLOAD_NAME = "exports/download.zip"
 
 EXPORT_ROOT = Path.cwd() / "exports"
+REPLACE_LABEL = "Replace a non-empty directory"
 
 
 def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
@@ -164,6 +167,7 @@ def _export(ctx: ViewContext, out: str, overwrite: bool) -> None:
     st.session_state.pop("last_export", None)
     try:
         check_allowed(Path(out), "export directory")
+        check_target(Path(out), overwrite, plan.checkpoint.path, how_to_replace=f"tick '{REPLACE_LABEL}'")
         with st.spinner("Pruning, writing and verifying..."):
             result = export_plan(plan, out, overwrite=overwrite, transient=[registry().folder])
     except (CheckpointError, SelectionError, PermissionError, OSError) as e:
@@ -175,7 +179,8 @@ def _export(ctx: ViewContext, out: str, overwrite: bool) -> None:
     st.session_state["last_export"] = {
         "path": str(result.path),
         "kept": result.selection.k,
-        "bytes": sum(size for _, size, _ in signature.values()),
+        # sizes of the verified files (the signature was checked against their checksums)
+        "disk": DiskSize.from_sizes({name: size for name, (_, size, _) in signature.items()}),
         "settings": export_settings(plan, inputs),
         "signature": signature,
         "archive": archive,
@@ -205,7 +210,7 @@ def render(ctx: ViewContext) -> None:
         "Export directory", key="export_dir", on_change=_typed,
         help="A new or empty directory. Named after the model and the selection until you type another.",
     )
-    overwrite = st.sidebar.checkbox("Replace a non-empty directory", key="export_overwrite")
+    overwrite = st.sidebar.checkbox(REPLACE_LABEL, key="export_overwrite")
     if st.sidebar.button("Export pruned model", key="export", type="primary", disabled=inputs.error is not None):
         _export(ctx, out, overwrite)
     last = st.session_state.get("last_export")
@@ -217,7 +222,11 @@ def _show_last(last: Dict[str, Any], current: Dict[str, Any]) -> None:
     path = Path(last["path"])
     is_current = last["settings"] == current
     changed = _signature(path) != last["signature"]
-    what = f"{last['kept']:,} input dims to `{path}` ({format_bytes(last['bytes'])})"
+    disk = last["disk"]
+    what = (
+        f"{last['kept']:,} input dims to `{path}` ({format_bytes(disk.model_bytes)} on disk in the model files, "
+        f"side files {format_bytes(disk.side_bytes)} apart)"
+    )
     if not is_current:
         st.info(f"Earlier export in this session, not the current selection: {what}, verified; made with "
                 f"{_describe(last['settings'])}.")

@@ -43,7 +43,8 @@ def render() -> Optional[str]:
         name = st.sidebar.selectbox("Sample", list(by_name), key="sample")
         path = by_name[name]
     elif source == SOURCES[1]:
-        path = st.sidebar.text_input("Checkpoint directory", key="model_path", placeholder="/path/to/run/model") or None
+        typed = st.sidebar.text_input("Checkpoint directory", key="model_path", placeholder="/path/to/run/model")
+        path = (typed or "").strip() or None  # a pasted path often carries spaces or a newline
         if path:
             check_allowed(Path(path), "checkpoint")
     else:

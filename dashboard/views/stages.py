@@ -19,7 +19,7 @@ import streamlit as st
 
 from gradiend_core.analysis.stages import StageRecall, combined_reduction, stage_recall
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import GRADIENT_MEAN
+from gradiend_core.importance import GRADIENT_MEAN
 from gradiend_core.importance import DEFAULT_PART, PARTS
 from gradiend_core.analysis.cut_cost import CutCost, cut_cost
 from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
@@ -28,6 +28,12 @@ from dashboard.context import ViewContext
 from dashboard.figures.stages import recall_figure, reduction_figure, stage_label
 from dashboard.loading import checkpoint_key, load_checkpoint, load_pre_prune, load_ranking, load_validation
 from dashboard.views.charts import show_figure
+from dashboard.views.messages import about
+from dashboard.views.metrics import metric_row, note_metric
+from dashboard.views.tables import show_table
+
+#: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
+STATE_KEYS = ("stages_post_part",)
 
 
 def keep_digest(keep: np.ndarray) -> str:
@@ -62,7 +68,7 @@ def _load(what: str, loader, path: str):
     try:
         return loader(path)
     except CheckpointError as e:
-        st.error(f"{what}: {e}")
+        st.error(about(what, e))
         return None
 
 
@@ -78,36 +84,39 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
             "dims it kept."
         )
         return None
+    st.session_state.setdefault("stages_post_part", DEFAULT_PART)
     post_part = st.selectbox(
-        "Post-prune importance (the trained model's T_k)", PARTS, index=PARTS.index(DEFAULT_PART), key="stages_post_part",
+        "Post-prune importance (the trained model's T_k)", PARTS, key="stages_post_part",
         help="Post-pruning ranks by a weight part of the trained model; PostPruneConfig's default is decoder-weight.",
     )
     dir_, mtime = checkpoint_key(ctx.path)
     r = _recall(dir_, mtime, post_part, ctx.selection.k)
     n = r.n_dims
-    cols = st.columns(4)
-    cols[0].metric(
-        "Ranking recall at k", format_percent(r.ranking_recall),
-        delta=f"random ranking: {format_percent(r.random_recall)}", delta_color="off", delta_arrow="off",
-        help=f"|P_k ∩ T_k| / k = {r.n_both:,} / {r.k:,}: of the trained model's top {r.k:,} {post_part} dims (T_k), "
-        f"the share that are also among the top {r.k:,} by pre-prune importance (P_k), both over this checkpoint's "
-        f"{n:,} dims.",
-    )
-    cols[1].metric(
-        "Kept-set recall at k", format_percent(r.kept_recall),
-        help=f"|R ∩ T_k| / k = {r.n_kept_in_post:,} / {r.k:,}: the share of T_k that pre-pruning kept (R)."
-        + (" 100 % by construction here: every dim of this checkpoint was kept by pre-pruning." if r.pre_pruned else ""),
-    )
-    cols[2].metric(
-        "k (current selection)", f"{r.k:,}", delta=f"{format_percent(r.k / n)} of {n:,} dims", delta_color="off",
-        delta_arrow="off", help="Both top-k sets have as many dims as the current selection keeps (set by the sidebar).",
-    )
-    cols[3].metric(
-        "Pre-pruning kept", f"{r.n_pre_kept:,}", delta=f"of {r.n_pre_measured:,} dims measured", delta_color="off",
-        delta_arrow="off",
-        help=f"|R| over the {r.n_pre_measured:,} dims pre-pruning measured ({record.n_samples:,} examples, "
-        f"|mean {record.source} gradient|); {r.n_pre_kept_in_model:,} of this checkpoint's {n:,} dims are among them.",
-    )
+    with metric_row("stages_recall_metrics"):
+        note_metric(
+            "Ranking recall at k", format_percent(r.ranking_recall),
+            f"random ranking: {format_percent(r.random_recall)}",
+            help=f"|P_k ∩ T_k| / k = {r.n_both:,} / {r.k:,}: of the trained model's top {r.k:,} {post_part} dims "
+            "(T_k), "
+            f"the share that are also among the top {r.k:,} by pre-prune importance (P_k), both over this checkpoint's "
+            f"{n:,} dims.",
+        )
+        note_metric(
+            "Kept-set recall at k", format_percent(r.kept_recall),
+            help=f"|R ∩ T_k| / k = {r.n_kept_in_post:,} / {r.k:,}: the share of T_k that pre-pruning kept (R)."
+            + (" 100 % by construction here: every dim of this checkpoint was kept by pre-pruning."
+               if r.pre_pruned else ""),
+        )
+        note_metric(
+            "k (current selection)", f"{r.k:,}", f"{format_percent(r.k / n)} of {n:,} dims",
+            help="Both top-k sets have as many dims as the current selection keeps (set by the sidebar).",
+        )
+        note_metric(
+            "Pre-pruning kept", f"{r.n_pre_kept:,}", f"of {r.n_pre_measured:,} dims measured",
+            help=f"|R| over the {r.n_pre_measured:,} dims pre-pruning measured ({record.n_samples:,} examples, "
+            f"|mean {record.source} gradient|); {r.n_pre_kept_in_model:,} of this checkpoint's {n:,} dims are among "
+            "them.",
+        )
     st.caption(
         f"Compared in base-global index space, over this checkpoint's {n:,} dims D. **T_k**: the top k of D by the "
         f"trained model's {post_part} importance, the dims post-pruning with topk={r.k:,} keeps. **P_k**: the top k of "
@@ -144,16 +153,13 @@ def _reduction_section(ctx: ViewContext, record: Optional[PrePruneRecord], recal
         "memory": [format_bytes(s.memory_bytes) for s in stages],
         "share of unpruned dims": [s.input_dim / first.input_dim for s in stages],
     })
-    st.dataframe(
-        df, hide_index=True, key="stages_table",
+    show_table(
+        df, "stages_table", percent=("share of unpruned dims",),
         column_config={
-            "input dims": st.column_config.NumberColumn("input dims", format="localized"),
             "GRADIEND parameters": st.column_config.NumberColumn(
-                "GRADIEND parameters", help="Encoder and decoder weights and biases (and a LayerNorm's two, if any)",
-                format="localized"),
+                "GRADIEND parameters", help="Encoder and decoder weights and biases (and a LayerNorm's two, if any)"),
             "memory (bytes)": st.column_config.NumberColumn(
-                "memory (bytes)", help=f"Parameter bytes in memory at {data.architecture.torch_dtype}", format="localized"),
-            "share of unpruned dims": st.column_config.NumberColumn("share of unpruned dims", format="percent"),
+                "memory (bytes)", help=f"Parameter bytes in memory at {data.architecture.torch_dtype}"),
         },
     )
     last = stages[-1]
@@ -172,6 +178,37 @@ def _reduction_section(ctx: ViewContext, record: Optional[PrePruneRecord], recal
     st.caption(note)
 
 
+def _ratio(after: float, before: float) -> float:
+    """after / before of a class separation; ``nan`` when before is 0, infinite or missing."""
+    ok = before is not None and math.isfinite(before) and before > 0 and after is not None and not math.isnan(after)
+    return after / before if ok else float("nan")
+
+
+def _cut_cost_metrics(c: CutCost) -> None:
+    """The headline: the same two comparisons as the table's rows, encoder output and pre-activation."""
+    with metric_row("stages_cut_cost_metrics"):
+        note_metric(
+            "Encoder output correlation", _number(c.encoder_correlation),
+            help="Pearson correlation between the encoder outputs of this checkpoint as saved and after the cut, on "
+            f"the same validation gradients ({c.n:,} examples).",
+        )
+        note_metric(
+            "Pre-activation correlation", _number(c.preactivation_correlation),
+            help="The same on W x + b, before the activation (tanh saturation cannot hide a change there).",
+        )
+        for where, before, after in (
+            ("encoder output", c.separation_before, c.separation_after),
+            ("pre-activation", c.preactivation_separation_before, c.preactivation_separation_after),
+        ):
+            note_metric(
+                f"Separation kept, {where}", format_percent(_ratio(after, before)),
+                f"Cohen's d {_number(before, '.4g')} -> {_number(after, '.4g')}",
+                help=f"Class separation (Cohen's d, |mean(class A) - mean(class B)| / pooled std) of the {where} after "
+                f"the cut over that of this checkpoint as saved: the '{where}' row of the table below. Above 100 %: "
+                "the kept dims separate the classes better than all dims did.",
+            )
+
+
 def _cut_cost_section(ctx: ViewContext) -> None:
     st.markdown("#### What the cut costs")
     dir_, mtime = checkpoint_key(ctx.path)
@@ -186,47 +223,41 @@ def _cut_cost_section(ctx: ViewContext) -> None:
     try:
         c = _cut_cost(dir_, mtime, keep_digest(ctx.selection.keep), ctx.selection.keep)
     except (CheckpointError, SelectionError) as e:
-        st.error(f"{VALIDATION_FILE}: {e}")
+        st.error(about(VALIDATION_FILE, e))
         return
-    cols = st.columns(4)
-    cols[0].metric(
-        "Encoder correlation", _number(c.encoder_correlation),
-        help="Pearson correlation between the encoder outputs with and without the cut, on the same validation "
-        f"gradients ({c.n:,} examples).",
-    )
-    cols[1].metric(
-        "Pre-activation correlation", _number(c.preactivation_correlation),
-        help="The same on W x + b, before the activation (tanh saturation cannot hide a change there).",
-    )
-    sep_b, sep_a = c.preactivation_separation_before, c.preactivation_separation_after
-    cols[2].metric(
-        "Class separation after the cut", _number(sep_a, ".3f"), delta=f"before: {_number(sep_b, '.3f')}",
-        delta_color="off", delta_arrow="off",
-        help="Cohen's d of the pre-activations between the two classes: |mean(class A) - mean(class B)| / pooled std.",
-    )
-    cols[3].metric(
-        "Separation retained", _number(c.separation_retained, ".3f"),
-        help="Pre-activation separation after / before the cut (1 = unchanged; above 1 = the kept dims separate "
-        "the classes better than all dims did).",
-    )
-    classes = " / ".join(validation.classes)
+    _cut_cost_metrics(c)
     rows = [
-        ("label correlation (encoder output vs ±1 labels)", c.label_correlation_before, c.label_correlation_after),
-        ("class separation, encoder output (Cohen's d)", c.separation_before, c.separation_after),
-        ("class separation, pre-activation (Cohen's d)", sep_b, sep_a),
+        ("label correlation, encoder output", c.label_correlation_before, c.label_correlation_after, None),
+        ("separation, encoder output", c.separation_before, c.separation_after,
+         _ratio(c.separation_after, c.separation_before)),
+        ("separation, pre-activation", c.preactivation_separation_before,
+         c.preactivation_separation_after, _ratio(c.preactivation_separation_after, c.preactivation_separation_before)),
     ]
-    st.dataframe(
-        pd.DataFrame({
-            "measure": [r[0] for r in rows],
-            f"unpruned ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
-            f"after the cut ({c.k:,} dims)": [_number(r[2]) for r in rows],
-        }),
-        hide_index=True, key="stages_cut_cost_table",
+    table = pd.DataFrame({
+        "measure": [r[0] for r in rows],
+        f"as saved ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
+        f"after the cut ({c.k:,} dims)": [_number(r[2]) for r in rows],
+        "kept": [format_percent(r[3]) if r[3] is not None else "-" for r in rows],
+    })
+    show_table(
+        table, "stages_cut_cost_table",
+        column_config={
+            "measure": st.column_config.TextColumn(
+                "measure",
+                help="Label correlation: Pearson correlation of the encoder output with the ±1 class labels. "
+                "Separation: Cohen's d between the two classes."),
+            f"as saved ({c.input_dim:,} dims)": st.column_config.TextColumn(
+                help="This checkpoint as saved (not necessarily unpruned: a pre-pruned checkpoint is compared as "
+                "it is)."),
+            "kept": st.column_config.TextColumn(help="After the cut over as saved: the headline's 'Separation kept'."),
+        },
     )
     st.caption(
         f"On the {c.n:,} validation gradients saved with the checkpoint ({validation.source} gradients, classes "
-        f"{classes}), the encoder is run on all {c.input_dim:,} dims and on the {c.k:,} the current selection "
-        f"keeps (the encoder restricted to those columns, as pruning makes it). Largest change of an output: "
+        f"{' / '.join(validation.classes)}), the encoder of this checkpoint as saved runs on all its {c.input_dim:,} "
+        f"dims and, after the cut, on the {c.k:,} the current selection keeps (the encoder restricted to those "
+        "columns, as pruning makes it). A saturating tanh can make the encoder output's separation very large; the "
+        f"pre-activation W x + b shows the change without saturation. Largest change of an output: "
         f"{_number(c.max_abs_change, '.3g')}."
     )
 

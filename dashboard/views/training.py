@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import streamlit as st
 
@@ -11,10 +9,9 @@ from gradiend_core.analysis.training import training_record
 from dashboard.context import ViewContext
 from dashboard.figures.training import training_figure
 from dashboard.views.charts import show_figure
-
-
-def _text(v) -> str:
-    return v if isinstance(v, str) else json.dumps(v)
+from dashboard.views.metrics import metric_row, note_metric
+from dashboard.views.tables import cell_text as _text
+from dashboard.views.tables import show_table
 
 
 def render(ctx: ViewContext) -> None:
@@ -25,24 +22,27 @@ def render(ctx: ViewContext) -> None:
         st.caption(note)
     if "training.json" in side:
         conv = rec.convergence.get("converged")
-        cols = st.columns(4)
-        cols[0].metric("Best step", f"{rec.best_step:,}" if rec.best_step is not None else "n/a",
-                       help=f"epoch {rec.best_epoch}" if rec.best_epoch is not None else None)
-        cols[1].metric("Best score (correlation)", f"{rec.best_score:.5f}" if rec.best_score is not None else "n/a",
-                       help="Encoder correlation of the best checkpoint (training.json best_score_checkpoint).")
-        cols[2].metric("Steps trained", f"{rec.final_step:,}" if rec.final_step is not None else "n/a")
-        cols[3].metric("Converged", "n/a" if conv is None else ("yes" if conv else "no"),
-                       help="; ".join(f"{k} = {v}" for k, v in rec.convergence.items()) or "No convergence_info recorded.")
+        with metric_row("training_metrics"):
+            note_metric("Best step", f"{rec.best_step:,}" if rec.best_step is not None else "n/a",
+                        help=f"epoch {rec.best_epoch}" if rec.best_epoch is not None else None)
+            note_metric("Best score (correlation)", f"{rec.best_score:.5f}" if rec.best_score is not None else "n/a",
+                        help="Encoder correlation of the best checkpoint (training.json best_score_checkpoint).")
+            note_metric("Steps trained", f"{rec.final_step:,}" if rec.final_step is not None else "n/a")
+            note_metric("Converged", "n/a" if conv is None else ("yes" if conv else "no"),
+                        help="; ".join(f"{k} = {_text(v)}" for k, v in rec.convergence.items())
+                        or "No convergence_info recorded.")
         if rec.has_curves:
             show_figure(training_figure(rec), "training_curves", "training_record")
         if rec.convergence:
             st.markdown("**Convergence**")
-            st.dataframe(pd.DataFrame({"field": list(rec.convergence), "value": [_text(v) for v in rec.convergence.values()]}),
-                         hide_index=True, key="training_convergence")
+            values = [_text(v) for v in rec.convergence.values()]
+            show_table(pd.DataFrame({"field": list(rec.convergence), "value": values}),
+                       "training_convergence")
         if rec.settings:
             st.markdown("**Training settings** (training_args)")
-            st.dataframe(pd.DataFrame({"setting": list(rec.settings), "value": [_text(v) for v in rec.settings.values()]}),
-                         hide_index=True, key="training_settings")
+            values = [_text(v) for v in rec.settings.values()]
+            show_table(pd.DataFrame({"setting": list(rec.settings), "value": values}),
+                       "training_settings")
         if rec.input_dims:
             st.caption("Input dims by stage: " + " -> ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in rec.input_dims.items()))
         if rec.post_prune_result:
@@ -51,12 +51,12 @@ def render(ctx: ViewContext) -> None:
             st.caption("Time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in rec.time_seconds.items()))
     st.markdown("**Pruning recorded**")
     if rec.pruning:
-        st.dataframe(
+        show_table(
             pd.DataFrame([
                 {"stage": p.stage, "recorded in": p.source, "settings": ", ".join(f"{k}={_text(v)}" for k, v in p.settings.items())}
                 for p in rec.pruning
             ]),
-            hide_index=True, key="training_pruning",
+            "training_pruning",
         )
     else:
         st.caption("No pruning config recorded (training_args.pre_prune_config / post_prune_config, config metadata, pruning.json).")

@@ -25,8 +25,11 @@ from dashboard.figures.locate import METRICS, layer_component_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
+from dashboard.views.tables import display_table
 
 INCLUDE, EXCLUDE = "name_include", "name_exclude"
+#: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
+STATE_KEYS = ("where_metric", "name_include_input", "name_exclude_input")
 
 
 def _apply_filter() -> None:
@@ -96,17 +99,18 @@ def render(ctx: ViewContext) -> None:
     st.markdown(f"**Per base-model parameter** ({len(df):,} mapped parameters; click a column header to sort, "
                 "tick rows to pick them for the mask)")
     event = st.dataframe(
-        df, hide_index=True, key=f"where_table_{masks.pick_generation()}", on_select="rerun",
+        display_table(df, percent=("kept / in input", "share of kept importance", "share of part importance"),
+                      formats={"importance kept": "{:.4g}"}),
+        hide_index=True, key=f"where_table_{masks.pick_generation()}", on_select="rerun",
         selection_mode="multi-row",
         column_config={
             "entries": st.column_config.NumberColumn("entries", help="Entries of the full base-model parameter", format="localized"),
             "in input space": st.column_config.NumberColumn("in input space", help="Entries in the GRADIEND input space", format="localized"),
             "kept": st.column_config.NumberColumn("kept", help="Entries the current selection keeps", format="localized"),
-            "kept / in input": st.column_config.NumberColumn("kept / in input", format="percent"),
-            "importance kept": st.column_config.NumberColumn("importance kept", help=f"Sum of {part} importance of the kept dims", format="%.4g"),
-            "share of kept importance": st.column_config.NumberColumn("share of kept importance", format="percent"),
+            "importance kept": st.column_config.NumberColumn(
+                "importance kept", help=f"Sum of {part} importance of the kept dims"),
             "share of part importance": st.column_config.NumberColumn(
-                "share of part importance", help=f"Share of all {part} importance in this parameter's input dims", format="percent"),
+                "share of part importance", help=f"Share of all {part} importance in this parameter's input dims"),
         },
     )
     rows = sorted(event.selection.rows) if event else []

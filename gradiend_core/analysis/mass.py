@@ -23,6 +23,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 
 from ..ranking import INF_BUCKET, N_BUCKETS, NAN_BUCKET, ZERO_BUCKET, Ranking, bucket_bounds, finite_or_zero
+from ..reduction import importance_kept
 from ..selection import Selection
 
 __all__ = ["MassProfile", "count_for_mass", "mass_profile", "selection_point"]
@@ -209,17 +210,15 @@ def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> Tuple
 
 
 def selection_point(ranking: Ranking, selection: Selection, profile: MassProfile) -> Tuple[float, float]:
-    """Where a selection sits on the retained-mass plane, O(k).
+    """Where a selection sits on the retained-mass plane.
 
     Returns:
-        ``(dims_share, mass_share)``: ``k / n_total`` and the finite importance the kept dims hold
-        over ``profile.total`` (``nan`` when the total is 0). Without a mask the selection is a
-        prefix of the ranking, so the point lies on the curve; with a mask it lies below it.
-        O(buckets) for a selection ranked by ``ranking``, O(k) otherwise.
+        ``(dims_share, mass_share)``: ``k / n_total`` and the share of importance kept, the one
+        definition of the preview and the CLI (:func:`gradiend_core.reduction.importance_kept`:
+        finite importance of the kept dims over the finite importance of all dims; ``nan`` when
+        the total is 0). Without a mask the selection is a prefix of the ranking, so the point lies
+        on the curve; with a mask it lies below it. O(buckets) for a selection ranked by
+        ``ranking``, O(k) otherwise.
     """
-    if selection.dims is not None and selection.dims.ranking is ranking:
-        kept = float(selection.kept_mass)
-    else:  # ranked by another part, or a mask alone: sum this part's importance over the kept dims
-        kept = float(finite_or_zero(ranking.values_at(selection.keep)).sum())
-    mass = kept / profile.total if profile.total > 0 else float("nan")
+    mass = importance_kept(selection, ranking) if profile.total > 0 else float("nan")
     return selection.k / float(profile.n_total), mass

@@ -13,7 +13,9 @@ Columns and meaning follow ``gradiend``'s ``ModelWithGradiend.export_topk_featur
   fewer dimensions.
 
 The CSV has the reference's column order with ``coords`` and ``param_shape`` as JSON text; the
-JSON is a list of row objects in the reference's key order. The rows are the dims of a
+JSON is a list of row objects in the reference's key order. A table with token text
+(:meth:`TopkFeatureTable.with_tokens`, see :mod:`gradiend_core.analysis.tokens`) has one extra
+column, ``token``, last. The rows are the dims of a
 :class:`Selection` (mask -> threshold -> topk), most important first by the selection rule's
 order (ties: lower local index first), so with only a topk they are the reference's rows.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
@@ -48,6 +50,8 @@ CSV_COLUMNS = (
     "param_shape",
     "param_numel",
 )
+#: The extra column of a table with token text (after the reference's columns).
+TOKEN_COLUMN = "token"
 #: Keys of a JSON row, in the reference's order.
 JSON_KEYS = (
     "rank",
@@ -115,6 +119,8 @@ class TopkFeatureTable:
         param_name: list of str.
         param_shape, coords: lists of lists of int.
         n_selected: kept dims in the selection (rows may be fewer, see ``truncated``).
+        token: per row, the token text of a token-embedding row (``""`` for other rows), or
+            ``None`` when no tokenizer was available.
     """
 
     part: str
@@ -128,6 +134,7 @@ class TopkFeatureTable:
     param_shape: List[List[int]]
     param_numel: np.ndarray
     n_selected: int
+    token: Optional[List[str]] = None
 
     @property
     def n_rows(self) -> int:
@@ -137,6 +144,17 @@ class TopkFeatureTable:
     def truncated(self) -> bool:
         """True when the table holds fewer rows than the selection keeps."""
         return self.n_rows < self.n_selected
+
+    def with_tokens(self, tokenizer) -> "TopkFeatureTable":
+        """This table with the ``token`` column filled from ``tokenizer`` (see
+        :func:`gradiend_core.analysis.tokens.token_texts`)."""
+        from .tokens import token_texts
+
+        return replace(self, token=token_texts(self.param_name, self.coords, self.param_shape, tokenizer))
+
+    def columns(self) -> tuple:
+        """The CSV columns of this table: the reference's, then ``token`` when filled."""
+        return CSV_COLUMNS + ((TOKEN_COLUMN,) if self.token is not None else ())
 
     def param_row(self) -> List[Optional[int]]:
         return [c[0] if len(c) >= 1 else None for c in self.coords]
@@ -160,7 +178,11 @@ class TopkFeatureTable:
             "param_row": self.param_row(),
             "param_col": self.param_col(),
         }
-        return [{k: cols[k][i] for k in JSON_KEYS} for i in range(self.n_rows)]
+        keys = JSON_KEYS
+        if self.token is not None:
+            cols[TOKEN_COLUMN] = self.token
+            keys = JSON_KEYS + (TOKEN_COLUMN,)
+        return [{k: cols[k][i] for k in keys} for i in range(self.n_rows)]
 
 
 def topk_feature_table(
@@ -214,7 +236,7 @@ def topk_feature_table(
 def to_csv(table: TopkFeatureTable) -> bytes:
     """The table as UTF-8 CSV in the reference's column order (lists as JSON, ``None`` empty)."""
     buf = io.StringIO(newline="")
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS))
+    writer = csv.DictWriter(buf, fieldnames=list(table.columns()))
     writer.writeheader()
     for row in table.records():
         row["coords"] = json.dumps(row["coords"])

@@ -111,6 +111,8 @@ def resolve_checkpoint_dir(path: os.PathLike | str) -> Path:
     """
     try:
         return _resolve_checkpoint_dir(Path(path).expanduser())
+    except CheckpointError:  # already names the path (it is a ValueError too: do not wrap it again)
+        raise
     except PermissionError as e:
         raise CheckpointError(f"{e.filename or path}: permission denied; make the checkpoint readable.") from e
     except (OSError, ValueError) as e:  # e.g. a NUL byte or an over-long name

@@ -8,11 +8,24 @@ from typing import Optional
 from ..errors import CheckpointError
 from .format import CONFIG_FILE
 
-__all__ = ["check_target"]
+__all__ = ["PYTHON_REPLACE", "check_target"]
 
 
-def check_target(target: Path, overwrite: bool, source: Optional[Path] = None) -> None:
+#: How a Python caller allows replacing a non-empty target (the CLI and the dashboard name their own switch).
+PYTHON_REPLACE = "pass overwrite=True"
+
+
+def check_target(
+    target: Path, overwrite: bool, source: Optional[Path] = None, *, how_to_replace: str = PYTHON_REPLACE
+) -> None:
     """Refuse export targets that could lose data.
+
+    Args:
+        target: the export directory.
+        overwrite: whether a non-empty checkpoint directory may be replaced.
+        source: the source checkpoint, which is never written.
+        how_to_replace: how the caller's user allows replacing, for the message (the CLI says
+            "pass --overwrite", the dashboard names its checkbox).
 
     Raises:
         CheckpointError: if ``target`` is the source checkpoint or lies inside it or contains it,
@@ -38,11 +51,10 @@ def check_target(target: Path, overwrite: bool, source: Optional[Path] = None) -
         raise CheckpointError(f"export target {target} is a file; give a directory path.")
     if t.is_dir() and any(t.iterdir()) and overwrite and not (t / CONFIG_FILE).is_file():
         raise CheckpointError(
-            f"export target {target} is not empty and is not a GRADIEND checkpoint; overwrite replaces only "
-            "checkpoint directories. Choose an empty or new directory."
+            f"export target {target} is not empty and is not a GRADIEND checkpoint; only checkpoint directories are "
+            "replaced. Choose an empty or new directory."
         )
     if t.is_dir() and any(t.iterdir()) and not overwrite:
         raise CheckpointError(
-            f"export target {target} is not empty; choose an empty or new directory, or pass overwrite=True "
-            "(CLI: --overwrite; dashboard: tick 'Replace a non-empty directory') to replace it."
+            f"export target {target} is not empty; choose an empty or new directory, or {how_to_replace} to replace it."
         )
