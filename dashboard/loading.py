@@ -144,9 +144,9 @@ class CheckpointStore:
 
     def discard(self, directory: Path) -> List[Tuple[Tuple[str, float], CheckpointData]]:
         """Close the checkpoints at or below ``directory``; returns them with their keys."""
-        root = str(Path(directory).resolve())
+        root = Path(directory).resolve()
         with self._lock:
-            gone = [(k, d) for k, d in self._items.items() if k[0] == root or k[0].startswith(root + os.sep)]
+            gone = [(k, d) for k, d in self._items.items() if Path(k[0]) == root or root in Path(k[0]).parents]
             for k, _ in gone:
                 del self._items[k]
                 self._key_locks.pop(k, None)
