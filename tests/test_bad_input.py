@@ -453,6 +453,15 @@ def test_extraction_byte_limit_is_exact(good, tmp_path):
     assert read_checkpoint(ck).architecture.input_dim == 200
 
 
+def test_zip_needing_a_newer_zip_version_is_refused(good, tmp_path):
+    data = bytearray(zip_directory(good))
+    at = data.find(b"PK\x01\x02")
+    data[at + 6 : at + 8] = struct.pack("<H", 84)  # "version needed to extract" 8.4
+    with pytest.raises(CheckpointError, match="not a readable .zip archive.*zip file version 8.4"):
+        extract_checkpoint_zip(bytes(data), tmp_path / "dest")
+    assert _files_under(tmp_path / "dest") == []
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flips=st.lists(st.tuples(st.integers(0, 10**9), st.integers(1, 255)), min_size=1, max_size=6))
 def test_damaged_archives_raise_only_checkpoint_error_and_leave_nothing(good, tmp_path_factory, flips):
