@@ -9,11 +9,8 @@ with ``st.cache_resource``. Cached objects are never mutated: pruning and export
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import threading
-import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -145,6 +142,16 @@ class CheckpointStore:
             items = list(self._items.values())
         return sum(resident_bytes(d) for d in items)
 
+    def discard(self, directory: Path) -> List[Tuple[Tuple[str, float], CheckpointData]]:
+        """Close the checkpoints at or below ``directory``; returns them with their keys."""
+        root = Path(directory).resolve()
+        with self._lock:
+            gone = [(k, d) for k, d in self._items.items() if Path(k[0]) == root or root in Path(k[0]).parents]
+            for k, _ in gone:
+                del self._items[k]
+                self._key_locks.pop(k, None)
+        return gone
+
 
 STORE = CheckpointStore()
 
@@ -204,42 +211,12 @@ def load_validation(path: str) -> Optional[ValidationRecord]:
     return _validation(*checkpoint_key(path))
 
 
-class SessionDir:
-    """A temporary directory owned by one browser session, removed when the session ends."""
-
-    def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="gradiend-session-"))
-        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), True)
-
-
-def session_dir() -> Path:
-    """This session's private temporary directory (uploads, exports for download)."""
-    if "_session_dir" not in st.session_state:
-        st.session_state["_session_dir"] = SessionDir()
-    return st.session_state["_session_dir"].path
-
-
-def allowed_roots() -> Optional[List[Path]]:
-    """Directories the dashboard may read and write, from ``GRADIEND_DASHBOARD_ROOTS``
-    (``os.pathsep``-separated); ``None`` means unrestricted (a single-user local run)."""
-    raw = os.environ.get("GRADIEND_DASHBOARD_ROOTS")
-    if not raw:
-        return None
-    return [Path(p).expanduser().resolve() for p in raw.split(os.pathsep) if p]
-
-
-def check_allowed(path: Path, what: str) -> None:
-    """Raise ``PermissionError`` if ``path`` lies outside the allowed roots (see :func:`allowed_roots`).
-
-    The session's own temporary directory and the bundled samples are always allowed.
-    """
-    roots = allowed_roots()
-    if roots is None:
-        return
-    p = Path(path).expanduser().resolve()
-    extra = [SAMPLES_DIR.resolve(), session_dir().resolve()]
-    if not any(p == r or r in p.parents for r in roots + extra):
-        raise PermissionError(
-            f"{what} {path} is outside the directories this dashboard may use "
-            f"({os.pathsep.join(str(r) for r in roots)}; set by GRADIEND_DASHBOARD_ROOTS)."
-        )
+def forget_checkpoint(directory: Path) -> None:
+    """Drop what the server keeps of the checkpoints at or below ``directory`` - open
+    checkpoints, their rankings (in memory and in the ranking cache on disk) and records - e.g.
+    an unpacked upload about to be deleted (see :mod:`dashboard.sessions`)."""
+    for (path, mtime), data in STORE.discard(Path(directory)):
+        if data.weights is not None:
+            rank_store.discard(data.weights.identity())
+        _pre_prune.clear(path, mtime)
+        _validation.clear(path, mtime)

@@ -27,7 +27,8 @@ from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.mask_expr import File, MaskResult, Model, evaluate_mask_expr, iter_terms, make_mask_bundle, parse
 from gradiend_core.ranking import Ranking
-from dashboard.loading import STORE, check_allowed, checkpoint_key, load_ranking
+from dashboard.loading import STORE, checkpoint_key, load_ranking
+from dashboard.sessions import check_allowed
 
 __all__ = [
     "APPLIED",
@@ -67,7 +68,7 @@ def resolve_path(path: str) -> Path:
 
     Raises:
         PermissionError: for a path outside the dashboard's allowed directories
-            (:func:`dashboard.loading.check_allowed`).
+            (:func:`dashboard.sessions.check_allowed`).
     """
     p = Path(path).expanduser()
     check_allowed(p, "mask expression path")

@@ -3,6 +3,12 @@
 This is the one export path: the CLI's ``prune`` and the dashboard's Export button build a
 :class:`~gradiend_core.plan.PruningPlan` and call :func:`export_plan`; :func:`export_pruned` is
 the same in one call.
+
+Besides the model, an export holds ``pruning.json`` (provenance), the carried JSON side files,
+the source's training records (``pre_prune.safetensors`` whole, ``validation_gradients.safetensors``
+restricted to the kept dims) and, when the selection used a mask, that mask as
+``mask.safetensors`` (a saved mask over base-global indices, readable by ``--mask``), so that
+the recorded command reproduces the export from the export directory alone.
 """
 
 from __future__ import annotations
@@ -10,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +27,10 @@ import torch
 from .checkpoint import PROVENANCE_FILE, CheckpointData, open_checkpoint, read_checkpoint, write_checkpoint
 from .errors import CheckpointError, SelectionError
 from .importance import DEFAULT_PART, GRADIENT_MEAN, SOURCES, gradient_mean_importance
+from .mask_expr.bundle import MaskBundle, space_digest
+from .mask_expr.space import local_mask_to_global
 from .masks import sha256_mask
+from .records import PRE_PRUNE_FILE, VALIDATION_FILE, load_pre_prune_record, load_validation_record
 from .plan import PruningPlan, plan_pruning
 from .pruning import prune_checkpoint
 from .ranking import Ranking
@@ -30,10 +38,12 @@ from .reduction import ReductionReport
 from .selection import Selection
 
 __all__ = [
+    "EXPORT_MASK_FILE",
     "ExportResult",
     "GRADIENT_MEAN",
     "cli_command",
     "export_plan",
+    "expression_reads_under",
     "export_pruned",
     "gradient_mean_importance",
     "reproduce_command",
@@ -43,6 +53,8 @@ __all__ = [
 ]
 
 HASH_CHUNK = 1 << 24
+#: The mask an export's selection used, saved in the export directory (see the module docstring).
+EXPORT_MASK_FILE = "mask.safetensors"
 
 
 def sha256_file(path: Union[str, os.PathLike]) -> str:
@@ -63,7 +75,8 @@ class ExportResult:
         selection: the kept dims (in the source's input space).
         report: the reduction preview the export matches.
         provenance: the content of ``pruning.json``.
-        file_sha256: sha256 of every written file, by name.
+        file_sha256: sha256 of every file as verified (hashed in the staging directory, before
+            the export was moved into place), by name.
     """
 
     path: Path
@@ -107,7 +120,25 @@ def cli_command(
     return " ".join(shlex.quote(a) for a in args)
 
 
-def reproduce_command(plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None) -> Optional[str]:
+def expression_reads_under(expression: Optional[str], roots: Sequence[Union[str, os.PathLike]]) -> bool:
+    """Whether a mask expression reads a file (``file()``, ``model()``) at or below one of ``roots``."""
+    if not expression or not roots:
+        return False
+    from .mask_expr.syntax import File, Model, iter_terms, parse
+
+    try:
+        terms = [t for t in iter_terms(parse(expression)) if isinstance(t, (File, Model))]
+    except SelectionError:
+        return False
+    resolved = [Path(r).expanduser().resolve() for r in roots]
+    paths = [Path(t.path).expanduser().resolve() for t in terms]
+    return any(p == r or r in p.parents for p in paths for r in resolved)
+
+
+def reproduce_command(
+    plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None,
+    transient: Sequence[Union[str, os.PathLike]] = (),
+) -> Optional[str]:
     """The ``gradiend-core prune`` command that writes ``plan`` to ``out`` (``None`` when the
     importance is not one the command line can name, e.g. a custom vector).
 
@@ -115,22 +146,30 @@ def reproduce_command(plan: PruningPlan, out: Union[str, os.PathLike], mask_path
         plan: the plan.
         out: the target directory of the command.
         mask_path: the mask file the command should read (default: ``plan.mask_spec.file``).
+        transient: directories whose files will be gone when the command runs (e.g. a server's
+            session files). With ``mask_path`` an export's saved mask (the whole mask step), an
+            expression reading files there is left out: the saved mask carries its effect.
     """
     if plan.source not in SOURCES:
         return None
     spec = plan.mask_spec
+    drop = mask_path and expression_reads_under(spec.expression, transient)
+    expression = None if drop else spec.expression
     return cli_command(
         plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_path or spec.file,
-        spec.name_include, spec.name_exclude, spec.expression,
+        spec.name_include, spec.name_exclude, expression,
     )
 
 
 def _provenance(
-    plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str], cut_quality: Optional[Dict[str, Any]] = None
+    plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str], saved_mask: Optional[MaskBundle],
+    records: Dict[str, str], transient: Sequence[Union[str, os.PathLike]] = (),
+    cut_quality: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     from . import __version__
 
     data, spec = plan.checkpoint, plan.mask_spec
+    mask_copy = str(Path(target) / EXPORT_MASK_FILE) if saved_mask is not None else None
     return {
         "tool": "gradiend_core",
         "tool_version": __version__,
@@ -151,9 +190,51 @@ def _provenance(
         "input_dim_before": data.architecture.input_dim,
         "kept_dims": plan.selection.k,
         "unpruned_length": data.param_map.unpruned_length,
-        "command": reproduce_command(plan, target),
+        # the mask step's whole mask (file, names and expression composed), over base-global indices
+        "mask_saved": EXPORT_MASK_FILE if saved_mask is not None else None,
+        "mask_saved_sha256": saved_mask.sha256 if saved_mask is not None else None,
+        "records": records,
+        "command": reproduce_command(plan, target, mask_copy, transient),
         "cut_quality": cut_quality,
     }
+
+
+def _saved_mask(plan: PruningPlan) -> Optional[MaskBundle]:
+    """The plan's composed mask as a saved mask over base-global indices (``None`` without one).
+
+    Only the mask itself is recorded (not how it was specified), so two exports with the same
+    mask hold the same file.
+    """
+    if plan.mask is None:
+        return None
+    pmap = plan.checkpoint.param_map
+    meta = plan.checkpoint.metadata
+    base = meta.get("base_model") or meta.get("base_model_id")
+    bits = local_mask_to_global(pmap, plan.mask)
+    return MaskBundle("export mask", "", bits, str(base) if base else None, space_digest(pmap))
+
+
+def _carried_records(data: CheckpointData, pruned: CheckpointData) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The source's training records for the export, and what happened to each.
+
+    ``pre_prune.safetensors`` describes the pre-pruning input space, so it is carried whole;
+    ``validation_gradients.safetensors`` is restricted to the kept dims' columns (with their
+    base-global indices). A record that cannot be read is not carried; the reason is returned.
+    """
+    files: Dict[str, Any] = {}
+    notes: Dict[str, str] = {}
+    for name, load in ((PRE_PRUNE_FILE, load_pre_prune_record), (VALIDATION_FILE, load_validation_record)):
+        try:
+            record = load(data.path)
+            if record is not None and name == VALIDATION_FILE:
+                record = record.restricted(pruned.param_map.base_global_index())
+        except CheckpointError as e:
+            notes[name] = f"not carried: {e}"
+            continue
+        if record is not None:
+            files[name] = (record.tensors(), record.header())
+            notes[name] = "carried whole" if name == PRE_PRUNE_FILE else "restricted to the kept dims"
+    return files, notes
 
 
 def export_plan(
@@ -163,13 +244,15 @@ def export_plan(
     overwrite: bool = False,
     use_safetensors: bool = True,
     source_sha256: Optional[str] = None,
+    transient: Sequence[Union[str, os.PathLike]] = (),
     cut_quality: Optional[Dict[str, Any]] = None,
 ) -> ExportResult:
     """Write the pruned checkpoint a plan describes to ``target``, then reload and verify it.
 
-    The source is never modified. The export is written atomically, reloaded, and compared with
-    what was meant to be written (input_dim, kept base-global indices, every weight tensor)
-    before this returns; on a mismatch the export is removed and an error raised.
+    The source is never modified. The export is written into a staging directory beside
+    ``target``, reloaded there and compared with what was meant to be written (input_dim, kept
+    base-global indices, every weight tensor); only a verified export is moved into place, so a
+    failed verification (or an interrupt) leaves ``target`` as it was, an old export included.
 
     Args:
         plan: from :func:`~gradiend_core.plan.plan_pruning`.
@@ -177,6 +260,8 @@ def export_plan(
         overwrite: replace a non-empty ``target`` (a checkpoint directory only).
         use_safetensors: write safetensors (default) or the ``.bin``/``.pth`` layout.
         source_sha256: the source weight file's sha256 if already known (skips re-hashing).
+        transient: directories whose files will not outlive the export (a server's session
+            files); the recorded command does not rely on them (see :func:`reproduce_command`).
         cut_quality: what the cut keeps of the encoder's quality, recorded in ``pruning.json``
             (:func:`gradiend_core.pruning_curve.selection_quality` measures it).
 
@@ -192,9 +277,20 @@ def export_plan(
         source_sha256 = data.weights.sha256()
     elif source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
         source_sha256 = sha256_file(data.weights_file)
-    provenance = _provenance(plan, target, source_sha256, cut_quality)
+    tensor_files, records = _carried_records(data, pruned)
+    saved_mask = _saved_mask(plan)
+    if saved_mask is not None:
+        mask_tensor = torch.from_numpy(np.ascontiguousarray(saved_mask.mask, dtype=bool))
+        tensor_files[EXPORT_MASK_FILE] = ({"mask": mask_tensor}, saved_mask.metadata())
+    provenance = _provenance(plan, target, source_sha256, saved_mask, records, transient, cut_quality)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
+    sums: Dict[str, str] = {}
+
+    def verify(staged: Path) -> None:
+        _verify(staged, pruned)
+        sums.update({f.name: sha256_file(f) for f in sorted(staged.iterdir()) if f.is_file()})
+
     path = write_checkpoint(
         target,
         architecture=pruned.architecture,
@@ -205,14 +301,12 @@ def export_plan(
         use_safetensors=use_safetensors,
         overwrite=overwrite,
         source=data.path,
+        tensor_files=tensor_files,
+        verify=verify,
     )
-    try:
-        _verify(path, pruned)
-    except Exception:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-    sums = {f.name: sha256_file(f) for f in sorted(path.iterdir()) if f.is_file()}
-    return ExportResult(path=path, selection=plan.selection, report=plan.report, provenance=provenance, file_sha256=sums)
+    return ExportResult(
+        path=path, selection=plan.selection, report=plan.report, provenance=provenance, file_sha256=sums
+    )
 
 
 def export_pruned(
@@ -308,4 +402,7 @@ def _verify(path: Path, expected: CheckpointData) -> None:
         if key not in back.state_dict or not same_bits(back.state_dict[key], t):
             problems.append(f"tensor {key} differs")
     if problems:
-        raise CheckpointError(f"verification of the export {path} failed: {'; '.join(problems)}. It was removed.")
+        raise CheckpointError(
+            f"verification of the export failed: {'; '.join(problems)}. Nothing was moved into place (a previous "
+            "export in the target directory is unchanged)."
+        )

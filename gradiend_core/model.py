@@ -113,7 +113,7 @@ class ParamMappedGradiendModel(nn.Module):
             or ``(name, shape)`` pairs meaning "every entry of these parameters".
         activation_encoder, activation_decoder: activation names (see :data:`ACTIVATIONS`).
         bias_decoder: whether the decoder has a bias.
-        torch_dtype: parameter dtype (float32, float16 or bfloat16).
+        torch_dtype: parameter dtype (float32, float16, bfloat16 or float64).
         weights: optional state dict to use instead of a random initialisation.
         **kwargs: metadata, stored in ``self.kwargs`` and written to ``config.json``.
 

@@ -44,6 +44,7 @@ __all__ = [
     "LAYOUT_FORMAT",
     "ProgressFn",
     "clear_memory",
+    "discard",
     "forget",
     "prefetch",
     "ranking_for",
@@ -78,6 +79,19 @@ def forget(identity: str) -> None:
     with _registry_lock:
         for key in [k for k in _registry if k[0] == identity]:
             del _registry[key]
+
+
+def discard(identity: str, timeout: float = 600.0) -> None:
+    """Forget the rankings of one weight file in this process and delete its cache entries on disk
+    (e.g. an uploaded checkpoint that is deleted: nothing derived from it stays behind). Queued
+    background builds of it are dropped; one in progress is waited for (up to ``timeout`` s)."""
+    with _registry_lock:
+        for item in [q for q in _queue if q[0][0] == identity]:
+            _queue.remove(item)
+            _queued.discard(item[0])
+        _idle.wait_for(lambda: not any(k[0] == identity for k in _queued), timeout)
+    forget(identity)
+    shutil.rmtree(cache_dir("rankings", identity), ignore_errors=True)
 
 
 def resident_bytes(identity: Optional[str] = None) -> int:
@@ -336,6 +350,7 @@ def _work() -> None:
         finally:
             with _registry_lock:
                 _queued.discard(key)
+                _idle.notify_all()  # for discard(), which waits for a build of its file to end
 
 
 def prefetch(data: CheckpointData, sources, max_layout_bytes: Optional[int] = None) -> None:

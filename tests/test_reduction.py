@@ -67,8 +67,11 @@ def test_report_equals_export(variant, part, kind, tmp_path):
         assert preview.importance_kept == rep.importance_kept
     assert a == b
 
-    # files: every file the export wrote (but the provenance record) with its exact size
-    written = {p.name: os.path.getsize(p) for p in out.iterdir() if p.is_file() and p.name != "pruning.json"}
+    # files: every model file the export wrote with its exact size (not the provenance record, nor the
+    # saved copy of the mask, which the export keeps so that its command reproduces it)
+    extra = {"pruning.json", "mask.safetensors"}
+    written = {p.name: os.path.getsize(p) for p in out.iterdir() if p.is_file() and p.name not in extra}
+    assert ("mask.safetensors" in {p.name for p in out.iterdir()}) == (args.get("mask") is not None)
     assert rep.disk_files_after == written
     assert rep.disk_bytes_after == sum(written.values())
     if variant.name != "both_bin":

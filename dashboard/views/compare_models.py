@@ -15,7 +15,8 @@ from gradiend_core.mask_expr import combine, model_term, top_term
 from dashboard.context import ViewContext
 from dashboard.figures.compare_models import model_overlap_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
-from dashboard.loading import check_allowed, load_checkpoint, sample_models
+from dashboard.loading import load_checkpoint, sample_models
+from dashboard.sessions import check_allowed
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.distributions import follow

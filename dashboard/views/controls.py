@@ -4,15 +4,17 @@ The part is one of the four weight parts or, when the checkpoint has a pre-prune
 (``pre_prune.safetensors``), ``gradient-mean``: the |mean source gradient| pre-pruning ranked by.
 
 Values are mirrored into the URL query (``part``, ``topk``, ``threshold``) so a copied link
-reopens the same selection.
+reopens the same selection. A URL value an input cannot hold (``?threshold=nan``, ``?part=x``)
+is not put into the input: the page says which URL parameter was ignored and stays usable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import streamlit as st
@@ -23,7 +25,8 @@ from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
 from gradiend_core.analysis.names import name_mask
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
-from dashboard.loading import has_pre_prune_record, load_pre_prune, load_ranking, session_dir
+from dashboard.loading import has_pre_prune_record, load_pre_prune, load_ranking
+from dashboard.sessions import registry, session_files
 
 DEFAULT_TOPK = "0.05"
 #: Threshold step when the part's importance is unknown or has no positive finite value.
@@ -74,10 +77,34 @@ def threshold_step(path: str, part: str) -> float:
     return 10.0 ** (math.floor(math.log10(largest)) - 1)
 
 
-def _init_from_query(options: Tuple[str, ...]) -> None:
+def url_threshold(text: str) -> Tuple[Optional[float], Optional[str]]:
+    """The threshold of ``?threshold=text``: ``(value, None)``, or ``(None, why it is ignored)``
+    for a value the threshold input cannot hold (not a number, NaN, infinite, negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"URL parameter ?threshold={text} is not a number; it was ignored (no threshold is applied)."
+    if not math.isfinite(value) or value < 0:
+        return None, (
+            f"URL parameter ?threshold={text} is not a usable threshold (a finite number >= 0, importance is an "
+            "absolute value); it was ignored (no threshold is applied)."
+        )
+    return value, None
+
+
+def _init_from_query(options: Tuple[str, ...]) -> Dict[str, str]:
+    """Seed the inputs from the URL on a session's first run; returns messages about URL values
+    that were ignored, by input."""
     qp = st.query_params
+    problems: Dict[str, str] = {}
     if "part" not in st.session_state:
-        st.session_state["part"] = qp.get("part") if qp.get("part") in options else DEFAULT_PART
+        part = qp.get("part")
+        if part is not None and part not in options:
+            problems["part"] = (
+                f"URL parameter ?part={part} is not an importance part of this model (one of {', '.join(options)}); "
+                f"it was ignored ({DEFAULT_PART} is used)."
+            )
+        st.session_state["part"] = part if part in options else DEFAULT_PART
     elif st.session_state["part"] not in options:  # e.g. gradient-mean, then a model without a record
         st.session_state["part"] = DEFAULT_PART
     if "topk" not in st.session_state:
@@ -86,16 +113,29 @@ def _init_from_query(options: Tuple[str, ...]) -> None:
         if key not in st.session_state:
             st.session_state[key] = qp.get(key) or None
     if "threshold" not in st.session_state:
-        try:
-            st.session_state["threshold"] = float(qp["threshold"]) if "threshold" in qp else None
-        except ValueError:
-            st.session_state["threshold"] = None
+        value, problem = url_threshold(qp["threshold"]) if "threshold" in qp else (None, None)
+        st.session_state["threshold"] = value
+        if problem:
+            problems["threshold"] = problem
+    return problems
+
+
+def _show_url_problems(options: Tuple[str, ...]) -> None:
+    """Report ignored URL values until the user sets the input they were meant for."""
+    problems = st.session_state.setdefault("_url_problems", {})
+    problems.update(_init_from_query(options))
+    if st.session_state.get("threshold") is not None:
+        problems.pop("threshold", None)
+    if st.session_state.get("part") != DEFAULT_PART:
+        problems.pop("part", None)
+    for text in problems.values():
+        st.warning(text)
 
 
 def render(data: CheckpointData) -> SelectionInputs:
     """Draw the selection inputs; return them parsed (errors are reported, not raised)."""
     options = source_options(data)
-    _init_from_query(options)
+    _show_url_problems(options)
     st.sidebar.header("Selection")
     st.sidebar.caption("Applied in order: mask -> threshold -> topk.")
     part = st.sidebar.selectbox(
@@ -139,16 +179,19 @@ def render(data: CheckpointData) -> SelectionInputs:
             topk = parse_topk(topk_text)
         except SelectionError as e:
             error = str(e)
+            if topk_text.strip() == st.query_params.get("topk"):
+                error = f"URL parameter ?topk={topk_text.strip()}: {error}"
     mask = mask_name = mask_path = None
     if mask_file is not None:
-        dest = session_dir() / "masks" / Path(mask_file.name).name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(mask_file.getvalue())
+        dest = None
         try:
+            dest = _mask_copy(mask_file)
             mask = load_mask(dest, data.param_map)
             mask_name, mask_path = mask_file.name, str(dest)
-        except SelectionError as e:
-            error = str(e).replace(str(dest), mask_file.name)  # the user knows the file by its name
+        except (SelectionError, CheckpointError) as e:
+            # the user knows the file by its name, not by the session's copy
+            text, name = str(e), mask_file.name
+            error = text.replace(str(dest), name) if dest and str(dest) in text else f"{name}: {text}"
     include, exclude = st.session_state.get("name_include"), st.session_state.get("name_exclude")
     if include or exclude:
         try:
@@ -175,6 +218,25 @@ def render(data: CheckpointData) -> SelectionInputs:
     elif "threshold" in st.query_params:
         del st.query_params["threshold"]
     return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error, include, exclude)
+
+
+def _mask_copy(uploaded) -> Path:
+    """The uploaded mask saved in this session's directory under a name made from its content
+    (the browser's file name is never used as a path), written once per upload."""
+    s = session_files()
+    memo = st.session_state.get("_mask_copy")
+    if memo and memo[0] == uploaded.file_id and (s.path / memo[1]).is_file():
+        return s.path / memo[1]
+    data = uploaded.getbuffer()
+    suffix = next((x for x in MASK_SUFFIXES if uploaded.name.lower().endswith(x)), "")
+    if not suffix:
+        raise SelectionError(f"mask files must end in {', '.join(MASK_SUFFIXES)}.")
+    name = f"masks/{hashlib.sha256(data).hexdigest()[:32]}{suffix}"
+    if memo and memo[1] != name:
+        registry().discard(s, memo[1])  # the previous mask upload is no longer used
+    path = registry().store(s, name, bytes(data))
+    st.session_state["_mask_copy"] = (uploaded.file_id, name)
+    return path
 
 
 def _clear_name_filter() -> None:

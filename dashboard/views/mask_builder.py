@@ -18,13 +18,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from gradiend_core.errors import SelectionError
+from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.mask_expr import MaskResult, file_term, load_mask_bundle, params_term
 from dashboard import masks
 from dashboard.context import ViewContext
 from dashboard.figures.common import chart_config
 from dashboard.figures.mask_builder import mask_preview_heatmap, picked_cells
-from dashboard.loading import session_dir
+from dashboard.sessions import registry, session_files
 
 __all__ = ["OPS_UI", "offer", "offer_cells", "pick_chart", "render", "render_editor", "sidebar_note"]
 
@@ -158,9 +158,11 @@ def _upload(ctx: ViewContext) -> None:
     except SelectionError:
         same = False
     if not same:  # the recipe does not reproduce the saved entries here: use the entries themselves
-        dest = session_dir() / "masks" / f"{_slug(name)}.safetensors"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(up.getvalue())
+        try:  # within the session's disk budget, deleted with the session
+            dest = registry().store(session_files(), f"masks/{_slug(name)}.safetensors", up.getvalue())
+        except CheckpointError as e:
+            st.error(f"{up.name}: {e}")
+            return
         expr = file_term(str(dest))
         st.session_state["_mask_upload_note"] = (
             f"The expression saved in {up.name} gives another mask on this model (or cannot be evaluated here); "

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import streamlit as st
 
-from gradiend_core.archive import extract_checkpoint_zip
-from dashboard.loading import check_allowed, path_from_argv, sample_models, session_dir
+from gradiend_core.errors import CheckpointError
+from dashboard.loading import load_checkpoint, path_from_argv, sample_models
+from dashboard.sessions import check_allowed, registry, session_files, upload_checkpoint
 
 SOURCES = ("Bundled sample", "Local path", "Upload .zip")
 #: Largest accepted upload, bytes (Streamlit's own limit is set in .streamlit/config.toml).
@@ -49,19 +48,27 @@ def render() -> Optional[str]:
         if path:
             check_allowed(Path(path), "checkpoint")
     else:
-        up = st.sidebar.file_uploader("Zipped checkpoint directory", type=["zip"], key="model_zip")
-        if up is None:
-            return None
-        if up.size > MAX_UPLOAD_BYTES:
-            raise ValueError(f"{up.name} is {up.size:,} bytes; uploads are limited to {MAX_UPLOAD_BYTES:,} bytes.")
-        digest = hashlib.sha256(up.getvalue()).hexdigest()[:16]
-        key = f"_upload_{digest}"
-        if key not in st.session_state:
-            dest = session_dir() / "uploads" / digest
-            shutil.rmtree(dest, ignore_errors=True)
-            st.session_state[key] = str(extract_checkpoint_zip(up, dest, max_bytes=4 * MAX_UPLOAD_BYTES))
-        path = st.session_state[key]
-    if path and source != SOURCES[2]:
-        st.query_params["model"] = path
+        path = _uploaded()
+    if source != SOURCES[2]:
+        registry().release_upload(session_files())  # an upload no longer shown is deleted (unless shared)
+        if path:
+            st.query_params["model"] = path
+    return path
+
+
+def _uploaded() -> Optional[str]:
+    """The uploaded checkpoint, unpacked and opened once (see :mod:`dashboard.sessions`)."""
+    up = st.sidebar.file_uploader("Zipped checkpoint directory", type=["zip"], key="model_zip")
+    if up is None:
+        registry().release_upload(session_files())
+        return None
+    if up.size > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{up.name} is {up.size:,} bytes; uploads are limited to {MAX_UPLOAD_BYTES:,} bytes.")
+    path = str(upload_checkpoint(up))
+    try:
+        load_checkpoint(path)  # a checkpoint that unpacks but does not open is deleted now, not at session end
+    except CheckpointError as e:
+        registry().fail_upload(session_files(), str(e).replace(path, up.name))
+        raise CheckpointError(str(e).replace(path, up.name)) from e
     return path
 

@@ -67,7 +67,9 @@ ENC_B = "encoder.0.linear.bias"
 DEC_W = "decoder.0.linear.weight"
 DEC_B = "decoder.0.linear.bias"
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: ``architecture.torch_dtype`` values the format allows (the reference writes ``str(dtype)`` without
+#: ``torch.``, so any float dtype it trains in appears here).
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 #: Activation names of the reference format ("smht" is its hard tanh; "id" is LayerNorm(1) in the encoder).
 ACTIVATIONS = ("tanh", "relu", "leakyrelu", "gelu", "silu", "elu", "sigmoid", "smht", "id")
 
