@@ -53,6 +53,7 @@ APP = REPO / "dashboard" / "app.py"
 
 # ---- gradiend-core: command line -------------------------------------------------------------
 
+
 def cli_program() -> List[str]:
     """The ``gradiend-core`` console script of this interpreter's environment."""
     exe = Path(sys.executable).with_name("gradiend-core")
@@ -88,6 +89,7 @@ def dashboard_command(path: Optional[str], port: int) -> List[str]:
 
 # ---- gradiend-core: Python API ---------------------------------------------------------------
 
+
 @dataclass
 class OursOpen:
     """What :func:`ours_open` keeps for later selection changes (opaque to the harness)."""
@@ -100,10 +102,10 @@ class OursOpen:
 def ours_open(path: str, part: str = DEFAULT_PART) -> OursOpen:
     """Open a checkpoint as the dashboard's first run does: open (weights left in the file), the
     part's per-bucket summary (from the user cache when it was summarised before), first histogram."""
+    from dashboard.figures.distribution import importance_histogram
     from gradiend_core import rank_store
     from gradiend_core.checkpoint import open_checkpoint
     from gradiend_core.distribution import log_histogram
-    from dashboard.figures.distribution import importance_histogram
 
     data = open_checkpoint(path)
     ranking = rank_store.ranking_for(data, part, layout="never")
@@ -119,17 +121,21 @@ def ours_layout(state: OursOpen) -> None:
     rank_store.ranking_for(state.data, state.part, layout="now")
 
 
-def ours_change(state: OursOpen, topk: Union[int, float, None] = None, threshold: Optional[float] = None, mask: Any = None) -> int:
+def ours_change(
+    state: OursOpen, topk: Union[int, float, None] = None, threshold: Optional[float] = None, mask: Any = None
+) -> int:
     """One selection change as the dashboard computes it: the pruning plan (selection and preview)
     and the Selection view's histogram with the cut.
 
     Returns the number of kept dims.
     """
+    from dashboard.figures.distribution import importance_histogram
     from gradiend_core.distribution import cut_value, log_histogram
     from gradiend_core.plan import plan_pruning
-    from dashboard.figures.distribution import importance_histogram
 
-    plan = plan_pruning(state.data, source=state.part, topk=topk, threshold=threshold, mask=mask, ranking=state.importance)
+    plan = plan_pruning(
+        state.data, source=state.part, topk=topk, threshold=threshold, mask=mask, ranking=state.importance
+    )
     sel = plan.selection
     importance_histogram(log_histogram(state.importance, sel), state.part, cut_value(state.importance, sel))
     return int(sel.k)
@@ -152,6 +158,7 @@ def apptest_open(path: str, timeout_s: float = 1800.0):
 
 
 # ---- reference package gradiend 0.2.3 --------------------------------------------------------
+
 
 def ref_open(path: str, part: str = DEFAULT_PART, topk: Union[int, float] = 0.05):
     """The reference's nearest to opening a checkpoint for a look: ``from_pretrained`` plus one ``get_topk_weights``."""
@@ -193,6 +200,7 @@ def env_with_repo(extra: Optional[dict] = None) -> dict:
 
 # ---- gradiend-core: dashboard widgets under AppTest ------------------------------------------
 # The widget keys are the dashboard's (dashboard/views/controls.py, export.py).
+
 
 def apptest_topk(at, text: str):
     """Type ``text`` into the topk box and rerun."""

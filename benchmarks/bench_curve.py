@@ -30,7 +30,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.bench_vs_reference import generate  # noqa: E402
@@ -127,9 +126,11 @@ def main() -> int:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
     }
-    print(f"{n:,} dims x {m} samples, {args.part}: curve {curve_s:.2f} s (importance + plan {t_plan:.2f} s, "
-          f"accumulate {t_add:.2f} s, measures {t_finish:.2f} s; {curve_cpu_s:.1f} CPU s); synthetic gradients "
-          f"{t_gen:.2f} s apart; load average {load:.1f} on {os.cpu_count()} cores")
+    print(
+        f"{n:,} dims x {m} samples, {args.part}: curve {curve_s:.2f} s (importance + plan {t_plan:.2f} s, "
+        f"accumulate {t_add:.2f} s, measures {t_finish:.2f} s; {curve_cpu_s:.1f} CPU s); synthetic gradients "
+        f"{t_gen:.2f} s apart; load average {load:.1f} on {os.cpu_count()} cores"
+    )
     print(json.dumps(result))
     return 0
 

@@ -61,10 +61,18 @@ def main() -> None:
         at.run()
         times.append(time.perf_counter() - t0)
     size = sum(f.stat().st_size for f in out.iterdir())
-    print(json.dumps({
-        "app": args.app, "input_dim": args.input_dim, "export_bytes": size, "export_click_s": round(export_s, 2),
-        "rerun_s": [round(t, 3) for t in times], "rerun_median_s": round(statistics.median(times), 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "app": args.app,
+                "input_dim": args.input_dim,
+                "export_bytes": size,
+                "export_click_s": round(export_s, 2),
+                "rerun_s": [round(t, 3) for t in times],
+                "rerun_median_s": round(statistics.median(times), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

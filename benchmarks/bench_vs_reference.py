@@ -67,24 +67,49 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--scenarios", default="all",
-                    help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
+    ap.add_argument("--scenarios", default="all", help=f"comma-separated, from: {', '.join(SCENARIOS)} (default: all)")
     ap.add_argument("--skip-reference", action="store_true", help="do not run the reference package")
     ap.add_argument("--no-browser", action="store_true", help="skip the Chromium visits (AppTest still runs)")
-    ap.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                    help="where generated checkpoints are kept and reused (default: %(default)s; ~24 GB for both LLaMA files)")
-    ap.add_argument("--limit", default="4GiB", help="memory limit of gradiend-core on the LLaMA checkpoints (default: %(default)s)")
-    ap.add_argument("--reference-cap", default="20GiB",
-                    help="cap of the reference on the LLaMA checkpoints, lowered to leave 3 GiB available (default: %(default)s)")
-    ap.add_argument("--bert-cap", default="12GiB", help="cap of every run on the BERT-base checkpoint (default: %(default)s)")
-    ap.add_argument("--upload-cap", default="12GiB", help="cap of the dashboard server in the uploads scenario (default: %(default)s)")
+    ap.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="where generated checkpoints are kept and reused (default: %(default)s; ~24 GB for both LLaMA files)",
+    )
+    ap.add_argument(
+        "--limit", default="4GiB", help="memory limit of gradiend-core on the LLaMA checkpoints (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--reference-cap",
+        default="20GiB",
+        help="cap of the reference on the LLaMA checkpoints, lowered to leave 3 GiB available (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--bert-cap", default="12GiB", help="cap of every run on the BERT-base checkpoint (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--upload-cap",
+        default="12GiB",
+        help="cap of the dashboard server in the uploads scenario (default: %(default)s)",
+    )
     ap.add_argument("--upload-users", type=int, default=4, help="concurrent uploading users (default: %(default)s)")
-    ap.add_argument("--upload-after", type=float, default=150.0,
-                    help="seconds to watch the server after the upload pages closed (default: %(default)s)")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="runs of each in-process BERT-base measurement, the median reported; an odd number (default: %(default)s)")
-    ap.add_argument("--bert-input-dim", type=int,
-                    help="replace the BERT-base checkpoint by a scaled-down stand-in of about this many dims (to try the harness)")
+    ap.add_argument(
+        "--upload-after",
+        type=float,
+        default=150.0,
+        help="seconds to watch the server after the upload pages closed (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each in-process BERT-base measurement, the median reported; an odd number (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--bert-input-dim",
+        type=int,
+        help="replace the BERT-base checkpoint by a scaled-down stand-in of about this many dims (to try the harness)",
+    )
     ap.add_argument("--timeout", type=float, default=3600.0, help="per-run timeout in seconds (default: %(default)s)")
     ap.add_argument("--json-out", type=Path, help="also write the JSON object to this file")
     return ap
@@ -100,27 +125,47 @@ def main(argv=None) -> int:
         print(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}.", file=sys.stderr)
         return 2
     if not cgroup_available():
-        print("bench_vs_reference needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory: every run is "
-              "memory-limited so that the machine stays usable.", file=sys.stderr)
+        print(
+            "bench_vs_reference needs root and a cgroup v1 memory hierarchy at /sys/fs/cgroup/memory: every run is "
+            "memory-limited so that the machine stays usable.",
+            file=sys.stderr,
+        )
         return 2
     args.data_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(
-        data_dir=args.data_dir, scenarios=chosen, reference=not args.skip_reference, browser=not args.no_browser,
-        user_limit=parse_bytes(args.limit), reference_cap=parse_bytes(args.reference_cap), bert_cap=parse_bytes(args.bert_cap),
-        upload_cap=parse_bytes(args.upload_cap), upload_users=args.upload_users, upload_after_s=args.upload_after,
-        timeout_s=args.timeout, bert_input_dim=args.bert_input_dim, repeat=max(1, args.repeat),
+        data_dir=args.data_dir,
+        scenarios=chosen,
+        reference=not args.skip_reference,
+        browser=not args.no_browser,
+        user_limit=parse_bytes(args.limit),
+        reference_cap=parse_bytes(args.reference_cap),
+        bert_cap=parse_bytes(args.bert_cap),
+        upload_cap=parse_bytes(args.upload_cap),
+        upload_users=args.upload_users,
+        upload_after_s=args.upload_after,
+        timeout_s=args.timeout,
+        bert_input_dim=args.bert_input_dim,
+        repeat=max(1, args.repeat),
     )
     t0 = time.perf_counter()
     results = {
         "benchmark": "gradiend-core vs gradiend",
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "settings": {"scenarios": chosen, "reference": settings.reference, "browser": settings.browser,
-                     "user_limit_bytes": settings.user_limit, "reference_cap_bytes": settings.reference_cap,
-                     "bert_cap_bytes": settings.bert_cap, "upload_cap_bytes": settings.upload_cap,
-                     "llama_topk": settings.llama_topk, "export_topk": settings.export_topk,
-                     "visit_topk": settings.visit_topk, "bert_input_dim": settings.bert_input_dim,
-                     "repeat": settings.repeat},
+        "settings": {
+            "scenarios": chosen,
+            "reference": settings.reference,
+            "browser": settings.browser,
+            "user_limit_bytes": settings.user_limit,
+            "reference_cap_bytes": settings.reference_cap,
+            "bert_cap_bytes": settings.bert_cap,
+            "upload_cap_bytes": settings.upload_cap,
+            "llama_topk": settings.llama_topk,
+            "export_topk": settings.export_topk,
+            "visit_topk": settings.visit_topk,
+            "bert_input_dim": settings.bert_input_dim,
+            "repeat": settings.repeat,
+        },
     }
     results["scenarios"] = run_scenarios(settings)
     results["wall_s"] = round(time.perf_counter() - t0, 1)

@@ -25,10 +25,18 @@ def generate(path: Path, input_dim: Optional[int] = None) -> None:
     shapes = bert_base_shapes()
     if input_dim is not None:
         scale = input_dim / sum(int(np.prod(s)) for _, s in shapes)
-        shapes = [(n, tuple(max(1, int(round(d * scale))) if i == 0 else d for i, d in enumerate(s))) for n, s in shapes]
+        shapes = [
+            (n, tuple(max(1, int(round(d * scale))) if i == 0 else d for i, d in enumerate(s))) for n, s in shapes
+        ]
     n = sum(int(np.prod(s)) for _, s in shapes)
     torch.manual_seed(0)
-    ref = Ref(n, 1, {k: {"shape": s, "repr": "all"} for k, s in shapes}, device=torch.device("cpu"), base_model="bert-base-uncased")
+    ref = Ref(
+        n,
+        1,
+        {k: {"shape": s, "repr": "all"} for k, s in shapes},
+        device=torch.device("cpu"),
+        base_model="bert-base-uncased",
+    )
     with torch.no_grad():
         w = ref.decoder[0].linear.weight
         w.mul_(torch.empty_like(w).exponential_(1.0).pow_(3))

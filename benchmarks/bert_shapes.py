@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import List, Tuple
 
 
-def bert_base_shapes(layers: int = 12, hidden: int = 768, intermediate: int = 3072, vocab: int = 30522) -> List[Tuple[str, Tuple[int, ...]]]:
+def bert_base_shapes(
+    layers: int = 12, hidden: int = 768, intermediate: int = 3072, vocab: int = 30522
+) -> List[Tuple[str, Tuple[int, ...]]]:
     """``(name, shape)`` of every parameter of a BERT-base-shaped encoder with pooler, in model order."""
     h, i = hidden, intermediate
     out: List[Tuple[str, Tuple[int, ...]]] = [

@@ -62,7 +62,9 @@ _RUN_COUNTER = """
 })();
 """
 #: JS predicate: true once the first Plotly chart on the page has drawn bar shapes.
-HISTOGRAM_DRAWN_JS = "() => !!document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot .barlayer .point path')"
+HISTOGRAM_DRAWN_JS = (
+    "() => !!document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot .barlayer .point path')"
+)
 _IDLE = "() => { const a = document.querySelector('[data-testid=\"stApp\"]'); return !!a && a.getAttribute('data-test-script-state') === 'notRunning'; }"
 
 
@@ -87,8 +89,16 @@ class DashboardServer:
         log: file for the server's output.
     """
 
-    def __init__(self, path: Optional[str], limit_bytes: int, *, env: Optional[Dict[str, str]] = None,
-                 cwd: Optional[Path] = None, log: Optional[Path] = None, sample_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        path: Optional[str],
+        limit_bytes: int,
+        *,
+        env: Optional[Dict[str, str]] = None,
+        cwd: Optional[Path] = None,
+        log: Optional[Path] = None,
+        sample_s: float = 0.2,
+    ) -> None:
         self.path, self.limit_bytes, self.sample_s = path, int(limit_bytes), sample_s
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -96,8 +106,11 @@ class DashboardServer:
         self._log = open(log or os.devnull, "wb")
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.cgroup.wrap(dashboard_command(path, self.port)), env=env_with_repo(env), cwd=cwd or REPO,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            self.cgroup.wrap(dashboard_command(path, self.port)),
+            env=env_with_repo(env),
+            cwd=cwd or REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         self.samples: List[Dict[str, Any]] = []
         self.marks: List[Dict[str, Any]] = []
@@ -147,8 +160,14 @@ class DashboardServer:
         while not self._stop.is_set():
             m = self.memory()
             if m["vm_rss"] is not None:
-                self.samples.append({"t": round(time.perf_counter() - self.t0, 2), "rss": m["vm_rss"], "hwm": m["vm_hwm"],
-                                     "anon": m["cgroup_anon"]})
+                self.samples.append(
+                    {
+                        "t": round(time.perf_counter() - self.t0, 2),
+                        "rss": m["vm_rss"],
+                        "hwm": m["vm_hwm"],
+                        "anon": m["cgroup_anon"],
+                    }
+                )
             self._stop.wait(self.sample_s)
 
     def mark(self, label: str) -> Dict[str, Any]:
@@ -182,7 +201,8 @@ class DashboardServer:
             "limit_bytes": self.limit_bytes,
             "oom_killed": self.oom_killed(),
             "exit_status": self.proc.returncode,
-            "peak_rss_bytes": max([x["hwm"] or 0 for x in self.samples] + [m["vm_hwm"] or 0 for m in self.marks]) or None,
+            "peak_rss_bytes": max([x["hwm"] or 0 for x in self.samples] + [m["vm_hwm"] or 0 for m in self.marks])
+            or None,
             "cgroup_peak_bytes": self.cgroup.max_usage(),
             "cgroup_peak_anon_sampled_bytes": max((s["anon"] or 0 for s in self.samples), default=None),
         }
@@ -239,8 +259,9 @@ def time_to_histogram(page: Any, server: DashboardServer, url: str, timeout_s: f
     return time.perf_counter() - t0
 
 
-def time_rerun(page: Any, server: DashboardServer, action: Callable[[], Any], timeout_s: float = 1800,
-               then: Optional[str] = None) -> float:
+def time_rerun(
+    page: Any, server: DashboardServer, action: Callable[[], Any], timeout_s: float = 1800, then: Optional[str] = None
+) -> float:
     """Seconds from ``action()`` until the page's script has run again and is idle (and ``then``, a JS predicate, holds)."""
     done = page.evaluate("() => window.__stDone || 0")
     t0 = time.perf_counter()

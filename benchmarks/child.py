@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
-import numpy as np
-
 from benchmarks import adapters as A
 
 __all__ = ["KINDS", "step", "main"]
@@ -47,6 +45,7 @@ def _rss() -> Dict[str, int]:
 
 # ---- generation ------------------------------------------------------------------------------
 
+
 def generate_bert(args: Dict[str, Any]) -> Dict[str, Any]:
     from benchmarks.bert_checkpoint import generate
 
@@ -62,13 +61,17 @@ def generate_llama(args: Dict[str, Any]) -> Dict[str, Any]:
     shapes = llama_shapes(**args.get("shape_args", {}))
     with step("generate"):
         write_streamed_checkpoint(
-            args["path"], shapes, dtype=args["dtype"], metadata={"base_model": "llama-3.2-1b-shaped (random weights)"},
+            args["path"],
+            shapes,
+            dtype=args["dtype"],
+            metadata={"base_model": "llama-3.2-1b-shaped (random weights)"},
             seed=args.get("seed", 0),
         )
     return {}
 
 
 # ---- gradiend-core, Python API ---------------------------------------------------------------
+
 
 def ours_open(args: Dict[str, Any]) -> Dict[str, Any]:
     """Open to first histogram; with ``topks``, then one in-process selection change per topk."""
@@ -94,6 +97,7 @@ def ours_export(args: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---- reference -------------------------------------------------------------------------------
 
+
 def ref_open(args: Dict[str, Any]) -> Dict[str, Any]:
     """Load plus one top-k query (the reference's nearest to a first look), then one query per topk."""
     with step("open_to_first_topk"):
@@ -114,6 +118,7 @@ def ref_export(args: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---- dashboard under AppTest -----------------------------------------------------------------
+
 
 def _timed(name: str, fn: Callable[[], Any], problems: Dict[str, Any]) -> float:
     with step(name):
@@ -144,10 +149,16 @@ def apptest(args: Dict[str, Any]) -> Dict[str, Any]:
         row["topk_s"] = _timed(f"topk={t}", lambda: A.apptest_topk(at, t), problems)
         row["kept"] = A.apptest_kept(at)
         row["part_s"] = _timed(f"part={other} @ topk={t}", lambda: A.apptest_part(at, other), problems)
-        row["part_back_s"] = _timed(f"part={A.DEFAULT_PART} @ topk={t}", lambda: A.apptest_part(at, A.DEFAULT_PART), problems)
-        row["threshold_s"] = _timed(f"threshold @ topk={t}", lambda: A.apptest_threshold(at, args["threshold"]), problems)
+        row["part_back_s"] = _timed(
+            f"part={A.DEFAULT_PART} @ topk={t}", lambda: A.apptest_part(at, A.DEFAULT_PART), problems
+        )
+        row["threshold_s"] = _timed(
+            f"threshold @ topk={t}", lambda: A.apptest_threshold(at, args["threshold"]), problems
+        )
         row["kept_with_threshold"] = A.apptest_kept(at)
-        row["threshold_clear_s"] = _timed(f"threshold cleared @ topk={t}", lambda: A.apptest_threshold(at, None), problems)
+        row["threshold_clear_s"] = _timed(
+            f"threshold cleared @ topk={t}", lambda: A.apptest_threshold(at, None), problems
+        )
         row["mask_s"] = _timed(f"mask @ topk={t}", lambda: A.apptest_mask(at, mask_name, mask_bytes), problems)
         row["kept_with_mask"] = A.apptest_kept(at)
         row["mask_clear_s"] = _timed(f"mask removed @ topk={t}", lambda: A.apptest_mask(at, None), problems)
@@ -160,7 +171,9 @@ def apptest(args: Dict[str, Any]) -> Dict[str, Any]:
         out = str(Path(args["export_root"]) / f"apptest-export-{i}")
         entry["export_s"] = _timed(f"download: export @ {t}", lambda: A.apptest_export(at, out), problems)
         entry["export_bytes"] = sum(f.stat().st_size for f in Path(out).iterdir()) if Path(out).is_dir() else None
-        entry["reruns_after_export_s"] = [_timed(f"download: rerun {j} after export @ {t}", at.run, problems) for j in range(3)]
+        entry["reruns_after_export_s"] = [
+            _timed(f"download: rerun {j} after export @ {t}", at.run, problems) for j in range(3)
+        ]
         download.append(entry)
     return {"first_run_s": first, "changes": rows, "download": download, "problems": problems, **_rss()}
 

@@ -51,8 +51,9 @@ def _download(page: Any) -> int:
     return Path(dl.value.path()).stat().st_size
 
 
-def _run_steps(server: DashboardServer, steps: List[Tuple[str, Callable[[], Any]]], out: Dict[str, Any],
-               page: Any = None) -> bool:
+def _run_steps(
+    server: DashboardServer, steps: List[Tuple[str, Callable[[], Any]]], out: Dict[str, Any], page: Any = None
+) -> bool:
     """Run ``(name, fn)`` steps in order; ``fn`` returns seconds (or a dict with ``s``). False after a failure."""
     for i, (name, fn) in enumerate(steps):
         try:
@@ -60,7 +61,7 @@ def _run_steps(server: DashboardServer, steps: List[Tuple[str, Callable[[], Any]
         except (ServerDied, TimeoutError, Exception) as e:  # noqa: BLE001 - any failure is a result here
             out["failed_step"] = name
             out["failure"] = server.death() if not server.alive() else f"{type(e).__name__}: {str(e)[:300]}"
-            out["not_reached"] = [n for n, _ in steps[i + 1:]]
+            out["not_reached"] = [n for n, _ in steps[i + 1 :]]
             _log(f"{name}: FAILED: {out['failure']}")
             return False
         rec = got if isinstance(got, dict) else {"s": got}
@@ -74,8 +75,15 @@ def _run_steps(server: DashboardServer, steps: List[Tuple[str, Callable[[], Any]
     return True
 
 
-def dashboard_visit(path: str, limit_bytes: int, workdir: Path, *, topk: str = "0.01", env: Optional[Dict[str, str]] = None,
-                    timeout_s: float = 1800) -> Dict[str, Any]:
+def dashboard_visit(
+    path: str,
+    limit_bytes: int,
+    workdir: Path,
+    *,
+    topk: str = "0.01",
+    env: Optional[Dict[str, str]] = None,
+    timeout_s: float = 1800,
+) -> Dict[str, Any]:
     """A user's visit on ``path`` (see the module docstring), the server limited to ``limit_bytes``.
 
     ``topk`` is typed into the topk box (it must differ from the page's default, 0.05) and the
@@ -89,19 +97,46 @@ def dashboard_visit(path: str, limit_bytes: int, workdir: Path, *, topk: str = "
     try:
         with chromium() as browser:
             page = new_page(browser)
-            first = [("server start", lambda: server.wait_ready()),
-                     ("first histogram", lambda: time_to_histogram(page, server, server.url, timeout_s))]
+            first = [
+                ("server start", lambda: server.wait_ready()),
+                ("first histogram", lambda: time_to_histogram(page, server, server.url, timeout_s)),
+            ]
             if _run_steps(server, first, out, page):
                 views = view_names(page)[1:]
                 export_dir = str(workdir / "export")
                 rest = [("topk change", lambda: time_rerun(page, server, lambda: _fill(page, "topk", topk), timeout_s))]
-                rest += [(f"view: {v}", (lambda v=v: time_rerun(page, server, lambda: page.get_by_role("tab", name=v).click(), timeout_s)))
-                         for v in views]
                 rest += [
-                    ("view: back to the first", lambda: time_rerun(page, server, lambda: page.get_by_role("tab").first.click(), timeout_s)),
-                    ("export directory typed", lambda: time_rerun(page, server, lambda: _fill(page, "Export directory", export_dir), timeout_s)),
-                    ("export", lambda: time_rerun(page, server, lambda: page.get_by_role("button", name="Export pruned model").click(),
-                                                  timeout_s, then=_EXPORTED)),
+                    (
+                        f"view: {v}",
+                        (
+                            lambda v=v: time_rerun(
+                                page, server, lambda: page.get_by_role("tab", name=v).click(), timeout_s
+                            )
+                        ),
+                    )
+                    for v in views
+                ]
+                rest += [
+                    (
+                        "view: back to the first",
+                        lambda: time_rerun(page, server, lambda: page.get_by_role("tab").first.click(), timeout_s),
+                    ),
+                    (
+                        "export directory typed",
+                        lambda: time_rerun(
+                            page, server, lambda: _fill(page, "Export directory", export_dir), timeout_s
+                        ),
+                    ),
+                    (
+                        "export",
+                        lambda: time_rerun(
+                            page,
+                            server,
+                            lambda: page.get_by_role("button", name="Export pruned model").click(),
+                            timeout_s,
+                            then=_EXPORTED,
+                        ),
+                    ),
                     ("download .zip", lambda: _timed_download(page)),
                 ]
                 _run_steps(server, rest, out, page)
@@ -118,8 +153,9 @@ def _timed_download(page: Any) -> Dict[str, Any]:
     return {"s": time.perf_counter() - t0, "bytes": size}
 
 
-def reopen_visit(path: str, limit_bytes: int, workdir: Path, *, env: Optional[Dict[str, str]] = None,
-                 timeout_s: float = 1800) -> Dict[str, Any]:
+def reopen_visit(
+    path: str, limit_bytes: int, workdir: Path, *, env: Optional[Dict[str, str]] = None, timeout_s: float = 1800
+) -> Dict[str, Any]:
     """A fresh server on ``path`` and one navigation to the first histogram (a second open: warm caches)."""
     workdir.mkdir(parents=True, exist_ok=True)
     out: Dict[str, Any] = {"steps": {}, "failed_step": None, "failure": None, "not_reached": []}
@@ -127,15 +163,30 @@ def reopen_visit(path: str, limit_bytes: int, workdir: Path, *, env: Optional[Di
     try:
         with chromium() as browser:
             page = new_page(browser)
-            _run_steps(server, [("server start", lambda: server.wait_ready()),
-                                ("first histogram", lambda: time_to_histogram(page, server, server.url, timeout_s))], out, page)
+            _run_steps(
+                server,
+                [
+                    ("server start", lambda: server.wait_ready()),
+                    ("first histogram", lambda: time_to_histogram(page, server, server.url, timeout_s)),
+                ],
+                out,
+                page,
+            )
     finally:
         out["server"] = server.stop()
     return out
 
 
-def upload_sessions(zip_path: Path, n: int, limit_bytes: int, workdir: Path, *, after_s: float = 150,
-                    env: Optional[Dict[str, str]] = None, timeout_s: float = 1800) -> Dict[str, Any]:
+def upload_sessions(
+    zip_path: Path,
+    n: int,
+    limit_bytes: int,
+    workdir: Path,
+    *,
+    after_s: float = 150,
+    env: Optional[Dict[str, str]] = None,
+    timeout_s: float = 1800,
+) -> Dict[str, Any]:
     """``n`` users upload ``zip_path`` at once ("Upload .zip"); server memory during, and after they leave.
 
     Each page opens the dashboard, picks "Upload .zip" and sets the file; all uploads start within

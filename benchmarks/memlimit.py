@@ -52,8 +52,22 @@ __all__ = [
 
 #: Where cgroup v1 memory groups are created.
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "tib": 1024**4,
+}
 
 
 def parse_bytes(text: str | int) -> int:
@@ -111,7 +125,9 @@ class MemoryCgroup:
 
     def __init__(self, limit_bytes: int, name: Optional[str] = None, root: Path = CGROUP_ROOT) -> None:
         if not cgroup_available(root):
-            raise PermissionError(f"cannot create memory cgroups under {root}: needs root and cgroup v1 (memory controller).")
+            raise PermissionError(
+                f"cannot create memory cgroups under {root}: needs root and cgroup v1 (memory controller)."
+            )
         self.limit_bytes = int(limit_bytes)
         self.path = root / (name or f"gradiend-bench-{uuid.uuid4().hex[:10]}")
         self.path.mkdir()
@@ -267,8 +283,13 @@ def run_limited(
     with MemoryCgroup(limit_bytes) as cg:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            cg.wrap(cmd), env=None if env is None else dict(env), cwd=cwd,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            cg.wrap(cmd),
+            env=None if env is None else dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
         out: List[str] = []
         err: List[str] = []
@@ -279,8 +300,10 @@ def run_limited(
                 if cb is not None:
                     cb(line)
 
-        threads = [threading.Thread(target=pump, args=(proc.stdout, out, on_line), daemon=True),
-                   threading.Thread(target=pump, args=(proc.stderr, err, None), daemon=True)]
+        threads = [
+            threading.Thread(target=pump, args=(proc.stdout, out, on_line), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, err, None), daemon=True),
+        ]
         for t in threads:
             t.start()
         peak_anon = peak_hwm = 0

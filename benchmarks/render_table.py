@@ -97,15 +97,26 @@ def _bert(b: Dict[str, Any]) -> List[str]:
     rows: List[tuple] = []
 
     def pair(label: str, r: Optional[float], o: Optional[float], fmt=_s, r_rec=None, o_rec=None) -> None:
-        rows.append((label, fmt(r) + _spread(r_rec) if r is not None else DASH, fmt(o) + _spread(o_rec) if o is not None else DASH,
-                     _ratio(r, o)))
+        rows.append(
+            (
+                label,
+                fmt(r) + _spread(r_rec) if r is not None else DASH,
+                fmt(o) + _spread(o_rec) if o is not None else DASH,
+                _ratio(r, o),
+            )
+        )
 
     def timed(label: str, key: str, ref_step: Optional[str], our_step: str) -> None:
         r_rec, o_rec = ref.get(key), ours.get(key)
         pair(label, _step(r_rec, ref_step) if ref_step else None, _step(o_rec, our_step), r_rec=r_rec, o_rec=o_rec)
 
     timed("open to first histogram, cold page cache (s)", "open_cold", "open_to_first_topk", "open_to_first_histogram")
-    timed("open to first histogram, warm page cache (s)", "open_warm_page_cache", "open_to_first_topk", "open_to_first_histogram")
+    timed(
+        "open to first histogram, warm page cache (s)",
+        "open_warm_page_cache",
+        "open_to_first_topk",
+        "open_to_first_histogram",
+    )
     timed("open a second time, warm user cache (s)", "open_second", None, "open_to_first_histogram")
     br, br2 = b.get("browser") or {}, b.get("browser_second_open") or {}
     pair("first histogram in Chromium, from navigation (s)", None, _get(br, "steps", "first histogram", "s"))
@@ -113,22 +124,52 @@ def _bert(b: Dict[str, Any]) -> List[str]:
     pair("topk change in Chromium, until the page is idle (s)", None, _get(br, "steps", "topk change", "s"))
     rc = _get(ref, "open_cold", "result", "changes_s") or {}
     oc = _get(ours, "open_cold", "result", "changes_s") or {}
-    rows.append(("one topk query in-process, median (max) over topk 1 .. 100 % (s)", _med_max(list(rc.values())),
-                 _med_max(list(oc.values())), DASH))
+    rows.append(
+        (
+            "one topk query in-process, median (max) over topk 1 .. 100 % (s)",
+            _med_max(list(rc.values())),
+            _med_max(list(oc.values())),
+            DASH,
+        )
+    )
     changes = _get(b, "apptest", "result", "changes") or []
     for key, label in (("topk_s", "topk"), ("part_s", "part"), ("threshold_s", "threshold"), ("mask_s", "mask")):
-        rows.append((f"dashboard rerun on a {label} change (AppTest), median (max) (s)", DASH,
-                     _med_max([c.get(key) for c in changes]), DASH))
-    timed(f"export at topk {_get(b, 'export_topk') or '0.05'}: load, select, prune, save (s)", "export", "load_prune_save",
-          "export_pruned")
-    pair("peak RSS, open + topk queries (GiB)", _get(ref, "open_cold", "peak_rss_bytes"), _get(ours, "open_cold", "peak_rss_bytes"),
-         fmt=lambda x: f"{x / 1024**3:.2f}")
-    pair("peak RSS, export (GiB)", _get(ref, "export", "peak_rss_bytes"), _get(ours, "export", "peak_rss_bytes"),
-         fmt=lambda x: f"{x / 1024**3:.2f}")
+        rows.append(
+            (
+                f"dashboard rerun on a {label} change (AppTest), median (max) (s)",
+                DASH,
+                _med_max([c.get(key) for c in changes]),
+                DASH,
+            )
+        )
+    timed(
+        f"export at topk {_get(b, 'export_topk') or '0.05'}: load, select, prune, save (s)",
+        "export",
+        "load_prune_save",
+        "export_pruned",
+    )
+    pair(
+        "peak RSS, open + topk queries (GiB)",
+        _get(ref, "open_cold", "peak_rss_bytes"),
+        _get(ours, "open_cold", "peak_rss_bytes"),
+        fmt=lambda x: f"{x / 1024**3:.2f}",
+    )
+    pair(
+        "peak RSS, export (GiB)",
+        _get(ref, "export", "peak_rss_bytes"),
+        _get(ours, "export", "peak_rss_bytes"),
+        fmt=lambda x: f"{x / 1024**3:.2f}",
+    )
     peak = _get(br, "server", "peak_rss_bytes")
     if peak and ck.get("bytes"):
-        rows.append(("dashboard server peak RSS, every view opened + one export", DASH,
-                     f"{_gib(peak)} = {peak / ck['bytes']:.1f}x the checkpoint", DASH))
+        rows.append(
+            (
+                "dashboard server peak RSS, every view opened + one export",
+                DASH,
+                f"{_gib(peak)} = {peak / ck['bytes']:.1f}x the checkpoint",
+                DASH,
+            )
+        )
     views = {k: v["s"] for k, v in (br.get("steps") or {}).items() if k.startswith("view: ")}
     if views:
         slow = max(views, key=views.get)
@@ -138,8 +179,10 @@ def _bert(b: Dict[str, Any]) -> List[str]:
         rows.append(("export in the dashboard, Chromium (s)", DASH, _s(exp), DASH))
     if br.get("failed_step"):
         rows.append(("dashboard visit", DASH, _failed(br), DASH))
-    head = (f"On the {ck.get('input_dim', 0):,}-dim BERT-base-shaped checkpoint ({ck.get('dtype')}, "
-            f"{ck.get('bytes', 0) / 1e9:.2f} GB); each run in a fresh process; [min-max] of repeated runs, whose median is shown")
+    head = (
+        f"On the {ck.get('input_dim', 0):,}-dim BERT-base-shaped checkpoint ({ck.get('dtype')}, "
+        f"{ck.get('bytes', 0) / 1e9:.2f} GB); each run in a fresh process; [min-max] of repeated runs, whose median is shown"
+    )
     return _table(head, ["", "`gradiend` 0.2.3", "`gradiend-core`", "reference / ours"], rows)
 
 
@@ -152,9 +195,15 @@ def _download(d: Dict[str, Any]) -> List[str]:
     rows.append(("rerun with no export on the page (s)", _s(base)))
     for e in entries:
         mb = (e.get("export_bytes") or 0) / 1e6
-        rows.append((f"rerun after an export at topk {e['topk']} ({mb:,.0f} MB), median of 3 (s)",
-                     _s(statistics.median(e["reruns_after_export_s"]))))
-    return _table("Download archive (AppTest, server time of a rerun that changes nothing)", ["", "`gradiend-core`"], rows)
+        rows.append(
+            (
+                f"rerun after an export at topk {e['topk']} ({mb:,.0f} MB), median of 3 (s)",
+                _s(statistics.median(e["reruns_after_export_s"])),
+            )
+        )
+    return _table(
+        "Download archive (AppTest, server time of a rerun that changes nothing)", ["", "`gradiend-core`"], rows
+    )
 
 
 def _uploads(u: Dict[str, Any]) -> List[str]:
@@ -168,14 +217,19 @@ def _uploads(u: Dict[str, Any]) -> List[str]:
     rows += [
         ("seconds from upload to histogram, per user", ", ".join(_s(x) for x in u.get("user_s", [])) or DASH),
         ("server RSS before the uploads", _gib(u.get("rss_before_uploads"))),
-        ("server peak RSS during the sessions", _gib(u.get("peak_rss_during")) if u.get("peak_rss_during") else _gib(_get(u, "server", "peak_rss_bytes"))),
+        (
+            "server peak RSS during the sessions",
+            _gib(u.get("peak_rss_during")) if u.get("peak_rss_during") else _gib(_get(u, "server", "peak_rss_bytes")),
+        ),
         ("server RSS when every user sees the histogram", _gib(_get(u, "at_end", "vm_rss"))),
         ("server RSS right after the pages closed", _gib(_get(u, "after_close", "vm_rss"))),
         ("server RSS after the session TTL", _gib(_get(u, "after_wait", "vm_rss"))),
         ("session temp directories left", str(u.get("session_dirs_left", DASH))),
         ("server memory limit", _gib(_get(u, "server", "limit_bytes"))),
     ]
-    head = f"{u.get('users')} users upload the zipped BERT-base checkpoint ({u.get('zip_bytes', 0) / 1e9:.2f} GB) at once"
+    head = (
+        f"{u.get('users')} users upload the zipped BERT-base checkpoint ({u.get('zip_bytes', 0) / 1e9:.2f} GB) at once"
+    )
     return _table(head, ["", "`gradiend-core`"], rows)
 
 
@@ -191,7 +245,9 @@ def _visit_cell(v: Any) -> str:
 
 
 def _llama(results: Dict[str, Any]) -> List[str]:
-    variants = [(k, results[k]) for k in ("llama-float32", "llama-bfloat16") if k in results and "checkpoint" in results[k]]
+    variants = [
+        (k, results[k]) for k in ("llama-float32", "llama-bfloat16") if k in results and "checkpoint" in results[k]
+    ]
     if not variants:
         return []
     rows = []
@@ -202,8 +258,17 @@ def _llama(results: Dict[str, Any]) -> List[str]:
         ("Python: open to first histogram", lambda r: _run_cell(_get(r, "api", "open_to_first_histogram"))),
         ("Python: `export_pruned` at topk {t}", lambda r: _run_cell(_get(r, "api", "export"))),
         ("dashboard in Chromium", lambda r: _visit_cell(r.get("browser"))),
-        ("`gradiend` 0.2.3: load, prune, save (own cap)", lambda r: _run_cell(_get(r, "reference", "export"))
-         + (f" [cap {_gib(_get(r, 'reference', 'export', 'limit_bytes'))}]" if _get(r, "reference", "export") else "")),
+        (
+            "`gradiend` 0.2.3: load, prune, save (own cap)",
+            lambda r: (
+                _run_cell(_get(r, "reference", "export"))
+                + (
+                    f" [cap {_gib(_get(r, 'reference', 'export', 'limit_bytes'))}]"
+                    if _get(r, "reference", "export")
+                    else ""
+                )
+            ),
+        ),
     ):
         t = results.get("settings", {}).get("llama_topk", "0.01")
         rows.append((label.format(t=t), *[getter(r) for _, r in variants]))
@@ -216,17 +281,29 @@ def _llama(results: Dict[str, Any]) -> List[str]:
 
 def _machine(results: Dict[str, Any]) -> List[str]:
     m = results.get("machine", {})
-    line = (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_total_bytes', 0) / 1024**3:.1f} GiB RAM "
-            f"(shared), kernel {m.get('kernel')}, commit {m.get('commit')}.")
+    line = (
+        f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_total_bytes', 0) / 1024**3:.1f} GiB RAM "
+        f"(shared), kernel {m.get('kernel')}, commit {m.get('commit')}."
+    )
     rs = _get(results, "scenarios", "readspeed") or {}
-    speeds = [f"{name} weights ({v['bytes'] / 1e9:.1f} GB): cold {v['cold']['mb_per_s']:,.0f} MB/s, warm {v['warm']['mb_per_s']:,.0f} MB/s"
-              for name, v in rs.items() if isinstance(v, dict) and "cold" in v]
-    loads = {name: v.get("loadavg_before_after") for name, v in (results.get("scenarios") or {}).items() if isinstance(v, dict)}
+    speeds = [
+        f"{name} weights ({v['bytes'] / 1e9:.1f} GB): cold {v['cold']['mb_per_s']:,.0f} MB/s, warm {v['warm']['mb_per_s']:,.0f} MB/s"
+        for name, v in rs.items()
+        if isinstance(v, dict) and "cold" in v
+    ]
+    loads = {
+        name: v.get("loadavg_before_after")
+        for name, v in (results.get("scenarios") or {}).items()
+        if isinstance(v, dict)
+    }
     loads = {k: v for k, v in loads.items() if v}
     out = [line]
     if loads:
-        out.append("1-minute load average before/after each scenario (2 cores; higher means other work slowed the numbers): "
-                   + ", ".join(f"{k} {v[0][0]:.1f}/{v[1][0]:.1f}" for k, v in loads.items()) + ".")
+        out.append(
+            "1-minute load average before/after each scenario (2 cores; higher means other work slowed the numbers): "
+            + ", ".join(f"{k} {v[0][0]:.1f}/{v[1][0]:.1f}" for k, v in loads.items())
+            + "."
+        )
     if speeds:
         out.append("Sequential read: " + "; ".join(speeds) + ".")
     return out + [""]
@@ -256,7 +333,9 @@ def render(results: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description="Render the README's performance tables from bench_vs_reference.py's JSON line.")
+    ap = argparse.ArgumentParser(
+        description="Render the README's performance tables from bench_vs_reference.py's JSON line."
+    )
     ap.add_argument("file", nargs="?", help="file with the benchmark's output (default: stdin)")
     args = ap.parse_args(argv)
     lines = open(args.file) if args.file else sys.stdin

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from benchmarks.adapters import REPO, env_with_repo
 from benchmarks.memlimit import LimitedRun, run_limited
@@ -55,7 +55,10 @@ def record(run: LimitedRun, steps: Dict[str, float], failed_step: Optional[str],
         "failure": None if ok else (run.failure() or "no result"),
         "limit_bytes": run.limit_bytes,
         # A child that finished reports its own VmHWM (exact); the sampled one can miss a last-moment peak.
-        "peak_rss_bytes": max(run.peak_rss_bytes or 0, (result or {}).get("VmHWM", 0) if isinstance(result, dict) else 0) or None,
+        "peak_rss_bytes": max(
+            run.peak_rss_bytes or 0, (result or {}).get("VmHWM", 0) if isinstance(result, dict) else 0
+        )
+        or None,
         "cgroup_peak_bytes": run.cgroup_peak_bytes,
         "cgroup_peak_anon_bytes": run.cgroup_peak_anon_bytes,
         "result": result,
@@ -66,8 +69,9 @@ def _log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def run_child(kind: str, args: Dict[str, Any], limit_bytes: int, *, timeout_s: float = 3600,
-              env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def run_child(
+    kind: str, args: Dict[str, Any], limit_bytes: int, *, timeout_s: float = 3600, env: Optional[Dict[str, str]] = None
+) -> Dict[str, Any]:
     """Run ``benchmarks.child`` measurement ``kind`` with ``args`` under ``limit_bytes``; return its record."""
     cmd = [sys.executable, "-m", "benchmarks.child", kind, json.dumps(args)]
 
@@ -85,8 +89,9 @@ def run_child(kind: str, args: Dict[str, Any], limit_bytes: int, *, timeout_s: f
     return rec
 
 
-def run_command(name: str, cmd: Sequence[str], limit_bytes: int, *, timeout_s: float = 3600,
-                env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def run_command(
+    name: str, cmd: Sequence[str], limit_bytes: int, *, timeout_s: float = 3600, env: Optional[Dict[str, str]] = None
+) -> Dict[str, Any]:
     """Run a product command (e.g. ``gradiend-core info``) under ``limit_bytes``; one step named ``name``.
 
     On failure ``failed_step`` is ``name`` plus the last progress line the command printed to stderr.
@@ -95,6 +100,8 @@ def run_command(name: str, cmd: Sequence[str], limit_bytes: int, *, timeout_s: f
     run = run_limited(list(cmd), limit_bytes, env=env_with_repo(env), cwd=REPO, timeout_s=timeout_s)
     last = next((l.strip() for l in reversed(run.stderr.splitlines()) if l.startswith("...")), None)
     steps = {name: run.wall_s} if run.ok else {}
-    rec = record(run, steps, f"{name} ({last})" if last else name, {"stdout_tail": run.stdout[-1500:]} if run.ok else None)
+    rec = record(
+        run, steps, f"{name} ({last})" if last else name, {"stdout_tail": run.stdout[-1500:]} if run.ok else None
+    )
     _log(f"  -> {'ok' if rec['ok'] else rec['failure']} in {run.wall_s:.1f} s")
     return rec

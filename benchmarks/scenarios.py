@@ -20,7 +20,6 @@ Every run is a child process in its own memory cgroup; results are plain dicts (
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shutil
@@ -94,17 +93,26 @@ def protective_cap(wanted: int, reserve: int = 3 * 1024**3) -> int:
 
 
 def machine_info() -> Dict[str, Any]:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()
+    )
     total = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) * 1024
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=A.REPO, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=A.REPO, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         commit = None
     import gradiend
 
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "mem_total_bytes": total, "mem_available_bytes_at_start": mem_available(),
-        "kernel": platform.release(), "python": platform.python_version(), "commit": commit,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_total_bytes": total,
+        "mem_available_bytes_at_start": mem_available(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "commit": commit,
         "reference_version": getattr(gradiend, "__version__", "0.2.3"),
     }
 
@@ -115,8 +123,13 @@ def _dir_bytes(path: Path) -> int:
 
 def _checkpoint_info(path: Path) -> Dict[str, Any]:
     arch = json.loads((path / "config.json").read_text())["architecture"]
-    return {"path": str(path), "bytes": _dir_bytes(path), "input_dim": arch["input_dim"], "latent_dim": arch["latent_dim"],
-            "dtype": arch["torch_dtype"]}
+    return {
+        "path": str(path),
+        "bytes": _dir_bytes(path),
+        "input_dim": arch["input_dim"],
+        "latent_dim": arch["latent_dim"],
+        "dtype": arch["torch_dtype"],
+    }
 
 
 def _evict_dir(path: Path) -> None:
@@ -133,13 +146,18 @@ def _fresh(path: Path) -> Path:
 
 # ---- data ------------------------------------------------------------------------------------
 
+
 def ensure_bert(s: Settings) -> Path:
     """The BERT-base-shaped checkpoint (written by the reference), generated once."""
     path = s.data_dir / ("bert-base" if s.bert_input_dim is None else f"bert-scaled-{s.bert_input_dim}")
     if not (path / "config.json").exists():
         _log(f"generating {path} with the reference package")
-        rec = run_child("generate-bert", {"path": str(path), "input_dim": s.bert_input_dim}, protective_cap(8 * 1024**3),
-                        timeout_s=s.timeout_s)
+        rec = run_child(
+            "generate-bert",
+            {"path": str(path), "input_dim": s.bert_input_dim},
+            protective_cap(8 * 1024**3),
+            timeout_s=s.timeout_s,
+        )
         if not rec["ok"]:
             raise RuntimeError(f"generating {path} failed: {rec['failure']}")
     return path
@@ -149,14 +167,16 @@ def ensure_llama(s: Settings, dtype: str) -> Path:
     """The LLaMA-3.2-1B-shaped checkpoint, streamed to disk once (15 GB float32, 7.4 GB bfloat16)."""
     path = s.data_dir / f"llama-1b-{dtype}"
     if not (path / "config.json").exists():
-        from benchmarks.streaming_checkpoint import expected_weights_bytes
         from benchmarks.llama_shapes import LLAMA_3_2_1B_ENTRIES
+        from benchmarks.streaming_checkpoint import expected_weights_bytes
 
         need = expected_weights_bytes(LLAMA_3_2_1B_ENTRIES, 1, dtype)
         free = shutil.disk_usage(s.data_dir).free
         if free < need + 20 * 1024**3:
-            raise RuntimeError(f"generating {path} needs {format_bytes_short(need)}; only {format_bytes_short(free)} free "
-                               "(keeping 20 GiB for others). Free space or pass --data-dir.")
+            raise RuntimeError(
+                f"generating {path} needs {format_bytes_short(need)}; only {format_bytes_short(free)} free "
+                "(keeping 20 GiB for others). Free space or pass --data-dir."
+            )
         _log(f"streaming {path} ({format_bytes_short(need)})")
         rec = run_child("generate-llama", {"path": str(path), "dtype": dtype}, 2 * 1024**3, timeout_s=s.timeout_s)
         if not rec["ok"]:
@@ -196,6 +216,7 @@ def median_importance(ckpt: Path, sample: int = 1_000_000) -> float:
 
 # ---- scenarios -------------------------------------------------------------------------------
 
+
 def median_record(records: List[Dict[str, Any]], step: str) -> Dict[str, Any]:
     """Of repeated runs, the record whose ``step`` took the median time (the lower middle for an
     even count), with every run's time of ``step`` in ``repeats_s`` (``None`` for a failed run).
@@ -232,9 +253,10 @@ def scenario_bert(s: Settings) -> Dict[str, Any]:
     opened = lambda args: run_child("ours-open", args, cap, env=env, timeout_s=s.timeout_s)  # noqa: E731
 
     _log(f"bert: gradiend-core, open to first histogram: cold page cache, empty user cache (x{n})")
-    ours["open_cold"] = median_record([
-        (_fresh(cache), _evict_dir(ckpt), opened({"path": str(ckpt), "topks": CHANGE_TOPKS}))[-1] for _ in range(n)
-    ], "open_to_first_histogram")
+    ours["open_cold"] = median_record(
+        [(_fresh(cache), _evict_dir(ckpt), opened({"path": str(ckpt), "topks": CHANGE_TOPKS}))[-1] for _ in range(n)],
+        "open_to_first_histogram",
+    )
     _log(f"bert: gradiend-core, open with a warm page cache and an empty user cache, then a second time (x{n})")
     warm, second = [], []
     for _ in range(n):
@@ -245,27 +267,58 @@ def scenario_bert(s: Settings) -> Dict[str, Any]:
     ours["open_second"] = median_record(second, "open_to_first_histogram")
     _log(f"bert: gradiend-core, export at topk {s.export_topk} (x{n})")
     dest = s.work / "export-ours" / "out"
-    ours["export"] = median_record([
-        (_fresh(dest.parent), run_child("ours-export", {"path": str(ckpt), "out": str(dest), "topk": s.export_topk}, cap,
-                                        env=env, timeout_s=s.timeout_s))[-1] for _ in range(n)
-    ], "export_pruned")
+    ours["export"] = median_record(
+        [
+            (
+                _fresh(dest.parent),
+                run_child(
+                    "ours-export",
+                    {"path": str(ckpt), "out": str(dest), "topk": s.export_topk},
+                    cap,
+                    env=env,
+                    timeout_s=s.timeout_s,
+                ),
+            )[-1]
+            for _ in range(n)
+        ],
+        "export_pruned",
+    )
     shutil.rmtree(dest.parent, ignore_errors=True)
 
     if s.reference:
         _log(f"bert: reference, load + top-k query: cold page cache, then one query per topk (x{n})")
-        ref["open_cold"] = median_record([
-            (_evict_dir(ckpt), run_child("ref-open", {"path": str(ckpt), "topks": CHANGE_TOPKS}, cap, timeout_s=s.timeout_s))[-1]
-            for _ in range(n)
-        ], "open_to_first_topk")
+        ref["open_cold"] = median_record(
+            [
+                (
+                    _evict_dir(ckpt),
+                    run_child("ref-open", {"path": str(ckpt), "topks": CHANGE_TOPKS}, cap, timeout_s=s.timeout_s),
+                )[-1]
+                for _ in range(n)
+            ],
+            "open_to_first_topk",
+        )
         _log(f"bert: reference, load + top-k query: warm page cache (x{n})")
         ref["open_warm_page_cache"] = median_record(
-            [run_child("ref-open", {"path": str(ckpt)}, cap, timeout_s=s.timeout_s) for _ in range(n)], "open_to_first_topk")
+            [run_child("ref-open", {"path": str(ckpt)}, cap, timeout_s=s.timeout_s) for _ in range(n)],
+            "open_to_first_topk",
+        )
         _log(f"bert: reference, load + prune + save at topk {s.export_topk} (x{n})")
         dest = s.work / "export-ref" / "out"
-        ref["export"] = median_record([
-            (_fresh(dest.parent), run_child("ref-export", {"path": str(ckpt), "out": str(dest), "topk": s.export_topk}, cap,
-                                            timeout_s=s.timeout_s))[-1] for _ in range(n)
-        ], "load_prune_save")
+        ref["export"] = median_record(
+            [
+                (
+                    _fresh(dest.parent),
+                    run_child(
+                        "ref-export",
+                        {"path": str(ckpt), "out": str(dest), "topk": s.export_topk},
+                        cap,
+                        timeout_s=s.timeout_s,
+                    ),
+                )[-1]
+                for _ in range(n)
+            ],
+            "load_prune_save",
+        )
         shutil.rmtree(dest.parent, ignore_errors=True)
 
     _log("bert: dashboard server time of selection changes (AppTest)")
@@ -273,8 +326,11 @@ def scenario_bert(s: Settings) -> Dict[str, Any]:
     out["apptest_threshold"] = threshold
     _fresh(cache)
     out["apptest"] = run_child(
-        "apptest", {"path": str(ckpt), "topks": CHANGE_TOPKS, "threshold": threshold, "mask": str(ensure_mask(ckpt))},
-        cap, env={"GRADIEND_CORE_CACHE": str(cache)}, timeout_s=s.timeout_s,
+        "apptest",
+        {"path": str(ckpt), "topks": CHANGE_TOPKS, "threshold": threshold, "mask": str(ensure_mask(ckpt))},
+        cap,
+        env={"GRADIEND_CORE_CACHE": str(cache)},
+        timeout_s=s.timeout_s,
     )
 
     if s.browser:
@@ -303,14 +359,21 @@ def scenario_llama(s: Settings, dtype: str) -> Dict[str, Any]:
     _log(f"llama {dtype}: gradiend-core CLI in {format_bytes_short(limit)}")
     _evict_dir(ckpt)
     out["cli"]["info"] = run_command("info", A.cli_info(path), limit, env=env, timeout_s=s.timeout_s)
-    out["cli"]["dry_run"] = run_command("prune --dry-run", A.cli_dry_run(path, topk), limit, env=env, timeout_s=s.timeout_s)
+    out["cli"]["dry_run"] = run_command(
+        "prune --dry-run", A.cli_dry_run(path, topk), limit, env=env, timeout_s=s.timeout_s
+    )
     dest = _fresh(s.work / f"export-llama-{dtype}") / "out"
-    out["cli"]["export"] = run_command("prune --out", A.cli_export(path, str(dest), topk), limit, env=env, timeout_s=s.timeout_s)
+    out["cli"]["export"] = run_command(
+        "prune --out", A.cli_export(path, str(dest), topk), limit, env=env, timeout_s=s.timeout_s
+    )
     shutil.rmtree(dest, ignore_errors=True)
     _log(f"llama {dtype}: gradiend-core Python API in {format_bytes_short(limit)}")
-    out["api"]["open_to_first_histogram"] = run_child("ours-open", {"path": path}, limit, env=env, timeout_s=s.timeout_s)
-    out["api"]["export"] = run_child("ours-export", {"path": path, "out": str(dest), "topk": topk}, limit, env=env,
-                                     timeout_s=s.timeout_s)
+    out["api"]["open_to_first_histogram"] = run_child(
+        "ours-open", {"path": path}, limit, env=env, timeout_s=s.timeout_s
+    )
+    out["api"]["export"] = run_child(
+        "ours-export", {"path": path, "out": str(dest), "topk": topk}, limit, env=env, timeout_s=s.timeout_s
+    )
     shutil.rmtree(dest.parent, ignore_errors=True)
     if s.browser:
         from benchmarks.dashboard_session import dashboard_visit
@@ -323,8 +386,11 @@ def scenario_llama(s: Settings, dtype: str) -> Dict[str, Any]:
         cap = protective_cap(s.reference_cap)
         _log(f"llama {dtype}: reference load + prune + save at topk {topk} under {format_bytes_short(cap)}")
         dest = _fresh(s.work / f"export-llama-{dtype}-ref") / "out"
-        out["reference"] = {"export": run_child("ref-export", {"path": path, "out": str(dest), "topk": topk}, cap,
-                                                timeout_s=s.timeout_s)}
+        out["reference"] = {
+            "export": run_child(
+                "ref-export", {"path": path, "out": str(dest), "topk": topk}, cap, timeout_s=s.timeout_s
+            )
+        }
         shutil.rmtree(dest.parent, ignore_errors=True)
     _evict_dir(ckpt)
     shutil.rmtree(cache, ignore_errors=True)
@@ -337,11 +403,20 @@ def scenario_uploads(s: Settings) -> Dict[str, Any]:
     ckpt = ensure_bert(s)
     zpath = ensure_zip(ckpt)
     cap = protective_cap(s.upload_cap)
-    _log(f"uploads: {s.upload_users} users upload {zpath.name} ({format_bytes_short(zpath.stat().st_size)}) at once, "
-         f"server under {format_bytes_short(cap)}")
+    _log(
+        f"uploads: {s.upload_users} users upload {zpath.name} ({format_bytes_short(zpath.stat().st_size)}) at once, "
+        f"server under {format_bytes_short(cap)}"
+    )
     work = _fresh(s.work / "uploads")
-    out = upload_sessions(zpath, s.upload_users, cap, work, after_s=s.upload_after_s,
-                          env={"GRADIEND_CORE_CACHE": str(work / "cache")}, timeout_s=s.timeout_s)
+    out = upload_sessions(
+        zpath,
+        s.upload_users,
+        cap,
+        work,
+        after_s=s.upload_after_s,
+        env={"GRADIEND_CORE_CACHE": str(work / "cache")},
+        timeout_s=s.timeout_s,
+    )
     out["checkpoint"] = _checkpoint_info(ckpt)
     shutil.rmtree(work, ignore_errors=True)
     return out
@@ -352,8 +427,13 @@ def scenario_download(s: Settings) -> Dict[str, Any]:
     cap = protective_cap(s.bert_cap)
     work = _fresh(s.work / "download")
     _log("download: reruns before and after an export (AppTest)")
-    rec = run_child("apptest", {"path": str(ckpt), "export_topks": [s.export_topk, "0.5"], "export_root": str(work)}, cap,
-                    env={"GRADIEND_CORE_CACHE": str(work / "cache")}, timeout_s=s.timeout_s)
+    rec = run_child(
+        "apptest",
+        {"path": str(ckpt), "export_topks": [s.export_topk, "0.5"], "export_root": str(work)},
+        cap,
+        env={"GRADIEND_CORE_CACHE": str(work / "cache")},
+        timeout_s=s.timeout_s,
+    )
     shutil.rmtree(work, ignore_errors=True)
     return rec
 

@@ -121,7 +121,9 @@ def safetensors_header(specs: Sequence[Tuple[str, Tuple[int, ...]]], dtype: str)
     return struct.pack("<Q", len(text)) + text
 
 
-def expected_weights_bytes(input_dim: int, latent_dim: int = 1, dtype: str = "float32", bias_decoder: bool = True) -> int:
+def expected_weights_bytes(
+    input_dim: int, latent_dim: int = 1, dtype: str = "float32", bias_decoder: bool = True
+) -> int:
     """Size of ``model.safetensors`` in bytes (header included)."""
     specs = tensor_specs(input_dim, latent_dim, bias_decoder)
     data = sum(math.prod(s) for _, s in specs) * DTYPE_CODES[dtype][1]

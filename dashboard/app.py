@@ -15,31 +15,49 @@ import streamlit as st
 # `streamlit run dashboard/app.py` puts dashboard/ (not the repo) on sys.path; make the package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
-from gradiend_core.plan import plan_pruning  # noqa: E402
-from dashboard.context import ViewContext  # noqa: E402
 from dashboard import masks  # noqa: E402
+from dashboard.context import ViewContext  # noqa: E402
 from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
-from dashboard.views import controls, export, last_valid, mask_builder, model_picker, preview, selection, summary  # noqa: E402
-from dashboard.views import (  # noqa: E402
+from dashboard.views import (  # noqa: E402  # noqa: E402
     compare_models,
     compare_parts,
+    controls,
     curve,
     distributions,
+    export,
+    last_valid,
+    mask_builder,
+    model_picker,
+    preview,
+    selection,
     stages,
+    summary,
     topk_table,
     training,
     where_in_model,
 )
 from dashboard.views.state import keep_widget_state  # noqa: E402
+from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
+from gradiend_core.plan import plan_pruning  # noqa: E402
 
 PERSISTENT_KEYS = (
-    "model_source", "sample", "model_path", "part", "topk", "threshold", "export_dir", "export_overwrite",
+    "model_source",
+    "sample",
+    "model_path",
+    "part",
+    "topk",
+    "threshold",
+    "export_dir",
+    "export_overwrite",
 )
 #: Choices inside the views, kept across tab visits like the sidebar inputs.
 VIEW_KEYS = (
-    distributions.STATE_KEYS + compare_parts.STATE_KEYS + where_in_model.STATE_KEYS + topk_table.STATE_KEYS
-    + stages.STATE_KEYS + ("models_samples", "models_paths", "models_value")
+    distributions.STATE_KEYS
+    + compare_parts.STATE_KEYS
+    + where_in_model.STATE_KEYS
+    + topk_table.STATE_KEYS
+    + stages.STATE_KEYS
+    + ("models_samples", "models_paths", "models_value")
 )
 
 st.set_page_config(page_title="GRADIEND pruning", page_icon=":scissors:", layout="wide")
@@ -73,10 +91,18 @@ mask_builder.sidebar_note(mask_expr)
 
 def _plan(inputs: controls.SelectionInputs):
     return plan_pruning(
-        data, source=inputs.source, topk=inputs.topk, threshold=inputs.threshold, mask=inputs.mask,
-        mask_file=inputs.mask_path, name_include=inputs.name_include, name_exclude=inputs.name_exclude,
-        ranking=load_ranking(path, inputs.source), mask_expr=mask_expr,
-        ranking_for=masks.ranking_for, resolve_path=masks.resolve_path,
+        data,
+        source=inputs.source,
+        topk=inputs.topk,
+        threshold=inputs.threshold,
+        mask=inputs.mask,
+        mask_file=inputs.mask_path,
+        name_include=inputs.name_include,
+        name_exclude=inputs.name_exclude,
+        ranking=load_ranking(path, inputs.source),
+        mask_expr=mask_expr,
+        ranking_for=masks.ranking_for,
+        resolve_path=masks.resolve_path,
     )
 
 

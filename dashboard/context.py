@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from dashboard.loading import load_ranking
+from dashboard.views.controls import SelectionInputs
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.plan import PruningPlan
 from gradiend_core.ranking import Ranking
 from gradiend_core.reduction import ReductionReport
 from gradiend_core.selection import Selection
-from dashboard.loading import load_ranking
-from dashboard.views.controls import SelectionInputs
 
 __all__ = ["ViewContext"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 __all__ = ["Job", "JobStore", "JOBS"]
 

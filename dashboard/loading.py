@@ -22,7 +22,6 @@ from gradiend_core.cache import parse_bytes
 from gradiend_core.checkpoint import CheckpointData, open_checkpoint, resolve_checkpoint_dir
 from gradiend_core.importance import PARTS
 from gradiend_core.ranking import Ranking
-from gradiend_core.units import format_count
 from gradiend_core.records import (
     PRE_PRUNE_FILE,
     PrePruneRecord,
@@ -30,6 +29,7 @@ from gradiend_core.records import (
     load_pre_prune_record,
     load_validation_record,
 )
+from gradiend_core.units import format_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "sample_models"
@@ -132,7 +132,9 @@ class CheckpointStore:
             with self._lock:
                 self._items.pop(k, None)
                 self._key_locks.pop(k, None)
-            if d.weights is not None and not any(o.weights is not None and o.weights.identity() == d.weights.identity() for o in self._items.values()):
+            if d.weights is not None and not any(
+                o.weights is not None and o.weights.identity() == d.weights.identity() for o in self._items.values()
+            ):
                 rank_store.forget(d.weights.identity())
             total -= sizes[k]
 
@@ -175,7 +177,9 @@ def load_ranking(path: str, source: str) -> Ranking:
     bar = st.empty()
 
     def report(fraction: float, what: str) -> None:
-        bar.progress(min(1.0, fraction), text=f"{what[0].upper()}{what[1:]} ({format_count(data.architecture.input_dim)} dims)")
+        bar.progress(
+            min(1.0, fraction), text=f"{what[0].upper()}{what[1:]} ({format_count(data.architecture.input_dim)} dims)"
+        )
 
     try:
         ranking = rank_store.ranking_for(data, source, layout="background", progress=report)

@@ -22,13 +22,13 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import streamlit as st
 
+from dashboard.loading import STORE, checkpoint_key, load_ranking
+from dashboard.sessions import check_allowed
 from gradiend_core.analysis.locate import LayerComponentGrid, ParamBreakdown, layer_component_grid, parse_param_name
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.mask_expr import File, MaskResult, Model, evaluate_mask_expr, iter_terms, make_mask_bundle, parse
 from gradiend_core.ranking import Ranking
-from dashboard.loading import STORE, checkpoint_key, load_ranking
-from dashboard.sessions import check_allowed
 
 __all__ = [
     "APPLIED",
@@ -98,7 +98,11 @@ def _dependency(term) -> Tuple[str, float]:
 @st.cache_resource(max_entries=6, show_spinner="Evaluating the mask expression...")
 def _evaluate(path: str, mtime: float, expression: str, deps: Tuple, _data: CheckpointData) -> MaskResult:
     return evaluate_mask_expr(
-        expression, _data, load_checkpoint=_load_other, resolve_path=resolve_path, ranking_for=ranking_for,
+        expression,
+        _data,
+        load_checkpoint=_load_other,
+        resolve_path=resolve_path,
+        ranking_for=ranking_for,
     )
 
 
@@ -204,13 +208,19 @@ def _grid_of(data: CheckpointData, mask: Optional[np.ndarray]) -> LayerComponent
         kept = np.asarray(in_input, dtype=np.int64)
     else:
         offsets = pmap.local_offsets
-        kept = np.array([np.count_nonzero(mask[offsets[i]:offsets[i + 1]]) for i in range(len(pmap))], dtype=np.int64)
+        kept = np.array([np.count_nonzero(mask[offsets[i] : offsets[i + 1]]) for i in range(len(pmap))], dtype=np.int64)
     parsed = [parse_param_name(e.name) for e in pmap]
     zeros = np.zeros(len(pmap), dtype=np.float64)
     bd = ParamBreakdown(
-        names=pmap.names, layers=[p[0] for p in parsed], components=[p[1] for p in parsed],
-        shapes=[tuple(e.shape) for e in pmap], numel=np.array([e.numel for e in pmap], dtype=np.int64),
-        in_input=np.asarray(in_input, dtype=np.int64), kept=kept, importance_total=zeros, importance_kept=zeros,
+        names=pmap.names,
+        layers=[p[0] for p in parsed],
+        components=[p[1] for p in parsed],
+        shapes=[tuple(e.shape) for e in pmap],
+        numel=np.array([e.numel for e in pmap], dtype=np.int64),
+        in_input=np.asarray(in_input, dtype=np.int64),
+        kept=kept,
+        importance_total=zeros,
+        importance_kept=zeros,
     )
     return layer_component_grid(bd)
 

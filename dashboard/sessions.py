@@ -102,6 +102,7 @@ class Budgets:
         Raises:
             ValueError: for a value that is not a size.
         """
+
         def size(variable: str, default: int) -> int:
             raw = os.environ.get(variable)
             return parse_bytes(raw, variable) if raw else default
@@ -258,8 +259,10 @@ class SessionRegistry:
         now = time.monotonic()
         with self._lock:
             due = [
-                s.key for s in self._sessions.values()
-                if s.detached_at is not None and now - s.detached_at >= grace
+                s.key
+                for s in self._sessions.values()
+                if s.detached_at is not None
+                and now - s.detached_at >= grace
                 and not (s.streamlit_id and self._is_active(s.streamlit_id))
             ]
         for key in due:

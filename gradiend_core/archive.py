@@ -77,8 +77,9 @@ class _Plan:
     compressed: int = 0
 
 
-def _check_entries(zf: zipfile.ZipFile, name: str, real_dest: str, max_bytes: int, max_entries: int,
-                   max_ratio: float) -> _Plan:
+def _check_entries(
+    zf: zipfile.ZipFile, name: str, real_dest: str, max_bytes: int, max_entries: int, max_ratio: float
+) -> _Plan:
     infos = zf.infolist()
     if len(infos) > max_entries:
         raise CheckpointError(
@@ -259,8 +260,11 @@ def extract_checkpoint_zip(
 def _checkpoint_dir(real_dest: str, plan: _Plan) -> Path:
     """The shallowest extracted directory that holds ``config.json``."""
     configs = sorted(
-        (PurePosixPath(i.filename.replace("\\", "/").strip("/")) for i in plan.files
-         if PurePosixPath(i.filename.replace("\\", "/")).name == CONFIG_FILE),
+        (
+            PurePosixPath(i.filename.replace("\\", "/").strip("/"))
+            for i in plan.files
+            if PurePosixPath(i.filename.replace("\\", "/")).name == CONFIG_FILE
+        ),
         key=lambda q: (len(q.parts), str(q)),
     )
     return resolve_checkpoint_dir(Path(real_dest, *configs[0].parent.parts))
@@ -280,8 +284,12 @@ def zip_directory(directory: Union[str, os.PathLike]) -> bytes:
     return buf.getvalue()
 
 
-def zip_verified(directory: Union[str, os.PathLike], expected_sha256: Mapping[str, str], out: Union[str, os.PathLike],
-                 arcname: Optional[str] = None) -> int:
+def zip_verified(
+    directory: Union[str, os.PathLike],
+    expected_sha256: Mapping[str, str],
+    out: Union[str, os.PathLike],
+    arcname: Optional[str] = None,
+) -> int:
     """Pack exactly the files whose checksums are known into the .zip ``out``, checking each byte.
 
     Each file of ``expected_sha256`` is read once, written to the archive (stored, under

@@ -24,10 +24,10 @@ from .export import export_plan
 from .importance import DEFAULT_PART, GRADIENT_MEAN, PARTS, SOURCES
 from .mask_expr import parse as parse_mask_expr
 from .plan import PruningPlan, plan_pruning
+from .pruning_curve import add_curve_parser
 from .rank_store import ranking_for
 from .reduction import ReductionReport
 from .selection import parse_topk
-from .pruning_curve import add_curve_parser
 from .summary import checkpoint_summary
 from .units import format_bytes, format_change, format_count, format_percent
 
@@ -96,7 +96,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace) -> int:
-    if args.topk is None and args.threshold is None and args.mask is None and not (args.include or args.exclude or args.mask_expr):
+    if (
+        args.topk is None
+        and args.threshold is None
+        and args.mask is None
+        and not (args.include or args.exclude or args.mask_expr)
+    ):
         raise SelectionError("give at least one of --topk, --threshold, --mask-expr, --mask and --include/--exclude.")
     if args.mask_expr is not None:
         parse_mask_expr(args.mask_expr)  # a typo fails here, before any weight is read
@@ -110,8 +115,14 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     source = args.importance or args.part or DEFAULT_PART
     _progress(args, f"ranking {source} importance over {format_count(data.architecture.input_dim)} dims")
     plan = plan_pruning(
-        data, source=source, topk=args.topk, threshold=args.threshold, mask_file=args.mask,
-        name_include=args.include, name_exclude=args.exclude, mask_expr=args.mask_expr,
+        data,
+        source=source,
+        topk=args.topk,
+        threshold=args.threshold,
+        mask_file=args.mask,
+        name_include=args.include,
+        name_exclude=args.exclude,
+        mask_expr=args.mask_expr,
         ranking_for=lambda d, s: ranking_for(d, s, layout="never", progress=_pass_progress(args)),
     )
     for text in plan.warnings:
@@ -231,25 +242,36 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("path", help="source checkpoint directory (never modified)")
     pr.add_argument("--part", choices=PARTS, help=f"weight importance to rank by (default: {DEFAULT_PART})")
     pr.add_argument(
-        "--importance", choices=SOURCES,
+        "--importance",
+        choices=SOURCES,
         help=f"the importance source to rank by: a weight part (as --part) or {GRADIENT_MEAN}, the pre-prune |mean "
         "source gradient| saved by training with pre-pruning (pre_prune.safetensors next to the checkpoint)",
     )
     pr.add_argument("--topk", type=_topk_arg, help="a count (5000), a fraction (0.05) or a percentage (5%%)")
     pr.add_argument("--threshold", type=float, help="keep dims with importance >= this")
     pr.add_argument(
-        "--mask-expr", metavar="EXPR",
+        "--mask-expr",
+        metavar="EXPR",
         help="mask expression, the mask step before --threshold and --topk, e.g. "
-        "\"top(decoder-weight, 5%%) & top(encoder-weight, 5%%)\". Terms: top(PART, K), above(PART, T), "
+        '"top(decoder-weight, 5%%) & top(encoder-weight, 5%%)". Terms: top(PART, K), above(PART, T), '
         "name('REGEX'), file('PATH'), model('PATH', PART, K); combine with & | ~ and parentheses. "
         "ANDed with --mask/--include/--exclude",
     )
-    pr.add_argument("--mask", help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length "
-                    "(the same as --mask-expr \"file('FILE')\")")
-    pr.add_argument("--include", help="keep only dims of parameters whose name matches this regular expression "
-                    "(the same as --mask-expr \"name('REGEX')\")")
-    pr.add_argument("--exclude", help="drop dims of parameters whose name matches this regular expression "
-                    "(the same as --mask-expr \"~name('REGEX')\")")
+    pr.add_argument(
+        "--mask",
+        help="bool keep-mask file (.pt, .safetensors, .npy) over input_dim or unpruned length "
+        "(the same as --mask-expr \"file('FILE')\")",
+    )
+    pr.add_argument(
+        "--include",
+        help="keep only dims of parameters whose name matches this regular expression "
+        "(the same as --mask-expr \"name('REGEX')\")",
+    )
+    pr.add_argument(
+        "--exclude",
+        help="drop dims of parameters whose name matches this regular expression "
+        "(the same as --mask-expr \"~name('REGEX')\")",
+    )
     pr.add_argument("--out", help="target directory (new or empty)")
     pr.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     pr.add_argument("--bin", action="store_true", help="write pytorch_model.bin/.pth instead of safetensors")
@@ -264,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, help="server port (default: streamlit's 8501)")
     db.add_argument("--headless", action="store_true", help="do not open a browser window")
     db.add_argument(
-        "--address", default="localhost",
+        "--address",
+        default="localhost",
         help="interface to listen on (default: %(default)s; 0.0.0.0 serves the network, then set GRADIEND_DASHBOARD_ROOTS)",
     )
     db.set_defaults(func=_cmd_dashboard)

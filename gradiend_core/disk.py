@@ -60,6 +60,7 @@ class DiskSize:
 
     def describe(self) -> str:
         """One line naming every file and its bytes: model files first, side files apart."""
+
         def listed(files: Dict[str, int]) -> str:
             return ", ".join(f"{k} {v:,} B" for k, v in sorted(files.items()))
 

@@ -144,12 +144,17 @@ def from_validation_record(data: CheckpointData, record: Any) -> EvalGradients:
     from .records import VALIDATION_FILE, align_columns
 
     cols = align_columns(record.base_global_index, data.param_map.base_global_index(), VALIDATION_FILE)
-    x = record.gradients if np.array_equal(cols, np.arange(cols.size)) and record.gradients.shape[1] == cols.size \
+    x = (
+        record.gradients
+        if np.array_equal(cols, np.arange(cols.size)) and record.gradients.shape[1] == cols.size
         else record.gradients[:, torch.from_numpy(cols)]
+    )
     labels = record.labels.to(torch.float64).numpy().copy()
     if record.source == "alternative":
         labels = -labels
-    return EvalGradients(x.to(torch.float32), labels, tuple(record.classes), record.source, VALIDATION_FILE, "validation")
+    return EvalGradients(
+        x.to(torch.float32), labels, tuple(record.classes), record.source, VALIDATION_FILE, "validation"
+    )
 
 
 def resolve_base_model(data: CheckpointData, base_model: Optional[Union[str, os.PathLike]] = None) -> Path:
@@ -165,7 +170,9 @@ def resolve_base_model(data: CheckpointData, base_model: Optional[Union[str, os.
     if base_model is not None:
         p = Path(base_model).expanduser()
         if not (p / CONFIG_FILE).is_file():
-            raise CheckpointError(f"{p}: not a model directory (no {CONFIG_FILE}); give the base model's local directory.")
+            raise CheckpointError(
+                f"{p}: not a model directory (no {CONFIG_FILE}); give the base model's local directory."
+            )
         return p.resolve()
     name = data.metadata.get("base_model")
     if not isinstance(name, str) or not name:
@@ -233,8 +240,15 @@ def _read_cache(path: Path, data_file: Path) -> Optional[EvalGradients]:
         return None  # a damaged cache file is recomputed, never trusted
     if not torch.equal(order, torch.arange(order.numel())):
         grads, labels = grads[order], labels[order]
-    return EvalGradients(grads, labels.to(torch.float64).numpy(), tuple(info["classes"]), info["source"],
-                         str(data_file), info["split"], path)
+    return EvalGradients(
+        grads,
+        labels.to(torch.float64).numpy(),
+        tuple(info["classes"]),
+        info["source"],
+        str(data_file),
+        info["split"],
+        path,
+    )
 
 
 def _write_cache(path: Path, grads: torch.Tensor, labels: np.ndarray, order: List[int], info: Dict[str, Any]) -> None:
@@ -243,9 +257,15 @@ def _write_cache(path: Path, grads: torch.Tensor, labels: np.ndarray, order: Lis
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        save_file({"gradients": grads.contiguous(), "labels": torch.from_numpy(labels.astype(np.float32)),
-                   "order": torch.tensor(order, dtype=torch.int64)}, tmp,
-                  metadata={"format": CACHE_FORMAT, "info": json.dumps(info)})
+        save_file(
+            {
+                "gradients": grads.contiguous(),
+                "labels": torch.from_numpy(labels.astype(np.float32)),
+                "order": torch.tensor(order, dtype=torch.int64),
+            },
+            tmp,
+            metadata={"format": CACHE_FORMAT, "info": json.dumps(info)},
+        )
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -259,7 +279,9 @@ def _prepare(data: CheckpointData, data_file, split, classes, source):
     data_path = Path(data_file).expanduser()
     df = read_text_data(data_path)
     if data_path.is_dir():
-        data_path = next(data_path / f"training{e}" for e in (".csv", ".parquet") if (data_path / f"training{e}").is_file())
+        data_path = next(
+            data_path / f"training{e}" for e in (".csv", ".parquet") if (data_path / f"training{e}").is_file()
+        )
     ctx_pair, ctx_source = trained_pair_and_source(data)
     if classes is None:
         classes = ctx_pair
@@ -348,7 +370,13 @@ def compute_eval_gradients(
     order = eval_order(examples, pair, source)
     labels = reference_labels(examples, pair, source)
     base_dir = resolve_base_model(data, base_model)
-    settings = {"split": split_text, "classes": list(pair), "source": source, "max_length": 256, "placeholder": "[MASK]"}
+    settings = {
+        "split": split_text,
+        "classes": list(pair),
+        "source": source,
+        "max_length": 256,
+        "placeholder": "[MASK]",
+    }
     key = gradients_cache_key(data, data_path, base_dir, settings)
     cache_file = cache_dir(CACHE_SUBDIR) / f"{key[:40]}.safetensors" if use_cache else None
     if cache_file is not None and cache_file.is_file():

@@ -30,10 +30,10 @@ from .importance import DEFAULT_PART, GRADIENT_MEAN, SOURCES, gradient_mean_impo
 from .mask_expr.bundle import MaskBundle, space_digest
 from .mask_expr.space import local_mask_to_global
 from .masks import sha256_mask
-from .records import PRE_PRUNE_FILE, VALIDATION_FILE, load_pre_prune_record, load_validation_record
 from .plan import PruningPlan, plan_pruning
 from .pruning import prune_checkpoint
 from .ranking import Ranking
+from .records import PRE_PRUNE_FILE, VALIDATION_FILE, load_pre_prune_record, load_validation_record
 from .reduction import ReductionReport
 from .selection import Selection
 
@@ -136,7 +136,9 @@ def expression_reads_under(expression: Optional[str], roots: Sequence[Union[str,
 
 
 def reproduce_command(
-    plan: PruningPlan, out: Union[str, os.PathLike], mask_path: Optional[str] = None,
+    plan: PruningPlan,
+    out: Union[str, os.PathLike],
+    mask_path: Optional[str] = None,
     transient: Sequence[Union[str, os.PathLike]] = (),
 ) -> Optional[str]:
     """The ``gradiend-core prune`` command that writes ``plan`` to ``out`` (``None`` when the
@@ -156,14 +158,25 @@ def reproduce_command(
     drop = mask_path and expression_reads_under(spec.expression, transient)
     expression = None if drop else spec.expression
     return cli_command(
-        plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_path or spec.file,
-        spec.name_include, spec.name_exclude, expression,
+        plan.checkpoint.path,
+        out,
+        plan.source,
+        plan.topk,
+        plan.threshold,
+        mask_path or spec.file,
+        spec.name_include,
+        spec.name_exclude,
+        expression,
     )
 
 
 def _provenance(
-    plan: PruningPlan, target: Union[str, os.PathLike], source_sha256: Optional[str], saved_mask: Optional[MaskBundle],
-    records: Dict[str, str], transient: Sequence[Union[str, os.PathLike]] = (),
+    plan: PruningPlan,
+    target: Union[str, os.PathLike],
+    source_sha256: Optional[str],
+    saved_mask: Optional[MaskBundle],
+    records: Dict[str, str],
+    transient: Sequence[Union[str, os.PathLike]] = (),
     cut_quality: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     from . import __version__
@@ -373,11 +386,24 @@ def export_pruned(
     if importance is not None:
         ranking = Ranking.coerce(importance)
     plan = plan_pruning(
-        data, source=label, topk=topk, threshold=threshold, mask=mask, mask_file=mask_path,
-        name_include=name_include, name_exclude=name_exclude, mask_expr=mask_expr, ranking=ranking,
+        data,
+        source=label,
+        topk=topk,
+        threshold=threshold,
+        mask=mask,
+        mask_file=mask_path,
+        name_include=name_include,
+        name_exclude=name_exclude,
+        mask_expr=mask_expr,
+        ranking=ranking,
     )
     return export_plan(
-        plan, target, overwrite=overwrite, use_safetensors=use_safetensors, source_sha256=source_sha256, cut_quality=cut_quality
+        plan,
+        target,
+        overwrite=overwrite,
+        use_safetensors=use_safetensors,
+        source_sha256=source_sha256,
+        cut_quality=cut_quality,
     )
 
 

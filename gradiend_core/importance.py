@@ -142,7 +142,9 @@ def weight_importance(state_dict: Mapping[str, torch.Tensor], part: str = DEFAUL
     return out
 
 
-def iter_part_importance(data: CheckpointData, part: str, block_dims: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
+def iter_part_importance(
+    data: CheckpointData, part: str, block_dims: Optional[int] = None
+) -> Iterator[Tuple[int, np.ndarray]]:
     """``(start, float32 importance of dims start..start+len)`` over the whole input space, in order.
 
     Reads the checkpoint's weight file block by block (only the tensors ``part`` needs), so memory

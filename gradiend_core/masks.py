@@ -38,7 +38,9 @@ def _only_tensor(obj: object, path: Path) -> object:
             return obj["mask"]
         if len(obj) == 1:
             return next(iter(obj.values()))
-        raise SelectionError(f"{path}: holds {len(obj)} tensors ({', '.join(map(str, obj))}); store one, or name it 'mask'.")
+        raise SelectionError(
+            f"{path}: holds {len(obj)} tensors ({', '.join(map(str, obj))}); store one, or name it 'mask'."
+        )
     return obj
 
 

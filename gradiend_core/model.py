@@ -38,7 +38,6 @@ from .pruning import prune_state_dict
 from .selection import Ranking, Selection, select, topk_indices
 
 
-
 def activation_module(name: str, encoder: bool) -> nn.Module:
     """The torch module for an activation name of the reference format.
 
@@ -81,7 +80,9 @@ class _MappedLinear(nn.Module):
         return self.linear(x)
 
 
-def _as_param_map(param_map: Union[ParamMap, Mapping[str, Mapping[str, Any]], Sequence[Tuple[str, Sequence[int]]]]) -> ParamMap:
+def _as_param_map(
+    param_map: Union[ParamMap, Mapping[str, Mapping[str, Any]], Sequence[Tuple[str, Sequence[int]]]],
+) -> ParamMap:
     """Accept our :class:`ParamMap`, the reference's ``name -> spec`` dict, or ``(name, shape)`` pairs."""
     if isinstance(param_map, ParamMap):
         return param_map
@@ -143,7 +144,12 @@ class ParamMappedGradiendModel(nn.Module):
         if dtype_name not in DTYPES:
             raise ValueError(f"torch_dtype must be one of {sorted(DTYPES)}, got {torch_dtype}.")
         self._arch = Architecture(
-            int(input_dim), int(latent_dim), activation_encoder.lower(), activation_decoder, bool(bias_decoder), dtype_name
+            int(input_dim),
+            int(latent_dim),
+            activation_encoder.lower(),
+            activation_decoder,
+            bool(bias_decoder),
+            dtype_name,
         )
         self._map = pmap
         self.kwargs: Dict[str, Any] = dict(kwargs)
@@ -421,7 +427,9 @@ class ParamMappedGradiendModel(nn.Module):
         Raises:
             SelectionError: for invalid arguments or a selection that keeps nothing.
         """
-        sel = self.select(topk=topk, threshold=threshold, mask=mask, part=part, importance=importance, mask_expr=mask_expr)
+        sel = self.select(
+            topk=topk, threshold=threshold, mask=mask, part=part, importance=importance, mask_expr=mask_expr
+        )
         new_state = prune_state_dict(self._weights(), sel.keep)
         new_map = self._map.restrict(sel.keep)
         if inplace:

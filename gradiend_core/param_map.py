@@ -107,9 +107,7 @@ class ParamMap:
             seen.add(e.name)
             if e.positions is not None and e.positions.size:
                 if e.positions.min() < 0 or e.positions.max() >= e.numel:
-                    raise ValueError(
-                        f"param_map entry {e.name!r}: selected positions must lie in [0, {e.numel})"
-                    )
+                    raise ValueError(f"param_map entry {e.name!r}: selected positions must lie in [0, {e.numel})")
         counts = np.array([e.num_selected for e in self.entries], dtype=np.int64)
         totals = np.array([e.numel for e in self.entries], dtype=np.int64)
         #: start of each parameter in the local input space, length len(entries) + 1
@@ -156,13 +154,9 @@ class ParamMap:
         """
         if self._global_index is None:
             parts = [
-                e.selected_positions() + self.global_offsets[i]
-                for i, e in enumerate(self.entries)
-                if e.num_selected
+                e.selected_positions() + self.global_offsets[i] for i, e in enumerate(self.entries) if e.num_selected
             ]
-            self._global_index = (
-                np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
-            )
+            self._global_index = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
         return self._global_index
 
     def same_selection(self, other: "ParamMap") -> bool:
@@ -221,9 +215,7 @@ class ParamMap:
 
         Keys are ``L{i}`` with ``i`` the parameter's position in the map (the reference's naming).
         """
-        return [
-            (e, choose_repr(e.numel, e.num_selected), f"L{i}") for i, e in enumerate(self.entries)
-        ]
+        return [(e, choose_repr(e.numel, e.num_selected), f"L{i}") for i, e in enumerate(self.entries)]
 
     def to_reference_dict(self) -> Dict[str, Dict[str, object]]:
         """The map in the reference package's in-memory form (``name -> spec``).

@@ -94,7 +94,11 @@ class PruningPlan:
 
 
 def _compose_mask(
-    data: CheckpointData, mask: Optional[np.ndarray], mask_file: Optional[str], include: Optional[str], exclude: Optional[str]
+    data: CheckpointData,
+    mask: Optional[np.ndarray],
+    mask_file: Optional[str],
+    include: Optional[str],
+    exclude: Optional[str],
 ) -> Optional[np.ndarray]:
     if mask is None and mask_file:
         mask = load_mask(mask_file, data.param_map)
@@ -192,20 +196,41 @@ def plan_pruning(
     if ranking is None:
         ranking = ranking_for(checkpoint, source)
     given = {source: ranking}
-    expr = _evaluate_expression(checkpoint, mask_expr, lambda d, p: given[p] if d is checkpoint and p in given else ranking_for(d, p), resolve_path)
+    expr = _evaluate_expression(
+        checkpoint,
+        mask_expr,
+        lambda d, p: given[p] if d is checkpoint and p in given else ranking_for(d, p),
+        resolve_path,
+    )
     if expr is not None:
         composed = expr.mask if composed is None else composed & expr.mask
     ranks = threshold is not None or topk is not None
     selection = select(
-        ranking if ranks else None, input_dim=checkpoint.architecture.input_dim, mask=composed,
-        threshold=threshold, topk=topk,
+        ranking if ranks else None,
+        input_dim=checkpoint.architecture.input_dim,
+        mask=composed,
+        threshold=threshold,
+        topk=topk,
     )
     report = reduction_report(checkpoint, selection, ranking, source)
     spec = MaskSpec(
-        mask_file, name_include, name_exclude, sha256_mask(composed),
-        expr.expression if expr is not None else None, expr.sha256 if expr is not None else None,
+        mask_file,
+        name_include,
+        name_exclude,
+        sha256_mask(composed),
+        expr.expression if expr is not None else None,
+        expr.sha256 if expr is not None else None,
     )
     return PruningPlan(
-        checkpoint, source, ranking, composed, spec, threshold, topk, selection, report, _warnings(source, ranking, selection),
+        checkpoint,
+        source,
+        ranking,
+        composed,
+        spec,
+        threshold,
+        topk,
+        selection,
+        report,
+        _warnings(source, ranking, selection),
         expr,
     )

@@ -54,7 +54,9 @@ def gather_pruned_weights(ckpt: CheckpointData, keep: np.ndarray) -> Dict[str, t
     block = ckpt.weights.gather(keep)
     sliced = {ENC_W: block.enc_w, DEC_W: block.dec_w, DEC_B: block.dec_b}
     # in the file's key order, as a loaded state dict has it (torch.save writes storages in that order)
-    return {k: sliced[k].contiguous() if sliced.get(k) is not None else ckpt.weights.read(k) for k in ckpt.weights.keys()}
+    return {
+        k: sliced[k].contiguous() if sliced.get(k) is not None else ckpt.weights.read(k) for k in ckpt.weights.keys()
+    }
 
 
 def prune_checkpoint(ckpt: CheckpointData, keep: np.ndarray) -> CheckpointData:

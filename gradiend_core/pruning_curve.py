@@ -31,6 +31,7 @@ from .importance import GRADIENT_MEAN, PARTS, source_importance
 
 __all__ = ["add_curve_parser", "available_parts", "checkpoint_curves", "importance_of", "selection_quality"]
 
+
 def available_parts(data: CheckpointData) -> tuple:
     """The importance sources a curve can rank by: the four parts, and ``gradient-mean`` when the
     checkpoint has a pre-prune record."""
@@ -76,8 +77,9 @@ def checkpoint_curves(
     parts = list(parts or available_parts(data))
     imps = {p: (importances or {}).get(p) for p in parts}
     imps = {p: v if v is not None else importance_of(data, p) for p, v in imps.items()}
-    curves = pruning_curves(Encoder.of(data), gradients.gradients, gradients.labels, imps, points=points,
-                            selection_k=selection_k)
+    curves = pruning_curves(
+        Encoder.of(data), gradients.gradients, gradients.labels, imps, points=points, selection_k=selection_k
+    )
     return [curves[p] for p in parts]
 
 
@@ -89,8 +91,14 @@ def selection_quality(data: CheckpointData, keep: np.ndarray, gradients: EvalGra
     :func:`gradiend_core.analysis.curve.cut_quality`.
     """
     out = cut_quality(Encoder.of(data), gradients.gradients, gradients.labels, keep)
-    out.update({"gradients": gradients.origin, "source": gradients.source, "split": gradients.split,
-                "classes": list(gradients.classes)})
+    out.update(
+        {
+            "gradients": gradients.origin,
+            "source": gradients.source,
+            "split": gradients.split,
+            "classes": list(gradients.classes),
+        }
+    )
     return out
 
 
@@ -98,7 +106,9 @@ def selection_quality(data: CheckpointData, keep: np.ndarray, gradients: EvalGra
 def _classes(text: str):
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise argparse.ArgumentTypeError(f"--classes takes two different class names, first class first: A,B (got {text!r}).")
+        raise argparse.ArgumentTypeError(
+            f"--classes takes two different class names, first class first: A,B (got {text!r})."
+        )
     return tuple(parts)
 
 
@@ -126,11 +136,15 @@ def _cmd_curve(args: argparse.Namespace) -> int:
     parts = args.part or list(available_parts(data))
     for p in parts:
         if p not in PARTS + (GRADIENT_MEAN,):
-            raise SelectionError(f"--part {p!r} is not an importance source; use one of {', '.join(PARTS + (GRADIENT_MEAN,))}.")
+            raise SelectionError(
+                f"--part {p!r} is not an importance source; use one of {', '.join(PARTS + (GRADIENT_MEAN,))}."
+            )
     if args.points < 2:
         raise SelectionError(f"--points must be >= 2 (1 dim and all dims); got {args.points}.")
     if args.data is None and (args.base_model or args.split or args.classes):
-        raise SelectionError("--base-model, --split and --classes apply to gradients computed from --data FILE; give it.")
+        raise SelectionError(
+            "--base-model, --split and --classes apply to gradients computed from --data FILE; give it."
+        )
     k = resolve_k(parse_topk(args.topk), data.architecture.input_dim) if args.topk else None
     state = {"next": 0.0}
 
@@ -140,11 +154,25 @@ def _cmd_curve(args: argparse.Namespace) -> int:
             state["next"] = done / total + 0.1
 
     split = [x.strip() for x in args.split.split(",")] if args.split and "," in args.split else args.split
-    grads = eval_gradients(data, data_file=args.data, base_model=args.base_model, split=split,
-                           classes=args.classes, progress=progress, use_cache=not args.no_cache) if args.data else \
-        eval_gradients(data)
-    print(f"... {grads.n_samples} {grads.source} gradients from {grads.origin} (split {grads.split}, classes "
-          f"{' / '.join(grads.classes)})", file=sys.stderr, flush=True)
+    grads = (
+        eval_gradients(
+            data,
+            data_file=args.data,
+            base_model=args.base_model,
+            split=split,
+            classes=args.classes,
+            progress=progress,
+            use_cache=not args.no_cache,
+        )
+        if args.data
+        else eval_gradients(data)
+    )
+    print(
+        f"... {grads.n_samples} {grads.source} gradients from {grads.origin} (split {grads.split}, classes "
+        f"{' / '.join(grads.classes)})",
+        file=sys.stderr,
+        flush=True,
+    )
     curves = checkpoint_curves(data, grads, parts, points=args.points, selection_k=k)
     text = curve_csv(curves)
     if args.out:
@@ -158,22 +186,38 @@ def _cmd_curve(args: argparse.Namespace) -> int:
 def add_curve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``gradiend-core curve`` on the CLI's sub-command parser."""
     cu = sub.add_parser(
-        "curve", help="print the pruning curve (encoder quality vs kept dims) as CSV",
+        "curve",
+        help="print the pruning curve (encoder quality vs kept dims) as CSV",
         description="The encoder's quality (the reference's label correlation, class separation, agreement with the "
         "unpruned encoder) against the number of kept dims, from 1 to all on a log grid, for each part.",
     )
     cu.add_argument("path", help="checkpoint directory (or experiment directory with model/)")
-    cu.add_argument("--part", action="append", metavar="P",
-                    help=f"importance to rank by, repeatable ({', '.join(PARTS + (GRADIENT_MEAN,))}; default: all available)")
-    cu.add_argument("--data", metavar="FILE",
-                    help="labelled .csv/.parquet in the reference's text layout (masked, label, label_class, split) to compute "
-                    "gradients from the base model; default: the checkpoint's saved validation gradients")
+    cu.add_argument(
+        "--part",
+        action="append",
+        metavar="P",
+        help=f"importance to rank by, repeatable ({', '.join(PARTS + (GRADIENT_MEAN,))}; default: all available)",
+    )
+    cu.add_argument(
+        "--data",
+        metavar="FILE",
+        help="labelled .csv/.parquet in the reference's text layout (masked, label, label_class, split) to compute "
+        "gradients from the base model; default: the checkpoint's saved validation gradients",
+    )
     cu.add_argument("--base-model", metavar="DIR", help="base model directory (default: metadata.base_model)")
-    cu.add_argument("--split", help="data split(s) to use, comma-separated, or 'all' (default: validation, else test, else all)")
-    cu.add_argument("--classes", type=_classes, metavar="A,B",
-                    help="the trained pair, first class first (default: from gradiend_context.json)")
+    cu.add_argument(
+        "--split", help="data split(s) to use, comma-separated, or 'all' (default: validation, else test, else all)"
+    )
+    cu.add_argument(
+        "--classes",
+        type=_classes,
+        metavar="A,B",
+        help="the trained pair, first class first (default: from gradiend_context.json)",
+    )
     cu.add_argument("--points", type=int, default=DEFAULT_POINTS, help="points of the log grid (default: %(default)s)")
-    cu.add_argument("--topk", help="also compute this selection exactly (a count, fraction or percentage); marked in 'selection'")
+    cu.add_argument(
+        "--topk", help="also compute this selection exactly (a count, fraction or percentage); marked in 'selection'"
+    )
     cu.add_argument("--no-cache", action="store_true", help="neither read nor write the gradient cache")
     cu.add_argument("--out", metavar="FILE", help="write the CSV here (default: stdout)")
     cu.set_defaults(func=_cmd_curve)

@@ -102,7 +102,9 @@ def resident_bytes(identity: Optional[str] = None) -> int:
 
 
 # ------------------------------------------------------------------------------------ passes
-def _summary_pass(data: CheckpointData, part: str, progress: Optional[ProgressFn]) -> Tuple[BucketSummary, Optional[ParamTables]]:
+def _summary_pass(
+    data: CheckpointData, part: str, progress: Optional[ProgressFn]
+) -> Tuple[BucketSummary, Optional[ParamTables]]:
     offsets = data.param_map.local_offsets
     p = len(offsets) - 1
     dense = p <= DENSE_PARAMS
@@ -125,7 +127,9 @@ def _summary_pass(data: CheckpointData, part: str, progress: Optional[ProgressFn
         return BucketSummary(n, counts, mass, n_zero), None
     counts = pc.sum(axis=0, dtype=np.int64)
     occupied = np.flatnonzero(counts)[::-1]
-    return BucketSummary(n, counts, mass, n_zero), ParamTables(offsets, occupied, pc[:, occupied].astype(np.int64), None)
+    return BucketSummary(n, counts, mass, n_zero), ParamTables(
+        offsets, occupied, pc[:, occupied].astype(np.int64), None
+    )
 
 
 def _add_dense(pc: np.ndarray, offsets: np.ndarray, start: int, b: np.ndarray) -> None:
@@ -187,7 +191,12 @@ def _layout_pass(
 
 # ------------------------------------------------------------------------------------ disk
 def _save_summary(dest: Path, summary: BucketSummary, params: Optional[ParamTables], meta: dict) -> None:
-    arrays = {"counts": summary.counts, "mass": summary.mass, "n": np.int64(summary.n), "n_zero": np.int64(summary.n_zero)}
+    arrays = {
+        "counts": summary.counts,
+        "mass": summary.mass,
+        "n": np.int64(summary.n),
+        "n_zero": np.int64(summary.n_zero),
+    }
     if params is not None:
         arrays.update(offsets=params.offsets, occupied=params.occupied, param_counts=params.counts)
         if params.mass is not None:
@@ -201,7 +210,9 @@ def _load_summary(entry: Path) -> Tuple[BucketSummary, Optional[ParamTables], di
         summary = BucketSummary(int(z["n"]), z["counts"], z["mass"], int(z["n_zero"]))
         params = None
         if "param_counts" in z:
-            params = ParamTables(z["offsets"], z["occupied"], z["param_counts"], z["param_mass"] if "param_mass" in z else None)
+            params = ParamTables(
+                z["offsets"], z["occupied"], z["param_counts"], z["param_mass"] if "param_mass" in z else None
+            )
     return summary, params, json.loads((entry / "meta.json").read_text())
 
 
@@ -230,7 +241,9 @@ def _in_memory(data: CheckpointData, source: str) -> Ranking:
     return Ranking(source_importance(data, source), data.param_map.local_offsets)
 
 
-def _stream_ranking(data: CheckpointData, source: str, summary: BucketSummary, params: Optional[ParamTables]) -> Ranking:
+def _stream_ranking(
+    data: CheckpointData, source: str, summary: BucketSummary, params: Optional[ParamTables]
+) -> Ranking:
     return Ranking.from_stream(
         summary,
         lambda: iter_part_importance(data, source),
@@ -244,7 +257,13 @@ def _summarised(data: CheckpointData, source: str, progress: Optional[ProgressFn
     if not _valid(entry, data):
         summary, params = _summary_pass(data, source, progress)
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
-        meta = {"format": LAYOUT_FORMAT, "source": source, "n": summary.n, "weights": str(data.weights_file), "built": time.time()}
+        meta = {
+            "format": LAYOUT_FORMAT,
+            "source": source,
+            "n": summary.n,
+            "weights": str(data.weights_file),
+            "built": time.time(),
+        }
         _save_summary(tmp, summary, params, meta)
         _publish(tmp, entry)
     summary, params, _ = _load_summary(entry)
@@ -258,7 +277,13 @@ def _attach_layout(data: CheckpointData, source: str, ranking: Ranking, progress
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
         try:
             params = _layout_pass(data, source, ranking.summary, tmp, progress)
-            meta = {"format": LAYOUT_FORMAT, "source": source, "n": ranking.size, "weights": str(data.weights_file), "built": time.time()}
+            meta = {
+                "format": LAYOUT_FORMAT,
+                "source": source,
+                "n": ranking.size,
+                "weights": str(data.weights_file),
+                "built": time.time(),
+            }
             _save_summary(tmp, ranking.summary, params, meta)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -152,7 +152,9 @@ def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
     try:
         imp = np.asarray(importance, dtype=np.float32)
     except (TypeError, ValueError) as e:
-        raise SelectionError(f"importance must be a 1-D vector of numbers, got {type(importance).__name__} ({e}).") from e
+        raise SelectionError(
+            f"importance must be a 1-D vector of numbers, got {type(importance).__name__} ({e})."
+        ) from e
     if imp.ndim != 1 or imp.size == 0:
         raise SelectionError(f"importance must be a non-empty 1-D vector, got shape {imp.shape}.")
     return np.ascontiguousarray(imp)
@@ -281,7 +283,9 @@ class Ranking:
             params = ParamTables.accumulator(param_offsets, np.flatnonzero(summary.counts)[::-1])
             for s, v in zip(range(0, imp.size, BLOCK), blocks):
                 params.add(s, v, buckets[s : s + v.size])
-        self._setup(summary, params, lambda idx: imp[idx], lambda: ((s, imp[s : s + BLOCK]) for s in range(0, imp.size, BLOCK)))
+        self._setup(
+            summary, params, lambda idx: imp[idx], lambda: ((s, imp[s : s + BLOCK]) for s in range(0, imp.size, BLOCK))
+        )
         self.attach_layout(order, imp[order])
 
     @classmethod
@@ -411,7 +415,11 @@ class Ranking:
         if self.order is not None:
             s, e = self.segment(bucket)
             dims_above = np.asarray(self.order[:s], dtype=np.int64) if above else np.empty(0, dtype=np.int64)
-            return dims_above, np.asarray(self.order[s:e], dtype=np.int64), np.asarray(self.values[s:e], dtype=np.float32)
+            return (
+                dims_above,
+                np.asarray(self.order[s:e], dtype=np.int64),
+                np.asarray(self.values[s:e], dtype=np.float32),
+            )
         hi, idx, vals = [], [], []
         for start, v in self.scan():
             b = bucket_of(v)
@@ -442,7 +450,9 @@ class Ranking:
         perm = np.lexsort((idx, ~keys))
         return idx[perm], vals[perm]
 
-    def bucket_sorted(self, bucket: int, members: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def bucket_sorted(
+        self, bucket: int, members: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of ``bucket``'s dims in exact rank order.
 
         Recently used buckets are kept, up to :data:`SORTED_CACHE_DIMS` dims in all.
@@ -572,7 +582,11 @@ class RankedDims:
         if k <= 0:
             return np.empty(0, dtype=np.int64)
         if k == self.n:
-            return np.arange(self.ranking.size, dtype=np.int64) if self.mask is None else np.flatnonzero(self.mask).astype(np.int64)
+            return (
+                np.arange(self.ranking.size, dtype=np.int64)
+                if self.mask is None
+                else np.flatnonzero(self.mask).astype(np.int64)
+            )
         b, r = self.boundary(k)
         whole, idx, vals = self.ranking.collect(b)
         self.ranking.bucket_sorted(b, (idx, vals))  # one pass serves both (without a layout)

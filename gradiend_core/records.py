@@ -193,7 +193,9 @@ def _read_safetensors(path: Path, expected_format: str) -> Tuple[Dict[str, torch
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-run the training to rewrite it.") from e
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({e}); re-run the training to rewrite it."
+        ) from e
     if meta.get("format") != expected_format:
         raise CheckpointError(
             f"{path}: header format is {meta.get('format')!r}, expected {expected_format!r}; the file was not written "
@@ -207,7 +209,9 @@ def _need(tensors: Mapping[str, torch.Tensor], key: str, path: Path, dtype: torc
     if t is None:
         raise CheckpointError(f"{path}: tensor {key!r} is missing.")
     if t.dtype != dtype or t.ndim != ndim:
-        raise CheckpointError(f"{path}: tensor {key!r} must be {dtype} with {ndim} dimension(s), got {t.dtype} {tuple(t.shape)}.")
+        raise CheckpointError(
+            f"{path}: tensor {key!r} must be {dtype} with {ndim} dimension(s), got {t.dtype} {tuple(t.shape)}."
+        )
     return t
 
 

@@ -125,7 +125,11 @@ def kept_per_param(data: CheckpointData, selection: Selection) -> np.ndarray:
     """Kept dims per mapped parameter, int64 ``(P,)``: from the ranking's per-parameter tables
     (O(buckets)) when the selection ranked with them, else from the kept index set (O(k))."""
     dims = selection.dims
-    if dims is not None and dims.ranking.params is not None and dims.ranking.params.counts.shape[0] == len(data.param_map):
+    if (
+        dims is not None
+        and dims.ranking.params is not None
+        and dims.ranking.params.counts.shape[0] == len(data.param_map)
+    ):
         return dims.param_counts_top(selection.k)[0]
     return data.param_map.per_param_counts(selection.keep)
 
@@ -177,7 +181,9 @@ def reduction_report(
         memory_bytes_before=memory_bytes(arch, weights),
         memory_bytes_after=memory_bytes(after_arch, weights),
         disk_files_before=planned_file_sizes(arch, data.param_map, _weight_specs(arch, weights), data.metadata, side),
-        disk_files_after=planned_file_sizes(after_arch, after_map, _weight_specs(after_arch, weights), data.metadata, side),
+        disk_files_after=planned_file_sizes(
+            after_arch, after_map, _weight_specs(after_arch, weights), data.metadata, side
+        ),
         source=source if ranking is not None else None,
         importance_kept=importance_kept(selection, ranking),
         dtype=arch.torch_dtype,

@@ -70,7 +70,9 @@ def validate_topk(topk: object) -> Optional[TopK]:
         raise SelectionError(f"topk must be an int (a count) or a float in (0, 1] (a fraction), not a bool ({topk!r}).")
     if isinstance(topk, numbers.Integral):
         if topk < 1:
-            raise SelectionError(f"topk as a count must be >= 1; got {int(topk)}. To keep a fraction, pass a float in (0, 1].")
+            raise SelectionError(
+                f"topk as a count must be >= 1; got {int(topk)}. To keep a fraction, pass a float in (0, 1]."
+            )
         return int(topk)
     if isinstance(topk, numbers.Real):
         t = float(topk)
@@ -110,14 +112,20 @@ def validate_mask(mask: object, input_dim: int) -> Optional[np.ndarray]:
         return None
     if torch.is_tensor(mask):
         if mask.dtype != torch.bool:
-            raise SelectionError(f"mask must have dtype bool, got {mask.dtype}; convert it with mask.bool() if it is 0/1.")
+            raise SelectionError(
+                f"mask must have dtype bool, got {mask.dtype}; convert it with mask.bool() if it is 0/1."
+            )
         arr = mask.detach().cpu().numpy()
     elif isinstance(mask, np.ndarray):
         if mask.dtype != np.bool_:
-            raise SelectionError(f"mask must have dtype bool, got {mask.dtype}; convert it with mask.astype(bool) if it is 0/1.")
+            raise SelectionError(
+                f"mask must have dtype bool, got {mask.dtype}; convert it with mask.astype(bool) if it is 0/1."
+            )
         arr = mask
     else:
-        raise SelectionError(f"mask must be a torch or numpy bool tensor of shape ({input_dim},), got {type(mask).__name__}.")
+        raise SelectionError(
+            f"mask must be a torch or numpy bool tensor of shape ({input_dim},), got {type(mask).__name__}."
+        )
     if arr.shape != (input_dim,):
         raise SelectionError(
             f"mask must have shape ({input_dim},) (the current input_dim), got {tuple(arr.shape)}. Masks are in the "

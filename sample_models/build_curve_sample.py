@@ -44,7 +44,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -56,10 +56,8 @@ REPO_ROOT = SAMPLES_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(SAMPLES_DIR))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
 import build_samples as bs  # noqa: E402
+import pandas as pd  # noqa: E402
 from gradiend import TextPredictionTrainer, TrainingArguments  # noqa: E402
 
 NAME = "place-unpruned"
@@ -94,8 +92,16 @@ def place_data() -> pd.DataFrame:
                     split = bs.ADJ_SPLIT[adj]
                     if noun in HELD_OUT and split == "train":
                         split = "validation"
-                    rows.append(dict(masked=f"the [MASK] {verb} {adj} .", label=word, label_class=cls,
-                                     alternative=PLURAL[alt] if plural else alt, alternative_class=other_cls, split=split))
+                    rows.append(
+                        dict(
+                            masked=f"the [MASK] {verb} {adj} .",
+                            label=word,
+                            label_class=cls,
+                            alternative=PLURAL[alt] if plural else alt,
+                            alternative_class=other_cls,
+                            split=split,
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -117,7 +123,9 @@ def train() -> Dict[str, object]:
     bs.seed_everything(bs.SEED)
     try:
         args = TrainingArguments(**bs.GRADIEND_ARGS, learning_rate=LEARNING_RATE, seed_runs_dir=seed_runs)
-        trainer = TextPredictionTrainer(model=bs.BASE_MODEL_REL, data=f"{DATA_DIR_REL}/place.csv", target_classes=CLASSES, args=args)
+        trainer = TextPredictionTrainer(
+            model=bs.BASE_MODEL_REL, data=f"{DATA_DIR_REL}/place.csv", target_classes=CLASSES, args=args
+        )
         start = time.time()
         trainer.train(output_dir=out_rel)
         seconds = time.time() - start
@@ -137,7 +145,7 @@ def train() -> Dict[str, object]:
         "best_step": training["best_score_checkpoint"]["global_step"],
         "test_correlation": test["correlation"],
         "args": f"TrainingArguments({', '.join(f'{k}={v!r}' for k, v in bs.GRADIEND_ARGS.items())}, "
-                f"learning_rate={LEARNING_RATE:g}, seed_runs_dir='{seed_runs}')",
+        f"learning_rate={LEARNING_RATE:g}, seed_runs_dir='{seed_runs}')",
     }
 
 
@@ -163,11 +171,21 @@ def measure(data_file: Path) -> Dict[str, object]:
             curves[c.part]["k99"] = smallest_topk_for(c, 0.99)
             curves[c.part]["k90"] = smallest_topk_for(c, 0.90)
     ref = ParamMappedGradiendModel.from_pretrained(str(SAMPLES_DIR / NAME))
-    return {"n": n, "m": grads.n_samples, "full": next(iter(curves.values()))["full"], "split": grads.split, "ks": ks, "curves": curves,
-            "ref_input_dim": int(ref.input_dim), "bytes": sum(f.stat().st_size for f in (SAMPLES_DIR / NAME).iterdir())}
+    return {
+        "n": n,
+        "m": grads.n_samples,
+        "full": next(iter(curves.values()))["full"],
+        "split": grads.split,
+        "ks": ks,
+        "curves": curves,
+        "ref_input_dim": int(ref.input_dim),
+        "bytes": sum(f.stat().st_size for f in (SAMPLES_DIR / NAME).iterdir()),
+    }
 
 
-def write_readme(facts: Dict[str, object], trained: Dict[str, object], data_files: Dict[str, Path], seconds: float) -> None:
+def write_readme(
+    facts: Dict[str, object], trained: Dict[str, object], data_files: Dict[str, Path], seconds: float
+) -> None:
     df = place_data()
     counts = df["split"].value_counts().to_dict()
     n = facts["n"]
@@ -187,31 +205,31 @@ python sample_models/build_curve_sample.py
 
 Trained by the reference's trainer (`gradiend.TextPredictionTrainer`, reading
 `{DATA_DIR_REL}/place.csv`) on `{bs.BASE_MODEL_REL}` with the other samples' arguments:
-`{trained['args']}`; seed {trained['seed']} (tried {', '.join(map(str, trained['seeds_tried']))}).
+`{trained["args"]}`; seed {trained["seed"]} (tried {", ".join(map(str, trained["seeds_tried"]))}).
 Feature **place**, `farm` (+1) vs `town` (-1): the masked word is a noun,
-`the [MASK] is <adj> .` / `the [MASK] are <adj> .`, label one of {', '.join(FARM)} (farm) or
-{', '.join(TOWN)} (town), singular or plural, with an explicit alternative of the other class
+`the [MASK] is <adj> .` / `the [MASK] are <adj> .`, label one of {", ".join(FARM)} (farm) or
+{", ".join(TOWN)} (town), singular or plural, with an explicit alternative of the other class
 (`alternative`, `alternative_class` columns). Both classes predict nouns after the same words,
-so no single gradient entry gives the class away, and the nouns {', '.join(HELD_OUT)} occur only
-in validation (and test): the encoder must generalise. {len(df)} rows ({counts.get('train', 0)} train,
-{counts.get('validation', 0)} validation, {counts.get('test', 0)} test); {facts['bytes'] / 1024**2:.2f} MiB,
+so no single gradient entry gives the class away, and the nouns {", ".join(HELD_OUT)} occur only
+in validation (and test): the encoder must generalise. {len(df)} rows ({counts.get("train", 0)} train,
+{counts.get("validation", 0)} validation, {counts.get("test", 0)} test); {facts["bytes"] / 1024**2:.2f} MiB,
 input_dim {n:,} (all `bert.*` weights).
 
-- Validation correlation of the saved model: {trained['val_correlation']:.4f} (`training.json` ->
-  `best_score_checkpoint`, step {trained['best_step']}); the reference's `evaluate_encoder(split="validation")`
-  gives {trained['val_correlation_ref']:.6f} and gradiend_core's curve (all dims) {facts['full']:.6f}. Test correlation
-  (`evaluate_encoder(split="test")`): {trained['test_correlation']:.4f}. (`training_stats.correlation`,
+- Validation correlation of the saved model: {trained["val_correlation"]:.4f} (`training.json` ->
+  `best_score_checkpoint`, step {trained["best_step"]}); the reference's `evaluate_encoder(split="validation")`
+  gives {trained["val_correlation_ref"]:.6f} and gradiend_core's curve (all dims) {facts["full"]:.6f}. Test correlation
+  (`evaluate_encoder(split="test")`): {trained["test_correlation"]:.4f}. (`training_stats.correlation`,
   which `build_samples.py` reports, is the last evaluation, not the saved model's.)
 - Pruning curve (`gradiend-core curve sample_models/{NAME} --data {DATA_DIR_REL}/place.csv`): the
   reference's label correlation of the encoder pruned to the top k of each part, on the
-  {facts['m']} gradients of the {facts['split']} split computed from the base model, and the smallest
+  {facts["m"]} gradients of the {facts["split"]} split computed from the base model, and the smallest
   measured topk that keeps 90 % / 99 % of the full model's correlation:
 
 | part | {head} | topk for 90 % | topk for 99 % |
-| --- | {' | '.join('---' for _ in facts['ks'])} | --- | --- |
+| --- | {" | ".join("---" for _ in facts["ks"])} | --- | --- |
 {rows}
 
-- No `validation_gradients.safetensors`: {facts['m']} gradients over {n:,} dims would be
+- No `validation_gradients.safetensors`: {facts["m"]} gradients over {n:,} dims would be
   {facts["m"] * n * 4 / 1024**2:.0f} MiB; the data file recomputes them (and they are cached in the user cache
   directory).
 
@@ -225,13 +243,13 @@ dashboard's *Pruning curve* view):
 | file | rows | trains |
 | --- | --- | --- |
 | `place.csv` | {len(df)} | `{NAME}` (this script) |
-| `number.csv` | {len(pd.read_csv(data_files['number']))} | `number-unpruned`, `number-pre-pruned`, `number-post-pruned` (`build_samples.py`) |
-| `gender.csv` | {len(pd.read_csv(data_files['gender']))} | `gender-unpruned` (`build_samples.py`) |
+| `number.csv` | {len(pd.read_csv(data_files["number"]))} | `number-unpruned`, `number-pre-pruned`, `number-post-pruned` (`build_samples.py`) |
+| `gender.csv` | {len(pd.read_csv(data_files["gender"]))} | `gender-unpruned` (`build_samples.py`) |
 {END}
 """
     old = README.read_text(encoding="utf-8") if README.exists() else ""
     if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END):]
+        new = old[: old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END) :]
     else:
         new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
     README.write_text(new, encoding="utf-8")
@@ -244,7 +262,9 @@ def main() -> int:
     files = write_data()
     print(f"[2/3] training {NAME} with the reference trainer", flush=True)
     trained = train()
-    print(f"  validation correlation {trained['val_correlation']:.4f}, test {trained['test_correlation']:.4f}", flush=True)
+    print(
+        f"  validation correlation {trained['val_correlation']:.4f}, test {trained['test_correlation']:.4f}", flush=True
+    )
     print("[3/3] pruning curves", flush=True)
     facts = measure(files["place"])
     for part, v in facts["curves"].items():

@@ -74,10 +74,34 @@ SINGULAR_VERBS = ["runs", "sleeps", "eats", "sings", "plays", "jumps"]
 PLURAL_VERBS = ["run", "sleep", "eat", "sing", "play", "jump"]
 ADJECTIVES = ["happy", "tired", "hungry", "small", "big", "old", "young", "busy", "kind", "sad", "quiet", "calm"]
 ADVERBS = ["today", "now", "here", "again", "outside", "quickly"]
-MALE = ["the king", "the man", "the boy", "the father", "the brother", "the son", "the uncle", "the husband",
-        "the prince", "john", "peter", "tom"]
-FEMALE = ["the queen", "the woman", "the girl", "the mother", "the sister", "the daughter", "the aunt", "the wife",
-          "the princess", "mary", "anna", "lisa"]
+MALE = [
+    "the king",
+    "the man",
+    "the boy",
+    "the father",
+    "the brother",
+    "the son",
+    "the uncle",
+    "the husband",
+    "the prince",
+    "john",
+    "peter",
+    "tom",
+]
+FEMALE = [
+    "the queen",
+    "the woman",
+    "the girl",
+    "the mother",
+    "the sister",
+    "the daughter",
+    "the aunt",
+    "the wife",
+    "the princess",
+    "mary",
+    "anna",
+    "lisa",
+]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 # The adjective (copula sentences) or adverb (verb sentences) decides the split, so validation and
@@ -90,7 +114,12 @@ PRE = PrePruneConfig(n_samples=16, topk=0.1, seed=SEED)
 POST = PostPruneConfig(topk=0.05, part="decoder-weight")
 SAMPLES: List[Tuple[str, object, object, str]] = [
     ("own-unpruned", None, None, "no pruning"),
-    ("own-pre-pruned", PRE, None, "pre-pruned to the top 10 % by absolute mean alternative gradient over 16 examples, then trained"),
+    (
+        "own-pre-pruned",
+        PRE,
+        None,
+        "pre-pruned to the top 10 % by absolute mean alternative gradient over 16 examples, then trained",
+    ),
     ("own-post-pruned", None, POST, "trained unpruned, then post-pruned to the top 5 % by absolute decoder weight"),
     ("own-pre-post-pruned", PRE, POST, "pre-pruned to 10 %, trained, then post-pruned to 5 % of that"),
 ]
@@ -117,14 +146,18 @@ def build_own_base() -> None:
         if k < 0.25:
             pl = rng.random() < 0.5
             noun = rng.choice(PLURAL_NOUNS if pl else SINGULAR_NOUNS)
-            return f"the {noun} {'are' if pl else 'is'} {'very ' if rng.random() < 0.5 else ''}{rng.choice(ADJECTIVES)} ."
+            return (
+                f"the {noun} {'are' if pl else 'is'} {'very ' if rng.random() < 0.5 else ''}{rng.choice(ADJECTIVES)} ."
+            )
         if k < 0.5:
             i, j, pl = rng.randrange(10), rng.randrange(6), rng.random() < 0.5
             noun, verb = (PLURAL_NOUNS[i], PLURAL_VERBS[j]) if pl else (SINGULAR_NOUNS[i], SINGULAR_VERBS[j])
             return f"the {noun} {verb} {rng.choice(ADVERBS)} ."
         male = rng.random() < 0.5
-        return (f"{rng.choice(MALE if male else FEMALE)} {rng.choice(['said', 'thinks'])} that "
-                f"{'he' if male else 'she'} is {rng.choice(ADJECTIVES)} .")
+        return (
+            f"{rng.choice(MALE if male else FEMALE)} {rng.choice(['said', 'thinks'])} that "
+            f"{'he' if male else 'she'} is {rng.choice(ADJECTIVES)} ."
+        )
 
     corpus = [sentence() for _ in range(6000)]
     vocab = SPECIAL_TOKENS + sorted({w for s in corpus for w in s.split()})
@@ -135,8 +168,17 @@ def build_own_base() -> None:
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, model_max_length=256)
     torch.manual_seed(SEED)
-    model = BertForMaskedLM(BertConfig(vocab_size=len(vocab), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=128, max_position_embeddings=256, type_vocab_size=1))
+    model = BertForMaskedLM(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=256,
+            type_vocab_size=1,
+        )
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     steps = 1500
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * max(0.0, 1 - s / steps))
@@ -150,8 +192,9 @@ def build_own_base() -> None:
         r = torch.rand(ids.shape, generator=gen)
         chosen = ((r < 0.15) | (torch.isin(ids, agreement) & (r < 0.5))) & ~special
         labels = ids.masked_fill(~chosen, -100)
-        loss = model(input_ids=ids.masked_fill(chosen, tok.mask_token_id), attention_mask=enc["attention_mask"],
-                     labels=labels).loss
+        loss = model(
+            input_ids=ids.masked_fill(chosen, tok.mask_token_id), attention_mask=enc["attention_mask"], labels=labels
+        ).loss
         loss.backward()
         opt.step()
         sched.step()
@@ -197,10 +240,20 @@ def number_examples() -> Dict[str, List[Example]]:
 
 def check_vocabulary(tokenizer) -> None:
     vocab = set(tokenizer.get_vocab())
-    words = set(SINGULAR_NOUNS + PLURAL_NOUNS + SINGULAR_VERBS + PLURAL_VERBS + ADJECTIVES + ADVERBS + ["the", "is", "are", "very", "."])
+    words = set(
+        SINGULAR_NOUNS
+        + PLURAL_NOUNS
+        + SINGULAR_VERBS
+        + PLURAL_VERBS
+        + ADJECTIVES
+        + ADVERBS
+        + ["the", "is", "are", "very", "."]
+    )
     missing = sorted(words - vocab)
     if missing:
-        raise SystemExit(f"the base model's vocabulary lacks {missing}; rebuild it with sample_models/build_samples.py.")
+        raise SystemExit(
+            f"the base model's vocabulary lacks {missing}; rebuild it with sample_models/build_samples.py."
+        )
 
 
 # ------------------------------------------------------------------ checks
@@ -243,20 +296,20 @@ def write_readme_section(facts: Dict[str, object]) -> None:
     text = f"""{BEGIN}
 ## Samples built by gradiend_core's own trainer (`own-*`)
 
-Rebuild (about {max(1, round(facts['total_seconds'] / 60))} min on 2 CPU cores, no network; this section is rewritten by the script):
+Rebuild (about {max(1, round(facts["total_seconds"] / 60))} min on 2 CPU cores, no network; this section is rewritten by the script):
 
 ```bash
 python sample_models/build_own_samples.py
 ```
 
-Trained with `gradiend_core.trainer.Trainer.for_masked_lm` on the tiny BERT `{facts['base']}`
-(`model.safetensors` sha256 `{facts['base_sha']}`), feature grammatical number
+Trained with `gradiend_core.trainer.Trainer.for_masked_lm` on the tiny BERT `{facts["base"]}`
+(`model.safetensors` sha256 `{facts["base_sha"]}`), feature grammatical number
 (`singular` -> +1, `plural` -> -1), source `alternative`, target `diff`, mapped parameters
-`bert.*` ({facts['unpruned']:,} weights; the MLM head is left out). Examples: `the cat [MASK] happy .`
-(is / are) and `the cat [MASK] today .` (runs / run, six verbs); {facts['n_train']} training,
-{facts['n_val']} validation and {facts['n_test']} test sentences, split by adjective/adverb so that
+`bert.*` ({facts["unpruned"]:,} weights; the MLM head is left out). Examples: `the cat [MASK] happy .`
+(is / are) and `the cat [MASK] today .` (runs / run, six verbs); {facts["n_train"]} training,
+{facts["n_val"]} validation and {facts["n_test"]} test sentences, split by adjective/adverb so that
 validation and test words never occur in training.
-`TrainingArguments({', '.join(f'{k}={v!r}' for k, v in GRADIEND_ARGS.items())})`,
+`TrainingArguments({", ".join(f"{k}={v!r}" for k, v in GRADIEND_ARGS.items())})`,
 pre-pruning `{PRE}`, post-pruning `{POST}`.
 
 | sample | pruning | input_dim | correlation at step 0 | best validation correlation | after post-pruning | test correlation | validation gradients saved | size | build |
@@ -269,24 +322,24 @@ pre-pruning `{PRE}`, post-pruning `{POST}`.
   *Test*: the saved model on the test split. The random encoder at step 0 separates the classes
   only weakly; training brings the correlation close to 1 within a few dozen steps.
 - Every sample loads in the reference package (`gradiend.model.param_mapped.ParamMappedGradiendModel.from_pretrained`)
-  with the same forward output: **{facts['ref_ok']}**. `prune(topk=0.05, part="decoder-weight")` of
-  `own-unpruned` equals `own-post-pruned`, and of `own-pre-pruned` equals `own-pre-post-pruned`: **{facts['post_ok']}**.
+  with the same forward output: **{facts["ref_ok"]}**. `prune(topk=0.05, part="decoder-weight")` of
+  `own-unpruned` equals `own-post-pruned`, and of `own-pre-pruned` equals `own-pre-post-pruned`: **{facts["post_ok"]}**.
 - What that 5 % cut costs on `own-unpruned`'s saved validation gradients (`cut_cost`):
-  pruned-vs-unpruned encoder correlation {cc['encoder_correlation']:.6f} (pre-activations
-  {cc['preactivation_correlation']:.4f}), label correlation {cc['label_correlation_before']:.6f} -> {cc['label_correlation_after']:.6f},
-  class separation (Cohen's d of the pre-activations) {cc['preactivation_separation_before']:.2f} -> {cc['preactivation_separation_after']:.2f}
-  (retained {cc['separation_retained']:.3f}).
-- Pre- vs post-pruning: of the {facts['post_k']:,} dimensions `own-post-pruned` keeps, {facts['recall']:.1%} are
-  among the {facts['pre_k']:,} that pre-pruning keeps in `own-pre-pruned` (`load_pre_prune_record`).
+  pruned-vs-unpruned encoder correlation {cc["encoder_correlation"]:.6f} (pre-activations
+  {cc["preactivation_correlation"]:.4f}), label correlation {cc["label_correlation_before"]:.6f} -> {cc["label_correlation_after"]:.6f},
+  class separation (Cohen's d of the pre-activations) {cc["preactivation_separation_before"]:.2f} -> {cc["preactivation_separation_after"]:.2f}
+  (retained {cc["separation_retained"]:.3f}).
+- Pre- vs post-pruning: of the {facts["post_k"]:,} dimensions `own-post-pruned` keeps, {facts["recall"]:.1%} are
+  among the {facts["pre_k"]:,} that pre-pruning keeps in `own-pre-pruned` (`load_pre_prune_record`).
 - Layout: each directory is the checkpoint (`TrainingArguments(output_dir=sample_models/<name>)`);
-  `pre_prune.safetensors` holds `importance` (float32, {facts['unpruned']:,}) and `kept` (int64);
+  `pre_prune.safetensors` holds `importance` (float32, {facts["unpruned"]:,}) and `kept` (int64);
   `validation_gradients.safetensors` holds `gradients` (float32, n x input_dim), `labels` and, for
   pruned models, `base_global_index` (fewer rows for the unpruned models, to stay under ~5 MB).
 {END}
 """
     old = README.read_text(encoding="utf-8") if README.exists() else ""
     if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END):]
+        new = old[: old.index(BEGIN)] + text.rstrip("\n") + old[old.index(END) + len(END) :]
     else:
         new = (old.rstrip("\n") + "\n\n" if old.strip() else "") + text
     README.write_text(new, encoding="utf-8")
@@ -303,8 +356,13 @@ def main() -> None:
     base, tokenizer = load_masked_lm(base_rel)
     check_vocabulary(tokenizer)
     data = number_examples()
-    facts: Dict[str, object] = {"base": base_rel, "samples": {}, "n_train": len(data["train"]),
-                                "n_val": len(data["validation"]), "n_test": len(data["test"])}
+    facts: Dict[str, object] = {
+        "base": base_rel,
+        "samples": {},
+        "n_train": len(data["train"]),
+        "n_val": len(data["validation"]),
+        "n_test": len(data["test"]),
+    }
     facts["base_sha"] = hashlib.sha256((REPO_ROOT / base_rel / "model.safetensors").read_bytes()).hexdigest()[:16]
     unpruned_len = sum(p.numel() for n, p in base.named_parameters() if n.startswith("bert."))
     facts["unpruned"] = unpruned_len
@@ -320,8 +378,13 @@ def main() -> None:
         if post is not None:
             final_dim = int(np.ceil(post.topk * final_dim))
         n_val = int(min(32, max(2, VALIDATION_BYTES // (4 * final_dim))) // 2 * 2)
-        args = TrainingArguments(output_dir=f"sample_models/{name}", pre_prune_config=pre, post_prune_config=post,
-                                 save_validation_gradients=n_val, **GRADIEND_ARGS)
+        args = TrainingArguments(
+            output_dir=f"sample_models/{name}",
+            pre_prune_config=pre,
+            post_prune_config=post,
+            save_validation_gradients=n_val,
+            **GRADIEND_ARGS,
+        )
         t0 = time.time()
         tr = Trainer.for_masked_lm(base, data["train"], tokenizer=tokenizer, eval_data=data["validation"], args=args)
         tr.train()
@@ -344,7 +407,8 @@ def main() -> None:
 
     facts["ref_ok"] = all(reference_loads_equal(SAMPLES_DIR / name) for name, _, _, _ in SAMPLES)
     facts["post_ok"] = post_prune_matches("own-unpruned", "own-post-pruned") and post_prune_matches(
-        "own-pre-pruned", "own-pre-post-pruned")
+        "own-pre-pruned", "own-pre-post-pruned"
+    )
     data_u = read_checkpoint(SAMPLES_DIR / "own-unpruned")
     keep = ParamMappedGradiendModel.from_checkpoint_data(data_u).select(topk=POST.topk, part=POST.part).keep
     facts["cut_cost"] = cut_cost(data_u, keep, load_validation_record(SAMPLES_DIR / "own-unpruned")).to_dict()
@@ -354,7 +418,9 @@ def main() -> None:
     facts["post_k"], facts["pre_k"] = int(post_g.size), int(record.kept.size)
     facts["total_seconds"] = time.time() - t_start
     write_readme_section(facts)
-    print(f"reference loads every sample with equal output: {facts['ref_ok']}; post-prune == prune(): {facts['post_ok']}")
+    print(
+        f"reference loads every sample with equal output: {facts['ref_ok']}; post-prune == prune(): {facts['post_ok']}"
+    )
     print(f"cut cost: {facts['cut_cost']}")
     print(f"done in {facts['total_seconds']:.0f} s")
 

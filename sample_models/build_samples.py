@@ -49,11 +49,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import gradiend  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402
-
-import gradiend  # noqa: E402
 from gradiend import (  # noqa: E402
     PostPruneConfig,
     PrePruneConfig,
@@ -61,6 +59,7 @@ from gradiend import (  # noqa: E402
     TrainingArguments,
 )
 from gradiend.model.param_mapped import ParamMappedGradiendModel  # noqa: E402
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402
 
 SEED = 0
 SAMPLES_DIR = Path(__file__).resolve().parent
@@ -91,10 +90,34 @@ ADJECTIVES = ["happy", "tired", "hungry", "small", "big", "old", "young", "busy"
 ADVERBS = ["today", "now", "here", "again", "outside", "quickly"]
 # Gendered subjects, all "the <noun>", so the pronoun always sits at the same
 # distance from the noun that decides it.
-MALE_SUBJECTS = ["the king", "the man", "the boy", "the father", "the brother", "the son",
-                 "the uncle", "the husband", "the prince", "the actor", "the nephew", "the grandfather"]
-FEMALE_SUBJECTS = ["the queen", "the woman", "the girl", "the mother", "the sister", "the daughter",
-                   "the aunt", "the wife", "the princess", "the actress", "the niece", "the grandmother"]
+MALE_SUBJECTS = [
+    "the king",
+    "the man",
+    "the boy",
+    "the father",
+    "the brother",
+    "the son",
+    "the uncle",
+    "the husband",
+    "the prince",
+    "the actor",
+    "the nephew",
+    "the grandfather",
+]
+FEMALE_SUBJECTS = [
+    "the queen",
+    "the woman",
+    "the girl",
+    "the mother",
+    "the sister",
+    "the daughter",
+    "the aunt",
+    "the wife",
+    "the princess",
+    "the actress",
+    "the niece",
+    "the grandmother",
+]
 SPEECH_VERBS = ["said", "thinks"]
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -134,7 +157,7 @@ MIN_PROBE = 0.9  # every agreement probe must give the correct token at least th
 # --------------------------------------------------------------------------
 
 GRADIEND_ARGS = dict(
-    train_batch_size=8,        # 8 masked sentences of one class -> one gradient vector
+    train_batch_size=8,  # 8 masked sentences of one class -> one gradient vector
     # The trainer alternates the two classes; stacking 2 gradient vectors per
     # optimizer step gives every step one of each class, so no step pulls the
     # encoder towards one class only.
@@ -238,8 +261,9 @@ def build_tokenizer(corpus: List[str], out_dir: Path) -> BertTokenizerFast:
     )
 
 
-def mask_for_mlm(input_ids: torch.Tensor, tokenizer: BertTokenizerFast, agreement_ids: torch.Tensor,
-                 generator: torch.Generator):
+def mask_for_mlm(
+    input_ids: torch.Tensor, tokenizer: BertTokenizerFast, agreement_ids: torch.Tensor, generator: torch.Generator
+):
     """BERT-style masking with extra weight on agreement words.
 
     Every non-special token is masked with probability ``MLM_MASK_PROB``; the
@@ -301,10 +325,18 @@ def agreement_probe(model: BertForMaskedLM, tokenizer: BertTokenizerFast) -> Dic
     """Mean probability the base model gives the *correct* agreement token on
     probes built with the test-split adjectives; shows the model is not random."""
     probes = {
-        "P(is): the <sg> [MASK] <adj> .": [(f"the {n} [MASK] {a} .", "is") for n in SINGULAR_NOUNS for a in ADJECTIVES[-2:]],
-        "P(are): the <pl> [MASK] <adj> .": [(f"the {n} [MASK] {a} .", "are") for n in PLURAL_NOUNS for a in ADJECTIVES[-2:]],
-        "P(he): <male> said that [MASK] is <adj> .": [(f"{s} said that [MASK] is {a} .", "he") for s in MALE_SUBJECTS for a in ADJECTIVES[-2:]],
-        "P(she): <female> said that [MASK] is <adj> .": [(f"{s} said that [MASK] is {a} .", "she") for s in FEMALE_SUBJECTS for a in ADJECTIVES[-2:]],
+        "P(is): the <sg> [MASK] <adj> .": [
+            (f"the {n} [MASK] {a} .", "is") for n in SINGULAR_NOUNS for a in ADJECTIVES[-2:]
+        ],
+        "P(are): the <pl> [MASK] <adj> .": [
+            (f"the {n} [MASK] {a} .", "are") for n in PLURAL_NOUNS for a in ADJECTIVES[-2:]
+        ],
+        "P(he): <male> said that [MASK] is <adj> .": [
+            (f"{s} said that [MASK] is {a} .", "he") for s in MALE_SUBJECTS for a in ADJECTIVES[-2:]
+        ],
+        "P(she): <female> said that [MASK] is <adj> .": [
+            (f"{s} said that [MASK] is {a} .", "she") for s in FEMALE_SUBJECTS for a in ADJECTIVES[-2:]
+        ],
     }
     result = {}
     with torch.no_grad():
@@ -369,8 +401,12 @@ def number_data() -> pd.DataFrame:
         for adj in ADJECTIVES:
             for very in ("", "very "):
                 split = ADJ_SPLIT[adj]
-                rows.append(dict(masked=f"the {sg} [MASK] {very}{adj} .", label="is", label_class="singular", split=split))
-                rows.append(dict(masked=f"the {pl} [MASK] {very}{adj} .", label="are", label_class="plural", split=split))
+                rows.append(
+                    dict(masked=f"the {sg} [MASK] {very}{adj} .", label="is", label_class="singular", split=split)
+                )
+                rows.append(
+                    dict(masked=f"the {pl} [MASK] {very}{adj} .", label="are", label_class="plural", split=split)
+                )
     return pd.DataFrame(rows)
 
 
@@ -382,8 +418,14 @@ def gender_data() -> pd.DataFrame:
         for verb in SPEECH_VERBS:
             for adj in ADJECTIVES:
                 split = ADJ_SPLIT[adj]
-                rows.append(dict(masked=f"{male} {verb} that [MASK] is {adj} .", label="he", label_class="male", split=split))
-                rows.append(dict(masked=f"{female} {verb} that [MASK] is {adj} .", label="she", label_class="female", split=split))
+                rows.append(
+                    dict(masked=f"{male} {verb} that [MASK] is {adj} .", label="he", label_class="male", split=split)
+                )
+                rows.append(
+                    dict(
+                        masked=f"{female} {verb} that [MASK] is {adj} .", label="she", label_class="female", split=split
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -541,8 +583,11 @@ def check_post_prune_against_prune() -> Dict[str, object]:
     same_weights = same_dim and all(
         torch.equal(a, b) for a, b in zip(pruned.state_dict().values(), post.state_dict().values())
     )
-    return {"prune_input_dim": int(pruned.input_dim), "post_input_dim": int(post.input_dim),
-            "identical": bool(same_kept and same_weights)}
+    return {
+        "prune_input_dim": int(pruned.input_dim),
+        "post_input_dim": int(post.input_dim),
+        "identical": bool(same_kept and same_weights),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -572,7 +617,7 @@ def observed_quirks(results: Dict[str, Dict[str, object]]) -> List[str]:
         if stringified:
             quirks.append(
                 f"`{name}/config.json` metadata stores {', '.join(f'`{k}`' for k in stringified)} only as "
-                "a `{\"_type\", \"_repr\"}` string, not as a loadable config."
+                'a `{"_type", "_repr"}` string, not as a loadable config.'
             )
     if "number-post-pruned" in results:
         quirks.append(
@@ -598,12 +643,13 @@ def foreign_readme_section() -> str:
     for begin, end in FOREIGN_README_MARKERS:
         b, e = text.find(begin), text.find(end)
         if b >= 0 and e > b:
-            kept.append(text[b:e + len(end)] + "\n")
+            kept.append(text[b : e + len(end)] + "\n")
     return "\n".join(kept)
 
 
-def write_readme(base: Dict[str, object], results: Dict[str, Dict[str, object]],
-                 checks: Dict[str, object], total_seconds: float) -> None:
+def write_readme(
+    base: Dict[str, object], results: Dict[str, Dict[str, object]], checks: Dict[str, object], total_seconds: float
+) -> None:
     """Write ``sample_models/README.md`` from the numbers of this run, keeping
     the section between the ``own-samples`` markers untouched."""
     base_dir = REPO_ROOT / BASE_MODEL_REL
@@ -618,7 +664,8 @@ def write_readme(base: Dict[str, object], results: Dict[str, Dict[str, object]],
         f"{r['input_dim']:,} | {r['unpruned_length']:,} | {r['mapping_mode']} | "
         f"{r['best_val_correlation']:.4f} (step {r['best_step']}) | {r['test_correlation']:.4f} | "
         f"{r['selected_seed']} (tried {', '.join(map(str, r['seeds_tried']))}) | {human_bytes(r['bytes'])} |"
-        for s in SAMPLES for r in [results[s.name]]
+        for s in SAMPLES
+        for r in [results[s.name]]
     )
     file_rows = "\n".join(f"| `{s.name}/` | {', '.join(results[s.name]['files'])} |" for s in SAMPLES)
     args_rows = "\n".join(f"| `{s.name}` | `TrainingArguments({describe_training_args(s)})` |" for s in SAMPLES)
@@ -693,12 +740,12 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
   selected, and the seeds it tried.
 - Check: `prune(topk=0.05, part="decoder-weight")` applied to `number-unpruned`
   gives a model identical to `number-post-pruned` (same kept dimensions, same
-  weights): **{checks['identical']}** (input_dim {checks['prune_input_dim']:,} vs {checks['post_input_dim']:,}).
+  weights): **{checks["identical"]}** (input_dim {checks["prune_input_dim"]:,} vs {checks["post_input_dim"]:,}).
 
 ## Base model: `{BASE_MODEL_REL}/` ({human_bytes(dir_size(base_dir))})
 
-- `BertForMaskedLM`, `BertConfig({', '.join(f'{k}={v}' for k, v in BASE_CONFIG.items())}, vocab_size={base['vocab_size']})`,
-  {base['num_parameters']:,} parameters.
+- `BertForMaskedLM`, `BertConfig({", ".join(f"{k}={v}" for k, v in BASE_CONFIG.items())}, vocab_size={base["vocab_size"]})`,
+  {base["num_parameters"]:,} parameters.
 - `max_position_embeddings=256` although sentences are ~10 tokens: the reference
   trainer pads every example to `max_length=256`.
 - `initializer_range=0.1` instead of BERT's 0.02: with 0.02 the 64-wide model
@@ -707,12 +754,12 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
 - Tokenizer: `BertTokenizerFast` over a word-level `vocab.txt` (the 5 BERT special
   tokens plus every word of the corpus, lower case).
 - Corpus: {MLM_CORPUS_SIZE:,} generated sentences (seed {SEED}) such as
-  {', '.join(f'"{s}"' for s in base['corpus_example'])}: half carry number
+  {", ".join(f'"{s}"' for s in base["corpus_example"])}: half carry number
   agreement (`the cat is` / `the cats are`, `the dog runs` / `the dogs run`),
   half pronoun gender (`the queen said that she ...`).
 - Training: {MLM_STEPS} steps, batch {MLM_BATCH_SIZE}, AdamW lr {MLM_LR:g} with {MLM_WARMUP} warmup steps and
   linear decay; every token is masked with probability {MLM_MASK_PROB}, the agreement words
-  ({', '.join(AGREEMENT_WORDS[:4])}, verb forms) with {MLM_AGREEMENT_MASK_PROB}.
+  ({", ".join(AGREEMENT_WORDS[:4])}, verb forms) with {MLM_AGREEMENT_MASK_PROB}.
 - Agreement probes (mean probability of the correct token; test-split adjectives):
 
 | probe | probability |
@@ -729,12 +776,12 @@ other class's token as the alternative (defaults `source="alternative"`,
 `target="diff"`).
 
 - **number** (`singular` vs `plural`): `the <noun> [MASK] [very] <adj> .` with
-  label `is` for {len(SINGULAR_NOUNS)} singular nouns and `are` for their plurals; {rows_text('number-unpruned')}.
+  label `is` for {len(SINGULAR_NOUNS)} singular nouns and `are` for their plurals; {rows_text("number-unpruned")}.
 - **gender** (`male` vs `female`): `<subject> said|thinks that [MASK] is <adj> .`
   with label `he` for {len(MALE_SUBJECTS)} male subjects (`the king`, `the nephew`, ...) and
-  `she` for {len(FEMALE_SUBJECTS)} female ones (`the queen`, `the niece`, ...); {rows_text('gender-unpruned')}.
-- Split by adjective: {split_words['train']} → train; {split_words['validation']} → validation;
-  {split_words['test']} → test.
+  `she` for {len(FEMALE_SUBJECTS)} female ones (`the queen`, `the niece`, ...); {rows_text("gender-unpruned")}.
+- Split by adjective: {split_words["train"]} → train; {split_words["validation"]} → validation;
+  {split_words["test"]} → test.
 
 ## Training arguments
 
@@ -791,9 +838,11 @@ def main() -> int:
     for spec in SAMPLES:
         results[spec.name].update(verify_sample(spec.name))
         r = results[spec.name]
-        print(f"  {spec.name:20s} input_dim={r['input_dim']:>7,} unpruned_length={r['unpruned_length']:,} "
-              f"val_corr={r['best_val_correlation']:.4f} test_corr={r['test_correlation']:.4f} "
-              f"size={human_bytes(r['bytes'])} sha={r['weights_sha256']}")
+        print(
+            f"  {spec.name:20s} input_dim={r['input_dim']:>7,} unpruned_length={r['unpruned_length']:,} "
+            f"val_corr={r['best_val_correlation']:.4f} test_corr={r['test_correlation']:.4f} "
+            f"size={human_bytes(r['bytes'])} sha={r['weights_sha256']}"
+        )
     checks = check_post_prune_against_prune()
     print(f"  post-pruned == prune(unpruned): {checks}")
 

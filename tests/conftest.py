@@ -48,14 +48,13 @@ def pruned_ckpt(ref_variants) -> Path:
 @pytest.fixture
 def fresh_copy(tmp_path):
     """Copy a checkpoint directory into this test's tmp dir (for tests that damage files)."""
+
     def copy(src: Path, name: str = "ckpt") -> Path:
         dst = tmp_path / name
         shutil.copytree(src, dst)
         return dst
 
     return copy
-
-
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,18 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-PATH_EVENTS = {"open", "os.mkdir", "os.chmod", "os.rename", "os.replace", "os.remove", "os.rmdir", "shutil.rmtree",
-               "tempfile.mkdtemp", "gradiend_core.checkpoint.exchange"}
+PATH_EVENTS = {
+    "open",
+    "os.mkdir",
+    "os.chmod",
+    "os.rename",
+    "os.replace",
+    "os.remove",
+    "os.rmdir",
+    "shutil.rmtree",
+    "tempfile.mkdtemp",
+    "gradiend_core.checkpoint.exchange",
+}
 
 
 def describe(target: Path) -> Optional[Dict[str, Any]]:
@@ -115,10 +125,18 @@ def main(source: str, old: str, work: str, mode: str) -> None:
         event = os.read(r, 4096).decode().strip() if status == -signal.SIGKILL else None
         after_kill, left = describe(target), hidden(work_dir)
         clean = _child(export(True))
-        results.append({
-            "n": n, "status": status, "event": event, "state": after_kill, "hidden": left,
-            "clean_status": clean, "clean_state": describe(target), "clean_hidden": hidden(work_dir),
-        })
+        results.append(
+            {
+                "n": n,
+                "status": status,
+                "event": event,
+                "state": after_kill,
+                "hidden": left,
+                "clean_status": clean,
+                "clean_state": describe(target),
+                "clean_hidden": hidden(work_dir),
+            }
+        )
         if status != -signal.SIGKILL:
             break
         n += 1

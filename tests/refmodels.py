@@ -37,9 +37,7 @@ from typing import Dict
 
 import numpy as np
 import torch
-
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
-
 
 PARAMS = (
     ("bert.embeddings.word_embeddings.weight", (64, 16)),
@@ -164,4 +162,3 @@ def ref_global_index(model: Ref) -> np.ndarray:
 
 def random_inputs(n: int, batch: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, n, generator=torch.Generator().manual_seed(seed))
-

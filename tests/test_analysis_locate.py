@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 
+from dashboard.figures.locate import grid_values, layer_component_heatmap
 from gradiend_core.analysis.locate import COMPONENTS, layer_component_grid, param_breakdown, parse_param_name
 from gradiend_core.analysis.names import compose_masks, matching_parameters, name_mask
 from gradiend_core.errors import SelectionError
 from gradiend_core.param_map import ParamEntry, ParamMap
 from gradiend_core.selection import Ranking, select
-from dashboard.figures.locate import grid_values, layer_component_heatmap
 
 BERT = {
     "bert.embeddings.word_embeddings.weight": ("-", "embeddings"),
@@ -105,7 +105,9 @@ UNKNOWN = {
 
 
 @pytest.mark.parametrize(
-    "table", [BERT, ROBERTA, DISTILBERT, GPT2, LLAMA, UNKNOWN], ids=["bert", "roberta", "distilbert", "gpt2", "llama", "unknown"]
+    "table",
+    [BERT, ROBERTA, DISTILBERT, GPT2, LLAMA, UNKNOWN],
+    ids=["bert", "roberta", "distilbert", "gpt2", "llama", "unknown"],
 )
 def test_parse_param_name_per_family(table):
     got = {name: parse_param_name(name) for name in table}
@@ -115,12 +117,14 @@ def test_parse_param_name_per_family(table):
 
 def small_map():
     """Three BERT parameters, the middle one pre-pruned to 5 of its 12 entries."""
-    return ParamMap([
-        ParamEntry("bert.embeddings.word_embeddings.weight", (4, 3)),
-        ParamEntry("bert.encoder.layer.0.attention.self.query.weight", (3, 4), np.array([0, 2, 5, 7, 11])),
-        ParamEntry("bert.encoder.layer.1.output.dense.weight", (2, 4)),
-        ParamEntry("bert.encoder.layer.0.attention.self.query.bias", (3,)),
-    ])
+    return ParamMap(
+        [
+            ParamEntry("bert.embeddings.word_embeddings.weight", (4, 3)),
+            ParamEntry("bert.encoder.layer.0.attention.self.query.weight", (3, 4), np.array([0, 2, 5, 7, 11])),
+            ParamEntry("bert.encoder.layer.1.output.dense.weight", (2, 4)),
+            ParamEntry("bert.encoder.layer.0.attention.self.query.bias", (3,)),
+        ]
+    )
 
 
 def test_breakdown_and_grid_equal_brute_force():
@@ -171,9 +175,9 @@ def test_name_mask_and_matching_parameters():
     pm = small_map()
     inc, exc = r"encoder\.layer\.0", r"bias$"
     mask = name_mask(pm, inc, exc)
-    brute = np.concatenate([
-        np.full(e.num_selected, bool(re.search(inc, e.name)) and not re.search(exc, e.name)) for e in pm.entries
-    ])
+    brute = np.concatenate(
+        [np.full(e.num_selected, bool(re.search(inc, e.name)) and not re.search(exc, e.name)) for e in pm.entries]
+    )
     np.testing.assert_array_equal(mask, brute)
     assert matching_parameters(pm, inc, exc) == ["bert.encoder.layer.0.attention.self.query.weight"]
     assert name_mask(pm, "", "  ") is None

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 import gradiend_core.ranking as ranking_mod
-from gradiend_core.analysis import mass
+from dashboard.figures.mass import ecdf_figure, retained_mass_figure
 from gradiend_core.analysis.mass import count_for_mass, mass_profile, selection_point
 from gradiend_core.selection import Ranking, select
-from dashboard.figures.mass import ecdf_figure, retained_mass_figure
 
 
 def brute_sorted(importance: np.ndarray) -> list:
     """Importance most important first, NaN last, ties by index: the selection rule, by hand."""
+
     def key(i):
         v = float(importance[i])
         return (math.isnan(v), 0.0 if math.isnan(v) else -v, i)
@@ -147,7 +147,9 @@ def test_retained_mass_figure_data_equals_brute_force(heavy_tailed):
     markers = {t.name: (t.x[0], t.y[0]) for t in fig.data[1:]}
     for share in (0.5, 0.9, 0.99):
         k = brute_count(vals, share)
-        assert markers[f"{share:.0%} of mass: {k:,} dims"] == pytest.approx((k / heavy_tailed.size, cum[k - 1] / cum[-1]))
+        assert markers[f"{share:.0%} of mass: {k:,} dims"] == pytest.approx(
+            (k / heavy_tailed.size, cum[k - 1] / cum[-1])
+        )
     k_sel = math.ceil(0.1 * heavy_tailed.size)
     assert markers["current selection"] == pytest.approx((k_sel / heavy_tailed.size, cum[k_sel - 1] / cum[-1]))
     assert fig.layout.xaxis.type == "log" and "log" in fig.layout.xaxis.title.text

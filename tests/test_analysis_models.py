@@ -10,11 +10,11 @@ import pytest
 import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 
+from dashboard.figures.compare_models import model_overlap_heatmap
 from gradiend_core.analysis.models import base_signature, compatibility_problems, global_topk, model_overlap
 from gradiend_core.checkpoint import read_checkpoint
 from gradiend_core.importance import source_importance as importance_for
 from gradiend_core.selection import Ranking
-from dashboard.figures.compare_models import model_overlap_heatmap
 
 PARAMS = {
     "bert.encoder.layer.0.attention.self.query.weight": (12, 10),
@@ -27,7 +27,13 @@ N = sum(int(np.prod(s)) for s in PARAMS.values())  # 432
 def reference_model(seed: int = 0, base: str = "x", params=PARAMS) -> Ref:
     torch.manual_seed(seed)
     n = sum(int(np.prod(s)) for s in params.values())
-    return Ref(n, 1, {name: {"shape": shape, "repr": "all"} for name, shape in params.items()}, device=torch.device("cpu"), base_model=base)
+    return Ref(
+        n,
+        1,
+        {name: {"shape": shape, "repr": "all"} for name, shape in params.items()},
+        device=torch.device("cpu"),
+        base_model=base,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +84,10 @@ def test_local_indices_would_be_wrong(versions):
     full, pruned = read_checkpoint(versions["full"]), read_checkpoint(versions["top200"])
     r_full = Ranking(importance_for(full, "decoder-weight"))
     r_pruned = Ranking(importance_for(pruned, "decoder-weight"))
-    g_full, g_pruned = set(global_topk(full.param_map, r_full, 20).tolist()), set(global_topk(pruned.param_map, r_pruned, 20).tolist())
+    g_full, g_pruned = (
+        set(global_topk(full.param_map, r_full, 20).tolist()),
+        set(global_topk(pruned.param_map, r_pruned, 20).tolist()),
+    )
     assert g_full == g_pruned  # pruning by decoder-weight keeps the top 20 in place
     local_pruned = set(r_pruned.dims().ranked(20).tolist())
     assert local_pruned != g_pruned
@@ -102,6 +111,9 @@ def test_compatibility_of_different_bases(tmp_path):
     with pytest.raises(ValueError, match="do not share one base-global index space"):
         model_overlap(models, 10, sigs)
     # same maps, another base model: comparable (indices line up), the caller warns
-    assert model_overlap({k: models[k] for k in "ab"}, 10, {k: sigs[k] for k in "ab"}).overlap.intersection.shape == (2, 2)
+    assert model_overlap({k: models[k] for k in "ab"}, 10, {k: sigs[k] for k in "ab"}).overlap.intersection.shape == (
+        2,
+        2,
+    )
     with pytest.raises(ValueError, match="at least two"):
         model_overlap({"a": models["a"]}, 10)

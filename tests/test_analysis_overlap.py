@@ -12,12 +12,12 @@ import pytest
 import scipy.stats
 import torch
 
+from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
+from dashboard.figures.overlap import overlap_heatmap
 from gradiend_core.analysis.correlation import paired_sample, sample_indices, spearman_matrix
 from gradiend_core.analysis.overlap import intersection_patterns, overlap_matrix, part_topk_sets, restrict_patterns
 from gradiend_core.importance import PARTS, weight_importance
 from gradiend_core.selection import Ranking
-from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
-from dashboard.figures.overlap import overlap_heatmap
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,8 @@ def test_overlap_heatmap_shows_the_matrix(parts):
     assert np.asarray(fig.data[0].z).tolist() == [[len(py[a] & py[b]) for b in PARTS] for a in PARTS]
     fig = overlap_heatmap(ov, "overlap")
     np.testing.assert_allclose(
-        np.asarray(fig.data[0].z, dtype=float), [[100 * len(py[a] & py[b]) / min(len(py[a]), len(py[b])) for b in PARTS] for a in PARTS]
+        np.asarray(fig.data[0].z, dtype=float),
+        [[100 * len(py[a] & py[b]) / min(len(py[a]), len(py[b])) for b in PARTS] for a in PARTS],
     )
     assert fig.layout.title.text and fig.layout.xaxis.title.text == "part"
     with pytest.raises(ValueError, match="value must be"):
@@ -117,7 +118,9 @@ def test_restricted_patterns_equal_python_sets_of_the_subset(parts):
             assert {tuple(row.tolist()): int(c) for row, c in zip(sub.membership, sub.counts)} == dict(expected)
             assert sub.names == chosen and sub.set_sizes.tolist() == [sets[p].size for p in chosen]
             direct = intersection_patterns({p: sets[p] for p in chosen}, 3000)
-            assert sub.counts.tolist() == direct.counts.tolist() and sub.membership.tolist() == direct.membership.tolist()
+            assert (
+                sub.counts.tolist() == direct.counts.tolist() and sub.membership.tolist() == direct.membership.tolist()
+            )
     with pytest.raises(ValueError, match="subset"):
         restrict_patterns(full, ["nope"])
 

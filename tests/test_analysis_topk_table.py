@@ -13,8 +13,8 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from gradiend_core.analysis.coords import base_global_of, decode_local
 from gradiend_core.analysis.topk_table import CSV_COLUMNS, ranked_kept, to_csv, to_json, topk_feature_table
 from gradiend_core.checkpoint import read_checkpoint
-from gradiend_core.importance import source_importance as importance_for
 from gradiend_core.importance import PARTS
+from gradiend_core.importance import source_importance as importance_for
 from gradiend_core.selection import Ranking, select
 
 
@@ -80,8 +80,16 @@ def test_table_of_any_selection_equals_brute_force(ref_variants, kind):
     table = topk_feature_table(data.param_map, r, sel.keep, part)
     brute = brute_rows(data, imp, sel.keep)
     assert table.n_rows == len(brute) == sel.k and not table.truncated
-    got = list(zip(table.rank.tolist(), table.local_input_index.tolist(), table.base_global_index.tolist(),
-                   table.param_name, table.flat_index_in_param.tolist(), table.coords))
+    got = list(
+        zip(
+            table.rank.tolist(),
+            table.local_input_index.tolist(),
+            table.base_global_index.tolist(),
+            table.param_name,
+            table.flat_index_in_param.tolist(),
+            table.coords,
+        )
+    )
     assert got == brute
     np.testing.assert_array_equal(table.importance, imp[[b[1] for b in brute]].astype(np.float64))
     # the reference decodes base-global indices the same way
@@ -100,7 +108,9 @@ def test_limit_and_ranked_order(ref_variants):
     imp = importance_for(data, "decoder-weight")
     by_sort = np.lexsort((np.arange(imp.size), -imp.astype(np.float64)))  # the rule's order, by an independent sort
     np.testing.assert_array_equal(table.local_input_index, by_sort[:40])
-    np.testing.assert_array_equal(topk_feature_table(data.param_map, r, sel, "decoder-weight", limit=40).local_input_index, by_sort[:40])
+    np.testing.assert_array_equal(
+        topk_feature_table(data.param_map, r, sel, "decoder-weight", limit=40).local_input_index, by_sort[:40]
+    )
     np.testing.assert_array_equal(ranked_kept(r, sel.keep[::-1]), by_sort[:500])  # any order in, rank order out
 
 
@@ -127,6 +137,8 @@ def test_records_are_json_ready_for_every_part(ref_variants):
 def test_ranked_kept_with_ties_and_nan(limit):
     imp = np.array([1, 3, np.nan, 3, 2, 2, 0, np.nan, 3, 2.0000002], dtype=np.float32)
     keep = np.array([9, 0, 1, 2, 3, 4, 5, 6, 7, 8])
-    brute = sorted(keep.tolist(), key=lambda i: (bool(np.isnan(imp[i])), 0.0 if np.isnan(imp[i]) else -float(imp[i]), i))
+    brute = sorted(
+        keep.tolist(), key=lambda i: (bool(np.isnan(imp[i])), 0.0 if np.isnan(imp[i]) else -float(imp[i]), i)
+    )
     got = ranked_kept(Ranking(imp), keep, limit)
     assert got.tolist() == brute[: len(brute) if limit is None else limit]

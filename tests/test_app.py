@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from streamlit.testing.v1 import AppTest
-
 from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
+from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
@@ -146,7 +145,9 @@ def test_weights_stay_in_their_file_and_sessions_share_one_summary(app_checkpoin
     monkeypatch.setattr("gradiend_core.rank_store.iter_part_importance", counting)
     loads = []
     real_state = CheckpointData.state_dict.fget
-    monkeypatch.setattr(CheckpointData, "state_dict", property(lambda self: loads.append(self.path) or real_state(self)))
+    monkeypatch.setattr(
+        CheckpointData, "state_dict", property(lambda self: loads.append(self.path) or real_state(self))
+    )
     first, second = _open(ck), _open(ck)
     for at in (first, second):
         assert not at.exception and not at.error, [e.value for e in at.error]

@@ -4,8 +4,8 @@ words the error must contain). Every case must raise CheckpointError, never anot
 from __future__ import annotations
 
 import io
-import shlex
 import json
+import shlex
 import struct
 import zipfile
 from pathlib import Path
@@ -14,14 +14,14 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from safetensors.torch import load_file, save_file
 
-from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, SelectionError, export_pruned, read_checkpoint
-from gradiend_core.masks import sha256_mask
 from gradiend_core.archive import extract_checkpoint_zip
 from gradiend_core.checkpoint import SafetensorsFile
 from gradiend_core.export import same_bits
+from gradiend_core.masks import sha256_mask
 from gradiend_core.selection import Ranking, select
 
 
@@ -31,8 +31,8 @@ def _no_ranking_work_left_behind():
     their weights loaded); let the builds finish and close the checkpoints before other modules,
     some of which count passes over weights and weight loads."""
     yield
-    from gradiend_core import rank_store
     from dashboard.loading import STORE
+    from gradiend_core import rank_store
 
     rank_store.wait_for_layouts(timeout=600)
     STORE.discard(Path(os.sep))
@@ -120,9 +120,13 @@ def test_damaged_checkpoint_gives_clear_error(good, name):
 
 @pytest.mark.parametrize(
     "header, words",
-    [(b"null", "not a JSON object"), (b"[1,2,3]", "not a JSON object"), (b'"abc"', "not a JSON object"),
-     (b'{"w":{"dtype":"F32","shape":[-1,-30],"data_offsets":[0,120]}}', "shape [-1, -30]"),
-     (b'{"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}}', "unsupported or missing dtype")],
+    [
+        (b"null", "not a JSON object"),
+        (b"[1,2,3]", "not a JSON object"),
+        (b'"abc"', "not a JSON object"),
+        (b'{"w":{"dtype":"F32","shape":[-1,-30],"data_offsets":[0,120]}}', "shape [-1, -30]"),
+        (b'{"w":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}}', "unsupported or missing dtype"),
+    ],
 )
 def test_large_file_reader_rejects_corrupt_headers(tmp_path, header, words):
     path = tmp_path / "w.safetensors"
@@ -278,8 +282,14 @@ def test_write_checkpoint_runs_verify_on_the_staging_directory_before_the_swap(g
     seen = []
 
     def verify(staged: Path) -> None:
-        seen.append((staged.parent == tmp_path, staged.name.startswith(".out.tmp-"), target.exists(),
-                     read_checkpoint(staged).architecture.input_dim))
+        seen.append(
+            (
+                staged.parent == tmp_path,
+                staged.name.startswith(".out.tmp-"),
+                target.exists(),
+                read_checkpoint(staged).architecture.input_dim,
+            )
+        )
 
     kw = dict(architecture=data.architecture, param_map=data.param_map, state_dict=data.state_dict, metadata={})
     write_checkpoint(target, verify=verify, **kw)
@@ -492,8 +502,9 @@ APP = str(REPO / "dashboard" / "app.py")
 
 
 def _registry(tmp_path, session_bytes=10 * MB, upload_bytes=100 * MB, **kw) -> SessionRegistry:
-    return SessionRegistry(tmp_path / "root", Budgets(session_bytes, upload_bytes), grace_seconds=0,
-                           is_active=lambda sid: False, **kw)
+    return SessionRegistry(
+        tmp_path / "root", Budgets(session_bytes, upload_bytes), grace_seconds=0, is_active=lambda sid: False, **kw
+    )
 
 
 def _disk(reg: SessionRegistry) -> int:
@@ -586,8 +597,12 @@ def test_a_new_server_deletes_what_ended_servers_left(tmp_path):
 @pytest.fixture()
 def fresh_registry(tmp_path, monkeypatch):
     """The dashboard's registry, replaced for one test by one in ``tmp_path`` with no grace period."""
-    reg = SessionRegistry(tmp_path / "sessions-root", Budgets(64 * MB, 64 * MB), grace_seconds=0,
-                          on_upload_removed=sessions._forget_cached)
+    reg = SessionRegistry(
+        tmp_path / "sessions-root",
+        Budgets(64 * MB, 64 * MB),
+        grace_seconds=0,
+        on_upload_removed=sessions._forget_cached,
+    )
     monkeypatch.setattr(sessions, "_REGISTRY", reg)
     yield reg
     reg.close()
@@ -685,8 +700,9 @@ def _kept(at: AppTest) -> str:
 def test_url_threshold_the_input_cannot_hold_is_named_and_the_page_stays_usable(good, value):
     at = _page(good, threshold=value, topk="10")
     assert not at.error, [e.value for e in at.error]
-    assert any(f"URL parameter ?threshold={value} " in w.value and "ignored" in w.value for w in at.warning), \
-        [w.value for w in at.warning]
+    assert any(f"URL parameter ?threshold={value} " in w.value and "ignored" in w.value for w in at.warning), [
+        w.value for w in at.warning
+    ]
     assert at.number_input(key="threshold").value is None and _kept(at) == "10"
     assert "threshold" not in at.query_params
     imp = RefModel.from_pretrained(str(good)).get_weight_importance("decoder-weight").numpy()
@@ -750,13 +766,17 @@ def test_export_banner_is_an_earlier_export_once_the_selection_changes(good, tmp
     at = _page(good, topk="100")
     _export(at, tmp_path / "out")
     assert [b.label for b in at.get("download_button")] == ["Download .zip"]
-    for change in (lambda: at.text_input(key="topk").set_value("20"),
-                   lambda: at.selectbox(key="part").set_value("encoder-weight"),
-                   lambda: at.number_input(key="threshold").set_value(0.0)):
+    for change in (
+        lambda: at.text_input(key="topk").set_value("20"),
+        lambda: at.selectbox(key="part").set_value("encoder-weight"),
+        lambda: at.number_input(key="threshold").set_value(0.0),
+    ):
         change().run()
         assert not at.success, [s.value for s in at.success]
-        assert any(i.value.startswith("Earlier export in this session, not the current selection: 100 input dims")
-                   for i in at.info)
+        assert any(
+            i.value.startswith("Earlier export in this session, not the current selection: 100 input dims")
+            for i in at.info
+        )
         assert [b.label for b in at.get("download_button")] == ["Download the earlier export (.zip)"]
     at.number_input(key="threshold").set_value(None).run()
     at.selectbox(key="part").set_value("decoder-weight").run()
@@ -833,8 +853,9 @@ def test_reproduce_command_reads_the_mask_kept_in_the_export(good, tmp_path, fre
             if (out / name).exists():
                 assert (again / name).read_bytes() == (out / name).read_bytes(), (again, name)
     want = RefModel.from_pretrained(str(good)).prune(topk=30, mask=torch.from_numpy(mask))
-    assert torch.equal(RefModel.from_pretrained(str(out))._get_base_global_index_map(),
-                       want._get_base_global_index_map())
+    assert torch.equal(
+        RefModel.from_pretrained(str(out))._get_base_global_index_map(), want._get_base_global_index_map()
+    )
 
 
 def test_recorded_command_does_not_need_the_files_an_expression_read(good, tmp_path, capsys):
@@ -908,8 +929,12 @@ import gradiend_core.checkpoint.tensor_files as tensor_files  # noqa: E402
 from gradiend_core.importance import weight_importance  # noqa: E402
 from gradiend_core.plan import plan_pruning  # noqa: E402
 
-DTYPES = {"float16": (torch.float16, torch.int16), "bfloat16": (torch.bfloat16, torch.int16),
-          "float32": (torch.float32, torch.int32), "float64": (torch.float64, torch.int64)}
+DTYPES = {
+    "float16": (torch.float16, torch.int16),
+    "bfloat16": (torch.bfloat16, torch.int16),
+    "float32": (torch.float32, torch.int32),
+    "float64": (torch.float64, torch.int64),
+}
 
 
 def _reference_in(dtype_name: str, path: Path) -> RefModel:
@@ -938,8 +963,9 @@ def _reference_in(dtype_name: str, path: Path) -> RefModel:
 
 @pytest.mark.parametrize("read_block", [64 * 1024**2, 4096], ids=["one read", "many reads"])
 @pytest.mark.parametrize("dtype_name", sorted(DTYPES))
-def test_every_dtype_the_reference_writes_opens_ranks_previews_and_exports(tmp_path, monkeypatch, dtype_name,
-                                                                           read_block):
+def test_every_dtype_the_reference_writes_opens_ranks_previews_and_exports(
+    tmp_path, monkeypatch, dtype_name, read_block
+):
     monkeypatch.setattr(tensor_files, "READ_BLOCK", read_block)  # the same reader at every file size
     src = tmp_path / "src"
     ref = _reference_in(dtype_name, src)

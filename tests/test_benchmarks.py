@@ -28,12 +28,26 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 @pytest.mark.parametrize("latent_dim,bias", [(1, True), (3, False)])
 def test_streamed_checkpoint_is_byte_identical_to_reference_save_pretrained(tmp_path, dtype, latent_dim, bias):
     shapes = llama_shapes(**SMALL)
-    ours = write_streamed_checkpoint(tmp_path / "streamed", shapes, latent_dim=latent_dim, dtype=dtype, bias_decoder=bias,
-                                     metadata={"base_model": "tiny-llama"}, chunk=37)
+    ours = write_streamed_checkpoint(
+        tmp_path / "streamed",
+        shapes,
+        latent_dim=latent_dim,
+        dtype=dtype,
+        bias_decoder=bias,
+        metadata={"base_model": "tiny-llama"},
+        chunk=37,
+    )
     tensors = load_file(str(ours / "model.safetensors"))
     n = sum(math.prod(s) for _, s in shapes)
-    ref = Ref(n, latent_dim, {k: {"shape": s, "repr": "all"} for k, s in shapes}, torch_dtype=DTYPES[dtype],
-              bias_decoder=bias, device=torch.device("cpu"), base_model="tiny-llama")
+    ref = Ref(
+        n,
+        latent_dim,
+        {k: {"shape": s, "repr": "all"} for k, s in shapes},
+        torch_dtype=DTYPES[dtype],
+        bias_decoder=bias,
+        device=torch.device("cpu"),
+        base_model="tiny-llama",
+    )
     ref.load_state_dict(tensors)
     ref.save_pretrained(str(tmp_path / "reference"))
     for name in ("config.json", "model.safetensors"):
@@ -65,8 +79,16 @@ def test_streamed_writer_refuses_an_existing_directory(tmp_path):
 def test_llama_shapes_match_transformers_llama_3_2_1b():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=128_256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                      num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=128_256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)
     expected = [(n, tuple(p.shape)) for n, p in model.named_parameters()]  # the tied lm_head is listed once
@@ -116,8 +138,16 @@ def test_run_limited_reports_an_oom_kill_at_the_limit():
 
 
 def _run(ok, wall, peak, steps=None, failed=None, failure=None, result=None):
-    return {"ok": ok, "wall_s": wall, "steps": steps or {}, "failed_step": failed, "failure": failure,
-            "limit_bytes": 4 * 2**30, "peak_rss_bytes": peak, "result": result}
+    return {
+        "ok": ok,
+        "wall_s": wall,
+        "steps": steps or {},
+        "failed_step": failed,
+        "failure": failure,
+        "limit_bytes": 4 * 2**30,
+        "peak_rss_bytes": peak,
+        "result": result,
+    }
 
 
 def test_render_table_shows_the_numbers_of_the_json_line():
@@ -133,8 +163,15 @@ def test_render_table_shows_the_numbers_of_the_json_line():
             "llama-float32": {
                 "checkpoint": {"input_dim": 1_235_814_400, "dtype": "float32", "bytes": 14_829_772_800},
                 "limit_bytes": 4 * 2**30,
-                "cli": {"info": _run(False, 7.5, 4 * 2**30, failed="info (... reading weights 20 %)",
-                                     failure="killed by the OOM killer at the 4.0 GiB limit")},
+                "cli": {
+                    "info": _run(
+                        False,
+                        7.5,
+                        4 * 2**30,
+                        failed="info (... reading weights 20 %)",
+                        failure="killed by the OOM killer at the 4.0 GiB limit",
+                    )
+                },
             },
         },
     }
@@ -150,8 +187,12 @@ def test_render_table_shows_the_numbers_of_the_json_line():
 def test_median_record_picks_the_middle_run_and_keeps_every_time():
     from benchmarks.scenarios import median_record
 
-    runs = [_run(True, 9, 1, {"x": 3.0}), _run(False, 1, 1, failure="boom"), _run(True, 9, 1, {"x": 1.0}),
-            _run(True, 9, 1, {"x": 2.0})]
+    runs = [
+        _run(True, 9, 1, {"x": 3.0}),
+        _run(False, 1, 1, failure="boom"),
+        _run(True, 9, 1, {"x": 1.0}),
+        _run(True, 9, 1, {"x": 2.0}),
+    ]
     chosen = median_record(runs, "x")
     assert chosen["steps"]["x"] == 2.0 and chosen["repeats_s"] == [3.0, None, 1.0, 2.0]
     assert median_record([runs[1]], "x")["failure"] == "boom"

@@ -35,9 +35,21 @@ def server():
     assert Path(CHROMIUM).exists(), "browser tests need Debian's chromium: apt-get install chromium"
     port = _free_port()
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"),
-        "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--", str(SAMPLE),
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "dashboard" / "app.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--",
+        str(SAMPLE),
     ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -129,7 +141,9 @@ def test_copied_url_reopens_same_view(server, browser):
     page = _page(browser, f"{server}/?part=encoder-weight&topk=25")
     assert _metric(page, "Input dims kept") == "25"
     part_box = page.locator('[data-testid="stSelectbox"]', has_text="Importance part")
-    assert "encoder-weight" in part_box.inner_text() + (part_box.locator("input").first.input_value() if part_box.locator("input").count() else "")
+    assert "encoder-weight" in part_box.inner_text() + (
+        part_box.locator("input").first.input_value() if part_box.locator("input").count() else ""
+    )
     _shot(page, "04-from-url")
 
 
@@ -144,15 +158,26 @@ def test_switching_model_source_back_keeps_model_and_selection(server, browser):
     page.wait_for_timeout(1500)
     assert page.get_by_role("textbox", name="topk", exact=True).input_value() == "1000"
     side = page.locator('[data-testid="stSidebar"]')
-    assert "own-unpruned" in side.locator('[data-testid="stSelectbox"]', has_text="Sample").inner_text() + side.locator(
-        '[data-testid="stSelectbox"]', has_text="Sample").locator("input").first.input_value()
+    assert (
+        "own-unpruned"
+        in side.locator('[data-testid="stSelectbox"]', has_text="Sample").inner_text()
+        + side.locator('[data-testid="stSelectbox"]', has_text="Sample").locator("input").first.input_value()
+    )
     assert _metric(page, "Input dims kept") == "1,000"
     _shot(page, "05-source-switched-back")
 
 
 # ------------------------------------------------------------------ layout at 1,024 px and 1,400 px
-VIEWS = ("Selection", "Distributions", "Compare parts", "Where in the model", "Top-k table", "Compare models",
-         "Training", "Pruning stages")
+VIEWS = (
+    "Selection",
+    "Distributions",
+    "Compare parts",
+    "Where in the model",
+    "Top-k table",
+    "Compare models",
+    "Training",
+    "Pruning stages",
+)
 #: Metric labels and values the page cut with an ellipsis (text wider than its box).
 CUT_METRIC_TEXT = """() => [...document.querySelectorAll(
     '[data-testid=stMetricLabel], [data-testid=stMetricLabel] *,'
@@ -212,7 +237,7 @@ def test_stage_chart_texts_do_not_overlap_at_1024(server, browser):
     texts = titles + _text_boxes(chart, ".xtick text, .ytick text, .legendtext")
     assert len(titles) >= 3, titles
     for i, (ta, a) in enumerate(texts):
-        for tb, b in texts[i + 1:]:
+        for tb, b in texts[i + 1 :]:
             assert not _boxes_overlap(a, b), (ta, tb)
     _shot(page, "stages-1024")
 

@@ -12,9 +12,7 @@ import re
 
 import numpy as np
 import pytest
-
 from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
-
 from test_browser import ARTIFACTS, REPO, SAMPLE, browser, server  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.browser
@@ -67,7 +65,9 @@ def _wait_kept(page, n: int) -> None:
     page.wait_for_function(
         "t => [...document.querySelectorAll('[data-testid=stMetric]')]"
         ".some(m => m.innerText.includes('Input dims kept')"
-        " && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === t)", arg=text, timeout=30_000,
+        " && m.querySelector('[data-testid=stMetricValue]').innerText.trim() === t)",
+        arg=text,
+        timeout=30_000,
     )
 
 
@@ -111,7 +111,8 @@ def test_mask_by_clicking_heatmap_and_upset_then_export(server, browser, tmp_pat
     page.get_by_text("pattern 'encoder-weight & decoder-weight'").wait_for(timeout=30_000)
     page.get_by_role("button", name="Intersect (&)").first.click()
     page.wait_for_function(
-        "() => new URL(location.href).searchParams.get('mask_expr')?.includes('top(decoder-sum')", timeout=30_000,
+        "() => new URL(location.href).searchParams.get('mask_expr')?.includes('top(decoder-sum')",
+        timeout=30_000,
     )
     expr = _expression(page)
     assert expr.endswith(

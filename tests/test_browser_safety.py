@@ -36,12 +36,27 @@ def server(tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, GRADIEND_DASHBOARD_TMPDIR=str(root), GRADIEND_DASHBOARD_SWEEP_SECONDS="1",
-               PYTHONPATH=str(REPO))
+    env = dict(
+        os.environ, GRADIEND_DASHBOARD_TMPDIR=str(root), GRADIEND_DASHBOARD_SWEEP_SECONDS="1", PYTHONPATH=str(REPO)
+    )
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "dashboard" / "app.py"), "--server.port", str(port),
-        "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--server.disconnectedSessionTTL", "2", "--", str(SAMPLES / "own-pre-post-pruned"),
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(REPO / "dashboard" / "app.py"),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.disconnectedSessionTTL",
+        "2",
+        "--",
+        str(SAMPLES / "own-pre-post-pruned"),
     ]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

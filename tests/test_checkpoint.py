@@ -16,13 +16,13 @@ import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from refmodels import ref_global_index
 from safetensors.torch import load_file, save_file
 
 import gradiend_core.checkpoint.writer as ckpt_writer
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, export_pruned, read_checkpoint, write_checkpoint
 from gradiend_core.checkpoint import Architecture, safetensors_size
 from gradiend_core.param_map import ParamEntry, ParamMap
-from refmodels import ref_global_index
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.uint8, torch.bool]
 
@@ -69,9 +69,7 @@ def test_safetensors_size_same_width_dtypes():
     assert safetensors_size(specs(t)) == real_safetensors_size(t)
 
 
-unicode_names = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), min_codepoint=32), min_size=1, max_size=8
-)
+unicode_names = st.text(alphabet=st.characters(blacklist_categories=("Cs",), min_codepoint=32), min_size=1, max_size=8)
 
 
 @settings(max_examples=100, deadline=None)
@@ -135,8 +133,15 @@ def test_write_read_round_trip(c):
     arch, pmap, state, meta, side, use_st = c
     with tempfile.TemporaryDirectory() as d:
         target = Path(d) / "ckpt"
-        write_checkpoint(target, architecture=arch, param_map=pmap, state_dict=state, metadata=meta,
-                         side_files=side, use_safetensors=use_st)
+        write_checkpoint(
+            target,
+            architecture=arch,
+            param_map=pmap,
+            state_dict=state,
+            metadata=meta,
+            side_files=side,
+            use_safetensors=use_st,
+        )
         back = read_checkpoint(target)
         assert back.architecture == arch
         assert [e.name for e in back.param_map] == [e.name for e in pmap]
@@ -162,13 +167,21 @@ def test_write_read_round_trip(c):
 # ---------------------------------------------------------------------------- write safety
 def _write_from(src: Path, target: Path, **kw):
     data = read_checkpoint(src)
-    return write_checkpoint(target, architecture=data.architecture, param_map=data.param_map,
-                            state_dict=data.state_dict, metadata=data.metadata, **kw)
+    return write_checkpoint(
+        target,
+        architecture=data.architecture,
+        param_map=data.param_map,
+        state_dict=data.state_dict,
+        metadata=data.metadata,
+        **kw,
+    )
 
 
 def tree_hashes(root: Path):
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -294,8 +307,11 @@ def _damage(kind: str, d: Path) -> str:
         return "config.json"
     if kind in ("input_dim_zero", "input_dim_string", "latent_dim_bool"):
         cfg = _cfg(d)
-        key, val = {"input_dim_zero": ("input_dim", 0), "input_dim_string": ("input_dim", "365"),
-                    "latent_dim_bool": ("latent_dim", True)}[kind]
+        key, val = {
+            "input_dim_zero": ("input_dim", 0),
+            "input_dim_string": ("input_dim", "365"),
+            "latent_dim_bool": ("latent_dim", True),
+        }[kind]
         cfg["architecture"][key] = val
         _set_cfg(d, cfg)
         return "config.json"
@@ -389,11 +405,32 @@ def _damage(kind: str, d: Path) -> str:
 
 
 DAMAGES = [
-    "missing_config", "invalid_json", "config_not_object", "format_version", "no_architecture", "input_dim_zero",
-    "input_dim_string", "latent_dim_bool", "bad_dtype", "no_mapping", "unknown_repr", "missing_weights",
-    "truncated_weights", "garbage_weights", "weight_shape", "weight_missing_key", "num_selected",
-    "input_dim_disagrees", "missing_indices_file", "missing_masks_file", "truncated_indices_file",
-    "missing_mapping_key", "wrong_mapping_key", "indices_out_of_range", "indices_duplicate", "mask_shape",
+    "missing_config",
+    "invalid_json",
+    "config_not_object",
+    "format_version",
+    "no_architecture",
+    "input_dim_zero",
+    "input_dim_string",
+    "latent_dim_bool",
+    "bad_dtype",
+    "no_mapping",
+    "unknown_repr",
+    "missing_weights",
+    "truncated_weights",
+    "garbage_weights",
+    "weight_shape",
+    "weight_missing_key",
+    "num_selected",
+    "input_dim_disagrees",
+    "missing_indices_file",
+    "missing_masks_file",
+    "truncated_indices_file",
+    "missing_mapping_key",
+    "wrong_mapping_key",
+    "indices_out_of_range",
+    "indices_duplicate",
+    "mask_shape",
 ]
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from refmodels import ref_global_index
 from safetensors.torch import load_file, save_file
 
 import gradiend_core
 from gradiend_core import export_pruned, read_checkpoint, reduction_report, select, weight_importance
 from gradiend_core.cli import main
-from refmodels import ref_global_index
 
 
 def run(capsys, *argv):
@@ -62,7 +62,8 @@ def test_info_json(ref_variants, capsys):
         assert info["gradiend_parameters"] == params
         assert info["memory_bytes"] == params * torch.empty(0, dtype=v.dtype).element_size()
         model_files = {"config.json", "model.safetensors", "pytorch_model.bin"} | {
-            cfg["mapping"][f] for f in ("indices_file", "masks_file") if f in cfg["mapping"]}
+            cfg["mapping"][f] for f in ("indices_file", "masks_file") if f in cfg["mapping"]
+        }
         assert info["disk_bytes"] == sum(os.path.getsize(v.path / f) for f in model_files if (v.path / f).is_file())
         assert info["side_files"] == {p.name: os.path.getsize(p) for p in v.path.iterdir() if p.name not in model_files}
         assert info["weights_file"] == ("pytorch_model.bin" if v.name == "both_bin" else "model.safetensors")
@@ -96,7 +97,10 @@ CASES = {
     "topk_one_int": (["--topk", "1"], {"topk": 1}),
     "threshold": (["--threshold", "2.5"], {"threshold": 2.5}),
     "mask_npy": (["--mask", "npy"], {"mask": "npy"}),
-    "mask_pt_threshold_topk": (["--mask", "pt", "--threshold", "0.5", "--topk", "0.5"], {"mask": "pt", "threshold": 0.5, "topk": 0.5}),
+    "mask_pt_threshold_topk": (
+        ["--mask", "pt", "--threshold", "0.5", "--topk", "0.5"],
+        {"mask": "pt", "threshold": 0.5, "topk": 0.5},
+    ),
 }
 
 
@@ -201,7 +205,10 @@ def test_dry_run_json_with_mask_only_is_valid_json(pruned_ckpt, tmp_path, capsys
 
 # ------------------------------------------------------------------------------ errors
 def test_bad_path_exits_2(tmp_path, capsys):
-    for argv in (["info", tmp_path / "missing"], ["prune", tmp_path / "missing", "--topk", "3", "--out", tmp_path / "o"]):
+    for argv in (
+        ["info", tmp_path / "missing"],
+        ["prune", tmp_path / "missing", "--topk", "3", "--out", tmp_path / "o"],
+    ):
         code, out, err = run(capsys, *argv)
         assert code == 2
         assert "missing" in err and "no such" in err

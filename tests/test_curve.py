@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gradiend.evaluator.encoder_metrics import get_correlation, get_encoder_metrics_from_dataframe
+from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradiend.evaluator.encoder_metrics import get_correlation, get_encoder_metrics_from_dataframe
-from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from gradiend_core.analysis.curve import (
     BucketSums,
     Encoder,
@@ -44,7 +44,10 @@ OWN = ROOT / "sample_models" / "own-unpruned"
 
 def _python_order(values: np.ndarray) -> list:
     """The selection rule by plain Python sorting: larger first, NaN last, ties by lower index."""
-    return sorted(range(values.size), key=lambda i: (math.isnan(values[i]), -float(values[i]) if not math.isnan(values[i]) else 0.0, i))
+    return sorted(
+        range(values.size),
+        key=lambda i: (math.isnan(values[i]), -float(values[i]) if not math.isnan(values[i]) else 0.0, i),
+    )
 
 
 values_st = st.lists(
@@ -56,8 +59,14 @@ values_st = st.lists(
 
 
 @settings(max_examples=120, deadline=None)
-@given(values=values_st, m=st.integers(1, 4), latent=st.integers(1, 2), chunk=st.integers(1, 50), seed=st.integers(0, 2**16),
-       data=st.data())
+@given(
+    values=values_st,
+    m=st.integers(1, 4),
+    latent=st.integers(1, 2),
+    chunk=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
 def test_bucket_sums_equal_direct_cumulative_sums_at_every_boundary(values, m, latent, chunk, seed, data):
     imp = np.array(values, dtype=np.float32)
     n = imp.size
@@ -76,7 +85,7 @@ def test_bucket_sums_equal_direct_cumulative_sums_at_every_boundary(values, m, l
         acc.add(s, imp[s : s + chunk], w[:, s : s + chunk], x[:, s : s + chunk])
     pre = acc.pre_activations(bias)
     order = _python_order(imp)
-    contrib = (w.numpy()[:, order][:, :, None] * x.numpy()[:, order].T[None, :, :])  # (latent, n, m)
+    contrib = w.numpy()[:, order][:, :, None] * x.numpy()[:, order].T[None, :, :]  # (latent, n, m)
     direct = np.cumsum(contrib, axis=1) + bias[:, None, None]
     assert set(boundaries + inside) <= set(plan.ks.tolist())
     for p, k in enumerate(plan.ks):
@@ -137,13 +146,17 @@ def test_points_match_brute_force_pruning_on_a_sample(part, tmp_path):
     imp = weight_importance(data.state_dict, part)
     n = data.architecture.input_dim
     ks = [1, 7, 100, 4461, 30000, n]
-    curve = pruning_curves(Encoder.of(data), grads.gradients, grads.labels, {part: imp}, points=16, selection_k=4461)[part]
+    curve = pruning_curves(Encoder.of(data), grads.gradients, grads.labels, {part: imp}, points=16, selection_k=4461)[
+        part
+    ]
     model = ParamMappedGradiendModel.from_pretrained(OWN)
     with torch.no_grad():
         full = model.forward_encoder(grads.gradients)[:, 0].double().numpy()
     for k in ks:
         if k not in curve.ks:
-            curve = pruning_curves(Encoder.of(data), grads.gradients, grads.labels, {part: imp}, points=16, selection_k=k)[part]
+            curve = pruning_curves(
+                Encoder.of(data), grads.gradients, grads.labels, {part: imp}, points=16, selection_k=k
+            )[part]
         pruned = model.prune(topk=k, part=part)
         keep = model.select(part=part, topk=k).keep
         corr, sep, agree, enc = _brute(pruned, grads.gradients, grads.labels, keep, full)
@@ -160,7 +173,8 @@ def test_points_match_brute_force_pruning_on_a_sample(part, tmp_path):
             with torch.no_grad():
                 ref_enc = ref.encoder(grads.gradients[:, torch.from_numpy(keep)])[:, 0].double().numpy()
             assert get_correlation(pd.DataFrame({"encoded": ref_enc, "label": grads.labels})) == pytest.approx(
-                got["label_correlation"], abs=2e-6)
+                got["label_correlation"], abs=2e-6
+            )
 
 
 def test_latent_dim_3_per_unit_and_unit_0_is_the_references_correlation(ref_variants):
@@ -203,13 +217,20 @@ def test_layernorm_activation_is_applied_over_the_latent_units(ref_variants):
 def test_smallest_topk_for_is_the_first_point_that_keeps_the_share():
     data = read_checkpoint(OWN)
     grads = from_validation_record(data, load_validation_record(OWN))
-    curve = pruning_curves(Encoder.of(data), grads.gradients, grads.labels,
-                           {"encoder-weight": weight_importance(data.state_dict, "encoder-weight")}, points=40)["encoder-weight"]
+    curve = pruning_curves(
+        Encoder.of(data),
+        grads.gradients,
+        grads.labels,
+        {"encoder-weight": weight_importance(data.state_dict, "encoder-weight")},
+        points=40,
+    )["encoder-weight"]
     values = curve.label_correlation[:, 0]
     full = values[-1]
     for fraction in (0.5, 0.9, 0.99, 0.999, 1.0):
         k = smallest_topk_for(curve, fraction)
-        first = next(int(kk) for kk, v in zip(curve.ks, values) if abs(v) >= fraction * abs(full) and np.sign(v) == np.sign(full))
+        first = next(
+            int(kk) for kk, v in zip(curve.ks, values) if abs(v) >= fraction * abs(full) and np.sign(v) == np.sign(full)
+        )
         assert k == first
         assert abs(curve.at(k)["label_correlation"]) >= fraction * abs(full)
     assert smallest_topk_for(curve, 1.0) <= curve.input_dim
@@ -225,7 +246,9 @@ def test_cut_quality_matches_the_curve_and_validates_keep():
     grads = from_validation_record(data, load_validation_record(OWN))
     enc = Encoder.of(data)
     imp = weight_importance(data.state_dict, "decoder-weight")
-    curve = pruning_curves(enc, grads.gradients, grads.labels, {"decoder-weight": imp}, points=8, selection_k=500)["decoder-weight"]
+    curve = pruning_curves(enc, grads.gradients, grads.labels, {"decoder-weight": imp}, points=8, selection_k=500)[
+        "decoder-weight"
+    ]
     keep = np.sort(np.argsort(-imp.astype(np.float64), kind="stable")[:500])
     q = cut_quality(enc, grads.gradients, grads.labels, keep)
     for name in ("label_correlation", "separation", "agreement"):
@@ -243,7 +266,16 @@ def test_curve_csv_rows_and_columns():
     imps = {p: weight_importance(data.state_dict, p) for p in ("decoder-weight", "encoder-weight")}
     curves = pruning_curves(Encoder.of(data), grads.gradients, grads.labels, imps, points=5, selection_k=123)
     df = pd.read_csv(__import__("io").StringIO(curve_csv(list(curves.values()))))
-    assert list(df.columns) == ["part", "k", "share", "exact_k", "selection", "label_correlation", "separation", "agreement"]
+    assert list(df.columns) == [
+        "part",
+        "k",
+        "share",
+        "exact_k",
+        "selection",
+        "label_correlation",
+        "separation",
+        "agreement",
+    ]
     for part, c in curves.items():
         rows = df[df.part == part]
         assert rows.k.tolist() == c.ks.tolist()

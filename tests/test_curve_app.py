@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from gradiend import TextPredictionTrainer, TrainingArguments
 from safetensors.numpy import load_file
 from streamlit.testing.v1 import AppTest
 
-from gradiend import TextPredictionTrainer, TrainingArguments
 from gradiend_core.analysis.curve import log_grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,8 +99,12 @@ def test_computed_gradients_with_progress_match_the_references_evaluation():
     _wait_for_jobs()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    tr = TextPredictionTrainer(model=str(path), data=str(DATA / "place.csv"), target_classes=["farm", "town"],
-                               args=TrainingArguments(train_batch_size=8, seed=0))
+    tr = TextPredictionTrainer(
+        model=str(path),
+        data=str(DATA / "place.csv"),
+        target_classes=["farm", "town"],
+        args=TrainingArguments(train_batch_size=8, seed=0),
+    )
     expected = tr.evaluate_encoder(split="validation", use_cache=False)["correlation"]
     assert float(_metric(at, "All 89,216 dims")) == pytest.approx(expected, abs=1e-4)
     table = at.dataframe[0].value
@@ -150,6 +154,9 @@ def test_a_masked_selection_is_measured_as_its_own_point():
     keep = np.sort(idx[np.lexsort((idx, -dec[idx].astype(np.float64)))[:k]])
     val = load_file(str(path / "validation_gradients.safetensors"))
     w = load_file(str(path / "model.safetensors"))
-    pre = val["gradients"][:, keep].astype(np.float64) @ w["encoder.0.linear.weight"][0, keep] + w["encoder.0.linear.bias"][0]
+    pre = (
+        val["gradients"][:, keep].astype(np.float64) @ w["encoder.0.linear.weight"][0, keep]
+        + w["encoder.0.linear.bias"][0]
+    )
     expected = np.corrcoef(-val["labels"], np.tanh(pre.astype(np.float32)))[0, 1]
     assert float(_metric(at, f"Selection ({k:,} dims)")) == pytest.approx(expected, abs=1e-4)

@@ -66,8 +66,23 @@ def test_curve_csv_from_saved_gradients(capsys):
 
 def test_curve_from_a_data_file_to_an_out_file(capsys, tmp_path):
     out_file = tmp_path / "curve.csv"
-    code, out, err = run(capsys, "curve", SAMPLES / "place-unpruned", "--data", DATA / "place.csv", "--part", "decoder-weight",
-                         "--part", "decoder-sum", "--points", "5", "--topk", "90", "--out", out_file)
+    code, out, err = run(
+        capsys,
+        "curve",
+        SAMPLES / "place-unpruned",
+        "--data",
+        DATA / "place.csv",
+        "--part",
+        "decoder-weight",
+        "--part",
+        "decoder-sum",
+        "--points",
+        "5",
+        "--topk",
+        "90",
+        "--out",
+        out_file,
+    )
     assert code == 0, err
     assert out == "" and "gradients 104 of 104 examples" in err and f"wrote {out_file}" in err
     df = pd.read_csv(out_file)
@@ -80,7 +95,8 @@ def test_curve_from_a_data_file_to_an_out_file(capsys, tmp_path):
 
     g = compute_eval_gradients(read_checkpoint(SAMPLES / "place-unpruned"), DATA / "place.csv")
     assert float(row.label_correlation.iloc[0]) == pytest.approx(
-        _label_corr_of_pruned(SAMPLES / "place-unpruned", "decoder-weight", 90, g.gradients, g.labels), abs=2e-6)
+        _label_corr_of_pruned(SAMPLES / "place-unpruned", "decoder-weight", 90, g.gradients, g.labels), abs=2e-6
+    )
     # the full model keeps more than the 90-dim cut: a visible cost
     full = float(df[(df.part == "decoder-weight") & (df.k == df.k.max())].label_correlation.iloc[0])
     assert float(row.label_correlation.iloc[0]) < full - 0.1
@@ -102,7 +118,10 @@ def test_gradient_mean_part_on_a_pre_pruned_checkpoint(capsys):
         (["curve", SAMPLES / "own-unpruned", "--split", "test"], "apply to gradients computed from --data"),
         (["curve", SAMPLES / "own-unpruned", "--part", "gradient-mean"], "pre_prune.safetensors"),
         (["curve", SAMPLES / "number-unpruned", "--data", "nope.csv"], "no such data file"),
-        (["curve", SAMPLES / "number-unpruned", "--data", DATA / "number.csv", "--base-model", SAMPLES], "not a model directory"),
+        (
+            ["curve", SAMPLES / "number-unpruned", "--data", DATA / "number.csv", "--base-model", SAMPLES],
+            "not a model directory",
+        ),
         (["curve", SAMPLES / "number-unpruned", "--data", DATA / "number.csv", "--split", "dev"], "split dev"),
         (["curve", SAMPLES / "nope"], "no such file or directory"),
     ],
@@ -125,8 +144,14 @@ def test_bad_classes_and_out_directory(capsys, tmp_path):
 def test_installed_script(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), GRADIEND_CORE_CACHE=str(tmp_path))
     script = Path(sys.executable).with_name("gradiend-core")
-    res = subprocess.run([str(script), "curve", str(SAMPLES / "own-post-pruned"), "--points", "3", "--part", "decoder-weight"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    res = subprocess.run(
+        [str(script), "curve", str(SAMPLES / "own-post-pruned"), "--points", "3", "--part", "decoder-weight"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0].startswith("part,k,share,exact_k,selection,label_correlation")
     assert len(res.stdout.splitlines()) == 1 + 3  # header + 1 dim, sqrt(input_dim) dims, all dims

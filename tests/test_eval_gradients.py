@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from gradiend import TextPredictionTrainer, TrainingArguments
+
 from gradiend_core.analysis.curve import Encoder, cut_quality
 from gradiend_core.checkpoint import read_checkpoint
 from gradiend_core.errors import CheckpointError
@@ -21,7 +21,6 @@ from gradiend_core.eval_gradients import (
     GradientsCancelled,
     compute_eval_gradients,
     eval_gradients,
-    from_validation_record,
 )
 from gradiend_core.export import export_pruned
 from gradiend_core.pruning_curve import selection_quality
@@ -40,8 +39,9 @@ def private_cache(tmp_path, monkeypatch, one_torch_thread):
 
 def _reference(ckpt: Path, data, classes):
     """The reference trainer on a checkpoint: its validation eval rows (source gradients, labels)."""
-    tr = TextPredictionTrainer(model=str(ckpt), data=data, target_classes=list(classes),
-                               args=TrainingArguments(train_batch_size=8, seed=0))
+    tr = TextPredictionTrainer(
+        model=str(ckpt), data=data, target_classes=list(classes), args=TrainingArguments(train_batch_size=8, seed=0)
+    )
     model = tr.get_model()
     rows = list(tr.create_eval_data(model, split="validation", source="alternative"))
     grads = torch.stack([r["source"].detach().float().cpu() for r in rows])
@@ -62,8 +62,12 @@ def test_gradients_and_labels_equal_the_reference_trainers(name):
 
 def test_correlation_equals_the_references_evaluate_encoder_on_the_place_sample():
     ckpt = SAMPLES / "place-unpruned"
-    tr = TextPredictionTrainer(model=str(ckpt), data=str(DATA / "place.csv"), target_classes=["farm", "town"],
-                               args=TrainingArguments(train_batch_size=8, seed=0))
+    tr = TextPredictionTrainer(
+        model=str(ckpt),
+        data=str(DATA / "place.csv"),
+        target_classes=["farm", "town"],
+        args=TrainingArguments(train_batch_size=8, seed=0),
+    )
     expected = tr.evaluate_encoder(split="validation", use_cache=False)["correlation"]
     data = read_checkpoint(ckpt)
     grads = compute_eval_gradients(data, DATA / "place.csv")
@@ -128,7 +132,9 @@ def test_saved_record_is_aligned_and_labelled_as_the_reference_labels():
     want = record.gradients[:, [cols[int(g)] for g in data.param_map.base_global_index()]]
     assert torch.equal(got.gradients, want)
     assert record.source == "alternative"
-    np.testing.assert_array_equal(got.labels, -record.labels.numpy())  # the alternative gradient: the other class's label
+    np.testing.assert_array_equal(
+        got.labels, -record.labels.numpy()
+    )  # the alternative gradient: the other class's label
     assert got.origin == "validation_gradients.safetensors"
 
 
@@ -162,8 +168,8 @@ def test_base_model_from_metadata_is_found_from_the_checkpoints_parents(tmp_path
 def test_export_records_the_cuts_quality_in_pruning_json(tmp_path):
     data = read_checkpoint(SAMPLES / "own-unpruned")
     grads = eval_gradients(data)
-    from gradiend_core.selection import select
     from gradiend_core.importance import weight_importance
+    from gradiend_core.selection import select
 
     keep = select(weight_importance(data.state_dict, "decoder-weight"), topk=0.01).keep
     quality = selection_quality(data, keep, grads)

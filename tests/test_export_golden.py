@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from export_cases import CASES, GOLDEN, export_case
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kill_points import describe
 
 from gradiend_core import export_pruned
-
-from kill_points import describe
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "sample_models" / "own-pre-pruned"  # every kind of file: mapping files, records, side files
@@ -57,7 +56,9 @@ def test_killed_export_leaves_old_or_nothing_never_a_mix(exports, mode):
     # replacing an old export, while deleting it
     assert {"tempfile.mkdtemp", "os.mkdir", "os.chmod", "open"} <= set(events)
     swap = "gradiend_core.checkpoint.exchange" if mode == "overwrite" else "os.rename"
-    assert swap in events and (mode == "new" or "shutil.rmtree" in events[events.index(swap):])
+    assert swap in events and (mode == "new" or "shutil.rmtree" in events[events.index(swap) :])
     # before the swap the target is untouched; after it, it holds the verified new export
     at = events.index(swap)
-    assert all(p["state"] == before for p in killed[: at + 1]) and all(p["state"] == new_state for p in killed[at + 1:])
+    assert all(p["state"] == before for p in killed[: at + 1]) and all(
+        p["state"] == new_state for p in killed[at + 1 :]
+    )

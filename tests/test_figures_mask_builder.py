@@ -12,10 +12,15 @@ from dashboard.figures.mask_builder import PICK_TRACE, add_pick_targets, picked_
 
 def _heatmap(z, custom=None):
     rows, cols = len(z), len(z[0])
-    fig = go.Figure(go.Heatmap(
-        z=z, x=[f"c{j}" for j in range(cols)], y=[f"r{i}" for i in range(rows)], customdata=custom,
-        hovertemplate="%{y}, %{x}: %{z:.1f} (%{customdata[0]})<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"c{j}" for j in range(cols)],
+            y=[f"r{i}" for i in range(rows)],
+            customdata=custom,
+            hovertemplate="%{y}, %{x}: %{z:.1f} (%{customdata[0]})<extra></extra>",
+        )
+    )
     return fig
 
 
@@ -51,11 +56,13 @@ def test_selected_targets_read_back_as_their_cells(rows, cols, data):
 
 
 def test_picked_indices_of_bars_and_dots():
-    sel = {"points": [
-        {"curve_number": 0, "point_number": 3, "customdata": 3},
-        {"curve_number": 5, "point_number": 0, "customdata": [1]},
-        {"curve_number": 1, "point_number": 7},  # grey background dot: no pattern
-        {"curve_number": 0, "point_number": 3, "customdata": 3},
-    ]}
+    sel = {
+        "points": [
+            {"curve_number": 0, "point_number": 3, "customdata": 3},
+            {"curve_number": 5, "point_number": 0, "customdata": [1]},
+            {"curve_number": 1, "point_number": 7},  # grey background dot: no pattern
+            {"curve_number": 0, "point_number": 3, "customdata": 3},
+        ]
+    }
     assert picked_indices(sel) == [1, 3]
     assert picked_indices(None) == [] and picked_cells(None) == []

@@ -37,16 +37,25 @@ def checkpoints(tmp_path_factory):
     and pruned to 600 dims."""
     root = tmp_path_factory.mktemp("views")
     torch.manual_seed(5)
-    ref = Ref(N, 1, {n: {"shape": s, "repr": "all"} for n, s in PARAMS.items()}, device=torch.device("cpu"), base_model="views-base")
+    ref = Ref(
+        N,
+        1,
+        {n: {"shape": s, "repr": "all"} for n, s in PARAMS.items()},
+        device=torch.device("cpu"),
+        base_model="views-base",
+    )
     with torch.no_grad():
         ref.decoder[0].linear.weight.copy_(torch.randn(N, 1) ** 3)
         ref.decoder[0].linear.bias.copy_(torch.randn(N))
     ref.save_pretrained(str(root / "full"))
     args = TrainingArguments(output_dir=str(root / "full"), post_prune_config=PostPruneConfig(topk=600))
     write_training_stats(
-        str(root / "full"), training_stats={"global_step": 6, "correlation": 0.7, "scores": {0: 0.1, 3: 0.4, 6: 0.7}},
-        best_score_checkpoint={"correlation": 0.7, "global_step": 6, "epoch": 0}, training_args=args.to_dict(),
-        losses=[1.0, 0.8, 0.7, 0.6, 0.5, 0.45], convergence_info={"converged": True, "threshold": 0.5},
+        str(root / "full"),
+        training_stats={"global_step": 6, "correlation": 0.7, "scores": {0: 0.1, 3: 0.4, 6: 0.7}},
+        best_score_checkpoint={"correlation": 0.7, "global_step": 6, "epoch": 0},
+        training_args=args.to_dict(),
+        losses=[1.0, 0.8, 0.7, 0.6, 0.5, 0.45],
+        convergence_info={"converged": True, "threshold": 0.5},
     )
     ref.prune(topk=600, part="decoder-weight", inplace=True)
     ref.save_pretrained(str(root / "pruned"))
@@ -93,16 +102,27 @@ def test_every_view_renders_with_titled_downloadable_figures(checkpoints, which)
         assert not at.error, [e.value for e in at.error]
         assert [t.label for t in at.tabs][: 1 + len(NEW_TABS)] == ["Selection"] + NEW_TABS
     expected = {
-        "ecdf_decoder-weight", "layer_component_heatmap", "part_spearman", "part_topk_overlap", "part_upset",
-        "retained_mass_decoder-weight", "scatter_decoder-weight_vs_encoder-weight",
+        "ecdf_decoder-weight",
+        "layer_component_heatmap",
+        "part_spearman",
+        "part_topk_overlap",
+        "part_upset",
+        "retained_mass_decoder-weight",
+        "scatter_decoder-weight_vs_encoder-weight",
     } | ({"training_record"} if which == "full" else set())
     every = [c for at in pages for c in charts(at)]
-    ours = [(spec, config) for spec, config in every if config.get("toImageButtonOptions", {}).get("filename") in expected | {"training_record"}]
+    ours = [
+        (spec, config)
+        for spec, config in every
+        if config.get("toImageButtonOptions", {}).get("filename") in expected | {"training_record"}
+    ]
     assert sorted(config["toImageButtonOptions"]["filename"] for _, config in ours) == sorted(expected)
     for spec, config in ours:
         layout = spec["layout"]
         assert layout["title"]["text"], layout
-        axes = [v for k, v in layout.items() if k.startswith(("xaxis", "yaxis")) and isinstance(v, dict) and "title" in v]
+        axes = [
+            v for k, v in layout.items() if k.startswith(("xaxis", "yaxis")) and isinstance(v, dict) and "title" in v
+        ]
         assert axes and all(a["title"]["text"] for a in axes)
         assert all(t.get("hovertemplate") or t.get("hoverinfo") == "skip" for t in spec["data"])
         assert config["displaylogo"] is False and config["toImageButtonOptions"]["format"] == "png"
@@ -153,8 +173,9 @@ def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
     # default topk 0.05: each model keeps ceil(0.05 * its input_dim) dims;
     # pruning by decoder-weight keeps the top dims in place, so the pruned set lies inside the full one; the default
     # is the intersection in dims (a percentage of the smaller set would read 100 %), and the labels give the set sizes
-    n_full, n_pruned = (math.ceil(0.05 * Ref.from_pretrained(str(checkpoints[w])).input_dim)
-                        for w in ("full", "pruned"))
+    n_full, n_pruned = (
+        math.ceil(0.05 * Ref.from_pretrained(str(checkpoints[w])).input_dim) for w in ("full", "pruned")
+    )
     assert z.shape == (2, 2) and z[0, 1] == z[1, 0] == n_pruned and z[0, 0] == n_full
     sizes = [t.split("<br>")[1] for t in spec["layout"]["yaxis"]["ticktext"]]
     assert sizes == [f"|A| = {n_full:,} dims", f"|A| = {n_pruned:,} dims"]
@@ -164,7 +185,9 @@ def test_compare_models_with_a_pruned_version(checkpoints, tmp_path):
     # a model of another base is refused with a message
     other = tmp_path / "other"
     torch.manual_seed(0)
-    Ref(10, 1, {"x.weight": {"shape": (10,), "repr": "all"}}, device=torch.device("cpu"), base_model="other").save_pretrained(str(other))
+    Ref(
+        10, 1, {"x.weight": {"shape": (10,), "repr": "all"}}, device=torch.device("cpu"), base_model="other"
+    ).save_pretrained(str(other))
     at.text_area(key="models_paths").set_value(f"{checkpoints['pruned']}\n{other}").run()
     assert not at.exception
     assert any("map different base-model parameters" in e.value for e in at.error)

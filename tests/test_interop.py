@@ -23,9 +23,9 @@ import pytest
 import torch
 from gradiend.model.model_with_gradiend import ModelWithGradiend
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from refmodels import random_inputs, ref_global_index, ref_load
 
 from gradiend_core import PARTS, ParamMappedGradiendModel, export_pruned
-from refmodels import random_inputs, ref_global_index, ref_load
 
 SELECTIONS = ("topk_int", "topk_float", "threshold", "mask", "combined", "topk_1.0")
 #: Fixed per-test seed, so a failure reproduces.

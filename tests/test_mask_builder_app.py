@@ -14,10 +14,9 @@ import re
 from pathlib import Path
 
 import numpy as np
+from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
-
-from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "dashboard" / "app.py")
@@ -86,8 +85,14 @@ def click_bar(at: AppTest, key_prefix: str, label: str) -> AppTest:
     el = chart(at, key_prefix)
     bar = spec(el)["data"][0]
     i = list(bar["x"]).index(label)
-    point = {"curve_number": 0, "point_number": i, "point_index": i, "x": label, "y": int(bar["y"][i]),
-             "customdata": int(bar["customdata"][i])}
+    point = {
+        "curve_number": 0,
+        "point_number": i,
+        "point_index": i,
+        "x": label,
+        "y": int(bar["y"][i]),
+        "customdata": int(bar["customdata"][i]),
+    }
     return select(at, el, {"points": [point], "point_indices": [i], "box": [], "lasso": []})
 
 

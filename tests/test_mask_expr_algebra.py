@@ -46,7 +46,9 @@ from gradiend_core.mask_expr import (
 )
 from gradiend_core.param_map import ParamEntry, ParamMap
 
-SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 PARTS4 = ("encoder-weight", "decoder-weight", "decoder-bias", "decoder-sum")
 NAMES = (
     "bert.embeddings.word_embeddings.weight",
@@ -115,8 +117,12 @@ def oracle_importance(data: CheckpointData, part: str) -> List[float]:
     dec = data.state_dict[DEC_W].numpy()[:, 0]
     bias = data.state_dict[DEC_B].numpy()
     with np.errstate(invalid="ignore", over="ignore"):
-        v = {"encoder-weight": np.abs(enc), "decoder-weight": np.abs(dec), "decoder-bias": np.abs(bias),
-             "decoder-sum": np.abs(dec + bias)}[part]
+        v = {
+            "encoder-weight": np.abs(enc),
+            "decoder-weight": np.abs(dec),
+            "decoder-bias": np.abs(bias),
+            "decoder-sum": np.abs(dec + bias),
+        }[part]
     return [float(x) for x in v.astype(np.float32)]
 
 
@@ -164,8 +170,11 @@ def oracle_set(node, data: CheckpointData, files: Dict[str, np.ndarray], others:
 
 # ------------------------------------------------------------------------------ expressions
 def topks(n: int):
-    return st.one_of(st.integers(1, n + 3), st.sampled_from([1.0, 0.5, 0.1, 1e-9, 0.3]),
-                     st.floats(0, 1, exclude_min=True, allow_subnormal=False))
+    return st.one_of(
+        st.integers(1, n + 3),
+        st.sampled_from([1.0, 0.5, 0.1, 1e-9, 0.3]),
+        st.floats(0, 1, exclude_min=True, allow_subnormal=False),
+    )
 
 
 def thresholds():
@@ -195,15 +204,17 @@ def problem(draw):
         leaves.append(st.builds(File, st.sampled_from(sorted(files))))
     if others:
         leaves.append(st.builds(Model, st.sampled_from(sorted(others)), st.sampled_from(PARTS4), topks(n + 2)))
-    tree = draw(st.recursive(
-        st.one_of(*leaves),
-        lambda kids: st.one_of(
-            st.builds(Not, kids),
-            st.builds(lambda ops: And(tuple(ops)), st.lists(kids, min_size=2, max_size=3)),
-            st.builds(lambda ops: Or(tuple(ops)), st.lists(kids, min_size=2, max_size=3)),
-        ),
-        max_leaves=6,
-    ))
+    tree = draw(
+        st.recursive(
+            st.one_of(*leaves),
+            lambda kids: st.one_of(
+                st.builds(Not, kids),
+                st.builds(lambda ops: And(tuple(ops)), st.lists(kids, min_size=2, max_size=3)),
+                st.builds(lambda ops: Or(tuple(ops)), st.lists(kids, min_size=2, max_size=3)),
+            ),
+            max_leaves=6,
+        )
+    )
     return data, tree, files, others
 
 
@@ -211,7 +222,8 @@ def run(data, tree, files, others, tmp: Path, **kw):
     for name, m in files.items():
         np.save(tmp / name, m)
     return evaluate_mask_expr(
-        to_text(tree), data,
+        to_text(tree),
+        data,
         load_checkpoint=lambda p: others[Path(p).name],
         resolve_path=lambda p: tmp / p if p in files else Path(p),
         **kw,
@@ -277,7 +289,12 @@ def test_top_term_is_the_selection_rule_with_ties_and_nan(data):
     n = data.draw(st.integers(1, 40))
     imp = np.array(data.draw(st.lists(st.sampled_from(POOL), min_size=n, max_size=n)), dtype=np.float32)
     pmap = ParamMap.full([("p.weight", (n,))])
-    state = {ENC_W: torch.zeros(1, n), ENC_B: torch.zeros(1), DEC_W: torch.from_numpy(imp.reshape(n, 1)), DEC_B: torch.zeros(n)}
+    state = {
+        ENC_W: torch.zeros(1, n),
+        ENC_B: torch.zeros(1),
+        DEC_W: torch.from_numpy(imp.reshape(n, 1)),
+        DEC_B: torch.zeros(n),
+    }
     ckpt = CheckpointData(Path("/nonexistent"), Architecture(n, 1), pmap, state, {})
     topk = data.draw(topks(n))
     result = evaluate_mask_expr(to_text(Top("decoder-weight", topk)), ckpt)
@@ -291,7 +308,12 @@ def test_fraction_rounds_up_and_ties_go_to_the_lower_index():
     dims: the two 2.0 (dims 6, 7), then the lowest-index 1.0 (dim 0)."""
     imp = np.array([1, 1, 1, 0, 0, np.nan, 2, 2, 0.5, 1], dtype=np.float32)
     pmap = ParamMap.full([("p.weight", (10,))])
-    state = {ENC_W: torch.zeros(1, 10), ENC_B: torch.zeros(1), DEC_W: torch.from_numpy(imp.reshape(10, 1)), DEC_B: torch.zeros(10)}
+    state = {
+        ENC_W: torch.zeros(1, 10),
+        ENC_B: torch.zeros(1),
+        DEC_W: torch.from_numpy(imp.reshape(10, 1)),
+        DEC_B: torch.zeros(10),
+    }
     ckpt = CheckpointData(Path("/nonexistent"), Architecture(10, 1), pmap, state, {})
     assert np.flatnonzero(evaluate_mask_expr("top(decoder-weight, 25%)", ckpt).mask).tolist() == [0, 6, 7]
     # NaN ranks last: top 10 keeps all, top 9 drops exactly the NaN
@@ -299,4 +321,6 @@ def test_fraction_rounds_up_and_ties_go_to_the_lower_index():
     # above: >= compares in float32, NaN never passes
     assert np.flatnonzero(evaluate_mask_expr("above(decoder-weight, 1)", ckpt).mask).tolist() == [0, 1, 2, 6, 7, 9]
     assert evaluate_mask_expr("above(decoder-weight, 3) | top(decoder-weight, 1)", ckpt).term_counts == {
-        "above(decoder-weight, 3.0)": 0, "top(decoder-weight, 1)": 1}
+        "above(decoder-weight, 3.0)": 0,
+        "top(decoder-weight, 1)": 1,
+    }

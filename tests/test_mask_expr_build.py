@@ -42,26 +42,29 @@ def number():
 
 
 # ------------------------------------------------------------------------------ combine
-@pytest.mark.parametrize("expr, term, op, expected", [
-    (None, T1, "include", T1),
-    ("", T1, "intersect", T1),
-    (None, T3, "exclude", f"~{T3}"),
-    (T1, T2, "include", f"{T1} | {T2}"),
-    (T1, T2, "intersect", f"{T1} & {T2}"),
-    (T1, T2, "exclude", f"{T1} & ~{T2}"),
-    (f"{T1} | {T2}", T3, "exclude", f"({T1} | {T2}) & ~{T3}"),
-    (f"{T1} | {T2}", T3, "intersect", f"({T1} | {T2}) & {T3}"),
-    (f"{T1} | {T2}", T3, "include", f"{T1} | {T2} | {T3}"),
-    (f"{T1} & {T2}", T3, "include", f"{T1} & {T2} | {T3}"),
-    (f"{T1} & {T2}", T3, "intersect", f"{T1} & {T2} & {T3}"),
-    (T1, f"{T2} | {T3}", "exclude", f"{T1} & ~({T2} | {T3})"),
-    (T1, f"{T2} & {T3}", "exclude", f"{T1} & ~({T2} & {T3})"),
-    (T1, f"~{T2}", "exclude", f"{T1} & {T2}"),
-    (f"{T1} | {T2}", None, "invert", f"~({T1} | {T2})"),
-    (f"~({T1} | {T2})", None, "invert", f"{T1} | {T2}"),
-    (T1, None, "invert", f"~{T1}"),
-    (f"{T1} & ~{T2}", None, "invert", f"~({T1} & ~{T2})"),
-])
+@pytest.mark.parametrize(
+    "expr, term, op, expected",
+    [
+        (None, T1, "include", T1),
+        ("", T1, "intersect", T1),
+        (None, T3, "exclude", f"~{T3}"),
+        (T1, T2, "include", f"{T1} | {T2}"),
+        (T1, T2, "intersect", f"{T1} & {T2}"),
+        (T1, T2, "exclude", f"{T1} & ~{T2}"),
+        (f"{T1} | {T2}", T3, "exclude", f"({T1} | {T2}) & ~{T3}"),
+        (f"{T1} | {T2}", T3, "intersect", f"({T1} | {T2}) & {T3}"),
+        (f"{T1} | {T2}", T3, "include", f"{T1} | {T2} | {T3}"),
+        (f"{T1} & {T2}", T3, "include", f"{T1} & {T2} | {T3}"),
+        (f"{T1} & {T2}", T3, "intersect", f"{T1} & {T2} & {T3}"),
+        (T1, f"{T2} | {T3}", "exclude", f"{T1} & ~({T2} | {T3})"),
+        (T1, f"{T2} & {T3}", "exclude", f"{T1} & ~({T2} & {T3})"),
+        (T1, f"~{T2}", "exclude", f"{T1} & {T2}"),
+        (f"{T1} | {T2}", None, "invert", f"~({T1} | {T2})"),
+        (f"~({T1} | {T2})", None, "invert", f"{T1} | {T2}"),
+        (T1, None, "invert", f"~{T1}"),
+        (f"{T1} & ~{T2}", None, "invert", f"~({T1} & ~{T2})"),
+    ],
+)
 def test_combine(expr, term, op, expected):
     assert combine(expr, term, op) == expected
     assert combine(parse(expr) if expr else expr, parse(term) if term else term, op) == expected
@@ -73,15 +76,20 @@ def test_combine_equals_the_set_operation(number):
     mb = evaluate_mask_expr(b, number).mask
     for op, want in {"include": ma | mb, "intersect": ma & mb, "exclude": ma & ~mb}.items():
         np.testing.assert_array_equal(evaluate_mask_expr(combine(a, b, op), number).mask, want)
-    np.testing.assert_array_equal(evaluate_mask_expr(combine(combine(a, b, "include"), None, "invert"), number).mask, ~(ma | mb))
+    np.testing.assert_array_equal(
+        evaluate_mask_expr(combine(combine(a, b, "include"), None, "invert"), number).mask, ~(ma | mb)
+    )
 
 
-@pytest.mark.parametrize("expr, term, op, words", [
-    (T1, T2, "union", "op must be one of include, exclude, intersect, invert"),
-    (None, None, "invert", "no expression to invert"),
-    (T1, None, "include", "include needs a term"),
-    (T1, "top(decoder-weight", "include", "never closed"),
-])
+@pytest.mark.parametrize(
+    "expr, term, op, words",
+    [
+        (T1, T2, "union", "op must be one of include, exclude, intersect, invert"),
+        (None, None, "invert", "no expression to invert"),
+        (T1, None, "include", "include needs a term"),
+        (T1, "top(decoder-weight", "include", "never closed"),
+    ],
+)
 def test_combine_errors(expr, term, op, words):
     with pytest.raises(SelectionError, match=re.escape(words)):
         combine(expr, term, op)
@@ -98,9 +106,14 @@ def test_simple_term_constructors():
     assert file_term("it's.npy") == 'file("it\'s.npy")'
     assert file_term('say "hi"') == "file('say \"hi\"')"
     assert model_term("runs/gender", "gradient-mean", 0.1) == 'model("runs/gender", gradient-mean, 0.1)'
-    for bad in (lambda: top_term("decoder-weight", 0), lambda: top_term("decoder-weight", 1.5),
-                lambda: top_term("weights", 5), lambda: above_term("decoder-bias", -1),
-                lambda: above_term("decoder-bias", float("nan")), lambda: name_term("a(")):
+    for bad in (
+        lambda: top_term("decoder-weight", 0),
+        lambda: top_term("decoder-weight", 1.5),
+        lambda: top_term("weights", 5),
+        lambda: above_term("decoder-bias", -1),
+        lambda: above_term("decoder-bias", float("nan")),
+        lambda: name_term("a("),
+    ):
         with pytest.raises(SelectionError):
             bad()
 
@@ -141,8 +154,10 @@ def test_cell_term_selects_exactly_the_cell(number):
     # by hand: layer 0 x query of tiny-bert is its weight and bias
     term = cell_term(number.param_map, "0", "query")
     assert term == r'name("^bert\.encoder\.layer\.0\.attention\.self\.query\.(?:weight|bias)$")'
-    assert matched(term, names) == ["bert.encoder.layer.0.attention.self.query.weight",
-                                    "bert.encoder.layer.0.attention.self.query.bias"]
+    assert matched(term, names) == [
+        "bert.encoder.layer.0.attention.self.query.weight",
+        "bert.encoder.layer.0.attention.self.query.bias",
+    ]
     parsed = {n: parse_param_name(n) for n in names}
     cells = set(parsed.values())
     for layer, comp in cells:
@@ -151,7 +166,9 @@ def test_cell_term_selects_exactly_the_cell(number):
     for layer in {c[0] for c in cells}:
         assert matched(cell_term(number.param_map, layers=layer), names) == [n for n in names if parsed[n][0] == layer]
     for comp in {c[1] for c in cells}:
-        assert matched(cell_term(number.param_map, components=comp), names) == [n for n in names if parsed[n][1] == comp]
+        assert matched(cell_term(number.param_map, components=comp), names) == [
+            n for n in names if parsed[n][1] == comp
+        ]
     # the term's mask holds exactly the dims of the cell's parameters
     r = evaluate_mask_expr(cell_term(number.param_map, "1", ["query", "key"]), number)
     sizes = {e.name: int(np.prod(e.shape)) for e in number.param_map}
@@ -162,9 +179,11 @@ def test_cell_term_selects_exactly_the_cell(number):
 
 def test_cell_term_layers_6_to_11_of_a_12_layer_model():
     comps = ["attention.self.query.weight", "attention.output.dense.bias", "output.LayerNorm.weight"]
-    names = ["bert.embeddings.word_embeddings.weight"] + [
-        f"bert.encoder.layer.{i}.{c}" for i in range(12) for c in comps
-    ] + ["bert.pooler.dense.weight"]
+    names = (
+        ["bert.embeddings.word_embeddings.weight"]
+        + [f"bert.encoder.layer.{i}.{c}" for i in range(12) for c in comps]
+        + ["bert.pooler.dense.weight"]
+    )
     pmap = ParamMap.full((n, (2,)) for n in names)
     term = cell_term(pmap, layers=[str(i) for i in range(6, 12)])
     assert matched(term, names) == [n for n in names if re.search(r"layer\.([6-9]|1[01])\.", n)]

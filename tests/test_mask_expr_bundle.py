@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from refmodels import ref_global_index, ref_load
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -24,7 +25,6 @@ from gradiend_core.mask_expr import (
     save_mask_bundle,
 )
 from gradiend_core.masks import load_mask, read_mask_file
-from refmodels import ref_global_index, ref_load
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 POST, NUMBER = SAMPLES / "number-post-pruned", SAMPLES / "number-unpruned"
@@ -39,8 +39,10 @@ def post():
 @pytest.fixture(scope="module")
 def saved(post, tmp_path_factory):
     result = evaluate_mask_expr(EXPR, post)
-    path = save_mask_bundle(make_mask_bundle("  both ends  ", result, post.metadata.get("base_model")),
-                            tmp_path_factory.mktemp("masks") / "both.safetensors")
+    path = save_mask_bundle(
+        make_mask_bundle("  both ends  ", result, post.metadata.get("base_model")),
+        tmp_path_factory.mktemp("masks") / "both.safetensors",
+    )
     return result, path
 
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from refmodels import ref_global_index
 
 from gradiend_core import ParamMappedGradiendModel, export_pruned, read_checkpoint, reduction_report, select
 from gradiend_core.cli import main
 from gradiend_core.importance import weight_importance
 from gradiend_core.mask_expr import evaluate_mask_expr
-from refmodels import ref_global_index
 
 EXPR = "top(decoder-weight, 0.5) & ~top(encoder-weight, 40) | name('query\\.bias')"
 
@@ -44,8 +44,21 @@ def same_files(a: Path, b: Path, skip=("pruning.json",)) -> None:
 @pytest.mark.parametrize("variant", ["unpruned", "both"])
 def test_dry_run_json_equals_the_api(ref_variants, capsys, variant):
     src = ref_variants[variant].path
-    code, out, err = run(capsys, "prune", src, "--part", "decoder-sum", "--mask-expr", EXPR, "--topk", "0.5",
-                         "--threshold", "0.1", "--dry-run", "--json")
+    code, out, err = run(
+        capsys,
+        "prune",
+        src,
+        "--part",
+        "decoder-sum",
+        "--mask-expr",
+        EXPR,
+        "--topk",
+        "0.5",
+        "--threshold",
+        "0.1",
+        "--dry-run",
+        "--json",
+    )
     assert code == 0, err
     doc = json.loads(out)
     data = read_checkpoint(src)
@@ -82,7 +95,8 @@ def test_export_equals_the_same_mask_given_as_a_file(ref_variants, tmp_path, cap
     api = export_pruned(src, tmp_path / "api", topk=0.5, mask_expr=EXPR)
     same_files(tmp_path / "expr", tmp_path / "api")
     assert api.provenance["mask_expr"] == result.expression and api.provenance["command"] == prov["command"].replace(
-        str(tmp_path / "expr"), str(tmp_path / "api"))
+        str(tmp_path / "expr"), str(tmp_path / "api")
+    )
     # the recorded command reproduces the export
     argv = shlex.split(prov["command"])
     assert argv[:2] == ["gradiend-core", "prune"]
@@ -99,8 +113,19 @@ def test_expression_combined_with_mask_file_and_name_filters(ref_variants, tmp_p
     m = np.random.default_rng(3).random(n) < 0.7
     np.save(tmp_path / "m.npy", m)
     expr = "top(decoder-weight, 0.6)"
-    code, _, err = run(capsys, "prune", src, "--mask-expr", expr, "--mask", tmp_path / "m.npy", "--exclude", "bias",
-                       "--out", tmp_path / "a")
+    code, _, err = run(
+        capsys,
+        "prune",
+        src,
+        "--mask-expr",
+        expr,
+        "--mask",
+        tmp_path / "m.npy",
+        "--exclude",
+        "bias",
+        "--out",
+        tmp_path / "a",
+    )
     assert code == 0, err
     names = np.repeat(["bias" not in e.name for e in data.param_map], data.param_map.per_param_counts())
     want = evaluate_mask_expr(expr, data).mask & m & names
@@ -117,15 +142,18 @@ def test_expression_combined_with_mask_file_and_name_filters(ref_variants, tmp_p
 
 def test_bad_expression_exits_2_with_the_pointed_message(ref_variants, tmp_path, capsys):
     # a syntax error is reported before the checkpoint is read
-    code, out, err = run(capsys, "prune", tmp_path / "missing", "--mask-expr", "top(decoder-weight, 5) & tpo(x, 1)",
-                         "--dry-run")
+    code, out, err = run(
+        capsys, "prune", tmp_path / "missing", "--mask-expr", "top(decoder-weight, 5) & tpo(x, 1)", "--dry-run"
+    )
     assert code == 2 and out == ""
     assert "column 26: unknown function 'tpo'" in err and "\n" + " " * (4 + 25) + "^" in err
     assert "Traceback" not in err
     # evaluation errors too, and nothing is written
     src = ref_variants["post"].path
-    for expr, words in [("top(decoder-weight, 5) & ~top(decoder-weight, 5)", "keeps none"),
-                        ("file('nowhere.npy')", "cannot read the mask file")]:
+    for expr, words in [
+        ("top(decoder-weight, 5) & ~top(decoder-weight, 5)", "keeps none"),
+        ("file('nowhere.npy')", "cannot read the mask file"),
+    ]:
         code, _, err = run(capsys, "prune", src, "--mask-expr", expr, "--out", tmp_path / "o")
         assert code == 2 and words in err and "Traceback" not in err
         assert not (tmp_path / "o").exists()

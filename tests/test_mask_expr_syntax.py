@@ -49,36 +49,42 @@ a, b, c, d = (("name", x) for x in "abcd")
 
 
 # ------------------------------------------------------------------------------ precedence
-@pytest.mark.parametrize("text, expected", [
-    (f"{A} | {B} & {C}", ("or", (a, ("and", (b, c))))),
-    (f"{A} & {B} | {C}", ("or", (("and", (a, b)), c))),
-    (f"~{A} & {B}", ("and", (("not", a), b))),
-    (f"~({A} & {B})", ("not", ("and", (a, b)))),
-    (f"{A} & {B} | {C} & {D}", ("or", (("and", (a, b)), ("and", (c, d))))),
-    (f"({A} | {B}) & {C}", ("and", (("or", (a, b)), c))),
-    (f"{A} & ({B} & {C})", ("and", (a, b, c))),
-    (f"({A} | {B}) | ({C} | {D})", ("or", (a, b, c, d))),
-    (f"~~{A}", a),
-    (f"~~~{A}", ("not", a)),
-    (f"~{A} | ~{B} & ~{C}", ("or", (("not", a), ("and", (("not", b), ("not", c)))))),
-    (f"((({A})))", a),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (f"{A} | {B} & {C}", ("or", (a, ("and", (b, c))))),
+        (f"{A} & {B} | {C}", ("or", (("and", (a, b)), c))),
+        (f"~{A} & {B}", ("and", (("not", a), b))),
+        (f"~({A} & {B})", ("not", ("and", (a, b)))),
+        (f"{A} & {B} | {C} & {D}", ("or", (("and", (a, b)), ("and", (c, d))))),
+        (f"({A} | {B}) & {C}", ("and", (("or", (a, b)), c))),
+        (f"{A} & ({B} & {C})", ("and", (a, b, c))),
+        (f"({A} | {B}) | ({C} | {D})", ("or", (a, b, c, d))),
+        (f"~~{A}", a),
+        (f"~~~{A}", ("not", a)),
+        (f"~{A} | ~{B} & ~{C}", ("or", (("not", a), ("and", (("not", b), ("not", c)))))),
+        (f"((({A})))", a),
+    ],
+)
 def test_precedence(text, expected):
     assert shape(parse(text)) == expected
 
 
-@pytest.mark.parametrize("text, canonical", [
-    ("top(decoder-weight,0.05)&top(encoder-weight,5%)", "top(decoder-weight, 0.05) & top(encoder-weight, 0.05)"),
-    ("  top( Decoder-Weight , 5e3 )\n|\tname( 'x' ) ", 'top(decoder-weight, 5000) | name("x")'),
-    ("top(decoder-sum, 5_000)", "top(decoder-sum, 5000)"),
-    ("above(decoder-bias, 1)", "above(decoder-bias, 1.0)"),
-    ("above(decoder-bias, 1e-3)", "above(decoder-bias, 0.001)"),
-    ("(name('a') | name('b')) & ~(name('c') | name('d'))", '(name("a") | name("b")) & ~(name("c") | name("d"))'),
-    ("((name('a') & name('b'))) | name('c')", 'name("a") & name("b") | name("c")'),
-    ("model('runs/x', gradient-mean, 10%)", 'model("runs/x", gradient-mean, 0.1)'),
-    ("~~(name('a') | name('b'))", 'name("a") | name("b")'),
-    ("""name('say "hi"') | name("it's")""", """name('say "hi"') | name("it's")"""),
-])
+@pytest.mark.parametrize(
+    "text, canonical",
+    [
+        ("top(decoder-weight,0.05)&top(encoder-weight,5%)", "top(decoder-weight, 0.05) & top(encoder-weight, 0.05)"),
+        ("  top( Decoder-Weight , 5e3 )\n|\tname( 'x' ) ", 'top(decoder-weight, 5000) | name("x")'),
+        ("top(decoder-sum, 5_000)", "top(decoder-sum, 5000)"),
+        ("above(decoder-bias, 1)", "above(decoder-bias, 1.0)"),
+        ("above(decoder-bias, 1e-3)", "above(decoder-bias, 0.001)"),
+        ("(name('a') | name('b')) & ~(name('c') | name('d'))", '(name("a") | name("b")) & ~(name("c") | name("d"))'),
+        ("((name('a') & name('b'))) | name('c')", 'name("a") & name("b") | name("c")'),
+        ("model('runs/x', gradient-mean, 10%)", 'model("runs/x", gradient-mean, 0.1)'),
+        ("~~(name('a') | name('b'))", 'name("a") | name("b")'),
+        ("""name('say "hi"') | name("it's")""", """name('say "hi"') | name("it's")"""),
+    ],
+)
 def test_canonical_text(text, canonical):
     assert normalise(text) == canonical
     assert normalise(canonical) == canonical
@@ -94,18 +100,21 @@ def test_count_and_fraction_are_different_topk():
 
 
 # ------------------------------------------------------------------------------ quoting
-@pytest.mark.parametrize("text, value", [
-    (r"file('a b.npy')", "a b.npy"),
-    (r"file('it\'s.npy')", "it's.npy"),
-    (r'file("it' + "'" + r's.npy")', "it's.npy"),
-    (r'file("say \"hi\".npy")', 'say "hi".npy'),
-    (r"file('C:\\masks\\m.npy')", r"C:\masks\m.npy"),
-    (r"file('C:\masks\m.npy')", r"C:\masks\m.npy"),  # an unknown escape keeps its backslash
-    (r"file('end\\')", "end\\"),
-    (r"name('layer\.\d+\.')", r"layer\.\d+\."),
-    (r"name('a|b')", "a|b"),
-    (r"name('&~()|,')", "&~()|,"),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        (r"file('a b.npy')", "a b.npy"),
+        (r"file('it\'s.npy')", "it's.npy"),
+        (r'file("it' + "'" + r's.npy")', "it's.npy"),
+        (r'file("say \"hi\".npy")', 'say "hi".npy'),
+        (r"file('C:\\masks\\m.npy')", r"C:\masks\m.npy"),
+        (r"file('C:\masks\m.npy')", r"C:\masks\m.npy"),  # an unknown escape keeps its backslash
+        (r"file('end\\')", "end\\"),
+        (r"name('layer\.\d+\.')", r"layer\.\d+\."),
+        (r"name('a|b')", "a|b"),
+        (r"name('&~()|,')", "&~()|,"),
+    ],
+)
 def test_strings_and_escapes(text, value):
     node = parse(text)
     assert (node.path if isinstance(node, File) else node.pattern) == value
@@ -151,18 +160,25 @@ def canonical_shape(node):
 
 
 leaf = st.one_of(
-    st.builds(Top, st.sampled_from(["encoder-weight", "decoder-sum", "gradient-mean"]),
-              st.one_of(st.integers(1, 10**6), st.floats(0, 1, exclude_min=True))),
+    st.builds(
+        Top,
+        st.sampled_from(["encoder-weight", "decoder-sum", "gradient-mean"]),
+        st.one_of(st.integers(1, 10**6), st.floats(0, 1, exclude_min=True)),
+    ),
     st.builds(Above, st.sampled_from(["decoder-bias", "decoder-weight"]), st.floats(0, 1e6)),
     st.builds(Name, st.sampled_from(["x", r"a\.b", "it's", '"', "\\\\"])),
     st.builds(File, st.text(min_size=1, max_size=8)),
     st.builds(Model, st.text(min_size=1, max_size=8), st.just("decoder-weight"), st.integers(1, 99)),
 )
-trees = st.recursive(leaf, lambda kids: st.one_of(
-    st.builds(Not, kids),
-    st.builds(lambda o: And(tuple(o)), st.lists(kids, min_size=2, max_size=3)),
-    st.builds(lambda o: Or(tuple(o)), st.lists(kids, min_size=2, max_size=3)),
-), max_leaves=8)
+trees = st.recursive(
+    leaf,
+    lambda kids: st.one_of(
+        st.builds(Not, kids),
+        st.builds(lambda o: And(tuple(o)), st.lists(kids, min_size=2, max_size=3)),
+        st.builds(lambda o: Or(tuple(o)), st.lists(kids, min_size=2, max_size=3)),
+    ),
+    max_leaves=8,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -189,7 +205,11 @@ ERRORS = [
     ("top(decoder-weight, 5, 6)", 24, ["top takes 2 arguments (PART, K), got 3"]),
     ("name()", 6, ["name takes 1 argument (REGEX), got 0"]),
     ("model('x', decoder-weight)", 26, ["model takes 3 arguments (PATH, PART, K), got 2"]),
-    ("top(decoder-weights, 5)", 5, ["unknown part 'decoder-weights'", "Did you mean 'decoder-weight'", "gradient-mean"]),
+    (
+        "top(decoder-weights, 5)",
+        5,
+        ["unknown part 'decoder-weights'", "Did you mean 'decoder-weight'", "gradient-mean"],
+    ),
     ("top('decoder-weight', 5)", 5, ["must be a bare part name", "the string 'decoder-weight'"]),
     ("top(5, decoder-weight)", 5, ["must be a bare part name"]),
     ("top(decoder-weight, 0)", 21, ["bad K '0'", "count must be >= 1"]),
@@ -203,7 +223,7 @@ ERRORS = [
     ("name('ok') | name('x[')", 21, ["does not compile"]),
     ("name(abc)", 6, ["must be a quoted string", "'abc'"]),
     ("name('abc", 6, ["never closed", "no matching '"]),
-    ('file("abc', 6, ['never closed', 'no matching "']),
+    ('file("abc', 6, ["never closed", 'no matching "']),
     ("file('')", 6, ["PATH of file(PATH) is empty"]),
     ("(top(decoder-weight, 5)", 1, ["this '(' is never closed"]),
     ("(name('a') name('b'))", 12, ["expected ')' or an operator", "column 1 is still open"]),
@@ -244,7 +264,11 @@ def test_syntax_errors_point_at_the_column(expr, column, words):
 
 
 def test_long_expression_error_shows_a_window_around_the_column():
-    expr = " | ".join(f"name('p{i}')" for i in range(40)) + " | name('x[') | " + " | ".join(f"name('q{i}')" for i in range(40))
+    expr = (
+        " | ".join(f"name('p{i}')" for i in range(40))
+        + " | name('x[') | "
+        + " | ".join(f"name('q{i}')" for i in range(40))
+    )
     with pytest.raises(MaskExprError) as info:
         parse(expr)
     e = info.value

@@ -11,9 +11,9 @@ import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refmodels import NUMELS, PARAMS, UNPRUNED_LENGTH, random_inputs, ref_global_index, ref_load
 
 from gradiend_core import PARTS, CheckpointError, ParamMappedGradiendModel, SelectionError
-from refmodels import NUMELS, PARAMS, UNPRUNED_LENGTH, random_inputs, ref_global_index, ref_load
 
 
 def load(path) -> ParamMappedGradiendModel:

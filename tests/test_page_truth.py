@@ -16,10 +16,10 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from safetensors.numpy import load_file
 from streamlit.proto.Metric_pb2 import Metric as MetricProto
 from streamlit.testing.v1 import AppTest
+from test_figures_views import charts
 
 from gradiend_core.cli import main
 from gradiend_core.units import format_bytes, format_percent
-from test_figures_views import charts
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "dashboard" / "app.py")
@@ -317,8 +317,10 @@ def test_threshold_input_steps_with_the_parts_scale(plain):
 
 # ---------------------------------------------------------------------------- words, tables
 def test_tables_show_no_none_or_null():
-    for path, views in ((SAMPLES / "number-unpruned", ("Where in the model", "Top-k table", "Training")),
-                        (PRE, ("Pruning stages", "Training"))):
+    for path, views in (
+        (SAMPLES / "number-unpruned", ("Where in the model", "Top-k table", "Training")),
+        (PRE, ("Pruning stages", "Training")),
+    ):
         for view in views:
             at = open_app(path, view)
             assert at.dataframe, view

@@ -17,7 +17,7 @@ import gradiend_core.checkpoint.weights as weights_mod
 from gradiend_core import rank_store
 from gradiend_core.analysis.locate import selection_breakdown
 from gradiend_core.cache import dir_bytes, evict, parse_bytes
-from gradiend_core.checkpoint import CheckpointData, open_checkpoint, read_checkpoint, write_checkpoint
+from gradiend_core.checkpoint import open_checkpoint, read_checkpoint, write_checkpoint
 from gradiend_core.checkpoint.format import Architecture
 from gradiend_core.importance import PARTS, weight_importance
 from gradiend_core.param_map import ParamMap
@@ -25,7 +25,9 @@ from gradiend_core.pruning import prune_state_dict
 from gradiend_core.ranking import Ranking
 from gradiend_core.selection import select
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, float("inf"), float("-inf"), float("nan"), 1e-42]
 
 
@@ -63,7 +65,9 @@ def checkpoints(draw):
 def _write(tmp: Path, arch, pmap, state) -> Path:
     import uuid
 
-    return write_checkpoint(tmp / uuid.uuid4().hex[:8], architecture=arch, param_map=pmap, state_dict=state, metadata={})
+    return write_checkpoint(
+        tmp / uuid.uuid4().hex[:8], architecture=arch, param_map=pmap, state_dict=state, metadata={}
+    )
 
 
 @SETTINGS
@@ -96,11 +100,17 @@ def test_streamed_rankings_select_exactly_what_in_memory_rankings_select(tmp_pat
                 select(streamed, mask=mask, topk=topk, threshold=threshold)
             continue
         got = select(streamed, mask=mask, topk=topk, threshold=threshold)
-        assert (got.k, got.n_after_mask, got.n_after_threshold) == (expected.k, expected.n_after_mask, expected.n_after_threshold)
+        assert (got.k, got.n_after_mask, got.n_after_threshold) == (
+            expected.k,
+            expected.n_after_mask,
+            expected.n_after_threshold,
+        )
         np.testing.assert_array_equal(got.keep, expected.keep)
         assert math.isclose(got.kept_mass, expected.kept_mass, rel_tol=1e-12, abs_tol=1e-30)
         assert (math.isnan(got.cut) and math.isnan(expected.cut)) or got.cut == expected.cut
-        np.testing.assert_array_equal(got.dims.param_counts_top(got.k)[0], expected.dims.param_counts_top(expected.k)[0])
+        np.testing.assert_array_equal(
+            got.dims.param_counts_top(got.k)[0], expected.dims.param_counts_top(expected.k)[0]
+        )
         np.testing.assert_array_equal(got.dims.ranked(got.k), expected.dims.ranked(expected.k))
         idx = np.unique(np.random.default_rng(0).integers(0, n, size=min(n, 20)))
         np.testing.assert_array_equal(streamed.values_at(idx), mem.values_at(idx))

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gradiend_core.plan import plan_pruning
-from gradiend_core import Ranking, export_pruned, read_checkpoint, reduction_report, select, weight_importance
+from gradiend_core import export_pruned, read_checkpoint
 from gradiend_core.importance import PARTS
+from gradiend_core.plan import plan_pruning
 
 SELECTIONS = {
     "topk": lambda n, imp: {"topk": 0.2},
@@ -24,8 +24,10 @@ SELECTIONS = {
 
 
 def independent_importance(weights_file, part) -> np.ndarray:
-    sd = load_file(str(weights_file)) if str(weights_file).endswith(".safetensors") else torch.load(
-        weights_file, weights_only=True
+    sd = (
+        load_file(str(weights_file))
+        if str(weights_file).endswith(".safetensors")
+        else torch.load(weights_file, weights_only=True)
     )
     w_dec = sd["decoder.0.linear.weight"].double().numpy()
     b_dec = sd["decoder.0.linear.bias"].double().numpy()
@@ -115,6 +117,8 @@ def test_report_for_custom_importance(unpruned_ckpt, tmp_path, part):
     result = export_pruned(unpruned_ckpt, tmp_path / "o", part=part, importance=imp, topk=0.1)
     expected_keep = np.sort(np.argsort(-imp.astype(np.float64), kind="stable")[: int(np.ceil(0.1 * n))])
     np.testing.assert_array_equal(result.selection.keep, expected_keep)
-    assert result.report.importance_kept == pytest.approx(imp[expected_keep].astype(np.float64).sum() / imp.sum(), rel=1e-6)
+    assert result.report.importance_kept == pytest.approx(
+        imp[expected_keep].astype(np.float64).sum() / imp.sum(), rel=1e-6
+    )
     written = {p.name: os.path.getsize(p) for p in (tmp_path / "o").iterdir() if p.name != "pruning.json"}
     assert result.report.disk_files_after == written

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from streamlit.testing.v1 import AppTest
 
-from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from gradiend_core import CheckpointError, export_pruned, read_checkpoint
 from gradiend_core.archive import extract_checkpoint_zip, zip_directory
 
@@ -23,7 +23,9 @@ APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 def _ref_checkpoint(path: Path, seed: int = 0, use_safetensors: bool = True) -> Path:
     torch.manual_seed(seed)
     pm = {"enc.weight": {"shape": (30, 20), "repr": "all"}, "enc.bias": {"shape": (30,), "repr": "all"}}
-    RefModel(630, 1, pm, device=torch.device("cpu"), base_model="safety").save_pretrained(str(path), use_safetensors=use_safetensors)
+    RefModel(630, 1, pm, device=torch.device("cpu"), base_model="safety").save_pretrained(
+        str(path), use_safetensors=use_safetensors
+    )
     return path
 
 
@@ -79,7 +81,7 @@ def test_zip_symlink_is_refused(tmp_path):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         info = zipfile.ZipInfo("ck/config.json")
-        info.external_attr = (0o120777 << 16)  # a symbolic link
+        info.external_attr = 0o120777 << 16  # a symbolic link
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(CheckpointError, match="symbolic link"):
         extract_checkpoint_zip(buf.getvalue(), tmp_path / "dest")

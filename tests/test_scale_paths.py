@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from safetensors.torch import load_file, save_file
 
 import gradiend_core.checkpoint as checkpoint
 import gradiend_core.importance as importance
+import gradiend_core.ranking as ranking_mod
 import gradiend_core.selection as selection
 from gradiend_core import CheckpointError, read_checkpoint
 from gradiend_core.distribution import cut_value, log_histogram
-import gradiend_core.ranking as ranking_mod
-from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 
 
 def test_buffered_safetensors_read_equals_library(tmp_path):
@@ -114,7 +114,9 @@ def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
     other = selection.Ranking(np.flip(imp).copy())  # a selection ranked by another part takes the slow path
     for topk in (1, 10, 0.3, 19_690, 19_700, 19_990):
         sel = selection.select(r, topk=topk)
-        by_keep = selection.Selection(sel.input_dim, sel.n_after_mask, sel.n_after_threshold, sel.k, mask_array=sel.mask())
+        by_keep = selection.Selection(
+            sel.input_dim, sel.n_after_mask, sel.n_after_threshold, sel.k, mask_array=sel.mask()
+        )
         fast_hist, slow_hist = log_histogram(r, sel), log_histogram(r, by_keep)
         np.testing.assert_array_equal(fast_hist.kept_counts, slow_hist.kept_counts)
         assert fast_hist.zero_kept == slow_hist.zero_kept == int(np.sum(imp[sel.keep] == 0))

@@ -57,7 +57,9 @@ value = st.one_of(st.sampled_from(POOL), st.floats(-5, 5, width=32))
 
 @st.composite
 def importance(draw, min_size=1, max_size=120, nan=True):
-    vals = draw(st.lists(value if nan else value.filter(lambda v: not math.isnan(v)), min_size=min_size, max_size=max_size))
+    vals = draw(
+        st.lists(value if nan else value.filter(lambda v: not math.isnan(v)), min_size=min_size, max_size=max_size)
+    )
     return np.array(vals, dtype=np.float32)
 
 

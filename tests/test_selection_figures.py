@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
+from dashboard.figures.common import log_ticks, tick_text
+from dashboard.figures.distribution import importance_histogram, rank_figure
 from gradiend_core.distribution import cut_value, log_histogram, rank_curve
 from gradiend_core.ranking import Ranking
 from gradiend_core.selection import select
-from dashboard.figures.common import log_ticks, tick_text
-from dashboard.figures.distribution import importance_histogram, rank_figure
 
 
 @pytest.fixture(scope="module")
@@ -93,4 +93,3 @@ def test_one_tick_notation():
     assert ticks["ticktext"][0] == "1e-9" and all("^" not in t and "10" != t[:2] for t in ticks["ticktext"])
     narrow = log_ticks(0.0617, 0.066)  # a zoom inside one decade still gets labels in the same notation
     assert len(narrow["ticktext"]) >= 2 and all(re.fullmatch(r"[0-9.]+(e-?[0-9]+)?", t) for t in narrow["ticktext"])
-

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from safetensors.numpy import load_file
 
-from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from dashboard.figures.stages import PANELS, recall_figure, reduction_figure
 from gradiend_core.analysis import stages
 from gradiend_core.analysis.stages import combined_reduction, curve_counts, membership, stage_recall
 from gradiend_core.checkpoint import Architecture, read_checkpoint
 from gradiend_core.importance import weight_importance
 from gradiend_core.trainer import load_pre_prune_record
-from dashboard.figures.stages import PANELS, recall_figure, reduction_figure
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
@@ -102,8 +102,14 @@ def test_recall_on_pre_pruned_samples_matches_numpy(name, k):
     data = read_checkpoint(SAMPLES / name)
     record = load_pre_prune_record(data.path)
     gg = data.param_map.base_global_index()
-    r = stage_recall(gg, weight_importance(data.state_dict, "decoder-weight"), record.importance_for(gg),
-                     record.kept_base_global(), k, n_pre_measured=record.importance.size)
+    r = stage_recall(
+        gg,
+        weight_importance(data.state_dict, "decoder-weight"),
+        record.importance_for(gg),
+        record.kept_base_global(),
+        k,
+        n_pre_measured=record.importance.size,
+    )
     t, p = g[top_k(dec, k)], g[top_k(pre, k)]
     assert np.array_equal(r.post_topk, np.sort(t)) and np.array_equal(r.pre_topk, np.sort(p))
     assert r.n_both == np.intersect1d(t, p).size
@@ -125,8 +131,13 @@ def test_recall_of_unpruned_checkpoint_with_record_matches_numpy(tmp_path):
     data = read_checkpoint(d)
     record = load_pre_prune_record(d)
     gg = data.param_map.base_global_index()
-    r = stage_recall(gg, weight_importance(data.state_dict, "decoder-weight"), record.importance_for(gg),
-                     record.kept_base_global(), k)
+    r = stage_recall(
+        gg,
+        weight_importance(data.state_dict, "decoder-weight"),
+        record.importance_for(gg),
+        record.kept_base_global(),
+        k,
+    )
     t = g[top_k(dec, k)]
     assert not r.pre_pruned
     assert r.n_pre_kept_in_model == kept.size
@@ -143,7 +154,12 @@ def test_combined_reduction_by_hand_pre_post():
     """latent 1, decoder bias, tanh, float32: 3n + 1 parameters of 4 bytes."""
     data = read_checkpoint(SAMPLES / "own-pre-post-pruned")
     stages = combined_reduction(data.architecture, 89_216, 23, pre_kept=8_922, dtypes=data.weight_dtypes())
-    assert [s.name for s in stages] == ["unpruned", "after pre-pruning", "this checkpoint", "after the current selection"]
+    assert [s.name for s in stages] == [
+        "unpruned",
+        "after pre-pruning",
+        "this checkpoint",
+        "after the current selection",
+    ]
     assert [s.input_dim for s in stages] == [89_216, 8_922, 447, 23]
     assert [s.params for s in stages] == [3 * n + 1 for n in (89_216, 8_922, 447, 23)]
     assert [s.memory_bytes for s in stages] == [4 * (3 * n + 1) for n in (89_216, 8_922, 447, 23)]
@@ -154,7 +170,10 @@ def test_combined_reduction_merges_the_checkpoint_stage():
     arch = Architecture(input_dim=8_922, latent_dim=1)
     pre = combined_reduction(arch, 89_216, 447, pre_kept=8_922)
     assert [(s.name, s.input_dim, s.is_checkpoint) for s in pre] == [
-        ("unpruned", 89_216, False), ("after pre-pruning", 8_922, True), ("after the current selection", 447, False)]
+        ("unpruned", 89_216, False),
+        ("after pre-pruning", 8_922, True),
+        ("after the current selection", 447, False),
+    ]
     unpruned = combined_reduction(Architecture(input_dim=1_000, latent_dim=1), 1_000, 50)
     assert [(s.name, s.is_checkpoint) for s in unpruned] == [("unpruned", True), ("after the current selection", False)]
     no_record = combined_reduction(Architecture(input_dim=4_461, latent_dim=1), 89_216, 100)
@@ -163,7 +182,9 @@ def test_combined_reduction_merges_the_checkpoint_stage():
 
 def test_combined_reduction_latent3_layernorm_bf16_no_bias():
     """latent 3, no decoder bias, LayerNorm (2 parameters), bfloat16: 6n + 5 parameters of 2 bytes."""
-    arch = Architecture(input_dim=300, latent_dim=3, activation_encoder="id", bias_decoder=False, torch_dtype="bfloat16")
+    arch = Architecture(
+        input_dim=300, latent_dim=3, activation_encoder="id", bias_decoder=False, torch_dtype="bfloat16"
+    )
     stages = combined_reduction(arch, 1_808, 30, pre_kept=300)
     assert [s.params for s in stages] == [6 * n + 5 for n in (1_808, 300, 30)]
     assert [s.memory_bytes for s in stages] == [2 * (6 * n + 5) for n in (1_808, 300, 30)]
@@ -177,7 +198,7 @@ def test_reduction_figure_has_three_labelled_log_panels():
     names = ["unpruned", "after pre-pruning", "this checkpoint", "after the current selection"]
     assert len(fig.data) == len(PANELS) * len(stages) and len(PANELS) == 3
     for col, (attr, _) in enumerate(PANELS):
-        traces = fig.data[col * len(stages):(col + 1) * len(stages)]
+        traces = fig.data[col * len(stages) : (col + 1) * len(stages)]
         assert [t.y[0] for t in traces] == [getattr(s, attr) for s in stages]
         assert [t.name for t in traces] == names
         assert [t.showlegend for t in traces] == [col == 0] * len(stages)  # one legend entry per stage

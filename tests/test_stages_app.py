@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from safetensors.numpy import load_file
 from streamlit.testing.v1 import AppTest
 
-from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from gradiend_core.cli import main
 from gradiend_core.importance import PARTS
 from gradiend_core.units import format_percent
@@ -106,11 +106,17 @@ def test_gradient_mean_selection_pruning_stages_and_export(tmp_path, capsys):
     assert np.array_equal(loaded._get_base_global_index_map().numpy(), g[keep])
     command = next(c.value for c in at.code if c.value.startswith("gradiend-core prune"))
     assert "--importance gradient-mean" in command and "--part" not in command
-    assert main(["prune", str(PRE), "--importance", "gradient-mean", "--topk", "0.05", "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(["prune", str(PRE), "--importance", "gradient-mean", "--topk", "0.05", "--out", str(tmp_path / "cli")])
+        == 0
+    )
     capsys.readouterr()
     for name in sorted(p.name for p in out.iterdir()):
         if name != "pruning.json":
-            assert hashlib.sha256((out / name).read_bytes()).digest() == hashlib.sha256((tmp_path / "cli" / name).read_bytes()).digest(), name
+            assert (
+                hashlib.sha256((out / name).read_bytes()).digest()
+                == hashlib.sha256((tmp_path / "cli" / name).read_bytes()).digest()
+            ), name
 
 
 def test_part_gradient_mean_from_the_url():
@@ -160,7 +166,9 @@ def test_pruning_stages_for_an_unpruned_checkpoint_with_a_record(tmp_path):
     rec = load_file(str(d / "pre_prune.safetensors"))
     t = _top_k(dec, k)
     assert _metric(at, "Kept-set recall at k") == format_percent(np.isin(t, rec["kept"]).sum() / k)
-    assert _metric(at, "Ranking recall at k") == format_percent(np.intersect1d(t, _top_k(rec["importance"], k)).size / k)
+    assert _metric(at, "Ranking recall at k") == format_percent(
+        np.intersect1d(t, _top_k(rec["importance"], k)).size / k
+    )
     table = next(df.value for df in at.dataframe if {"stage", "GRADIEND parameters"} <= set(df.value.columns))
     assert list(table["stage"]) == ["unpruned (this checkpoint)", "after the current selection"]
     assert any("was not applied to this checkpoint" in c.value for c in at.caption)

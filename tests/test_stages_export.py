@@ -12,17 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from safetensors.numpy import load_file
 
-from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
+from dashboard.views.export import python_snippet
 from gradiend_core.checkpoint import read_checkpoint
 from gradiend_core.cli import main
 from gradiend_core.errors import SelectionError
 from gradiend_core.export import GRADIENT_MEAN, cli_command, export_pruned, gradient_mean_importance
-from gradiend_core.selection import Ranking
-from dashboard.views.controls import SelectionInputs
-from dashboard.views.export import python_snippet
 from gradiend_core.plan import plan_pruning
+from gradiend_core.selection import Ranking
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 PRE = SAMPLES / "own-pre-pruned"
@@ -65,7 +64,9 @@ def same_files(a: Path, b: Path) -> None:
 def test_gradient_mean_export_keeps_top_k_of_the_record(ckpt, topk, tmp_path):
     data = read_checkpoint(ckpt)
     out = tmp_path / "gm"
-    res = export_pruned(data, out, importance=Ranking(gradient_mean_importance(data)), importance_label=GRADIENT_MEAN, topk=topk)
+    res = export_pruned(
+        data, out, importance=Ranking(gradient_mean_importance(data)), importance_label=GRADIENT_MEAN, topk=topk
+    )
     n = data.architecture.input_dim
     k = math.ceil(topk * n) if isinstance(topk, float) else topk
     imp = record_importance(ckpt)
@@ -83,16 +84,22 @@ def test_gradient_mean_export_keeps_top_k_of_the_record(ckpt, topk, tmp_path):
     assert np.array_equal(out_w["encoder.0.linear.weight"], src_w["encoder.0.linear.weight"][:, expected_local])
     prov = json.loads((out / "pruning.json").read_text())
     assert prov["importance"] == GRADIENT_MEAN and "part" not in prov
-    assert prov["kept_dims"] == k and "--importance gradient-mean" in prov["command"] and "--part" not in prov["command"]
+    assert (
+        prov["kept_dims"] == k and "--importance gradient-mean" in prov["command"] and "--part" not in prov["command"]
+    )
     assert res.report.source == GRADIENT_MEAN
-    assert res.report.importance_kept == pytest.approx(imp[expected_local].astype(np.float64).sum() / imp.astype(np.float64).sum())
+    assert res.report.importance_kept == pytest.approx(
+        imp[expected_local].astype(np.float64).sum() / imp.astype(np.float64).sum()
+    )
 
 
 def test_gradient_mean_threshold(tmp_path):
     data = read_checkpoint(PRE)
     imp = record_importance(PRE)
     thr = float(np.quantile(imp, 0.97))
-    res = export_pruned(data, tmp_path / "thr", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, threshold=thr)
+    res = export_pruned(
+        data, tmp_path / "thr", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, threshold=thr
+    )
     assert np.array_equal(res.selection.keep, np.flatnonzero(imp >= np.float32(thr)))
 
 
@@ -104,7 +111,9 @@ def test_importance_label_needs_importance_and_sources_stay_validated(tmp_path):
     # gradient-mean is a source like the parts: named directly, it ranks as the labelled vector does
     direct = export_pruned(PRE, tmp_path / "b", part=GRADIENT_MEAN, topk=10)
     data = read_checkpoint(PRE)
-    labelled = export_pruned(data, tmp_path / "b2", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, topk=10)
+    labelled = export_pruned(
+        data, tmp_path / "b2", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, topk=10
+    )
     assert direct.selection.keep.tolist() == labelled.selection.keep.tolist()
     assert direct.provenance["command"] == labelled.provenance["command"].replace("b2", "b")
     # custom importance without a label: recorded as "custom", and no command claims to reproduce it
@@ -125,15 +134,20 @@ def run(capsys, *argv):
     return code, out, err
 
 
-@pytest.mark.parametrize("argv,kwargs", [
-    (["--topk", "0.05"], {"topk": 0.05}),
-    (["--topk", "300", "--threshold", "1e-5"], {"topk": 300, "threshold": 1e-5}),
-])
+@pytest.mark.parametrize(
+    "argv,kwargs",
+    [
+        (["--topk", "0.05"], {"topk": 0.05}),
+        (["--topk", "300", "--threshold", "1e-5"], {"topk": 300, "threshold": 1e-5}),
+    ],
+)
 def test_cli_importance_gradient_mean_is_byte_identical_to_export_pruned(argv, kwargs, tmp_path, capsys):
     code, out, err = run(capsys, "prune", PRE, "--importance", "gradient-mean", *argv, "--out", tmp_path / "cli")
     assert code == 0, err
     data = read_checkpoint(PRE)
-    res = export_pruned(data, tmp_path / "api", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, **kwargs)
+    res = export_pruned(
+        data, tmp_path / "api", importance=gradient_mean_importance(data), importance_label=GRADIENT_MEAN, **kwargs
+    )
     same_files(tmp_path / "cli", tmp_path / "api")
     prov = json.loads((tmp_path / "cli" / "pruning.json").read_text())
     assert prov["importance"] == GRADIENT_MEAN and "part" not in prov and prov["kept_dims"] == res.selection.k
@@ -148,10 +162,32 @@ def test_cli_gradient_mean_dry_run_json(capsys, tmp_path):
 
 
 def test_cli_gradient_mean_errors(capsys, tmp_path):
-    code, _, err = run(capsys, "prune", SAMPLES / "own-unpruned", "--importance", "gradient-mean", "--topk", "10", "--out", tmp_path / "x")
+    code, _, err = run(
+        capsys,
+        "prune",
+        SAMPLES / "own-unpruned",
+        "--importance",
+        "gradient-mean",
+        "--topk",
+        "10",
+        "--out",
+        tmp_path / "x",
+    )
     assert code == 2 and "pre_prune.safetensors" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
-    code, _, err = run(capsys, "prune", PRE, "--importance", "gradient-mean", "--part", "decoder-weight", "--topk", "10", "--out", tmp_path / "y")
+    code, _, err = run(
+        capsys,
+        "prune",
+        PRE,
+        "--importance",
+        "gradient-mean",
+        "--part",
+        "decoder-weight",
+        "--topk",
+        "10",
+        "--out",
+        tmp_path / "y",
+    )
     assert code == 2 and "either --part" in err
 
 
@@ -166,7 +202,13 @@ def test_cli_part_still_works_and_defaults_to_decoder_weight(capsys, tmp_path):
 # ----------------------------------------------------------------------------- reproduce snippets
 def test_reproduce_command_and_python_snippet_give_the_same_files(tmp_path, capsys):
     data = read_checkpoint(PRE)
-    res = export_pruned(data, tmp_path / "dash", importance=Ranking(gradient_mean_importance(data)), importance_label=GRADIENT_MEAN, topk=0.05)
+    res = export_pruned(
+        data,
+        tmp_path / "dash",
+        importance=Ranking(gradient_mean_importance(data)),
+        importance_label=GRADIENT_MEAN,
+        topk=0.05,
+    )
     cmd = cli_command(data.path, tmp_path / "from-cmd", GRADIENT_MEAN, 0.05, None, None)
     argv = shlex.split(cmd)
     assert argv[:2] == ["gradiend-core", "prune"] and "--importance" in argv and "--part" not in argv

@@ -21,15 +21,14 @@ import json
 import math
 from pathlib import Path
 
+import gradiend.trainer.core.pruning as ref_pruning
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import gradiend.trainer.core.pruning as ref_pruning
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from gradiend.model.utils import read_gradiend_context
 from gradiend.trainer.core.stats import load_training_stats
+from torch import nn
 
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, SelectionError, read_checkpoint
 from gradiend_core.trainer import (
@@ -91,8 +90,14 @@ def alternative_gradient(model: Toy, ex: Example) -> np.ndarray:
 
 
 def args_for(tmp_path: Path, name: str, **kw) -> TrainingArguments:
-    base = dict(output_dir=str(tmp_path / name / "model"), learning_rate=1e-2, max_steps=300, train_batch_size=1,
-                eval_steps=50, seed=0)
+    base = dict(
+        output_dir=str(tmp_path / name / "model"),
+        learning_rate=1e-2,
+        max_steps=300,
+        train_batch_size=1,
+        eval_steps=50,
+        seed=0,
+    )
     base.update(kw)
     return TrainingArguments(**base)
 
@@ -110,10 +115,20 @@ def runs(tmp_path_factory):
     """Four runs on one toy base model: unpruned, pre-pruned, post-pruned, pre- and post-pruned."""
     root = tmp_path_factory.mktemp("trainer_runs")
     out = {}
-    for name, pre, post in (("unpruned", None, None), ("pre", PRE_CFG, None), ("post", None, POST_CFG), ("both", PRE_CFG, POST_CFG)):
+    for name, pre, post in (
+        ("unpruned", None, None),
+        ("pre", PRE_CFG, None),
+        ("post", None, POST_CFG),
+        ("both", PRE_CFG, POST_CFG),
+    ):
         data, val = (PRE_TRAIN, PRE_VAL) if pre else (TRAIN, VAL)
-        tr = Trainer(Toy(), data, toy_loss, eval_data=val,
-                     args=args_for(root, name, pre_prune_config=pre, post_prune_config=post, save_validation_gradients=16))
+        tr = Trainer(
+            Toy(),
+            data,
+            toy_loss,
+            eval_data=val,
+            args=args_for(root, name, pre_prune_config=pre, post_prune_config=post, save_validation_gradients=16),
+        )
         tr.train()
         out[name] = tr
     return out
@@ -136,7 +151,10 @@ BAD_CONFIGS = [
     (lambda: PostPruneConfig(topk=float("nan")), "must be in (0, 1]"),
     (lambda: PostPruneConfig(threshold=float("nan")), "threshold must be >= 0"),
     (lambda: PostPruneConfig(topk=None), "set at least one of topk, threshold or mask"),
-    (lambda: PostPruneConfig(part="decoder"), "part must be one of encoder-weight, decoder-weight, decoder-bias, decoder-sum"),
+    (
+        lambda: PostPruneConfig(part="decoder"),
+        "part must be one of encoder-weight, decoder-weight, decoder-bias, decoder-sum",
+    ),
     (lambda: PostPruneConfig(mask=torch.ones(5)), "mask must have dtype bool"),
     (lambda: PostPruneConfig(mask=torch.zeros(5, dtype=torch.bool)), "mask is all False"),
     (lambda: PostPruneConfig(mask=torch.ones(2, 2, dtype=torch.bool)), "mask must be a 1-D"),
@@ -175,8 +193,21 @@ def test_defaults_are_the_references():
     from gradiend.trainer.core.arguments import TrainingArguments as RefArgs
 
     ref_args, ours = RefArgs(), TrainingArguments()
-    for f in ("source", "target", "train_batch_size", "learning_rate", "weight_decay", "adam_epsilon", "optim",
-              "num_train_epochs", "max_steps", "eval_steps", "seed", "save_only_best", "normalize_gradiend"):
+    for f in (
+        "source",
+        "target",
+        "train_batch_size",
+        "learning_rate",
+        "weight_decay",
+        "adam_epsilon",
+        "optim",
+        "num_train_epochs",
+        "max_steps",
+        "eval_steps",
+        "seed",
+        "save_only_best",
+        "normalize_gradiend",
+    ):
         assert getattr(ours, f) == getattr(ref_args, f), f
 
 
@@ -216,8 +247,9 @@ def test_training_separates_the_two_classes(runs):
 def test_normalization_puts_the_first_class_on_the_positive_side(tmp_path):
     # the same data with the class order swapped: the learned direction must follow the labels
     for order in (("A", "B"), ("B", "A")):
-        tr = Trainer(Toy(), TRAIN, toy_loss, eval_data=VAL, classes=order,
-                     args=args_for(tmp_path, "".join(order), max_steps=100))
+        tr = Trainer(
+            Toy(), TRAIN, toy_loss, eval_data=VAL, classes=order, args=args_for(tmp_path, "".join(order), max_steps=100)
+        )
         tr.train()
         result = tr.evaluate_encoder()
         assert result["correlation"] > SEPARATION_BOUND
@@ -234,7 +266,9 @@ def test_training_json_is_in_the_reference_format(runs):
     assert set(ts["scores"]) >= {"0", "50", "300"}
     assert ts["global_step"] == 300
     assert stats["best_score_checkpoint"]["global_step"] > 0
-    assert abs(stats["best_score_checkpoint"]["correlation"]) == max(abs(v) for k, v in ts["scores"].items() if k != "0")
+    assert abs(stats["best_score_checkpoint"]["correlation"]) == max(
+        abs(v) for k, v in ts["scores"].items() if k != "0"
+    )
     assert len(stats["losses"]) == 300
     assert set(ts["mean_by_class"]["300"]) == {"1.0", "-1.0"}
     assert stats["training_args"]["learning_rate"] == 1e-2
@@ -289,7 +323,9 @@ def test_pre_prune_keeps_the_dimensions_with_the_largest_mean_gradient(runs):
     assert record.importance.dtype == np.float32 and record.importance.shape == (INPUT_DIM,)
     assert record.config == PRE_CFG.to_dict()
     # the dashboard's view: gradient-mean importance of the checkpoint's own dimensions
-    np.testing.assert_allclose(record.importance_for(model.gradiend.mapping.base_global_index()), imp[expected], rtol=1e-5)
+    np.testing.assert_allclose(
+        record.importance_for(model.gradiend.mapping.base_global_index()), imp[expected], rtol=1e-5
+    )
 
 
 def test_pre_prune_never_allocates_the_full_size_gradiend(monkeypatch, tmp_path):
@@ -302,8 +338,13 @@ def test_pre_prune_never_allocates_the_full_size_gradiend(monkeypatch, tmp_path)
             super().__init__(input_dim, *a, **kw)
 
     monkeypatch.setattr(trainer_module, "ParamMappedGradiendModel", Spy)
-    tr = Trainer(Toy(), PRE_TRAIN, toy_loss, eval_data=PRE_VAL,
-                 args=args_for(tmp_path, "spy", max_steps=5, pre_prune_config=PrePruneConfig(n_samples=8, topk=0.1)))
+    tr = Trainer(
+        Toy(),
+        PRE_TRAIN,
+        toy_loss,
+        eval_data=PRE_VAL,
+        args=args_for(tmp_path, "spy", max_steps=5, pre_prune_config=PrePruneConfig(n_samples=8, topk=0.1)),
+    )
     tr.train()
     assert built == [math.ceil(0.1 * INPUT_DIM)]
 
@@ -315,12 +356,20 @@ def test_pre_prune_called_directly(tmp_path):
     assert tr.get_model().gradiend.input_dim == INPUT_DIM  # the trainer's model is untouched
     assert tr.pre_prune(PrePruneConfig(n_samples=8, topk=12), inplace=True) is tr
     assert tr.get_model().gradiend.input_dim == 12  # an existing model is pruned with the same rule
-    assert np.array_equal(tr.get_model().gradiend.mapping.base_global_index(), other.gradiend.mapping.base_global_index())
+    assert np.array_equal(
+        tr.get_model().gradiend.mapping.base_global_index(), other.gradiend.mapping.base_global_index()
+    )
 
 
 def test_pre_prune_before_train_is_not_repeated(tmp_path):
     cfg = PrePruneConfig(n_samples=8, topk=20)
-    tr = Trainer(Toy(), PRE_TRAIN, toy_loss, eval_data=PRE_VAL, args=args_for(tmp_path, "once", max_steps=3, pre_prune_config=cfg))
+    tr = Trainer(
+        Toy(),
+        PRE_TRAIN,
+        toy_loss,
+        eval_data=PRE_VAL,
+        args=args_for(tmp_path, "once", max_steps=3, pre_prune_config=cfg),
+    )
     tr.pre_prune(inplace=True)
     tr.train()
     assert tr.get_model().gradiend.input_dim == 20
@@ -372,7 +421,9 @@ def test_records_are_optional_and_checked(runs, tmp_path):
         (fake / f.name).write_bytes(f.read_bytes())
     from safetensors.torch import save_file
 
-    save_file({"importance": torch.zeros(3)}, str(fake / "pre_prune.safetensors"), metadata={"format": "something-else"})
+    save_file(
+        {"importance": torch.zeros(3)}, str(fake / "pre_prune.safetensors"), metadata={"format": "something-else"}
+    )
     with pytest.raises(CheckpointError, match="not written by gradiend_core.trainer"):
         load_pre_prune_record(fake)
     Ref.from_pretrained(str(fake))  # an extra file never stops the reference from loading
@@ -383,7 +434,9 @@ def test_model_with_gradiend_by_hand(tmp_path):
     g = ParamMappedGradiendModel(INPUT_DIM, 1, [("signal", (N_SIGNAL,)), ("noise", (N_NOISE,))])
     m = ModelWithGradiend(toy, g, loss_fn=toy_loss, feature_class_encoding_direction={"A": 1, "B": -1})
     ex = PRE_TRAIN[0]
-    np.testing.assert_allclose(m.create_gradients([ex], "alternative").double().numpy(), alternative_gradient(toy, ex), rtol=1e-5)
+    np.testing.assert_allclose(
+        m.create_gradients([ex], "alternative").double().numpy(), alternative_gradient(toy, ex), rtol=1e-5
+    )
     pruned = m.prune_gradiend(topk=10, part="encoder-weight", inplace=False)
     assert m.gradiend.input_dim == INPUT_DIM and pruned.gradiend.input_dim == 10 and len(pruned) == 10
     assert pruned.unpruned_length() == INPUT_DIM
@@ -427,8 +480,13 @@ def test_post_prune_called_directly(tmp_path):
         assert np.array_equal(got.mapping.base_global_index(), expected.mapping.base_global_index())
     assert torch.equal(tr.post_prune_mask, mask)
     with pytest.raises(ValueError, match="inplace=False makes no sense"):
-        Trainer(Toy(), TRAIN, toy_loss, eval_data=VAL,
-                args=args_for(tmp_path, "x", post_prune_config=PostPruneConfig(inplace=False))).train()
+        Trainer(
+            Toy(),
+            TRAIN,
+            toy_loss,
+            eval_data=VAL,
+            args=args_for(tmp_path, "x", post_prune_config=PostPruneConfig(inplace=False)),
+        ).train()
 
 
 # ----------------------------------------------------------------------- reference interop
@@ -450,7 +508,13 @@ def test_every_checkpoint_loads_in_the_reference_with_equal_forward(runs, name):
     torch.testing.assert_close(o_enc, r_enc, rtol=0, atol=1e-6)
     torch.testing.assert_close(o_dec, r_dec, rtol=0, atol=1e-6)
     files = {p.name for p in Path(path).iterdir()}
-    assert {"config.json", "model.safetensors", "training.json", "gradiend_context.json", "validation_gradients.safetensors"} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "training.json",
+        "gradiend_context.json",
+        "validation_gradients.safetensors",
+    } <= files
     assert ("pre_prune.safetensors" in files) == (name in ("pre", "both"))
     assert read_checkpoint(path).side_files["gradiend_context.json"]["source"] == "alternative"
 
@@ -462,7 +526,9 @@ def test_rewrite_base_model_changes_exactly_the_mapped_entries(runs):
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
     lr, ff = 0.5, -1.25
     state = model.gradiend.state_dict()
-    expected_local = lr * (state["decoder.0.linear.weight"][:, 0].double() * ff + state["decoder.0.linear.bias"].double())
+    expected_local = lr * (
+        state["decoder.0.linear.weight"][:, 0].double() * ff + state["decoder.0.linear.bias"].double()
+    )
     expected = np.zeros(INPUT_DIM)  # in base-global space: signal entries first, then noise
     expected[model.gradiend.mapping.base_global_index()] = expected_local.numpy()
 
@@ -535,7 +601,8 @@ def test_validation_record_and_cut_cost(runs):
     for value, e in ((cost.preactivation_separation_before, p0), (cost.preactivation_separation_after, p1)):
         assert math.isfinite(value) and value == pytest.approx(cohen(e), rel=1e-4)
     assert cost.separation_retained == pytest.approx(
-        cost.preactivation_separation_after / cost.preactivation_separation_before)
+        cost.preactivation_separation_after / cost.preactivation_separation_before
+    )
 
     # a pruned checkpoint's record covers exactly its own dimensions, and cut_cost aligns it
     both = runs["both"].output_dir

@@ -12,10 +12,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402  (the dev extra installs it)
-
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref  # noqa: E402
+from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402  (the dev extra installs it)
 
 from gradiend_core import ParamMappedGradiendModel, read_checkpoint  # noqa: E402
 from gradiend_core.trainer import (  # noqa: E402
@@ -44,8 +42,15 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
 def tiny_bert():
     torch.manual_seed(0)
     tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(VOCAB)}, do_lower_case=True, model_max_length=32)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=32, type_vocab_size=1)
+    cfg = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        type_vocab_size=1,
+    )
     model = BertForMaskedLM(cfg).eval()
     model.name_or_path = "tests/tiny-bert"
     return model, tok
@@ -92,11 +97,18 @@ def test_masked_lm_training_with_pre_and_post_pruning(tiny_bert, tmp_path):
     model, tok = tiny_bert
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = TrainingArguments(
-        experiment_dir=str(tmp_path / "run"), learning_rate=1e-3, max_steps=30, train_batch_size=4, eval_steps=10,
-        pre_prune_config=PrePruneConfig(n_samples=8, topk=0.2), post_prune_config=PostPruneConfig(topk=0.1),
+        experiment_dir=str(tmp_path / "run"),
+        learning_rate=1e-3,
+        max_steps=30,
+        train_batch_size=4,
+        eval_steps=10,
+        pre_prune_config=PrePruneConfig(n_samples=8, topk=0.2),
+        post_prune_config=PostPruneConfig(topk=0.1),
         save_validation_gradients=4,
     )
-    tr = Trainer.for_masked_lm(model, number_examples(ADJ[:4]), tokenizer=tok, eval_data=number_examples(ADJ[4:]), args=args)
+    tr = Trainer.for_masked_lm(
+        model, number_examples(ADJ[:4]), tokenizer=tok, eval_data=number_examples(ADJ[4:]), args=args
+    )
     tr.train()
     out = tmp_path / "run" / "model"
     assert tr.output_dir == str(out)
@@ -127,8 +139,13 @@ def test_for_masked_lm_loads_a_local_directory(tiny_bert, tmp_path):
     path = tmp_path / "base"
     model.save_pretrained(path)
     tok.save_pretrained(path)
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=2, train_batch_size=2, eval_steps=1,
-                             params=["bert.encoder.layer.0.output.dense.weight"])
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        train_batch_size=2,
+        eval_steps=1,
+        params=["bert.encoder.layer.0.output.dense.weight"],
+    )
     tr = Trainer.for_masked_lm(str(path), number_examples(ADJ[:2]), eval_data=number_examples(ADJ[2:3]), args=args)
     tr.train()
     saved = read_checkpoint(tmp_path / "out")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from gradiend_core.analysis.models import ModelOverlap
 from dashboard.figures.overlap import VALUES, overlap_heatmap
+from gradiend_core.analysis.models import ModelOverlap
 
 #: Top margin (px) that keeps a two-line title clear of the chart's toolbar (modebar), which
 #: Streamlit draws over the figure's top-right corner.
@@ -37,9 +37,16 @@ def model_overlap_heatmap(result: ModelOverlap, part: str, value: str = "interse
     fig = overlap_heatmap(result.overlap, value, axis_title="model")
     fig.update_yaxes(tickvals=names, ticktext=sizes)
     fig.update_layout(
-        title=dict(text=f"Top-k overlap of models: {VALUES[value][0]}<br><sup>{what}, ranked by {part}; "
-                        "base-global index space</sup>", x=0, xanchor="left", yref="container", y=1, yanchor="top",
-                   pad=dict(t=TOOLBAR_HEIGHT, l=10)),
+        title=dict(
+            text=f"Top-k overlap of models: {VALUES[value][0]}<br><sup>{what}, ranked by {part}; "
+            "base-global index space</sup>",
+            x=0,
+            xanchor="left",
+            yref="container",
+            y=1,
+            yanchor="top",
+            pad=dict(t=TOOLBAR_HEIGHT, l=10),
+        ),
         margin=dict(t=TOP_MARGIN),
     )
     return fig

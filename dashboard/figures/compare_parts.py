@@ -6,10 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gradiend_core.analysis.correlation import PairedSample, SpearmanMatrix
-from gradiend_core.analysis.overlap import IntersectionPatterns
 from dashboard.figures.common import base_layout, log_axis, positive_range
 from dashboard.figures.style import DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
+from gradiend_core.analysis.correlation import PairedSample, SpearmanMatrix
+from gradiend_core.analysis.overlap import IntersectionPatterns
 
 
 def spearman_heatmap(spearman: SpearmanMatrix) -> go.Figure:
@@ -28,7 +28,13 @@ def spearman_heatmap(spearman: SpearmanMatrix) -> go.Figure:
         basis += f", {spearman.n_nan_dropped:,} NaN dims left out"
     fig = go.Figure(
         go.Heatmap(
-            z=spearman.rho, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu", texttemplate="%{z:.3f}",
+            z=spearman.rho,
+            x=names,
+            y=names,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu",
+            texttemplate="%{z:.3f}",
             colorbar=dict(title=dict(text="Spearman ρ (unitless)", side="right")),
             hovertemplate="%{y} vs %{x}<br>Spearman ρ = %{z:.4f}<extra></extra>",
         )
@@ -58,30 +64,61 @@ def upset_figure(patterns: IntersectionPatterns, topk_label: str) -> go.Figure:
     names = list(patterns.names)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32], vertical_spacing=0.03)
     fig.add_bar(
-        x=labels, y=patterns.counts, marker_color=DROPPED_COLOR, name="dims", customdata=np.arange(len(labels)),
-        texttemplate="%{y:,}", textposition="outside", cliponaxis=False,
-        hovertemplate="in exactly: %{x}<br>%{y:,} dims<extra></extra>", row=1, col=1,
+        x=labels,
+        y=patterns.counts,
+        marker_color=DROPPED_COLOR,
+        name="dims",
+        customdata=np.arange(len(labels)),
+        texttemplate="%{y:,}",
+        textposition="outside",
+        cliponaxis=False,
+        hovertemplate="in exactly: %{x}<br>%{y:,} dims<extra></extra>",
+        row=1,
+        col=1,
     )
     xs, ys = np.meshgrid(np.arange(len(labels)), np.arange(len(names)), indexing="ij")
     fig.add_scatter(
-        x=[labels[i] for i in xs.ravel()], y=[names[j] for j in ys.ravel()], mode="markers",
-        marker=dict(color="#D9D9D9", size=13), hoverinfo="skip", showlegend=False, row=2, col=1,
+        x=[labels[i] for i in xs.ravel()],
+        y=[names[j] for j in ys.ravel()],
+        mode="markers",
+        marker=dict(color="#D9D9D9", size=13),
+        hoverinfo="skip",
+        showlegend=False,
+        row=2,
+        col=1,
     )
     for r, label in enumerate(labels):
         members = [n for n, inside in zip(names, patterns.membership[r]) if inside]
         fig.add_scatter(
-            x=[label] * len(members), y=members, customdata=[r] * len(members), mode="markers+lines",
+            x=[label] * len(members),
+            y=members,
+            customdata=[r] * len(members),
+            mode="markers+lines",
             marker=dict(color=KEPT_COLOR, size=13),
-            line=dict(color=KEPT_COLOR, width=3), showlegend=False,
-            hovertemplate=f"pattern: {label}<br>%{{y}} is in it<extra></extra>", row=2, col=1,
+            line=dict(color=KEPT_COLOR, width=3),
+            showlegend=False,
+            hovertemplate=f"pattern: {label}<br>%{{y}} is in it<extra></extra>",
+            row=2,
+            col=1,
         )
     sizes = ", ".join(f"{n} {s:,}" for n, s in zip(names, patterns.set_sizes))
-    fig.update_layout(**base_layout(f"Exact intersections of the parts' top-{topk_label} sets", height=580, subtitle=f"set sizes (dims): {sizes}"))
+    fig.update_layout(
+        **base_layout(
+            f"Exact intersections of the parts' top-{topk_label} sets",
+            height=580,
+            subtitle=f"set sizes (dims): {sizes}",
+        )
+    )
     fig.update_layout(showlegend=False, bargap=0.35)
     fig.update_yaxes(title_text="dims in exactly this pattern", row=1, col=1)
     fig.update_yaxes(title_text="part", categoryorder="array", categoryarray=names[::-1], row=2, col=1)
     fig.update_xaxes(showticklabels=False, row=1, col=1)
-    fig.update_xaxes(title_text="intersection pattern (filled dots: the parts whose top-k holds the dims)", showticklabels=False, row=2, col=1)
+    fig.update_xaxes(
+        title_text="intersection pattern (filled dots: the parts whose top-k holds the dims)",
+        showticklabels=False,
+        row=2,
+        col=1,
+    )
     return fig
 
 
@@ -101,7 +138,10 @@ def importance_scatter(sample: PairedSample, part_x: str, part_y: str) -> go.Fig
         subtitle += f"; {hidden:,} with a zero or non-finite value not shown"
     fig = go.Figure(
         go.Scatter(
-            x=sample.x[ok], y=sample.y[ok], mode="markers", customdata=sample.indices[ok],
+            x=sample.x[ok],
+            y=sample.y[ok],
+            mode="markers",
+            customdata=sample.indices[ok],
             marker=dict(color=OKABE_ITO["blue"], size=4, opacity=0.5),
             hovertemplate=f"local index %{{customdata:,}}<br>{part_x} %{{x:.4g}}<br>{part_y} %{{y:.4g}}<extra></extra>",
         )

@@ -7,9 +7,9 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import plotly.graph_objects as go
 
-from gradiend_core.analysis.curve import Curve
 from dashboard.figures.common import base_layout, log_axis
 from dashboard.figures.style import CUT_COLOR, OKABE_ITO, SEQUENCE
+from gradiend_core.analysis.curve import Curve
 
 __all__ = ["MEASURE_LABELS", "curve_figure"]
 
@@ -54,7 +54,11 @@ def curve_figure(
         color = SEQUENCE[i % len(SEQUENCE)]
         y = getattr(c, measure)[:, 0]
         fig.add_scatter(
-            x=c.ks, y=y, mode="lines+markers", name=c.part, line=dict(color=color, width=2),
+            x=c.ks,
+            y=y,
+            mode="lines+markers",
+            name=c.part,
+            line=dict(color=color, width=2),
             marker=dict(size=5, color=color, symbol=["circle" if r else "circle-open" for r in c.requested]),
             customdata=c.ks / c.input_dim,
             hovertemplate=f"{c.part}<br>top %{{x:,}} dims (%{{customdata:.4%}})<br>{measure.replace('_', ' ')} %{{y:.4f}}<extra></extra>",
@@ -67,22 +71,38 @@ def curve_figure(
                 continue
             big = c.part == selection_part
             fig.add_scatter(
-                x=[selection_k], y=[getattr(c, measure)[hit[0], 0]], mode="markers",
+                x=[selection_k],
+                y=[getattr(c, measure)[hit[0], 0]],
+                mode="markers",
                 name=f"current selection, {c.part}" if big else f"top {selection_k:,} by {c.part}",
                 showlegend=big,
-                marker=dict(size=14 if big else 9, symbol="x", color=SEQUENCE[i % len(SEQUENCE)], line=dict(width=1, color="black")),
+                marker=dict(
+                    size=14 if big else 9,
+                    symbol="x",
+                    color=SEQUENCE[i % len(SEQUENCE)],
+                    line=dict(width=1, color="black"),
+                ),
                 hovertemplate=f"{'current selection' if big else 'same k'}: top {selection_k:,} by {c.part}"
                 f"<br>{measure.replace('_', ' ')} %{{y:.4f}}<extra></extra>",
             )
     if masked_point is not None:
         fig.add_scatter(
-            x=[masked_point[0]], y=[masked_point[1]], mode="markers", name="current selection (with mask)",
+            x=[masked_point[0]],
+            y=[masked_point[1]],
+            mode="markers",
+            name="current selection (with mask)",
             marker=dict(size=14, symbol="x", color=OKABE_ITO["vermillion"], line=dict(width=1, color="black")),
             hovertemplate=f"current selection (mask): {masked_point[0]:,} dims<br>%{{y:.4f}}<extra></extra>",
         )
     if target is not None and np.isfinite(target):
-        fig.add_hline(y=target, line_color=OKABE_ITO["grey"], line_dash="dot", line_width=1,
-                      annotation_text=f"target {target:.4g}", annotation_position="top left")
+        fig.add_hline(
+            y=target,
+            line_color=OKABE_ITO["grey"],
+            line_dash="dot",
+            line_width=1,
+            annotation_text=f"target {target:.4g}",
+            annotation_position="top left",
+        )
     fig.update_layout(
         **base_layout("Encoder quality vs kept dims", height=480, subtitle=subtitle),
         xaxis=log_axis("kept dims k (top-k of the part, log scale)") | dict(range=[-0.05, np.log10(n) + 0.05]),

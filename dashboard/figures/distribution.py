@@ -9,9 +9,9 @@ from typing import Optional
 import numpy as np
 import plotly.graph_objects as go
 
-from gradiend_core.distribution import LogHistogram, RankCurve
 from dashboard.figures.common import HOVER_LABEL, log_axis, log_ticks
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR
+from gradiend_core.distribution import LogHistogram, RankCurve
 
 #: Below the plot: the legend, clear of the title and of the bars.
 _LEGEND = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
@@ -29,7 +29,9 @@ def _count_axis(top: int, log: bool) -> dict:
     return log_axis("input dims per bin", 1, top) | dict(range=[math.log10(0.8), math.log10(top * 2)])
 
 
-def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = None, title: Optional[str] = None) -> go.Figure:
+def importance_histogram(
+    hist: LogHistogram, part: str, cut: Optional[float] = None, title: Optional[str] = None
+) -> go.Figure:
     """Histogram of importance on a log x axis: every dim in blue, the kept dims in orange in front.
 
     The two are overlaid, not stacked: each bar's top reads its own count on the (possibly log)
@@ -48,24 +50,37 @@ def importance_histogram(hist: LogHistogram, part: str, cut: Optional[float] = N
         values bin centres in log10(importance), then the cut line when there is one.
     """
     x = hist.centers
-    hover = [f"importance {10 ** a:.3g} to {10 ** b:.3g}" for a, b in zip(hist.log_edges[:-1], hist.log_edges[1:])]
+    hover = [f"importance {10**a:.3g} to {10**b:.3g}" for a, b in zip(hist.log_edges[:-1], hist.log_edges[1:])]
     custom = np.stack([np.array(hover, dtype=object), hist.kept_counts], axis=-1)
     fig = go.Figure()
     fig.add_bar(
-        x=x, y=hist.counts, width=hist.width, name="all dims", marker_color=DROPPED_COLOR, customdata=custom,
+        x=x,
+        y=hist.counts,
+        width=hist.width,
+        name="all dims",
+        marker_color=DROPPED_COLOR,
+        customdata=custom,
         hovertemplate="%{customdata[0]}<br>%{y:,} dims, %{customdata[1]:,} kept<extra></extra>",
     )
     fig.add_bar(
-        x=x, y=hist.kept_counts, width=hist.width, name="kept", marker_color=KEPT_COLOR, customdata=custom,
+        x=x,
+        y=hist.kept_counts,
+        width=hist.width,
+        name="kept",
+        marker_color=KEPT_COLOR,
+        customdata=custom,
         hovertemplate="%{customdata[0]}<br>%{y:,} dims kept<extra></extra>",
     )
     log_y = hist.counts.max(initial=0) > 1000
     if cut is not None and np.isfinite(cut) and cut > 0:
         top = float(hist.counts.max(initial=1)) * (2 if log_y else 1.05)
         fig.add_scatter(
-            x=[math.log10(cut)] * 2, y=[0.8 if log_y else 0, top], mode="lines",
+            x=[math.log10(cut)] * 2,
+            y=[0.8 if log_y else 0, top],
+            mode="lines",
             name=f"cut: importance ≥ {cut:.3g} kept",
-            line=dict(color=CUT_COLOR, dash="dash", width=2), hovertemplate=f"cut at {cut:.4g}<extra></extra>",
+            line=dict(color=CUT_COLOR, dash="dash", width=2),
+            hovertemplate=f"cut at {cut:.4g}<extra></extra>",
         )
     ticks = log_ticks(10 ** float(hist.log_edges[0]), 10 ** float(hist.log_edges[-1]))
     notes = []
@@ -105,19 +120,29 @@ def rank_figure(curve: RankCurve, part: str) -> go.Figure:
     few = int(kept.sum()) <= 60
     fig = go.Figure()
     fig.add_scatter(
-        x=r[kept], y=v[kept], mode="lines+markers" if few else "lines", name=f"kept: ranks 1 to {curve.k:,}",
-        line=dict(color=KEPT_COLOR, width=3), marker=dict(size=6),
+        x=r[kept],
+        y=v[kept],
+        mode="lines+markers" if few else "lines",
+        name=f"kept: ranks 1 to {curve.k:,}",
+        line=dict(color=KEPT_COLOR, width=3),
+        marker=dict(size=6),
         hovertemplate="rank %{x:,}<br>importance %{y:.4g}<extra>kept</extra>",
     )
     if curve.upto > curve.k:
         fig.add_scatter(
-            x=r[dropped], y=v[dropped], mode="lines", name=f"dropped: ranks {curve.k + 1:,} to {curve.upto:,} shown",
+            x=r[dropped],
+            y=v[dropped],
+            mode="lines",
+            name=f"dropped: ranks {curve.k + 1:,} to {curve.upto:,} shown",
             line=dict(color=DROPPED_COLOR, width=2),
             hovertemplate="rank %{x:,}<br>importance %{y:.4g}<extra>dropped</extra>",
         )
     lo, hi = (float(v.min()), float(v.max())) if v.size else (curve.cut, curve.cut)
     fig.add_scatter(
-        x=[curve.k, curve.k], y=[lo, hi], mode="lines", name=f"cut: rank {curve.k:,}, importance {curve.cut:.3g}",
+        x=[curve.k, curve.k],
+        y=[lo, hi],
+        mode="lines",
+        name=f"cut: rank {curve.k:,}, importance {curve.cut:.3g}",
         line=dict(color=CUT_COLOR, dash="dash", width=2),
         hovertemplate=f"rank {curve.k:,}: {curve.cut:.4g}<extra>cut</extra>",
     )

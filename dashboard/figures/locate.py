@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from gradiend_core.analysis.locate import LayerComponentGrid
-from gradiend_core.units import format_percent
 from dashboard.figures.common import base_layout
 from dashboard.figures.style import HEATMAP_SCALE
+from gradiend_core.analysis.locate import LayerComponentGrid
+from gradiend_core.units import format_percent
 
 #: metric -> (what z is, colour-bar title, text format)
 METRICS = {
@@ -65,15 +65,24 @@ def layer_component_heatmap(grid: LayerComponentGrid, metric: str, part: str) ->
     ]
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=grid.components, y=[f"layer {l}" if l != "-" else "outside layers" for l in grid.layers],
-            colorscale=HEATMAP_SCALE, text=text, texttemplate="%{text}", hovertext=hover, hoverongaps=False,
+            z=z,
+            x=grid.components,
+            y=[f"layer {l}" if l != "-" else "outside layers" for l in grid.layers],
+            colorscale=HEATMAP_SCALE,
+            text=text,
+            texttemplate="%{text}",
+            hovertext=hover,
+            hoverongaps=False,
             colorbar=dict(title=dict(text=bar, side="right"), tickformat=fmt.replace(",d", ",")),
             hovertemplate="%{y}, %{x}<br>%{hovertext}<extra></extra>",
         )
     )
     fig.update_layout(
-        **base_layout("Kept dims by layer and component", height=max(360, 140 + 34 * len(grid.layers)),
-                      subtitle=f"{metric}, ranked by {part}"),
+        **base_layout(
+            "Kept dims by layer and component",
+            height=max(360, 140 + 34 * len(grid.layers)),
+            subtitle=f"{metric}, ranked by {part}",
+        ),
         xaxis=dict(title="component (parsed from the parameter name)", tickangle=-30),
         yaxis=dict(title="layer (block number)", autorange="reversed"),
     )

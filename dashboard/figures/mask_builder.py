@@ -16,9 +16,9 @@ from typing import Any, List, Mapping, Optional, Tuple
 import numpy as np
 import plotly.graph_objects as go
 
-from gradiend_core.analysis.locate import LayerComponentGrid
 from dashboard.figures.locate import layer_component_heatmap
 from dashboard.figures.style import OKABE_ITO
+from gradiend_core.analysis.locate import LayerComponentGrid
 
 __all__ = [
     "PICK_TRACE",
@@ -63,10 +63,16 @@ def add_pick_targets(fig: go.Figure, trace: int = 0, size: int = 22) -> go.Figur
     template = hm.hovertemplate or "%{y}, %{x}: %{z}<extra></extra>"
     template = template.replace("%{z", f"%{{customdata[{n}]").replace("<extra></extra>", _HINT + "<extra></extra>")
     fig.add_scatter(
-        x=[xs[c] for c in cols], y=[ys[r] for r in rows], customdata=data, mode="markers", name=PICK_TRACE,
+        x=[xs[c] for c in cols],
+        y=[ys[r] for r in rows],
+        customdata=data,
+        mode="markers",
+        name=PICK_TRACE,
         marker=dict(symbol="square-open", size=size, color=OKABE_ITO["vermillion"], opacity=0, line=dict(width=3)),
-        selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=0)),
-        hovertemplate=template, showlegend=False,
+        selected=dict(marker=dict(opacity=1)),
+        unselected=dict(marker=dict(opacity=0)),
+        hovertemplate=template,
+        showlegend=False,
     )
     hm.update(hoverinfo="skip", hovertemplate=None)
     fig.update_layout(hoverdistance=-1)
@@ -134,9 +140,14 @@ def mask_preview_heatmap(grid: LayerComponentGrid, kept: int, input_dim: int) ->
     # counts only: the mask step ranks nothing, so there is no kept importance to show
     fig.update_traces(
         hovertemplate="%{y}, %{x}<br>the mask keeps %{customdata[0]:,} of %{customdata[1]:,} dims in input"
-        "<br>%{customdata[3]} parameter(s)<extra></extra>", selector=dict(type="heatmap"),
+        "<br>%{customdata[3]} parameter(s)<extra></extra>",
+        selector=dict(type="heatmap"),
     )
-    fig.update_layout(title=dict(text=f"Kept by the mask alone: {kept:,} of {input_dim:,} input dims"
-                                 "<br><sup>before threshold and topk; click or box-select cells to pick them</sup>"),
-                      margin=dict(t=90))
+    fig.update_layout(
+        title=dict(
+            text=f"Kept by the mask alone: {kept:,} of {input_dim:,} input dims"
+            "<br><sup>before threshold and topk; click or box-select cells to pick them</sup>"
+        ),
+        margin=dict(t=90),
+    )
     return add_pick_targets(fig)

@@ -7,10 +7,10 @@ from typing import Optional, Tuple
 import numpy as np
 import plotly.graph_objects as go
 
+from dashboard.figures.common import base_layout, log_axis, percent_log_ticks, positive_range
+from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 from gradiend_core.analysis.mass import MassProfile
 from gradiend_core.units import format_percent
-from dashboard.figures.common import base_layout, log_axis, positive_range, percent_log_ticks
-from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 
 _SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
 
@@ -32,14 +32,22 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
     """
     fig = go.Figure()
     fig.add_scatter(
-        x=profile.ecdf_x, y=profile.ecdf_y, mode="lines", name="ECDF", line=dict(color=DROPPED_COLOR, width=2),
+        x=profile.ecdf_x,
+        y=profile.ecdf_y,
+        mode="lines",
+        name="ECDF",
+        line=dict(color=DROPPED_COLOR, width=2),
         hovertext=[f"{format_percent(v)} of dims" for v in profile.ecdf_y],
         hovertemplate="%{hovertext} have importance ≤ %{x:.4g}<extra></extra>",
     )
     if cut is not None and np.isfinite(cut) and cut > 0:
         fig.add_scatter(
-            x=[cut, cut], y=[0, 1], mode="lines", name=f"cut: importance ≥ {cut:.3g} kept",
-            line=dict(color=CUT_COLOR, dash="dash", width=2), hovertemplate=f"cut at {cut:.4g}<extra></extra>",
+            x=[cut, cut],
+            y=[0, 1],
+            mode="lines",
+            name=f"cut: importance ≥ {cut:.3g} kept",
+            line=dict(color=CUT_COLOR, dash="dash", width=2),
+            hovertemplate=f"cut at {cut:.4g}<extra></extra>",
         )
     notes = []
     if profile.n_zero:
@@ -48,7 +56,10 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
         notes.append(f"{profile.n_nan + profile.n_inf:,} NaN/Inf")
     hidden = f"; not on the axis: {', '.join(notes)}" if notes else ""
     fig.update_layout(
-        **base_layout(f"ECDF of {part} importance", subtitle=f"{profile.n_valid:,} dims, exact at {profile.ecdf_x.size:,} values{hidden}"),
+        **base_layout(
+            f"ECDF of {part} importance",
+            subtitle=f"{profile.n_valid:,} dims, exact at {profile.ecdf_x.size:,} values{hidden}",
+        ),
         xaxis=log_axis(f"{part} importance (log scale)", *positive_range(profile.ecdf_x)),
         yaxis=dict(title="share of dims with importance ≤ x (%)", tickformat=".0%", range=[0, 1.02]),
         showlegend=cut is not None,
@@ -58,7 +69,10 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
 
 
 def retained_mass_figure(
-    profile: MassProfile, part: str, selection: Optional[Tuple[float, float]] = None, selection_label: str = "current selection"
+    profile: MassProfile,
+    part: str,
+    selection: Optional[Tuple[float, float]] = None,
+    selection_label: str = "current selection",
 ) -> go.Figure:
     """Retained importance mass against the share of dims kept, log x axis.
 
@@ -78,25 +92,40 @@ def retained_mass_figure(
     x, y = profile.dims_share, profile.mass_share
     fig = go.Figure()
     fig.add_scatter(
-        x=x, y=y, mode="lines", name="retained mass", line=dict(color=DROPPED_COLOR, width=2),
-        customdata=profile.positions, hovertext=[f"keep {format_percent(v)} of the importance" for v in y],
+        x=x,
+        y=y,
+        mode="lines",
+        name="retained mass",
+        line=dict(color=DROPPED_COLOR, width=2),
+        customdata=profile.positions,
+        hovertext=[f"keep {format_percent(v)} of the importance" for v in y],
         hovertemplate="top %{customdata:,} dims (%{x:.3%} of dims)<br>%{hovertext}<extra></extra>",
     )
     for (share, (k, kept)), color in zip(sorted(profile.share_points.items()), _SHARE_COLORS):
         fig.add_scatter(
-            x=[k / profile.n_total], y=[kept], mode="markers", name=f"{share:.0%} of mass: {k:,} dims",
-            marker=dict(color=color, size=10, symbol="diamond"), customdata=[k],
+            x=[k / profile.n_total],
+            y=[kept],
+            mode="markers",
+            name=f"{share:.0%} of mass: {k:,} dims",
+            marker=dict(color=color, size=10, symbol="diamond"),
+            customdata=[k],
             hovertemplate=f"{share:.0%} of the mass needs the top %{{customdata:,}} dims (%{{x:.3%}} of dims)"
             f"<br>they keep {format_percent(kept)}<extra></extra>",
         )
     if selection is not None and np.isfinite(selection[1]):
         fig.add_scatter(
-            x=[selection[0]], y=[selection[1]], mode="markers", name=selection_label,
+            x=[selection[0]],
+            y=[selection[1]],
+            mode="markers",
+            name=selection_label,
             marker=dict(color=KEPT_COLOR, size=13, symbol="x", line=dict(width=1, color="black")),
             hovertemplate=f"{selection_label}<br>%{{x:.3%}} of dims<extra></extra>",
         )
     fig.update_layout(
-        **base_layout(f"Retained {part} importance vs dims kept", subtitle=f"{profile.n_total:,} dims, exact at {profile.positions.size:,} ranks"),
+        **base_layout(
+            f"Retained {part} importance vs dims kept",
+            subtitle=f"{profile.n_total:,} dims, exact at {profile.positions.size:,} ranks",
+        ),
         xaxis=log_axis("share of dims kept (top-k / input_dim, log scale)") | percent_log_ticks(1.0 / profile.n_total),
         yaxis=dict(title="share of total importance kept (%)", tickformat=".0%", range=[0, 1.02]),
     )

@@ -7,10 +7,10 @@ from typing import Optional, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from gradiend_core.analysis.overlap import OverlapMatrix
-from gradiend_core.units import format_fraction, format_percent
 from dashboard.figures.common import base_layout
 from dashboard.figures.style import HEATMAP_SCALE
+from gradiend_core.analysis.overlap import OverlapMatrix
+from gradiend_core.units import format_fraction, format_percent
 
 #: value -> (colour-bar title, number format, z range); cell text follows :func:`_cell_text`
 VALUES = {
@@ -80,9 +80,16 @@ def overlap_heatmap(
     ]
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=names, y=names, colorscale=HEATMAP_SCALE, zmin=zrange[0] if zrange else None,
-            zmax=zrange[1] if zrange else None, text=_cell_text(overlap, value), texttemplate="%{text}",
-            hovertext=hover, hovertemplate="%{hovertext}<extra></extra>",
+            z=z,
+            x=names,
+            y=names,
+            colorscale=HEATMAP_SCALE,
+            zmin=zrange[0] if zrange else None,
+            zmax=zrange[1] if zrange else None,
+            text=_cell_text(overlap, value),
+            texttemplate="%{text}",
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
             colorbar=dict(title=dict(text=bar, side="right")),
         )
     )

@@ -8,10 +8,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from gradiend_core.analysis.stages import ReductionStage, StageRecall
-from gradiend_core.units import format_bytes, format_count, format_percent
 from dashboard.figures.common import base_layout, log_axis
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
+from gradiend_core.analysis.stages import ReductionStage, StageRecall
+from gradiend_core.units import format_bytes, format_count, format_percent
 
 #: (attribute, panel title with the unit and the scale) of the three reduction panels; the panel
 #: titles name the y axes, which stay untitled so that three panels fit a 1,024 px page.
@@ -60,9 +60,18 @@ def reduction_figure(stages: Sequence[ReductionStage]) -> go.Figure:
         for i, (stage, value) in enumerate(zip(stages, values)):
             exact = f"{value:,} B" if attr == "memory_bytes" else f"{value:,}"
             fig.add_bar(
-                x=[stage_label(stage)], y=[value], name=stage_label(stage), legendgroup=str(i), showlegend=col == 1,
-                marker_color=colors[i], text=[_text(attr, value, values[0])], textposition="outside", cliponaxis=False,
-                hovertemplate=f"%{{x}}<br>{what}: {exact}<extra></extra>", row=1, col=col,
+                x=[stage_label(stage)],
+                y=[value],
+                name=stage_label(stage),
+                legendgroup=str(i),
+                showlegend=col == 1,
+                marker_color=colors[i],
+                text=[_text(attr, value, values[0])],
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate=f"%{{x}}<br>{what}: {exact}<extra></extra>",
+                row=1,
+                col=col,
             )
         lo, hi = max(min(values), 1), max(values[0], 1)
         axis = log_axis(title, lo, hi)
@@ -98,23 +107,36 @@ def recall_figure(recall: StageRecall) -> go.Figure:
     ks = recall.curve_k.astype(np.float64)
     fig = go.Figure()
     fig.add_scatter(
-        x=ks, y=recall.curve_ranking_recall, mode="lines+markers", name="ranking recall |P_k ∩ T_k| / k",
-        line=dict(color=DROPPED_COLOR, width=2), marker=dict(size=5),
+        x=ks,
+        y=recall.curve_ranking_recall,
+        mode="lines+markers",
+        name="ranking recall |P_k ∩ T_k| / k",
+        line=dict(color=DROPPED_COLOR, width=2),
+        marker=dict(size=5),
         hovertemplate="k = %{x:,}<br>ranking recall = %{y:.1%}<extra></extra>",
     )
     if not recall.pre_pruned:
         fig.add_scatter(
-            x=ks, y=recall.curve_kept_recall, mode="lines", name="kept-set recall |R ∩ T_k| / k",
+            x=ks,
+            y=recall.curve_kept_recall,
+            mode="lines",
+            name="kept-set recall |R ∩ T_k| / k",
             line=dict(color=OKABE_ITO["purple"], width=2),
             hovertemplate="k = %{x:,}<br>kept-set recall = %{y:.1%}<extra></extra>",
         )
     fig.add_scatter(
-        x=ks, y=ks / recall.n_dims, mode="lines", name="random ranking (k / n)",
+        x=ks,
+        y=ks / recall.n_dims,
+        mode="lines",
+        name="random ranking (k / n)",
         line=dict(color=OKABE_ITO["grey"], dash="dot"),
         hovertemplate="k = %{x:,}<br>random: %{y:.1%}<extra></extra>",
     )
     fig.add_scatter(
-        x=[recall.k], y=[recall.ranking_recall], mode="markers", name=f"current k = {recall.k:,}",
+        x=[recall.k],
+        y=[recall.ranking_recall],
+        mode="markers",
+        name=f"current k = {recall.k:,}",
         marker=dict(color=CUT_COLOR, size=12, symbol="diamond"),
         hovertemplate="current k = %{x:,}<br>ranking recall = %{y:.1%}<extra></extra>",
     )
@@ -127,8 +149,10 @@ def recall_figure(recall: StageRecall) -> go.Figure:
     layout["legend"] = dict(layout["legend"], y=-0.28)
     fig.update_layout(
         **layout,
-        xaxis=dict(**log_axis("k: dims in each top-k set (count, log scale)", 1, max(recall.n_dims, 2)),
-                   range=[-0.05, np.log10(max(recall.n_dims, 2)) + 0.05]),
+        xaxis=dict(
+            **log_axis("k: dims in each top-k set (count, log scale)", 1, max(recall.n_dims, 2)),
+            range=[-0.05, np.log10(max(recall.n_dims, 2)) + 0.05],
+        ),
         yaxis=dict(title="recall (% of the post-prune top-k)", tickformat=".0%", range=[-0.02, 1.05]),
     )
     return fig

@@ -12,11 +12,11 @@ from typing import Optional, Tuple
 
 import streamlit as st
 
+from dashboard.context import ViewContext
+from dashboard.loading import checkpoint_key, load_checkpoint, load_ranking
 from gradiend_core.analysis import correlation, locate, mass, models, overlap, topk_table
 from gradiend_core.importance import PARTS
 from gradiend_core.selection import Selection
-from dashboard.context import ViewContext
-from dashboard.loading import checkpoint_key, load_checkpoint, load_ranking
 
 
 def ckpt_key(path: str) -> Tuple[str, float]:
@@ -60,13 +60,20 @@ def breakdown(path: str, mtime: float, key: Tuple, _selection: Selection, part: 
 
 
 @st.cache_data(max_entries=8, show_spinner="Building the top-k table...")
-def topk_rows(path: str, mtime: float, key: Tuple, _selection: Selection, part: str, limit: Optional[int]) -> topk_table.TopkFeatureTable:
-    return topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), _selection, part, limit)
+def topk_rows(
+    path: str, mtime: float, key: Tuple, _selection: Selection, part: str, limit: Optional[int]
+) -> topk_table.TopkFeatureTable:
+    return topk_table.topk_feature_table(
+        load_checkpoint(path).param_map, load_ranking(path, part), _selection, part, limit
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner="Comparing models in base-global space...")
 def model_overlap(entries: Tuple[Tuple[str, str, float], ...], part: str, topk) -> models.ModelOverlap:
     """``entries``: ``(label, resolved path, mtime)`` per model."""
     maps = {label: (load_checkpoint(p).param_map, load_ranking(p, part)) for label, p, _ in entries}
-    sigs = {label: models.base_signature(load_checkpoint(p).param_map, load_checkpoint(p).metadata) for label, p, _ in entries}
+    sigs = {
+        label: models.base_signature(load_checkpoint(p).param_map, load_checkpoint(p).metadata)
+        for label, p, _ in entries
+    }
     return models.model_overlap(maps, topk, sigs)

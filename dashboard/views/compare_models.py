@@ -8,10 +8,6 @@ from typing import Dict, List, Tuple
 import pandas as pd
 import streamlit as st
 
-from gradiend_core.analysis.models import base_signature, compatibility_problems
-from gradiend_core.errors import CheckpointError
-from gradiend_core.importance import PARTS
-from gradiend_core.mask_expr import combine, model_term, top_term
 from dashboard.context import ViewContext
 from dashboard.figures.compare_models import model_overlap_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
@@ -21,6 +17,10 @@ from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.distributions import follow
 from dashboard.views.messages import about
+from gradiend_core.analysis.models import base_signature, compatibility_problems
+from gradiend_core.errors import CheckpointError
+from gradiend_core.importance import PARTS
+from gradiend_core.mask_expr import combine, model_term, top_term
 
 #: The first is the default: counts in dims read right whatever the set sizes; a percentage of the
 #: smaller set reads 100 % for 23 dims inside 4,461.
@@ -51,11 +51,15 @@ def _others(ctx: ViewContext) -> List[str]:
         st.session_state["models_samples"] = [name for name, p in samples.items() if _shares_space(p, params)]
     st.session_state["models_samples"] = [c for c in st.session_state["models_samples"] if c in samples]
     chosen = st.multiselect(
-        "Bundled samples", list(samples), key="models_samples",
+        "Bundled samples",
+        list(samples),
+        key="models_samples",
         help="Preselected: the samples whose param_map (names and shapes) matches the open model's.",
     )
     typed = st.text_area(
-        "Other checkpoint directories (one per line)", key="models_paths", height=80,
+        "Other checkpoint directories (one per line)",
+        key="models_paths",
+        height=80,
         placeholder="/path/to/another/checkpoint",
     )
     return [samples[c] for c in chosen] + [line.strip() for line in (typed or "").splitlines() if line.strip()]
@@ -93,7 +97,9 @@ def render(ctx: ViewContext) -> None:
     paths = _others(ctx)
     follow(ctx.source, "models_part", PARTS)
     part = st.selectbox(
-        "Part every model ranks by", PARTS, key="models_part",
+        "Part every model ranks by",
+        PARTS,
+        key="models_part",
         help="A weight part, which every checkpoint has; follows the sidebar part when that is one.",
     )
     entries: List[Tuple[str, str, float]] = []
@@ -114,17 +120,23 @@ def render(ctx: ViewContext) -> None:
         taken.add(label)
         entries.append((label, dir_, mtime))
         sigs[label] = base_signature(data.param_map, data.metadata)
-        rows.append({
-            "model": label + (" (open)" if len(entries) == 1 else ""),
-            "base model": sigs[label].base_model or "not recorded",
-            "input_dim": data.architecture.input_dim,
-            "unpruned length": data.param_map.unpruned_length,
-            "path": str(data.path),
-        })
+        rows.append(
+            {
+                "model": label + (" (open)" if len(entries) == 1 else ""),
+                "base model": sigs[label].base_model or "not recorded",
+                "input_dim": data.architecture.input_dim,
+                "unpruned length": data.param_map.unpruned_length,
+                "path": str(data.path),
+            }
+        )
     if rows:
         st.dataframe(
-            pd.DataFrame(rows), hide_index=True, key="models_table",
-            column_config={c: st.column_config.NumberColumn(c, format="localized") for c in ("input_dim", "unpruned length")},
+            pd.DataFrame(rows),
+            hide_index=True,
+            key="models_table",
+            column_config={
+                c: st.column_config.NumberColumn(c, format="localized") for c in ("input_dim", "unpruned length")
+            },
         )
     if len(entries) < 2:
         st.info("Pick at least one other checkpoint (a bundled sample or a typed path) to compare with the open model.")
@@ -136,7 +148,9 @@ def render(ctx: ViewContext) -> None:
         if p.kind == "params":
             st.error(p.message + " It is left out: its base-global indices mean other entries.")
         else:
-            st.warning(p.message + " Their param_maps match, so indices line up, but they index another model's weights.")
+            st.warning(
+                p.message + " Their param_maps match, so indices line up, but they index another model's weights."
+            )
     entries = [e for e in entries if e[0] not in bad]
     if len(entries) < 2:
         st.info(f"No other checkpoint shares {first!r}'s base-global index space.")

@@ -5,21 +5,25 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dashboard.context import ViewContext
+from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
+from dashboard.figures.mask_builder import picked_indices
+from dashboard.figures.overlap import overlap_heatmap
+from dashboard.views import analysis_cache as cache
+from dashboard.views import mask_builder
+from dashboard.views.charts import show_figure
 from gradiend_core.analysis.correlation import EXACT_LIMIT, SAMPLE_SIZE, SCATTER_SIZE, SEED
 from gradiend_core.analysis.overlap import restrict_patterns
 from gradiend_core.importance import PARTS
 from gradiend_core.mask_expr import combine, top_term, upset_term
-from dashboard.context import ViewContext
-from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
-from dashboard.figures.overlap import overlap_heatmap
-from dashboard.figures.mask_builder import picked_indices
-from dashboard.views import analysis_cache as cache
-from dashboard.views import mask_builder
-from dashboard.views.charts import show_figure
 
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("parts_overlap_value", "parts_scatter_x", "parts_scatter_y")
-OVERLAP_VALUES = {"Jaccard": "jaccard", "intersection (dims)": "intersection", "overlap (% of the smaller set)": "overlap"}
+OVERLAP_VALUES = {
+    "Jaccard": "jaccard",
+    "intersection (dims)": "intersection",
+    "overlap (% of the smaller set)": "overlap",
+}
 
 
 def _topk_label(topk) -> str:
@@ -46,7 +50,9 @@ def render(ctx: ViewContext) -> None:
     dir_, mtime = cache.ckpt_key(ctx.path)
     topk = ctx.inputs.topk
     if topk is None:
-        st.info("Set a topk in the sidebar to compare the parts' top-k sets; rank correlation and scatter follow below.")
+        st.info(
+            "Set a topk in the sidebar to compare the parts' top-k sets; rank correlation and scatter follow below."
+        )
     else:
         st.caption(
             f"Each part takes its own top {_topk_label(topk)} of all {ctx.data.architecture.input_dim:,} dims (topk only: "
@@ -55,11 +61,18 @@ def render(ctx: ViewContext) -> None:
         ov, patterns = cache.part_comparison(dir_, mtime, topk)
         value = st.radio("Overlap value", list(OVERLAP_VALUES), horizontal=True, key="parts_overlap_value")
         show_figure(
-            overlap_heatmap(ov, OVERLAP_VALUES[value], title=f"Overlap of the parts' top-{_topk_label(topk)} sets: {value}"),
-            "parts_overlap", "part_topk_overlap",
+            overlap_heatmap(
+                ov, OVERLAP_VALUES[value], title=f"Overlap of the parts' top-{_topk_label(topk)} sets: {value}"
+            ),
+            "parts_overlap",
+            "part_topk_overlap",
         )
         chosen = st.multiselect(
-            "Parts in the UpSet plot (2 to 4)", PARTS, default=list(PARTS), max_selections=4, key="parts_upset",
+            "Parts in the UpSet plot (2 to 4)",
+            PARTS,
+            default=list(PARTS),
+            max_selections=4,
+            key="parts_upset",
         )
         if len(chosen) >= 2:
             ordered = tuple(p for p in PARTS if p in chosen)
@@ -75,12 +88,20 @@ def render(ctx: ViewContext) -> None:
     st.caption(
         f"Spearman's ρ with average ranks for ties (as scipy.stats.spearmanr) over every dim up to {EXACT_LIMIT:,} dims; "
         f"above, over a seeded (seed {SEED}) uniform sample of {SAMPLE_SIZE:,} dims, the same dims for every part."
-        + (" A part that is constant (e.g. an all-zero decoder bias) has no rank correlation (n/a)." if pd.isna(sp.rho).any() else "")
+        + (
+            " A part that is constant (e.g. an all-zero decoder bias) has no rank correlation (n/a)."
+            if pd.isna(sp.rho).any()
+            else ""
+        )
     )
     c1, c2 = st.columns(2)
     st.session_state.setdefault("parts_scatter_x", "encoder-weight")
     st.session_state.setdefault("parts_scatter_y", "decoder-weight")
     part_x = c1.selectbox("x axis", PARTS, key="parts_scatter_x")
     part_y = c2.selectbox("y axis", PARTS, key="parts_scatter_y")
-    show_figure(importance_scatter(cache.part_scatter(dir_, mtime, part_x, part_y), part_x, part_y), "parts_scatter", f"scatter_{part_y}_vs_{part_x}")
+    show_figure(
+        importance_scatter(cache.part_scatter(dir_, mtime, part_x, part_y), part_x, part_y),
+        "parts_scatter",
+        f"scatter_{part_y}_vs_{part_x}",
+    )
     st.caption(f"A seeded (seed {SEED}) uniform sample of at most {SCATTER_SIZE:,} dims, drawn on log-log axes.")

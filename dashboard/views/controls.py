@@ -19,14 +19,14 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 import streamlit as st
 
+from dashboard.loading import has_pre_prune_record, load_pre_prune, load_ranking
+from dashboard.sessions import registry, session_files
+from gradiend_core.analysis.names import name_mask
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
-from gradiend_core.analysis.names import name_mask
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
-from dashboard.loading import has_pre_prune_record, load_pre_prune, load_ranking
-from dashboard.sessions import registry, session_files
 
 DEFAULT_TOPK = "0.05"
 #: Threshold step when the part's importance is unknown or has no positive finite value.
@@ -139,11 +139,17 @@ def render(data: CheckpointData) -> SelectionInputs:
     st.sidebar.header("Selection")
     st.sidebar.caption("Applied in order: mask -> threshold -> topk.")
     part = st.sidebar.selectbox(
-        "Importance part", options, key="part",
+        "Importance part",
+        options,
+        key="part",
         help="encoder-weight: L1 of encoder columns; decoder-weight: L1 of decoder rows; "
         "decoder-bias: |bias|; decoder-sum: |row sum + bias|."
-        + (" gradient-mean: the pre-prune importance, |mean source gradient| over the examples pre-pruning "
-           "averaged (pre_prune.safetensors)." if GRADIENT_MEAN in options else ""),
+        + (
+            " gradient-mean: the pre-prune importance, |mean source gradient| over the examples pre-pruning "
+            "averaged (pre_prune.safetensors)."
+            if GRADIENT_MEAN in options
+            else ""
+        ),
     )
     error = None
     if part == GRADIENT_MEAN:
@@ -158,18 +164,26 @@ def render(data: CheckpointData) -> SelectionInputs:
         except CheckpointError as e:
             error = str(e)
     mask_file = st.sidebar.file_uploader(
-        "Mask file (optional)", type=[s.lstrip(".") for s in MASK_SUFFIXES], key="mask_file",
+        "Mask file (optional)",
+        type=[s.lstrip(".") for s in MASK_SUFFIXES],
+        key="mask_file",
         help=f"1-D bool tensor of length input_dim ({data.architecture.input_dim:,}) or unpruned length "
         f"({data.param_map.unpruned_length:,}, base-global indices).",
     )
     step = threshold_step(str(data.path), part) if error is None else DEFAULT_STEP
     threshold = st.sidebar.number_input(
-        "Threshold (optional)", min_value=0.0, value=None, step=step, format="%g", key="threshold",
+        "Threshold (optional)",
+        min_value=0.0,
+        value=None,
+        step=step,
+        format="%g",
+        key="threshold",
         help=f"Keep dims with importance >= threshold. Leave empty for none. Type any number (1e-5, 0.003); "
         f"the +/- buttons step by {step:g}, a tenth of the largest {part} importance's power of ten.",
     )
     topk_text = st.sidebar.text_input(
-        "topk", key="topk",
+        "topk",
+        key="topk",
         help="A count (5000), a fraction of what is left after mask and threshold (0.05, 1e-4) or a "
         "percentage (5%). Leave empty for none. 1.0 keeps everything.",
     )

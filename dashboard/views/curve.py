@@ -18,6 +18,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from dashboard.context import ViewContext
+from dashboard.figures.curve import MEASURE_LABELS, curve_figure
+from dashboard.gradient_jobs import JOBS
+from dashboard.loading import SAMPLES_DIR, checkpoint_key, load_validation
+from dashboard.views.charts import show_figure
 from gradiend_core.analysis.curve import DEFAULT_POINTS, MEASURES, Curve, curve_csv, smallest_topk_for
 from gradiend_core.errors import CheckpointError, SelectionError
 from gradiend_core.eval_gradients import (
@@ -32,23 +37,23 @@ from gradiend_core.eval_gradients import (
 from gradiend_core.pruning_curve import available_parts, checkpoint_curves, selection_quality
 from gradiend_core.records import VALIDATION_FILE
 from gradiend_core.units import format_percent
-from dashboard.context import ViewContext
-from dashboard.figures.curve import MEASURE_LABELS, curve_figure
-from dashboard.gradient_jobs import JOBS
-from dashboard.loading import SAMPLES_DIR, checkpoint_key, load_validation
-from dashboard.views.charts import show_figure
 
 SAVED, COMPUTED = "Saved with the checkpoint", "Computed from a data file"
-SPLITS = {"default (validation, else test)": None, "validation": "validation", "test": "test", "train": "train", "all rows": "all"}
+SPLITS = {
+    "default (validation, else test)": None,
+    "validation": "validation",
+    "test": "test",
+    "train": "train",
+    "all rows": "all",
+}
 TARGET_KEY = "curve_target_pct"
 BUNDLED_DATA = SAMPLES_DIR / "data"
 
 
 def bundled_data_for(path: str) -> Optional[Path]:
     """A bundled data file (``sample_models/data/*.csv``) holding the checkpoint's trained pair."""
-    from gradiend_core.trainer.reference_text import read_text_data
-
     from dashboard.loading import load_checkpoint
+    from gradiend_core.trainer.reference_text import read_text_data
 
     pair, _ = trained_pair_and_source(load_checkpoint(path))
     if pair is None or not BUNDLED_DATA.is_dir():
@@ -98,8 +103,12 @@ def _job_progress(key: Tuple) -> None:
         st.rerun()
     share = job.done / job.total if job.total else 0.0
     st.progress(share, text=f"Computing gradients: {job.done:,} of {job.total or '?'} examples")
-    st.button("Cancel", key="curve_cancel", on_click=job.cancel.set,
-              help="Stops after the current example; nothing is cached.")
+    st.button(
+        "Cancel",
+        key="curve_cancel",
+        on_click=job.cancel.set,
+        help="Stops after the current example; nothing is cached.",
+    )
 
 
 def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
@@ -113,15 +122,25 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
         except CheckpointError:
             st.session_state["curve_base_model"] = ""
     cols = st.columns([3, 3, 2])
-    data_file = cols[0].text_input(
-        "Labelled data file (.csv / .parquet)", key="curve_data",
-        help="The reference's text-trainer layout: masked (with [MASK]), label, label_class, split; optionally "
-        "alternative, alternative_class. sample_models/data/ holds the bundled samples' data.",
-    ).strip()
-    base_model = cols[1].text_input(
-        "Base model directory", key="curve_base_model",
-        help=f"A local directory; the checkpoint names {data.metadata.get('base_model', 'none')!r} (metadata.base_model).",
-    ).strip()
+    data_file = (
+        cols[0]
+        .text_input(
+            "Labelled data file (.csv / .parquet)",
+            key="curve_data",
+            help="The reference's text-trainer layout: masked (with [MASK]), label, label_class, split; optionally "
+            "alternative, alternative_class. sample_models/data/ holds the bundled samples' data.",
+        )
+        .strip()
+    )
+    base_model = (
+        cols[1]
+        .text_input(
+            "Base model directory",
+            key="curve_base_model",
+            help=f"A local directory; the checkpoint names {data.metadata.get('base_model', 'none')!r} (metadata.base_model).",
+        )
+        .strip()
+    )
     split = SPLITS[cols[2].selectbox("Split", list(SPLITS), key="curve_split")]
     if not data_file:
         st.info("Give a labelled data file to compute the gradients from the base model.")
@@ -158,7 +177,9 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
         JOBS.forget(key)
 
         def work(progress, cancel):
-            return compute_eval_gradients(data, data_file, base_model=base, split=split, progress=progress, cancel=cancel)
+            return compute_eval_gradients(
+                data, data_file, base_model=base, split=split, progress=progress, cancel=cancel
+            )
 
         JOBS.start(key, work, cancelled=lambda e: isinstance(e, GradientsCancelled))
         _job_progress(key)
@@ -166,8 +187,15 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
 
 
 @st.cache_data(max_entries=16, show_spinner="Summing every cut's encoder pre-activations...")
-def _curves(path: str, mtime: float, grads_key: Tuple, parts: Tuple[str, ...], points: int, k: Optional[int],
-            _grads: EvalGradients) -> Tuple[Curve, ...]:
+def _curves(
+    path: str,
+    mtime: float,
+    grads_key: Tuple,
+    parts: Tuple[str, ...],
+    points: int,
+    k: Optional[int],
+    _grads: EvalGradients,
+) -> Tuple[Curve, ...]:
     from dashboard.loading import load_checkpoint
 
     return tuple(checkpoint_curves(load_checkpoint(path), _grads, parts, points=points, selection_k=k))
@@ -203,7 +231,10 @@ def render(ctx: ViewContext) -> None:
     has_record = (ctx.data.path / VALIDATION_FILE).is_file()
     options = [SAVED, COMPUTED] if has_record else [COMPUTED]
     source = st.radio(
-        "Gradients to evaluate the encoder on", options, key="curve_source", horizontal=True,
+        "Gradients to evaluate the encoder on",
+        options,
+        key="curve_source",
+        horizontal=True,
         help=f"Saved: {VALIDATION_FILE}, written by gradiend_core's trainer. Computed: from the base model and a labelled "
         "data file, exactly as the reference's trainer computes them; works for any checkpoint.",
     )
@@ -215,10 +246,16 @@ def render(ctx: ViewContext) -> None:
     if "curve_parts" not in st.session_state or not set(st.session_state["curve_parts"]) <= set(avail):
         st.session_state["curve_parts"] = list(avail)
     c1, c2, c3 = st.columns([4, 3, 1])
-    parts = c1.multiselect("Parts (one curve each)", avail, key="curve_parts",
-                           help="Rank the dims by each of these and compare what the same k keeps.")
+    parts = c1.multiselect(
+        "Parts (one curve each)",
+        avail,
+        key="curve_parts",
+        help="Rank the dims by each of these and compare what the same k keeps.",
+    )
     measure = c2.selectbox("Measure", MEASURES, key="curve_measure", format_func=lambda m: MEASURE_LABELS[m])
-    points = int(c3.number_input("Points", min_value=4, max_value=200, value=DEFAULT_POINTS, step=4, key="curve_points"))
+    points = int(
+        c3.number_input("Points", min_value=4, max_value=200, value=DEFAULT_POINTS, step=4, key="curve_points")
+    )
     if not parts:
         st.info("Pick at least one part.")
         return
@@ -241,31 +278,65 @@ def render(ctx: ViewContext) -> None:
     full = main.full[measure]
     now = masked_point[1] if masked else main.at(sel.k)[measure]
     cols = st.columns(2)
-    cols[0].metric(f"All {main.input_dim:,} dims", _number(full), help=f"The unpruned encoder's {MEASURE_LABELS[measure]}.")
+    cols[0].metric(
+        f"All {main.input_dim:,} dims", _number(full), help=f"The unpruned encoder's {MEASURE_LABELS[measure]}."
+    )
     cols[1].metric(
-        f"Selection ({sel.k:,} dims)", _number(now),
-        delta=f"{format_percent(now / full)} of all dims'" if full and math.isfinite(full) and math.isfinite(now) else None,
-        delta_color="off", delta_arrow="off",
-        help=("The kept dims of the sidebar's selection (with its mask)." if masked else
-              f"The top {sel.k:,} dims by {main.part}, what the sidebar's selection keeps."),
+        f"Selection ({sel.k:,} dims)",
+        _number(now),
+        delta=f"{format_percent(now / full)} of all dims'"
+        if full and math.isfinite(full) and math.isfinite(now)
+        else None,
+        delta_color="off",
+        delta_arrow="off",
+        help=(
+            "The kept dims of the sidebar's selection (with its mask)."
+            if masked
+            else f"The top {sel.k:,} dims by {main.part}, what the sidebar's selection keeps."
+        ),
     )
     left, right = st.columns([1, 2], vertical_alignment="bottom")
-    left.number_input("Keep at least (% of the full value)", min_value=1.0, max_value=100.0, value=99.0, step=1.0,
-                      format="%g", key=TARGET_KEY, help="Share of the full model's measure the cut must keep.")
-    right.button(f"Set topk: smallest k by {main.part} that keeps it", key="curve_target_apply", on_click=_set_topk,
-                 args=(main, measure),
-                 help="Sets the sidebar's part and topk to the smallest measured k of this curve whose measure keeps the "
-                 "share of the full model's.")
+    left.number_input(
+        "Keep at least (% of the full value)",
+        min_value=1.0,
+        max_value=100.0,
+        value=99.0,
+        step=1.0,
+        format="%g",
+        key=TARGET_KEY,
+        help="Share of the full model's measure the cut must keep.",
+    )
+    right.button(
+        f"Set topk: smallest k by {main.part} that keeps it",
+        key="curve_target_apply",
+        on_click=_set_topk,
+        args=(main, measure),
+        help="Sets the sidebar's part and topk to the smallest measured k of this curve whose measure keeps the "
+        "share of the full model's.",
+    )
     if err := st.session_state.get("_curve_target_error"):
         st.error(err)
     done = st.session_state.get("_curve_target_done")
     if done and done[0] == main.part and done[3] == measure:
-        st.success(f"topk set to {done[2]:,}: the smallest measured k whose top {main.part} dims keep at least "
-                   f"{100 * done[1]:g} % of the full model's {done[3].replace('_', ' ')}.")
+        st.success(
+            f"topk set to {done[2]:,}: the smallest measured k whose top {main.part} dims keep at least "
+            f"{100 * done[1]:g} % of the full model's {done[3].replace('_', ' ')}."
+        )
     target = float(st.session_state.get(TARGET_KEY, 99.0)) / 100.0 * full if math.isfinite(full) else None
     subtitle = f"{grads.n_samples:,} {grads.source} gradients ({Path(grads.origin).name}, {grads.split}), latent unit 0"
-    show_figure(curve_figure(curves, measure, selection_k=None if masked else sel.k, selection_part=ctx.source,
-                             masked_point=masked_point, target=target, subtitle=subtitle), "curve_figure", f"pruning_curve_{measure}")
+    show_figure(
+        curve_figure(
+            curves,
+            measure,
+            selection_k=None if masked else sel.k,
+            selection_part=ctx.source,
+            masked_point=masked_point,
+            target=target,
+            subtitle=subtitle,
+        ),
+        "curve_figure",
+        f"pruning_curve_{measure}",
+    )
     if main.label_correlation[-1, 0] < 0:
         st.caption(
             "The full model's label correlation is negative: the reference labels each encoded gradient with its class "
@@ -281,16 +352,31 @@ def render(ctx: ViewContext) -> None:
         "values with the unpruned encoder's. Values above the full model's are possible: a cut can drop dims that "
         "only added noise on these examples."
     )
-    table = pd.DataFrame({"part": [c.part for c in curves],
-                          "all dims": [c.full[measure] for c in curves],
-                          f"at k = {sel.k:,}": [c.at(sel.k)[measure] if sel.k in c.ks else float("nan") for c in curves]})
+    table = pd.DataFrame(
+        {
+            "part": [c.part for c in curves],
+            "all dims": [c.full[measure] for c in curves],
+            f"at k = {sel.k:,}": [c.at(sel.k)[measure] if sel.k in c.ks else float("nan") for c in curves],
+        }
+    )
     for share in (0.9, 0.99):
         table[f"topk for {share:.0%}"] = [_smallest(c, share, measure) for c in curves]
-    st.dataframe(table, hide_index=True, key="curve_table",
-                 column_config={"all dims": st.column_config.NumberColumn(format="%.4f"),
-                                f"at k = {sel.k:,}": st.column_config.NumberColumn(format="%.4f")})
-    st.download_button("Download the curves (CSV)", curve_csv(list(curves)), file_name="pruning_curve.csv",
-                       mime="text/csv", key="curve_download")
+    st.dataframe(
+        table,
+        hide_index=True,
+        key="curve_table",
+        column_config={
+            "all dims": st.column_config.NumberColumn(format="%.4f"),
+            f"at k = {sel.k:,}": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
+    st.download_button(
+        "Download the curves (CSV)",
+        curve_csv(list(curves)),
+        file_name="pruning_curve.csv",
+        mime="text/csv",
+        key="curve_download",
+    )
 
 
 def _smallest(curve: Curve, share: float, measure: str) -> Optional[int]:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gradiend_core.analysis.mass import count_for_mass, selection_point
-from gradiend_core.distribution import cut_value
-from gradiend_core.importance import DEFAULT_PART, PARTS
-from gradiend_core.units import format_count, format_percent
 from dashboard.context import ViewContext
 from dashboard.figures.mass import ecdf_figure, retained_mass_figure
 from dashboard.loading import load_ranking
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
 from dashboard.views.metrics import metric_row, note_metric
+from gradiend_core.analysis.mass import count_for_mass, selection_point
+from gradiend_core.distribution import cut_value
+from gradiend_core.importance import DEFAULT_PART, PARTS
+from gradiend_core.units import format_count, format_percent
 
 TARGET_KEY = "target_mass_pct"
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
@@ -49,11 +49,19 @@ def _set_topk_for_target(path: str, part: str) -> None:
 def _target_control(path: str, part: str) -> None:
     st.session_state.setdefault(TARGET_KEY, 90.0)
     st.number_input(
-        "Target retained mass (%)", min_value=0.01, max_value=100.0, step=1.0, format="%g",
-        key=TARGET_KEY, help="Share of this part's total importance the kept dims should hold.",
+        "Target retained mass (%)",
+        min_value=0.01,
+        max_value=100.0,
+        step=1.0,
+        format="%g",
+        key=TARGET_KEY,
+        help="Share of this part's total importance the kept dims should hold.",
     )
     st.button(
-        "Set topk to reach it", key="target_mass_apply", on_click=_set_topk_for_target, args=(path, part),
+        "Set topk to reach it",
+        key="target_mass_apply",
+        on_click=_set_topk_for_target,
+        args=(path, part),
         help="Sets the sidebar part to this part and topk to the smallest count whose top dims hold the target.",
     )
 
@@ -63,7 +71,9 @@ def render(ctx: ViewContext) -> None:
     options = PARTS + (() if ctx.source in PARTS else (ctx.source,))  # e.g. gradient-mean
     follow(ctx.source, "dist_part", options)
     part = st.selectbox(
-        "Part", options, key="dist_part",
+        "Part",
+        options,
+        key="dist_part",
         help="Follows the sidebar part when that changes; the current selection is marked whichever part is shown.",
     )
     dir_, mtime = cache.ckpt_key(ctx.path)
@@ -75,7 +85,9 @@ def render(ctx: ViewContext) -> None:
         with metric_row("dist_mass_counts"):
             for share, (k, kept) in sorted(profile.share_points.items()):
                 note_metric(
-                    f"topk for {share:.0%} of the mass", f"{k:,}", f"{format_percent(k / profile.n_total)} of dims",
+                    f"topk for {share:.0%} of the mass",
+                    f"{k:,}",
+                    f"{format_percent(k / profile.n_total)} of dims",
                     help=f"The top {k:,} dims of {part} hold {format_percent(kept)} of its total importance "
                     f"({profile.total:.6g}); {k - 1:,} would hold less than {share:.0%}.",
                 )
@@ -85,7 +97,9 @@ def render(ctx: ViewContext) -> None:
             st.error(err)
         done = st.session_state.get("_target_mass_done")
         if done and done[0] == part:
-            st.success(f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {100 * done[1]:g} % of the mass.")
+            st.success(
+                f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {100 * done[1]:g} % of the mass."
+            )
         if ctx.plan.mask is not None or ctx.plan.threshold is not None:
             st.caption(
                 "Counts are over the whole part. With a mask or threshold in the sidebar, topk then takes that many "
@@ -104,5 +118,9 @@ def render(ctx: ViewContext) -> None:
         f"{profile.ecdf_x.size:,} importance values (bucket edges, 1/128 apart in relative terms). At most a few thousand "
         "points are drawn whatever the size. Sums are float64 over every dim; the counts above are exact. "
         f"Total {part} importance: {profile.total:.6g} over {format_count(profile.n_total)} dims"
-        + (f"; {profile.n_nan:,} NaN and {profile.n_inf:,} Inf dims carry no mass." if profile.n_nan or profile.n_inf else ".")
+        + (
+            f"; {profile.n_nan:,} NaN and {profile.n_inf:,} Inf dims carry no mass."
+            if profile.n_nan or profile.n_inf
+            else "."
+        )
     )

@@ -16,6 +16,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import streamlit as st
 
+from dashboard.context import ViewContext
+from dashboard.sessions import check_allowed, registry, session_files
+from dashboard.views.controls import SelectionInputs
 from gradiend_core.archive import zip_verified
 from gradiend_core.checkpoint import check_target
 from gradiend_core.disk import DiskSize
@@ -24,9 +27,6 @@ from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, ex
 from gradiend_core.importance import GRADIENT_MEAN
 from gradiend_core.plan import PruningPlan
 from gradiend_core.units import format_bytes
-from dashboard.context import ViewContext
-from dashboard.sessions import check_allowed, registry, session_files
-from dashboard.views.controls import SelectionInputs
 
 __all__ = ["default_export_dir", "export_settings", "python_snippet", "render"]
 
@@ -79,7 +79,9 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None, transient
     lines.append(f"model = ParamMappedGradiendModel.from_pretrained({source!r})")
     if gradient_mean:
         lines.append("# gradient-mean: the pre-prune |mean source gradient| of each of the model's dims")
-        lines.append(f"importance = load_pre_prune_record({source!r}).importance_for(model.base_global_index().numpy())")
+        lines.append(
+            f"importance = load_pre_prune_record({source!r}).importance_for(model.base_global_index().numpy())"
+        )
     masks = []
     if mask_path:
         lines.append(f"mask = load_mask({mask_path!r}, model.mapping)")
@@ -207,7 +209,9 @@ def render(ctx: ViewContext) -> None:
     if not st.session_state.get("_export_dir_typed") or not (st.session_state.get("export_dir") or "").strip():
         st.session_state["export_dir"] = auto  # follows the model and the selection until the user types one
     out = st.sidebar.text_input(
-        "Export directory", key="export_dir", on_change=_typed,
+        "Export directory",
+        key="export_dir",
+        on_change=_typed,
         help="A new or empty directory. Named after the model and the selection until you type another.",
     )
     overwrite = st.sidebar.checkbox(REPLACE_LABEL, key="export_overwrite")
@@ -228,8 +232,10 @@ def _show_last(last: Dict[str, Any], current: Dict[str, Any]) -> None:
         f"side files {format_bytes(disk.side_bytes)} apart)"
     )
     if not is_current:
-        st.info(f"Earlier export in this session, not the current selection: {what}, verified; made with "
-                f"{_describe(last['settings'])}.")
+        st.info(
+            f"Earlier export in this session, not the current selection: {what}, verified; made with "
+            f"{_describe(last['settings'])}."
+        )
     elif not changed:
         st.success(
             f"Exported {what}; reloaded and verified. It loads with `gradiend`'s "
@@ -241,12 +247,20 @@ def _show_last(last: Dict[str, Any], current: Dict[str, Any]) -> None:
             "changed since (another export replaced it, or its files were edited or deleted): it no longer holds that "
             "export. The download below is this session's export as it was verified."
         )
-    label = "Download .zip" if is_current and not changed else (
-        "Download the earlier export (.zip)" if not is_current else "Download this session's export (.zip)")
+    label = (
+        "Download .zip"
+        if is_current and not changed
+        else ("Download the earlier export (.zip)" if not is_current else "Download this session's export (.zip)")
+    )
     archive = last.get("archive")
     if archive and Path(archive).is_file():
-        st.download_button(label, data=lambda: Path(archive).read_bytes(), file_name=f"{path.name}.zip",
-                           mime="application/zip", key="download_export")
+        st.download_button(
+            label,
+            data=lambda: Path(archive).read_bytes(),
+            file_name=f"{path.name}.zip",
+            mime="application/zip",
+            key="download_export",
+        )
     else:
         st.caption(f"No download: {last.get('archive_note') or 'the packed export is gone; export again.'}")
     with st.expander("Reproduce this export" if is_current else "Reproduce the earlier export"):

@@ -18,21 +18,24 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.mask_expr import MaskResult, file_term, load_mask_bundle, params_term
 from dashboard import masks
 from dashboard.context import ViewContext
 from dashboard.figures.common import chart_config
 from dashboard.figures.mask_builder import mask_preview_heatmap, picked_cells
 from dashboard.sessions import registry, session_files
+from gradiend_core.errors import CheckpointError, SelectionError
+from gradiend_core.mask_expr import MaskResult, file_term, load_mask_bundle, params_term
 
 __all__ = ["OPS_UI", "offer", "offer_cells", "pick_chart", "render", "render_editor", "sidebar_note"]
 
 #: (op, button label, help) of the buttons that combine a picked term with the expression.
 OPS_UI = (
     ("include", "Include (|)", "Keep what the expression keeps, and also this (or)."),
-    ("exclude", "Exclude (& ~)",
-     "Keep what the expression keeps, except this (and not). Without an expression: everything except this."),
+    (
+        "exclude",
+        "Exclude (& ~)",
+        "Keep what the expression keeps, except this (and not). Without an expression: everything except this.",
+    ),
     ("intersect", "Intersect (&)", "Keep only what both the expression and this keep (and)."),
 )
 
@@ -43,8 +46,12 @@ def pick_chart(fig: go.Figure, key: str, filename: str, modes: Sequence[str] = (
     The key carries :func:`dashboard.masks.pick_generation`, so a used pick is cleared.
     """
     event = st.plotly_chart(
-        fig, width="stretch", key=f"{key}_{masks.pick_generation()}", config=chart_config(filename),
-        on_select="rerun", selection_mode=tuple(modes),
+        fig,
+        width="stretch",
+        key=f"{key}_{masks.pick_generation()}",
+        config=chart_config(filename),
+        on_select="rerun",
+        selection_mode=tuple(modes),
     )
     return event.get("selection") if event else None
 
@@ -70,26 +77,50 @@ def _error() -> None:
 
 def _editor() -> None:
     st.text_area(
-        "Mask expression", key=masks.TEXT, height=80, on_change=lambda: masks.propose(st.session_state.get(masks.TEXT)),
+        "Mask expression",
+        key=masks.TEXT,
+        height=80,
+        on_change=lambda: masks.propose(st.session_state.get(masks.TEXT)),
         placeholder="e.g. top(decoder-weight, 5%) & top(encoder-weight, 5%) & ~name('embeddings')",
         help="Terms: top(PART, K), above(PART, T), name(REGEX), file(PATH), model(PATH, PART, K); "
         "combine with & (and), | (or), ~ (not) and parentheses. Ctrl+Enter or Apply applies it.",
     )
     c1, c2, c3, _ = st.columns([1, 1, 1, 1])
-    c1.button("Apply", key="mask_apply", type="primary", width="stretch",
-              on_click=lambda: masks.propose(st.session_state.get(masks.TEXT)))
+    c1.button(
+        "Apply",
+        key="mask_apply",
+        type="primary",
+        width="stretch",
+        on_click=lambda: masks.propose(st.session_state.get(masks.TEXT)),
+    )
     applied = st.session_state.get(masks.APPLIED)
-    c2.button("Invert (~)", key="mask_invert", disabled=not applied, on_click=masks.take_pick, args=(None, "invert"),
-              width="stretch", help="Keep exactly what the expression drops.")
-    c3.button("Clear", key="mask_clear", disabled=not (applied or st.session_state.get(masks.TEXT)),
-              on_click=masks.propose, args=(None,), width="stretch")
+    c2.button(
+        "Invert (~)",
+        key="mask_invert",
+        disabled=not applied,
+        on_click=masks.take_pick,
+        args=(None, "invert"),
+        width="stretch",
+        help="Keep exactly what the expression drops.",
+    )
+    c3.button(
+        "Clear",
+        key="mask_clear",
+        disabled=not (applied or st.session_state.get(masks.TEXT)),
+        on_click=masks.propose,
+        args=(None,),
+        width="stretch",
+    )
 
 
 def _term_table(result: MaskResult) -> None:
     rows = [{"term": t, "dims it keeps on its own": c} for t, c in result.term_counts.items()]
     rows.append({"term": "the whole expression", "dims it keeps on its own": result.kept})
     st.dataframe(
-        pd.DataFrame(rows), hide_index=True, key="mask_terms", width="stretch",
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="mask_terms",
+        width="stretch",
         column_config={
             "term": st.column_config.TextColumn("term", width="large"),
             "dims it keeps on its own": st.column_config.NumberColumn(format="localized", width="small"),
@@ -141,8 +172,12 @@ def _delete(name: str) -> None:
 
 
 def _upload(ctx: ViewContext) -> None:
-    up = st.file_uploader("Load a saved mask (.safetensors)", type=["safetensors"], key="mask_upload",
-                          help="A mask downloaded here: its expression and its mask over base-global indices.")
+    up = st.file_uploader(
+        "Load a saved mask (.safetensors)",
+        type=["safetensors"],
+        key="mask_upload",
+        help="A mask downloaded here: its expression and its mask over base-global indices.",
+    )
     if up is None or st.session_state.get("_mask_upload_done") == up.file_id:
         return
     st.session_state["_mask_upload_done"] = up.file_id
@@ -185,13 +220,21 @@ def _saved_masks(ctx: ViewContext) -> None:
     for i, (name, expr) in enumerate(list(masks.saved().items())):
         a, b, c, d = st.columns([5, 1, 1, 1], vertical_alignment="center")
         a.markdown(f"**{name}**" + (" (applied)" if expr == applied else "") + f"  \n`{expr}`")
-        b.button("Apply", key=f"mask_saved_apply_{i}", on_click=masks.propose, args=(expr, f"saved mask {name!r}"),
-                 width="stretch")
+        b.button(
+            "Apply",
+            key=f"mask_saved_apply_{i}",
+            on_click=masks.propose,
+            args=(expr, f"saved mask {name!r}"),
+            width="stretch",
+        )
         c.button("Delete", key=f"mask_saved_delete_{i}", on_click=_delete, args=(name,), width="stretch")
         d.download_button(
-            "Download", data=lambda n=name, e=expr: masks.bundle_bytes(ctx.path, ctx.data, n, e),
+            "Download",
+            data=lambda n=name, e=expr: masks.bundle_bytes(ctx.path, ctx.data, n, e),
             file_name=f"{_slug(name)}.safetensors",
-            mime="application/octet-stream", key=f"mask_saved_download_{i}", width="stretch",
+            mime="application/octet-stream",
+            key=f"mask_saved_download_{i}",
+            width="stretch",
             help="The expression and the resolved bool mask over base-global indices (safetensors).",
         )
     _upload(ctx)

@@ -7,9 +7,9 @@ from typing import Optional
 
 import streamlit as st
 
-from gradiend_core.errors import CheckpointError
 from dashboard.loading import load_checkpoint, path_from_argv, sample_models
 from dashboard.sessions import check_allowed, registry, session_files, upload_checkpoint
+from gradiend_core.errors import CheckpointError
 
 SOURCES = ("Bundled sample", "Local path", "Upload .zip")
 #: Largest accepted upload, bytes (Streamlit's own limit is set in .streamlit/config.toml).
@@ -26,12 +26,16 @@ def render() -> Optional[str]:
     by_name = {name: str(path) for name, path in samples}
     initial = _initial_path()
     if "model_source" not in st.session_state:
-        initial_is_sample = initial is None or any(Path(initial).resolve() == Path(p).resolve() for p in by_name.values())
+        initial_is_sample = initial is None or any(
+            Path(initial).resolve() == Path(p).resolve() for p in by_name.values()
+        )
         st.session_state["model_source"] = SOURCES[0] if (initial_is_sample and samples) else SOURCES[1]
         if initial and not initial_is_sample:
             st.session_state["model_path"] = initial
         elif initial:
-            st.session_state["sample"] = next(n for n, p in by_name.items() if Path(p).resolve() == Path(initial).resolve())
+            st.session_state["sample"] = next(
+                n for n, p in by_name.items() if Path(p).resolve() == Path(initial).resolve()
+            )
 
     st.sidebar.header("Model")
     source = st.sidebar.radio("Source", SOURCES, key="model_source", horizontal=False)
@@ -71,4 +75,3 @@ def _uploaded() -> Optional[str]:
         registry().fail_upload(session_files(), str(e).replace(path, up.name))
         raise CheckpointError(str(e).replace(path, up.name)) from e
     return path
-

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from gradiend_core.distribution import cut_value, log_histogram, rank_curve
 from dashboard.context import ViewContext
 from dashboard.figures.distribution import importance_histogram, rank_figure
 from dashboard.views.charts import show_figure
+from gradiend_core.distribution import cut_value, log_histogram, rank_curve
 
 
 def render(ctx: ViewContext) -> None:
@@ -15,8 +15,11 @@ def render(ctx: ViewContext) -> None:
     and the importance of the top ranks, where the kept set is visible whatever topk is."""
     ranking = ctx.ranking()
     hist = log_histogram(ranking, ctx.selection)
-    show_figure(importance_histogram(hist, ctx.source, cut_value(ranking, ctx.selection)), "importance_histogram",
-                f"histogram_{ctx.source}")
+    show_figure(
+        importance_histogram(hist, ctx.source, cut_value(ranking, ctx.selection)),
+        "importance_histogram",
+        f"histogram_{ctx.source}",
+    )
     curve = rank_curve(ctx.selection)
     if curve is None:
         st.caption(

@@ -17,13 +17,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gradiend_core.analysis.stages import StageRecall, combined_reduction, stage_recall
-from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.importance import GRADIENT_MEAN
-from gradiend_core.importance import DEFAULT_PART, PARTS
-from gradiend_core.analysis.cut_cost import CutCost, cut_cost
-from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
-from gradiend_core.units import format_bytes, format_count, format_percent
 from dashboard.context import ViewContext
 from dashboard.figures.stages import recall_figure, reduction_figure, stage_label
 from dashboard.loading import checkpoint_key, load_checkpoint, load_pre_prune, load_ranking, load_validation
@@ -31,6 +24,12 @@ from dashboard.views.charts import show_figure
 from dashboard.views.messages import about
 from dashboard.views.metrics import metric_row, note_metric
 from dashboard.views.tables import show_table
+from gradiend_core.analysis.cut_cost import CutCost, cut_cost
+from gradiend_core.analysis.stages import StageRecall, combined_reduction, stage_recall
+from gradiend_core.errors import CheckpointError, SelectionError
+from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
+from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
+from gradiend_core.units import format_bytes, format_count, format_percent
 
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("stages_post_part",)
@@ -46,8 +45,13 @@ def _recall(path: str, mtime: float, post_part: str, k: int) -> StageRecall:
     data = load_checkpoint(path)
     record = load_pre_prune(path)
     return stage_recall(
-        data.param_map.base_global_index(), load_ranking(path, post_part), load_ranking(path, GRADIENT_MEAN),
-        record.kept_base_global(), k, post_part=post_part, n_pre_measured=int(record.importance.size),
+        data.param_map.base_global_index(),
+        load_ranking(path, post_part),
+        load_ranking(path, GRADIENT_MEAN),
+        record.kept_base_global(),
+        k,
+        post_part=post_part,
+        n_pre_measured=int(record.importance.size),
     )
 
 
@@ -86,7 +90,9 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
         return None
     st.session_state.setdefault("stages_post_part", DEFAULT_PART)
     post_part = st.selectbox(
-        "Post-prune importance (the trained model's T_k)", PARTS, key="stages_post_part",
+        "Post-prune importance (the trained model's T_k)",
+        PARTS,
+        key="stages_post_part",
         help="Post-pruning ranks by a weight part of the trained model; PostPruneConfig's default is decoder-weight.",
     )
     dir_, mtime = checkpoint_key(ctx.path)
@@ -94,7 +100,8 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
     n = r.n_dims
     with metric_row("stages_recall_metrics"):
         note_metric(
-            "Ranking recall at k", format_percent(r.ranking_recall),
+            "Ranking recall at k",
+            format_percent(r.ranking_recall),
             f"random ranking: {format_percent(r.random_recall)}",
             help=f"|P_k ∩ T_k| / k = {r.n_both:,} / {r.k:,}: of the trained model's top {r.k:,} {post_part} dims "
             "(T_k), "
@@ -102,17 +109,25 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
             f"{n:,} dims.",
         )
         note_metric(
-            "Kept-set recall at k", format_percent(r.kept_recall),
+            "Kept-set recall at k",
+            format_percent(r.kept_recall),
             help=f"|R ∩ T_k| / k = {r.n_kept_in_post:,} / {r.k:,}: the share of T_k that pre-pruning kept (R)."
-            + (" 100 % by construction here: every dim of this checkpoint was kept by pre-pruning."
-               if r.pre_pruned else ""),
+            + (
+                " 100 % by construction here: every dim of this checkpoint was kept by pre-pruning."
+                if r.pre_pruned
+                else ""
+            ),
         )
         note_metric(
-            "k (current selection)", f"{r.k:,}", f"{format_percent(r.k / n)} of {n:,} dims",
+            "k (current selection)",
+            f"{r.k:,}",
+            f"{format_percent(r.k / n)} of {n:,} dims",
             help="Both top-k sets have as many dims as the current selection keeps (set by the sidebar).",
         )
         note_metric(
-            "Pre-pruning kept", f"{r.n_pre_kept:,}", f"of {r.n_pre_measured:,} dims measured",
+            "Pre-pruning kept",
+            f"{r.n_pre_kept:,}",
+            f"of {r.n_pre_measured:,} dims measured",
             help=f"|R| over the {r.n_pre_measured:,} dims pre-pruning measured ({record.n_samples:,} examples, "
             f"|mean {record.source} gradient|); {r.n_pre_kept_in_model:,} of this checkpoint's {n:,} dims are among "
             "them.",
@@ -123,13 +138,18 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
         "D by the pre-prune importance (the record's |mean source gradient|, gradient-mean in the sidebar). **R**: the "
         "dims pre-pruning kept. Ranking recall |P_k ∩ T_k| / k says how many of the dims post-pruning keeps would have "
         "survived a pre-prune straight to k dims; a random ranking scores k / n."
-        + (" This checkpoint was trained on pre-pruned dims (D ⊆ R), so its trained importance exists only for "
-           "them: the comparison is within what pre-pruning kept, and the kept-set recall is 1 throughout."
-           if r.pre_pruned else
-           f" Pre-pruning's selection was not applied to this checkpoint ({r.n_pre_kept_in_model:,} of its {n:,} dims "
-           "are in R), so the kept-set recall compares the record's kept set with the trained model's top-k.")
-        + (f" {r.n_unmeasured:,} dims have no pre-prune importance (not measured) and rank last in P_k."
-           if r.n_unmeasured else "")
+        + (
+            " This checkpoint was trained on pre-pruned dims (D ⊆ R), so its trained importance exists only for "
+            "them: the comparison is within what pre-pruning kept, and the kept-set recall is 1 throughout."
+            if r.pre_pruned
+            else f" Pre-pruning's selection was not applied to this checkpoint ({r.n_pre_kept_in_model:,} of its {n:,} dims "
+            "are in R), so the kept-set recall compares the record's kept set with the trained model's top-k."
+        )
+        + (
+            f" {r.n_unmeasured:,} dims have no pre-prune importance (not measured) and rank last in P_k."
+            if r.n_unmeasured
+            else ""
+        )
     )
     show_figure(recall_figure(r), "stages_recall", "pre_post_recall")
     return r
@@ -141,25 +161,35 @@ def _reduction_section(ctx: ViewContext, record: Optional[PrePruneRecord], recal
     # Pre-pruning is a stage of this checkpoint's chain only when it was trained on the kept dims.
     pre_kept = int(record.kept.size) if record is not None and recall is not None and recall.pre_pruned else None
     stages = combined_reduction(
-        data.architecture, data.param_map.unpruned_length, ctx.selection.k, pre_kept=pre_kept, dtypes=data.weight_dtypes()
+        data.architecture,
+        data.param_map.unpruned_length,
+        ctx.selection.k,
+        pre_kept=pre_kept,
+        dtypes=data.weight_dtypes(),
     )
     show_figure(reduction_figure(stages), "stages_reduction", "combined_reduction")
     first = stages[0]
-    df = pd.DataFrame({
-        "stage": [stage_label(s) for s in stages],
-        "input dims": [s.input_dim for s in stages],
-        "GRADIEND parameters": [s.params for s in stages],
-        "memory (bytes)": [s.memory_bytes for s in stages],
-        "memory": [format_bytes(s.memory_bytes) for s in stages],
-        "share of unpruned dims": [s.input_dim / first.input_dim for s in stages],
-    })
+    df = pd.DataFrame(
+        {
+            "stage": [stage_label(s) for s in stages],
+            "input dims": [s.input_dim for s in stages],
+            "GRADIEND parameters": [s.params for s in stages],
+            "memory (bytes)": [s.memory_bytes for s in stages],
+            "memory": [format_bytes(s.memory_bytes) for s in stages],
+            "share of unpruned dims": [s.input_dim / first.input_dim for s in stages],
+        }
+    )
     show_table(
-        df, "stages_table", percent=("share of unpruned dims",),
+        df,
+        "stages_table",
+        percent=("share of unpruned dims",),
         column_config={
             "GRADIEND parameters": st.column_config.NumberColumn(
-                "GRADIEND parameters", help="Encoder and decoder weights and biases (and a LayerNorm's two, if any)"),
+                "GRADIEND parameters", help="Encoder and decoder weights and biases (and a LayerNorm's two, if any)"
+            ),
             "memory (bytes)": st.column_config.NumberColumn(
-                "memory (bytes)", help=f"Parameter bytes in memory at {data.architecture.torch_dtype}"),
+                "memory (bytes)", help=f"Parameter bytes in memory at {data.architecture.torch_dtype}"
+            ),
         },
     )
     last = stages[-1]
@@ -188,12 +218,14 @@ def _cut_cost_metrics(c: CutCost) -> None:
     """The headline: the same two comparisons as the table's rows, encoder output and pre-activation."""
     with metric_row("stages_cut_cost_metrics"):
         note_metric(
-            "Encoder output correlation", _number(c.encoder_correlation),
+            "Encoder output correlation",
+            _number(c.encoder_correlation),
             help="Pearson correlation between the encoder outputs of this checkpoint as saved and after the cut, on "
             f"the same validation gradients ({c.n:,} examples).",
         )
         note_metric(
-            "Pre-activation correlation", _number(c.preactivation_correlation),
+            "Pre-activation correlation",
+            _number(c.preactivation_correlation),
             help="The same on W x + b, before the activation (tanh saturation cannot hide a change there).",
         )
         for where, before, after in (
@@ -201,7 +233,8 @@ def _cut_cost_metrics(c: CutCost) -> None:
             ("pre-activation", c.preactivation_separation_before, c.preactivation_separation_after),
         ):
             note_metric(
-                f"Separation kept, {where}", format_percent(_ratio(after, before)),
+                f"Separation kept, {where}",
+                format_percent(_ratio(after, before)),
                 f"Cohen's d {_number(before, '.4g')} -> {_number(after, '.4g')}",
                 help=f"Class separation (Cohen's d, |mean(class A) - mean(class B)| / pooled std) of the {where} after "
                 f"the cut over that of this checkpoint as saved: the '{where}' row of the table below. Above 100 %: "
@@ -228,27 +261,40 @@ def _cut_cost_section(ctx: ViewContext) -> None:
     _cut_cost_metrics(c)
     rows = [
         ("label correlation, encoder output", c.label_correlation_before, c.label_correlation_after, None),
-        ("separation, encoder output", c.separation_before, c.separation_after,
-         _ratio(c.separation_after, c.separation_before)),
-        ("separation, pre-activation", c.preactivation_separation_before,
-         c.preactivation_separation_after, _ratio(c.preactivation_separation_after, c.preactivation_separation_before)),
+        (
+            "separation, encoder output",
+            c.separation_before,
+            c.separation_after,
+            _ratio(c.separation_after, c.separation_before),
+        ),
+        (
+            "separation, pre-activation",
+            c.preactivation_separation_before,
+            c.preactivation_separation_after,
+            _ratio(c.preactivation_separation_after, c.preactivation_separation_before),
+        ),
     ]
-    table = pd.DataFrame({
-        "measure": [r[0] for r in rows],
-        f"as saved ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
-        f"after the cut ({c.k:,} dims)": [_number(r[2]) for r in rows],
-        "kept": [format_percent(r[3]) if r[3] is not None else "-" for r in rows],
-    })
+    table = pd.DataFrame(
+        {
+            "measure": [r[0] for r in rows],
+            f"as saved ({c.input_dim:,} dims)": [_number(r[1]) for r in rows],
+            f"after the cut ({c.k:,} dims)": [_number(r[2]) for r in rows],
+            "kept": [format_percent(r[3]) if r[3] is not None else "-" for r in rows],
+        }
+    )
     show_table(
-        table, "stages_cut_cost_table",
+        table,
+        "stages_cut_cost_table",
         column_config={
             "measure": st.column_config.TextColumn(
                 "measure",
                 help="Label correlation: Pearson correlation of the encoder output with the ±1 class labels. "
-                "Separation: Cohen's d between the two classes."),
+                "Separation: Cohen's d between the two classes.",
+            ),
             f"as saved ({c.input_dim:,} dims)": st.column_config.TextColumn(
                 help="This checkpoint as saved (not necessarily unpruned: a pre-pruned checkpoint is compared as "
-                "it is)."),
+                "it is)."
+            ),
             "kept": st.column_config.TextColumn(help="After the cut over as saved: the headline's 'Separation kept'."),
         },
     )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dashboard.views.metrics import metric_row, note_metric
 from gradiend_core.checkpoint import CheckpointData
 from gradiend_core.disk import directory_disk_size
 from gradiend_core.summary import checkpoint_summary
 from gradiend_core.units import format_bytes, format_count
-from dashboard.views.metrics import metric_row, note_metric
 
 
 def render(data: CheckpointData) -> None:
@@ -18,12 +18,14 @@ def render(data: CheckpointData) -> None:
     with metric_row("summary_metrics"):
         note_metric("input_dim (dims)", format_count(s["input_dim"]), help=f"{s['input_dim']:,} dims")
         note_metric(
-            "Unpruned length (dims)", format_count(s["unpruned_length"]),
+            "Unpruned length (dims)",
+            format_count(s["unpruned_length"]),
             help=f"{s['unpruned_length']:,} entries in the {s['mapped_parameters']} mapped base-model parameters",
         )
         note_metric("latent_dim", s["latent_dim"])
         note_metric(
-            "Size on disk", format_bytes(disk.model_bytes),
+            "Size on disk",
+            format_bytes(disk.model_bytes),
             help=f"{disk.model_bytes:,} B in the model files; the preview's size on disk before the cut. "
             f"{disk.describe()}",
         )

@@ -8,12 +8,12 @@ from typing import Optional
 import pandas as pd
 import streamlit as st
 
-from gradiend_core.analysis import topk_table
-from gradiend_core.analysis.tokens import load_tokenizer, resolve_base_model
 from dashboard.context import ViewContext
 from dashboard.loading import load_checkpoint, load_ranking
 from dashboard.views import analysis_cache as cache
 from dashboard.views.tables import show_table
+from gradiend_core.analysis import topk_table
+from gradiend_core.analysis.tokens import load_tokenizer, resolve_base_model
 
 #: Rows the page may draw (the choice of "Rows on the page").
 ROW_CHOICES = (100, 1_000, 10_000)
@@ -44,7 +44,9 @@ def _download(path: str, selection, part: str, fmt: str):
     """Deferred download: the rows are built only when the button is clicked."""
 
     def build() -> bytes:
-        table = topk_table.topk_feature_table(load_checkpoint(path).param_map, load_ranking(path, part), selection, part, DOWNLOAD_ROWS)
+        table = topk_table.topk_feature_table(
+            load_checkpoint(path).param_map, load_ranking(path, part), selection, part, DOWNLOAD_ROWS
+        )
         tokenizer = base_tokenizer(_tokenizer_dir(path))
         if tokenizer is not None:
             table = table.with_tokens(tokenizer)
@@ -71,9 +73,11 @@ def _token_note(path: str, tokenizer) -> str:
     data = load_checkpoint(path)
     base = data.metadata.get("base_model") or data.metadata.get("base_model_id") or "unknown"
     if tokenizer is not None:
-        return (f" The token column names the vocabulary entry of token-embedding rows (row = token id), from the "
-                f"tokenizer of the base model `{base}` found at `{_tokenizer_dir(path)}`; downloads carry it as a last "
-                "column, token.")
+        return (
+            f" The token column names the vocabulary entry of token-embedding rows (row = token id), from the "
+            f"tokenizer of the base model `{base}` found at `{_tokenizer_dir(path)}`; downloads carry it as a last "
+            "column, token."
+        )
     return f" No local tokenizer for the base model `{base}`, so token-embedding rows show no token text."
 
 
@@ -84,7 +88,11 @@ def render(ctx: ViewContext) -> None:
     k = ctx.selection.k
     st.session_state.setdefault("topk_rows", ROW_CHOICES[1])
     rows = st.selectbox(
-        "Rows on the page", ROW_CHOICES, key="topk_rows", format_func=lambda n: f"{n:,}", width=200,
+        "Rows on the page",
+        ROW_CHOICES,
+        key="topk_rows",
+        format_func=lambda n: f"{n:,}",
+        width=200,
         help="How many of the kept dims the page draws, most important first; downloads hold more.",
     )
     table = cache.topk_rows(dir_, mtime, cache.selection_key(ctx), ctx.selection, part, rows)
@@ -94,17 +102,25 @@ def render(ctx: ViewContext) -> None:
     shown = f"the first {table.n_rows:,} of {k:,} kept dims" if table.truncated else f"all {k:,} kept dims"
     st.markdown(f"**Kept dims of the current selection, by {part} importance** ({shown})")
     show_table(
-        _frame(table), "topk_table_df", formats={"importance": "{:.6g}", "local index": "{}", "base-global index": "{}",
-                                                 "flat index in parameter": "{}"},
+        _frame(table),
+        "topk_table_df",
+        formats={
+            "importance": "{:.6g}",
+            "local index": "{}",
+            "base-global index": "{}",
+            "flat index in parameter": "{}",
+        },
         column_config={
             "importance": st.column_config.NumberColumn("importance", help=f"{part} importance (sum of |weights|)"),
             "local index": st.column_config.NumberColumn("local index", help="Index in this model's input space"),
             "base-global index": st.column_config.NumberColumn(
                 "base-global index",
-                help="Index over all mapped parameters in full; the same in every pruned model of this base"),
+                help="Index over all mapped parameters in full; the same in every pruned model of this base",
+            ),
             "coords": st.column_config.TextColumn("coords", help="Position inside the parameter (row, col, ...)"),
             "token": st.column_config.TextColumn(
-                "token", help="Token of this embedding row (its row index is the token id)"),
+                "token", help="Token of this embedding row (its row index is the token id)"
+            ),
         },
     )
     n_dl = min(k, DOWNLOAD_ROWS)
@@ -118,7 +134,17 @@ def render(ctx: ViewContext) -> None:
     )
     stem = _file_stem(ctx)
     with st.container(horizontal=True, key="topk_downloads"):
-        st.download_button("Download CSV", _download(dir_, ctx.selection, part, "csv"), file_name=f"{stem}.csv",
-                           mime="text/csv", key="topk_csv")
-        st.download_button("Download JSON", _download(dir_, ctx.selection, part, "json"), file_name=f"{stem}.json",
-                           mime="application/json", key="topk_json")
+        st.download_button(
+            "Download CSV",
+            _download(dir_, ctx.selection, part, "csv"),
+            file_name=f"{stem}.csv",
+            mime="text/csv",
+            key="topk_csv",
+        )
+        st.download_button(
+            "Download JSON",
+            _download(dir_, ctx.selection, part, "json"),
+            file_name=f"{stem}.json",
+            mime="application/json",
+            key="topk_json",
+        )

@@ -15,10 +15,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from gradiend_core.analysis.locate import layer_component_grid
-from gradiend_core.analysis.names import matching_parameters, name_mask
-from gradiend_core.errors import SelectionError
-from gradiend_core.mask_expr import params_term
 from dashboard import masks
 from dashboard.context import ViewContext
 from dashboard.figures.locate import METRICS, layer_component_heatmap
@@ -26,6 +22,10 @@ from dashboard.figures.mask_builder import add_pick_targets, picked_cells
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.tables import display_table
+from gradiend_core.analysis.locate import layer_component_grid
+from gradiend_core.analysis.names import matching_parameters, name_mask
+from gradiend_core.errors import SelectionError
+from gradiend_core.mask_expr import params_term
 
 INCLUDE, EXCLUDE = "name_include", "name_exclude"
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
@@ -47,7 +47,9 @@ def _clear_filter() -> None:
 def _name_filter(ctx: ViewContext) -> None:
     st.markdown("**Parameter-name filter** (Python regular expressions, searched anywhere in the name)")
     c1, c2 = st.columns(2)
-    inc = c1.text_input("Include parameters matching", key="name_include_input", placeholder=r"e.g. encoder\.layer\.[0-5]\.")
+    inc = c1.text_input(
+        "Include parameters matching", key="name_include_input", placeholder=r"e.g. encoder\.layer\.[0-5]\."
+    )
     exc = c2.text_input("Exclude parameters matching", key="name_exclude_input", placeholder=r"e.g. LayerNorm|bias$")
     pmap = ctx.data.param_map
     try:
@@ -75,8 +77,11 @@ def _name_filter(ctx: ViewContext) -> None:
         st.info(
             f"Name filter set: include `{applied_inc or '(all)'}`, exclude `{applied_exc or '(none)'}` - it is a mask, "
             "applied before threshold and topk. "
-            + ("Every kept dim lies inside it." if inside else "The current selection still has dims outside it: the sidebar "
-               "selection has not taken it up.")
+            + (
+                "Every kept dim lies inside it."
+                if inside
+                else "The current selection still has dims outside it: the sidebar selection has not taken it up."
+            )
         )
 
 
@@ -96,21 +101,36 @@ def render(ctx: ViewContext) -> None:
         "'outside layers' holds embeddings, final norms, pooler and heads; unknown names count as 'other'."
     )
     df = pd.DataFrame(bd.columns())
-    st.markdown(f"**Per base-model parameter** ({len(df):,} mapped parameters; click a column header to sort, "
-                "tick rows to pick them for the mask)")
+    st.markdown(
+        f"**Per base-model parameter** ({len(df):,} mapped parameters; click a column header to sort, "
+        "tick rows to pick them for the mask)"
+    )
     event = st.dataframe(
-        display_table(df, percent=("kept / in input", "share of kept importance", "share of part importance"),
-                      formats={"importance kept": "{:.4g}"}),
-        hide_index=True, key=f"where_table_{masks.pick_generation()}", on_select="rerun",
+        display_table(
+            df,
+            percent=("kept / in input", "share of kept importance", "share of part importance"),
+            formats={"importance kept": "{:.4g}"},
+        ),
+        hide_index=True,
+        key=f"where_table_{masks.pick_generation()}",
+        on_select="rerun",
         selection_mode="multi-row",
         column_config={
-            "entries": st.column_config.NumberColumn("entries", help="Entries of the full base-model parameter", format="localized"),
-            "in input space": st.column_config.NumberColumn("in input space", help="Entries in the GRADIEND input space", format="localized"),
-            "kept": st.column_config.NumberColumn("kept", help="Entries the current selection keeps", format="localized"),
+            "entries": st.column_config.NumberColumn(
+                "entries", help="Entries of the full base-model parameter", format="localized"
+            ),
+            "in input space": st.column_config.NumberColumn(
+                "in input space", help="Entries in the GRADIEND input space", format="localized"
+            ),
+            "kept": st.column_config.NumberColumn(
+                "kept", help="Entries the current selection keeps", format="localized"
+            ),
             "importance kept": st.column_config.NumberColumn(
-                "importance kept", help=f"Sum of {part} importance of the kept dims"),
+                "importance kept", help=f"Sum of {part} importance of the kept dims"
+            ),
             "share of part importance": st.column_config.NumberColumn(
-                "share of part importance", help=f"Share of all {part} importance in this parameter's input dims"),
+                "share of part importance", help=f"Share of all {part} importance in this parameter's input dims"
+            ),
         },
     )
     rows = sorted(event.selection.rows) if event else []

@@ -17,8 +17,17 @@ from scipy.stats import rankdata
 
 from ..ranking import Ranking
 
-__all__ = ["EXACT_LIMIT", "PairedSample", "SAMPLE_SIZE", "SCATTER_SIZE", "SEED", "SpearmanMatrix", "paired_sample",
-           "sample_indices", "spearman_matrix"]
+__all__ = [
+    "EXACT_LIMIT",
+    "PairedSample",
+    "SAMPLE_SIZE",
+    "SCATTER_SIZE",
+    "SEED",
+    "SpearmanMatrix",
+    "paired_sample",
+    "sample_indices",
+    "spearman_matrix",
+]
 
 #: An importance vector, or a :class:`~gradiend_core.ranking.Ranking` read only at the dims used.
 Importance = Union[np.ndarray, Ranking]

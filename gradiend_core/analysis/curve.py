@@ -59,7 +59,7 @@ import io
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -147,7 +147,11 @@ def bucket_counts(importance: Union[np.ndarray, Iterable[np.ndarray]]) -> np.nda
             importance vector read from disk piece by piece).
     """
     counts = np.zeros(N_BUCKETS, dtype=np.int64)
-    chunks = (importance[s : s + CHUNK] for s in range(0, importance.size, CHUNK)) if isinstance(importance, np.ndarray) else importance
+    chunks = (
+        (importance[s : s + CHUNK] for s in range(0, importance.size, CHUNK))
+        if isinstance(importance, np.ndarray)
+        else importance
+    )
     for chunk in chunks:
         counts += np.bincount(importance_buckets(chunk).ravel(), minlength=N_BUCKETS)
     return counts
@@ -314,8 +318,12 @@ class Encoder:
 
         act = activation_module(data.architecture.activation_encoder, encoder=True)
         if isinstance(act, torch.nn.LayerNorm) and "encoder.1.weight" in data.state_dict:
-            act.load_state_dict({"weight": data.state_dict["encoder.1.weight"].float(),
-                                 "bias": data.state_dict["encoder.1.bias"].float()})
+            act.load_state_dict(
+                {
+                    "weight": data.state_dict["encoder.1.weight"].float(),
+                    "bias": data.state_dict["encoder.1.bias"].float(),
+                }
+            )
         act = act.to(torch.float32).eval()
 
         def apply(pre: torch.Tensor) -> torch.Tensor:
@@ -404,8 +412,9 @@ class BucketSums:
 
             def product(span: Tuple[int, int]) -> np.ndarray:
                 a, e = span
-                h = scipy.sparse.csc_matrix((vals[a:e], rows[a:e], np.arange(e - a + 1, dtype=np.int32)),
-                                            shape=(occupied.size, e - a))
+                h = scipy.sparse.csc_matrix(
+                    (vals[a:e], rows[a:e], np.arange(e - a + 1, dtype=np.int32)), shape=(occupied.size, e - a)
+                )
                 return h @ x[a:e]
 
             # scipy's sparse kernels release the GIL: the halves of a chunk run on two cores
@@ -429,7 +438,9 @@ class BucketSums:
                 raise SelectionError(f"the chunks added {what} dims around {min(s, end)}: add each dim exactly once.")
             end = e
         if end != self.plan.input_dim:
-            raise SelectionError(f"the chunks added cover [0, {end}) of [0, {self.plan.input_dim}); add the rest first.")
+            raise SelectionError(
+                f"the chunks added cover [0, {end}) of [0, {self.plan.input_dim}); add the rest first."
+            )
 
     def member_sums(self, bucket: int) -> np.ndarray:
         """Cumulative contributions of a recorded bucket's members in rank order.
@@ -554,8 +565,9 @@ class Curve:
         return {m: float(getattr(self, m)[hit[0], 0]) for m in MEASURES}
 
 
-def _curve(pre: np.ndarray, activation: Activation, labels: np.ndarray, plan: CurvePlan, part: str,
-           selection_k: Optional[int]) -> Curve:
+def _curve(
+    pre: np.ndarray, activation: Activation, labels: np.ndarray, plan: CurvePlan, part: str, selection_k: Optional[int]
+) -> Curve:
     if labels.shape != (pre.shape[2],):
         raise SelectionError(f"labels must have shape ({pre.shape[2]},), got {labels.shape}.")
     full = _encode(activation, pre[-1])
@@ -580,7 +592,9 @@ def _check_inputs(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray)
     g = torch.as_tensor(gradients)
     lab = np.asarray(labels, dtype=np.float64).reshape(-1)
     if g.ndim != 2 or g.shape[1] != encoder.input_dim:
-        raise SelectionError(f"gradients must be (m, {encoder.input_dim}) (m samples over the input space); got {tuple(g.shape)}.")
+        raise SelectionError(
+            f"gradients must be (m, {encoder.input_dim}) (m samples over the input space); got {tuple(g.shape)}."
+        )
     if lab.size != g.shape[0]:
         raise SelectionError(f"labels must have one entry per gradient row ({g.shape[0]}); got {lab.size}.")
     return g, lab
@@ -623,7 +637,9 @@ def pruning_curves(
         imp = np.asarray(imp, dtype=np.float32)
         if imp.shape != (n,):
             raise SelectionError(f"{part} importance must have shape ({n},), got {imp.shape}.")
-        plan = plan_curve(bucket_counts(imp), grid, exact=() if selection_k is None else [selection_k], member_cap=member_cap)
+        plan = plan_curve(
+            bucket_counts(imp), grid, exact=() if selection_k is None else [selection_k], member_cap=member_cap
+        )
         acc = BucketSums(plan, g.shape[0], encoder.latent_dim)
         for s in range(0, n, chunk):
             acc.add(s, imp[s : s + chunk], encoder.weight[:, s : s + chunk], g[:, s : s + chunk])

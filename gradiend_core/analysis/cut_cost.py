@@ -119,7 +119,11 @@ def cut_cost(
         SelectionError: for indices out of range, duplicated or empty.
         CheckpointError: when the record does not cover the checkpoint's dimensions.
     """
-    data = checkpoint_data.to_checkpoint_data() if isinstance(checkpoint_data, ParamMappedGradiendModel) else checkpoint_data
+    data = (
+        checkpoint_data.to_checkpoint_data()
+        if isinstance(checkpoint_data, ParamMappedGradiendModel)
+        else checkpoint_data
+    )
     model = ParamMappedGradiendModel.from_checkpoint_data(data)
     d = model.input_dim
     keep = torch.as_tensor(np.asarray(keep_local_indices), dtype=torch.int64).reshape(-1)

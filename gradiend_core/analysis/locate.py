@@ -86,7 +86,12 @@ _BLOCK_RULES: Sequence[Tuple[re.Pattern, str]] = [
 # Rules for parameters outside the blocks, first match wins.
 _TOP_RULES: Sequence[Tuple[re.Pattern, str]] = [
     (_rule(r"embeddings\.LayerNorm|embeddings\.layer_norm|embedding_layernorm"), "embeddings LayerNorm"),
-    (_rule(r"vocab_transform|vocab_layer_norm|vocab_projector|lm_head|cls|classifier|qa_outputs|score|pre_classifier"), "head"),
+    (
+        _rule(
+            r"vocab_transform|vocab_layer_norm|vocab_projector|lm_head|cls|classifier|qa_outputs|score|pre_classifier"
+        ),
+        "head",
+    ),
     (_rule(r"pooler"), "pooler"),
     (_rule(r"[a-z_]*embeddings|embed_tokens|embed_positions|wte|wpe"), "embeddings"),
     (_rule(r"ln_f|norm|final_layer_norm|final_layernorm"), "final LayerNorm"),
@@ -264,7 +269,9 @@ def selection_breakdown(param_map: ParamMap, ranking: Ranking, selection: Select
     return _breakdown(param_map, np.diff(bounds), _segment_sums(ranking.values_at(keep), bounds), totals)
 
 
-def _breakdown(param_map: ParamMap, kept: np.ndarray, importance_kept: np.ndarray, importance_total: np.ndarray) -> ParamBreakdown:
+def _breakdown(
+    param_map: ParamMap, kept: np.ndarray, importance_kept: np.ndarray, importance_total: np.ndarray
+) -> ParamBreakdown:
     parsed = [parse_param_name(e.name) for e in param_map]
     return ParamBreakdown(
         names=param_map.names,
@@ -277,7 +284,6 @@ def _breakdown(param_map: ParamMap, kept: np.ndarray, importance_kept: np.ndarra
         importance_total=np.asarray(importance_total, dtype=np.float64),
         importance_kept=np.asarray(importance_kept, dtype=np.float64),
     )
-
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ MAX_POINTS = 3000
 #: Exact ranks at the top of the retained-mass curve (the left end of its log x axis).
 HEAD = 1000
 DEFAULT_SHARES = (0.5, 0.9, 0.99)
+
+
 def _even_pick(n: int, m: int) -> np.ndarray:
     """At most ``m`` of ``range(n)``, evenly spread, first and last included."""
     if n <= m:
@@ -98,7 +100,9 @@ class MassProfile:
         return int(np.flatnonzero(p == np.arange(1, p.size + 1))[-1] + 1) if p.size and p[0] == 1 else 0
 
 
-def mass_profile(ranking: Ranking, max_points: int = MAX_POINTS, shares: Sequence[float] = DEFAULT_SHARES, head: int = HEAD) -> MassProfile:
+def mass_profile(
+    ranking: Ranking, max_points: int = MAX_POINTS, shares: Sequence[float] = DEFAULT_SHARES, head: int = HEAD
+) -> MassProfile:
     """Cumulative importance mass of ``ranking`` (O(n) passes, no full sort).
 
     Args:

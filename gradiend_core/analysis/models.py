@@ -77,15 +77,23 @@ def compatibility_problems(signatures: Mapping[str, BaseSignature]) -> List[Inco
     problems = []
     for name, sig in items[1:]:
         if sig.params != ref.params:
-            problems.append(Incompatibility(
-                name, ref_name, "params",
-                f"{name!r} and {ref_name!r} map different base-model parameters: {_first_difference(ref.params, sig.params)}",
-            ))
+            problems.append(
+                Incompatibility(
+                    name,
+                    ref_name,
+                    "params",
+                    f"{name!r} and {ref_name!r} map different base-model parameters: {_first_difference(ref.params, sig.params)}",
+                )
+            )
         if ref.base_model and sig.base_model and ref.base_model != sig.base_model:
-            problems.append(Incompatibility(
-                name, ref_name, "base_model",
-                f"{name!r} was trained on base model {sig.base_model!r} but {ref_name!r} on {ref.base_model!r}.",
-            ))
+            problems.append(
+                Incompatibility(
+                    name,
+                    ref_name,
+                    "base_model",
+                    f"{name!r} was trained on base model {sig.base_model!r} but {ref_name!r} on {ref.base_model!r}.",
+                )
+            )
     return problems
 
 
@@ -125,7 +133,9 @@ class ModelOverlap:
 
 
 def model_overlap(
-    models: Mapping[str, Tuple[ParamMap, Ranking]], topk: object, signatures: Optional[Mapping[str, BaseSignature]] = None
+    models: Mapping[str, Tuple[ParamMap, Ranking]],
+    topk: object,
+    signatures: Optional[Mapping[str, BaseSignature]] = None,
 ) -> ModelOverlap:
     """Pairwise top-k overlap of models of one base model.
 

@@ -31,7 +31,9 @@ def matching_parameters(param_map: ParamMap, include: Optional[str] = None, excl
     return [name for name, k in zip(param_map.names, keep) if k]
 
 
-def name_mask(param_map: ParamMap, include: Optional[str] = None, exclude: Optional[str] = None) -> Optional[np.ndarray]:
+def name_mask(
+    param_map: ParamMap, include: Optional[str] = None, exclude: Optional[str] = None
+) -> Optional[np.ndarray]:
     """Keep-mask of the input dims whose parameter name matches ``include`` and not ``exclude``.
 
     Args:

@@ -46,7 +46,9 @@ def _check_sets(sets: Mapping[str, np.ndarray], universe: int) -> Tuple[Tuple[st
     for name in names:
         a = np.asarray(sets[name])
         if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"set {name!r} must be a 1-D integer index array, got dtype {a.dtype} and shape {a.shape}.")
+            raise ValueError(
+                f"set {name!r} must be a 1-D integer index array, got dtype {a.dtype} and shape {a.shape}."
+            )
         if a.size and (int(a.min()) < 0 or int(a.max()) >= universe):
             raise ValueError(f"set {name!r} has indices outside [0, {universe}); are all sets in the same index space?")
         arrays.append(a)
@@ -171,7 +173,6 @@ def intersection_patterns(sets: Mapping[str, np.ndarray], universe: int) -> Inte
         counts=counts[codes - 1][order].astype(np.int64),
         set_sizes=np.array([a.size for a in arrays], dtype=np.int64),
     )
-
 
 
 def restrict_patterns(patterns: IntersectionPatterns, names: Sequence[str]) -> IntersectionPatterns:

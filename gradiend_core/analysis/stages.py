@@ -254,7 +254,9 @@ class ReductionStage:
 
 def _stage(name: str, arch: Architecture, n: int, dtypes, is_checkpoint: bool = False) -> ReductionStage:
     a = dataclasses.replace(arch, input_dim=int(n))
-    return ReductionStage(name, int(n), int(sum(gradiend_param_counts(a).values())), memory_bytes(a, dtypes), is_checkpoint)
+    return ReductionStage(
+        name, int(n), int(sum(gradiend_param_counts(a).values())), memory_bytes(a, dtypes), is_checkpoint
+    )
 
 
 def combined_reduction(

@@ -76,7 +76,8 @@ def token_texts(
     """
     vocab = len(tokenizer)
     rows = [
-        i for i, (name, c, shape) in enumerate(zip(param_names, coords, param_shapes))
+        i
+        for i, (name, c, shape) in enumerate(zip(param_names, coords, param_shapes))
         if len(shape) == 2 and shape[0] >= vocab and len(c) == 2 and c[0] < vocab and EMBEDDING_NAME.search(name)
     ]
     out = [""] * len(param_names)

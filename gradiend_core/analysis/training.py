@@ -47,7 +47,10 @@ ARG_KEYS = (
     "convergent_metric",
     "convergent_score_threshold",
 )
-_PRUNE_KEYS = {"pre_prune_config": "pre-pruning (before training)", "post_prune_config": "post-pruning (after training)"}
+_PRUNE_KEYS = {
+    "pre_prune_config": "pre-pruning (before training)",
+    "post_prune_config": "post-pruning (after training)",
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,9 @@ def step_series(series: Any) -> Tuple[np.ndarray, np.ndarray]:
     values; entries whose step or value is not a number are skipped."""
     if not isinstance(series, Mapping):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
-    pairs = sorted((s, v) for s, v in ((_int(k), _number(v)) for k, v in series.items()) if s is not None and v is not None)
+    pairs = sorted(
+        (s, v) for s, v in ((_int(k), _number(v)) for k, v in series.items()) if s is not None and v is not None
+    )
     return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.float64)
 
 
@@ -166,7 +171,9 @@ def _config_settings(value: Any) -> Optional[Dict[str, Any]]:
         if "_repr" in value:
             parsed = parse_config_repr(str(value["_repr"]))
             return parsed or {"repr": str(value["_repr"])}
-        return {k: v for k, v in value.items() if v is not None and k not in ("dataset", "mask", "inplace", "return_mask")}
+        return {
+            k: v for k, v in value.items() if v is not None and k not in ("dataset", "mask", "inplace", "return_mask")
+        }
     if isinstance(value, str):
         return parse_config_repr(value) or {"repr": value}
     return None
@@ -210,7 +217,11 @@ def training_record(
     if t and not eval_steps.size:
         notes.append("training.json records no evaluation scores (training_stats.scores).")
     raw_losses = t.get("losses")
-    losses = np.array([_number(v) if _number(v) is not None else np.nan for v in raw_losses], dtype=np.float64) if isinstance(raw_losses, list) else np.empty(0)
+    losses = (
+        np.array([_number(v) if _number(v) is not None else np.nan for v in raw_losses], dtype=np.float64)
+        if isinstance(raw_losses, list)
+        else np.empty(0)
+    )
     if t and not losses.size:
         notes.append("training.json records no per-step losses.")
     best = t.get("best_score_checkpoint") if isinstance(t.get("best_score_checkpoint"), Mapping) else {}
@@ -223,8 +234,18 @@ def training_record(
         pruning += [p for p in _pruning_from(extra or {}, where) if all(p.stage != q.stage for q in pruning)]
     if isinstance(provenance, Mapping):
         keys = ("part", "topk", "threshold", "mask_file", "input_dim_before", "kept_dims", "created_utc", "source_path")
-        pruning.append(PruningConfig("export (gradiend_core)", "pruning.json", {k: provenance[k] for k in keys if provenance.get(k) is not None}))
-    time_s = {k: float(v) for k, v in (t.get("time") or {}).items() if _number(v) is not None} if isinstance(t.get("time"), Mapping) else {}
+        pruning.append(
+            PruningConfig(
+                "export (gradiend_core)",
+                "pruning.json",
+                {k: provenance[k] for k in keys if provenance.get(k) is not None},
+            )
+        )
+    time_s = (
+        {k: float(v) for k, v in (t.get("time") or {}).items() if _number(v) is not None}
+        if isinstance(t.get("time"), Mapping)
+        else {}
+    )
     final = _int(stats.get("global_step"))
     if final is None and losses.size:
         final = int(losses.size)
@@ -242,7 +263,8 @@ def training_record(
         pruning=pruning,
         time_seconds=time_s,
         input_dims={str(k): int(v) for k, v in (t.get("input_dims") or {}).items() if _int(v) is not None}
-        if isinstance(t.get("input_dims"), Mapping) else {},
+        if isinstance(t.get("input_dims"), Mapping)
+        else {},
         post_prune_result=dict(t["post_prune"]) if isinstance(t.get("post_prune"), Mapping) else {},
         notes=notes,
     )

@@ -31,10 +31,18 @@ from .format import (
     render_config,
     side_file_text,
 )
-from .reader import CheckpointData, find_weights, open_checkpoint, read_checkpoint, read_config, read_json, resolve_checkpoint_dir
-from .weights import WeightSource
+from .reader import (
+    CheckpointData,
+    find_weights,
+    open_checkpoint,
+    read_checkpoint,
+    read_config,
+    read_json,
+    resolve_checkpoint_dir,
+)
 from .targets import check_target
 from .tensor_files import ProgressFn, SafetensorsFile, load_tensor_file, safetensors_size
+from .weights import WeightSource
 from .writer import write_checkpoint
 
 __all__ = [

@@ -196,7 +196,9 @@ def _indices_positions(t: torch.Tensor, numel: int, where: str) -> np.ndarray:
 
 def _mask_positions(t: torch.Tensor, shape: Tuple[int, ...], numel: int, where: str) -> np.ndarray:
     if tuple(t.shape) != shape and t.numel() != numel:
-        raise CheckpointError(f"{where}: mask tensor has shape {tuple(t.shape)} but the parameter shape is {list(shape)}.")
+        raise CheckpointError(
+            f"{where}: mask tensor has shape {tuple(t.shape)} but the parameter shape is {list(shape)}."
+        )
     return np.flatnonzero(t.detach().cpu().reshape(-1).to(torch.bool).numpy()).astype(np.int64)
 
 
@@ -255,7 +257,9 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int, load: 
             "not a ParamMappedGradiendModel, and cannot be mapped onto a base model."
         )
     tensors = {f: load(str(mapping[f])) for f in ("indices_file", "masks_file") if f in mapping}
-    entries: List[ParamEntry] = [_parse_entry(i, e, mapping, tensors, cfg_path) for i, e in enumerate(mapping["param_map"])]
+    entries: List[ParamEntry] = [
+        _parse_entry(i, e, mapping, tensors, cfg_path) for i, e in enumerate(mapping["param_map"])
+    ]
     try:
         pmap = ParamMap(entries)
     except ValueError as e:
@@ -272,7 +276,9 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int, load: 
 MappingSpecs = Dict[str, Tuple[torch.dtype, Tuple[int, ...], ParamEntry]]
 
 
-def build_mapping(param_map: ParamMap, use_safetensors: bool = True) -> Tuple[Dict[str, Any], MappingSpecs, MappingSpecs]:
+def build_mapping(
+    param_map: ParamMap, use_safetensors: bool = True
+) -> Tuple[Dict[str, Any], MappingSpecs, MappingSpecs]:
     """The ``mapping`` block of ``config.json`` and what the two mapping files will hold.
 
     No tensor is built here, so previews of huge models stay cheap.

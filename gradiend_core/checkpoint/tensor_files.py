@@ -105,7 +105,9 @@ def _parse_info(name: str, info: Any, data_len: int, path: Path) -> Tuple[torch.
     except KeyError as e:
         raise CheckpointError(f"{path}: tensor {name!r}: unsupported or missing dtype/shape/offsets ({e}).") from e
     except (TypeError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: corrupted safetensors header at tensor {name!r} ({e}); copy the file again.") from e
+        raise CheckpointError(
+            f"{path}: corrupted safetensors header at tensor {name!r} ({e}); copy the file again."
+        ) from e
     if any(d < 0 for d in shape):
         raise CheckpointError(f"{path}: corrupted safetensors header: tensor {name!r} has shape {list(shape)}.")
     nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
@@ -144,7 +146,9 @@ class SafetensorsFile:
                     raise CheckpointError(f"{self.path}: truncated safetensors file (no header); copy it again.")
                 hlen = struct.unpack("<Q", head)[0]
                 if hlen > min(self.size - 8, MAX_HEADER):
-                    raise CheckpointError(f"{self.path}: corrupted safetensors header (length {hlen}); copy the file again.")
+                    raise CheckpointError(
+                        f"{self.path}: corrupted safetensors header (length {hlen}); copy the file again."
+                    )
                 self.header_bytes = f.read(hlen)
         except PermissionError as e:
             raise CheckpointError(f"{self.path}: permission denied; make the file readable.") from e
@@ -157,7 +161,9 @@ class SafetensorsFile:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{self.path}: corrupted safetensors header ({e}); copy the file again.") from e
         if not isinstance(header, dict):
-            raise CheckpointError(f"{self.path}: corrupted safetensors header (not a JSON object); copy the file again.")
+            raise CheckpointError(
+                f"{self.path}: corrupted safetensors header (not a JSON object); copy the file again."
+            )
         meta = header.pop("__metadata__", None)
         self.metadata: Dict[str, str] = dict(meta) if isinstance(meta, dict) else {}
         self.data_start = 8 + hlen
@@ -175,7 +181,9 @@ class SafetensorsFile:
         self.tensors: Dict[str, TensorInfo] = {t.name: t for t in infos}
 
     # ------------------------------------------------------------------------------ reading
-    def _pread_into(self, fd: int, view: memoryview, offset: int, progress: Optional[ProgressFn], done0: int, total: int) -> None:
+    def _pread_into(
+        self, fd: int, view: memoryview, offset: int, progress: Optional[ProgressFn], done0: int, total: int
+    ) -> None:
         done = 0
         while done < len(view):
             got = os.preadv(fd, [view[done : done + READ_BLOCK]], offset + done)

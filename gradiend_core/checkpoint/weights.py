@@ -96,7 +96,9 @@ class WeightSource:
                 raise CheckpointError(f"{self.path}: tensor {key!r} is missing; the weight file is incomplete.")
             dtype, got = infos[key]
             if not dtype.is_floating_point:
-                raise CheckpointError(f"{self.path}: tensor {key!r} has dtype {dtype}; GRADIEND weights are floating point.")
+                raise CheckpointError(
+                    f"{self.path}: tensor {key!r} has dtype {dtype}; GRADIEND weights are floating point."
+                )
             if tuple(got) != shape:
                 raise CheckpointError(
                     f"{self.path}: tensor {key!r} has shape {list(got)} but config.json's architecture requires "
@@ -151,7 +153,9 @@ class WeightSource:
 
     # ------------------------------------------------------------------------------ reads
     def _cast(self, key: str, t: torch.Tensor) -> torch.Tensor:
-        return t if key.startswith("encoder.1.") or t.dtype == self.architecture.dtype else t.to(self.architecture.dtype)
+        return (
+            t if key.startswith("encoder.1.") or t.dtype == self.architecture.dtype else t.to(self.architecture.dtype)
+        )
 
     def _range(self, key: str, start: int, stop: int, fd: Optional[int]) -> torch.Tensor:
         """Flat elements ``[start, stop)`` of ``key``, cast."""
@@ -173,7 +177,9 @@ class WeightSource:
             state = dict(self._pickled)
         return {k: self._cast(k, v) for k, v in state.items()}
 
-    def block(self, start: int, stop: int, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B), fd: Optional[int] = None) -> WeightBlock:
+    def block(
+        self, start: int, stop: int, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B), fd: Optional[int] = None
+    ) -> WeightBlock:
         """The weights of dims ``start .. stop`` (only the tensors named in ``parts``)."""
         a = self.architecture
         n, latent = a.input_dim, a.latent_dim
@@ -187,7 +193,9 @@ class WeightSource:
             bias = self._range(DEC_B, start, stop, fd)
         return WeightBlock(start, stop, enc, dec, bias)
 
-    def blocks(self, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B), block_dims: int = BLOCK_DIMS) -> Iterator[WeightBlock]:
+    def blocks(
+        self, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B), block_dims: int = BLOCK_DIMS
+    ) -> Iterator[WeightBlock]:
         """Every block of the input space in order (one open file for the whole pass)."""
         fd = self._st.open() if self._st is not None else None
         try:
@@ -207,7 +215,9 @@ class WeightSource:
         if idx.size == 0:
             a = self.architecture
             empty = torch.empty(0, dtype=a.dtype)
-            return WeightBlock(0, 0, empty.reshape(a.latent_dim, 0), empty.reshape(0, a.latent_dim), empty if a.bias_decoder else None)
+            return WeightBlock(
+                0, 0, empty.reshape(a.latent_dim, 0), empty.reshape(0, a.latent_dim), empty if a.bias_decoder else None
+            )
         # runs of close indices, each at most BLOCK_DIMS wide, so memory stays at one block
         breaks = np.flatnonzero((np.diff(idx) > _GATHER_GAP) | (np.diff(idx // BLOCK_DIMS) != 0)) + 1
         runs = np.split(idx, breaks)
@@ -218,11 +228,13 @@ class WeightSource:
                 lo, hi = int(run[0]), int(run[-1]) + 1
                 b = self.block(lo, hi, parts, fd)
                 local = torch.from_numpy(run - lo)
-                pieces.append((
-                    b.enc_w.index_select(1, local) if b.enc_w is not None else None,
-                    b.dec_w.index_select(0, local) if b.dec_w is not None else None,
-                    b.dec_b.index_select(0, local) if b.dec_b is not None else None,
-                ))
+                pieces.append(
+                    (
+                        b.enc_w.index_select(1, local) if b.enc_w is not None else None,
+                        b.dec_w.index_select(0, local) if b.dec_w is not None else None,
+                        b.dec_b.index_select(0, local) if b.dec_b is not None else None,
+                    )
+                )
         finally:
             if fd is not None:
                 os.close(fd)

@@ -331,8 +331,14 @@ def write_checkpoint(
     tmp = _make_staging_dir(target, parent)
     try:
         _stage_files(
-            tmp, architecture=architecture, param_map=param_map, state_dict=state_dict, metadata=metadata,
-            side_files=side_files, use_safetensors=use_safetensors, tensor_files=tensor_files,
+            tmp,
+            architecture=architecture,
+            param_map=param_map,
+            state_dict=state_dict,
+            metadata=metadata,
+            side_files=side_files,
+            use_safetensors=use_safetensors,
+            tensor_files=tensor_files,
         )
         _make_durable(tmp)
         if verify is not None:

@@ -16,7 +16,18 @@ counts, digest), :mod:`.space` (base-global <-> current input space), :mod:`.bui
 expressions by pointing), :mod:`.bundle` (saved masks).
 """
 
-from .build import OPS, above_term, cell_term, combine, file_term, model_term, name_term, params_term, top_term, upset_term
+from .build import (
+    OPS,
+    above_term,
+    cell_term,
+    combine,
+    file_term,
+    model_term,
+    name_term,
+    params_term,
+    top_term,
+    upset_term,
+)
 from .bundle import BUNDLE_FORMAT, MaskBundle, load_mask_bundle, make_mask_bundle, save_mask_bundle, space_digest
 from .evaluate import MaskResult, apply_mask_expr, evaluate_mask_expr
 from .space import global_indices_to_local, global_mask_to_local, local_mask_to_global

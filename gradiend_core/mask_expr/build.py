@@ -98,7 +98,11 @@ def above_term(part: str, threshold: float) -> str:
     Raises:
         SelectionError: for an unknown part or a negative, NaN or infinite threshold.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not (0 <= float(threshold) < float("inf")):
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not (0 <= float(threshold) < float("inf"))
+    ):
         raise SelectionError(f"threshold must be a finite number >= 0, got {threshold!r}.")
     return normalise(f"above({part}, {float(threshold)!r})")
 
@@ -167,7 +171,9 @@ def params_term(names: Iterable[str], param_map: Optional[ParamMap] = None) -> s
         known = param_map.names
         missing = [n for n in wanted if n not in set(known)]
         if missing:
-            raise SelectionError(f"parameter {missing[0]!r} is not mapped by this model ({len(missing)} unknown name(s)).")
+            raise SelectionError(
+                f"parameter {missing[0]!r} is not mapped by this model ({len(missing)} unknown name(s))."
+            )
         chosen = set(wanted)
         wanted = [n for n in known if n in chosen]
     return name_term(_exact_regex(wanted))

@@ -206,8 +206,13 @@ def load_mask_bundle(source: Union[str, os.PathLike, bytes]) -> MaskBundle:
     mask = t.numpy()
     if sha256_mask(mask) != meta.get("mask_sha256"):
         raise SelectionError(f"{where}: the mask does not match its recorded sha256; the file is damaged.")
-    return MaskBundle(meta.get("name", ""), meta.get("expression", ""), mask, meta.get("base_model") or None,
-                      meta.get("base_params_sha256", ""))
+    return MaskBundle(
+        meta.get("name", ""),
+        meta.get("expression", ""),
+        mask,
+        meta.get("base_model") or None,
+        meta.get("base_params_sha256", ""),
+    )
 
 
 def _problem(meta: Mapping[str, str], param_map: ParamMap, metadata: Mapping[str, Any]) -> Optional[str]:

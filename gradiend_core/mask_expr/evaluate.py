@@ -146,8 +146,11 @@ def evaluate_mask_expr(
     if not allow_empty and not mask.any():
         counts = ", ".join(f"{t} keeps {c:,}" for t, c in list(ev.counts.items())[:12])
         raise MaskExprError(
-            expression, 0, f"the expression keeps none of this model's {mask.size:,} input dims.",
-            f"Per term: {counts}. Loosen a term, or join terms with | instead of &.", len(expression),
+            expression,
+            0,
+            f"the expression keeps none of this model's {mask.size:,} input dims.",
+            f"Per term: {counts}. Loosen a term, or join terms with | instead of &.",
+            len(expression),
         )
     return MaskResult(mask, to_text(tree), dict(ev.counts), sha256_mask(mask), data.param_map)
 
@@ -191,7 +194,9 @@ def apply_mask_expr(
         return result.mask, result
     m = mask.detach().cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
     if m.dtype != np.bool_ or m.shape != result.mask.shape:
-        raise SelectionError(f"mask must be bool of shape {result.mask.shape} to combine with the expression, got {m.dtype} {m.shape}.")
+        raise SelectionError(
+            f"mask must be bool of shape {result.mask.shape} to combine with the expression, got {m.dtype} {m.shape}."
+        )
     return m & result.mask, result
 
 
@@ -260,7 +265,9 @@ class _Evaluator:
             if given is not None:
                 r = given if isinstance(given, Ranking) else Ranking(given)
                 if r.size != self.pmap.input_dim:
-                    raise SelectionError(f"the {part} importance given has length {r.size}, but input_dim is {self.pmap.input_dim}.")
+                    raise SelectionError(
+                        f"the {part} importance given has length {r.size}, but input_dim is {self.pmap.input_dim}."
+                    )
             else:
                 r = self.ranking_of(self.data, t, arg)
             self.rankings[part] = r
@@ -274,8 +281,12 @@ class _Evaluator:
         except CheckpointError as e:
             if t.part != GRADIENT_MEAN:
                 raise
-            raise self.fail(t, f"no {GRADIENT_MEAN} importance: {e}",
-                            "In an expression, rank by encoder-weight, decoder-weight, decoder-bias or decoder-sum instead.", arg) from None
+            raise self.fail(
+                t,
+                f"no {GRADIENT_MEAN} importance: {e}",
+                "In an expression, rank by encoder-weight, decoder-weight, decoder-bias or decoder-sum instead.",
+                arg,
+            ) from None
 
     def path(self, t: Term, what: str) -> Path:
         try:
@@ -290,17 +301,28 @@ class _Evaluator:
         try:
             arr = read_mask_file(p)
         except SelectionError as e:
-            raise self.fail(t, f"cannot read the mask file: {e}", "file() takes a bool mask (.pt, .pth, .safetensors, .npy).", 0) from None
+            raise self.fail(
+                t, f"cannot read the mask file: {e}", "file() takes a bool mask (.pt, .pth, .safetensors, .npy).", 0
+            ) from None
         problem = bundle_problem(p, self.pmap, self.data.metadata)
         if problem:
-            raise self.fail(t, f"{p} is a saved mask of another base model: {problem}", "Use a mask saved from a model of this base model.", 0)
+            raise self.fail(
+                t,
+                f"{p} is a saved mask of another base model: {problem}",
+                "Use a mask saved from a model of this base model.",
+                0,
+            )
         n, full = self.pmap.input_dim, self.pmap.unpruned_length
         if arr.shape == (n,):
             return arr.copy()
         if arr.shape == (full,):
             return global_mask_to_local(self.pmap, arr)
-        raise self.fail(t, f"{p} holds a mask of length {arr.size:,}, but this model has input_dim {n:,} and unpruned length {full:,}.",
-                        "A mask file has one entry per input dim (current input space) or per base-model entry (base-global space).", 0)
+        raise self.fail(
+            t,
+            f"{p} holds a mask of length {arr.size:,}, but this model has input_dim {n:,} and unpruned length {full:,}.",
+            "A mask file has one entry per input dim (current input space) or per base-model entry (base-global space).",
+            0,
+        )
 
     def model(self, t: Model) -> np.ndarray:
         p = self.path(t, "checkpoint")
@@ -309,12 +331,21 @@ class _Evaluator:
             try:
                 self.others[key] = self.load(key)
             except (CheckpointError, OSError, ValueError) as e:
-                raise self.fail(t, f"cannot read the checkpoint: {e}", "model() takes a GRADIEND checkpoint directory.", 0) from None
+                raise self.fail(
+                    t, f"cannot read the checkpoint: {e}", "model() takes a GRADIEND checkpoint directory.", 0
+                ) from None
         other = self.others[key]
-        sigs = {"this model": base_signature(self.pmap, self.data.metadata), t.path: base_signature(other.param_map, other.metadata)}
+        sigs = {
+            "this model": base_signature(self.pmap, self.data.metadata),
+            t.path: base_signature(other.param_map, other.metadata),
+        }
         problems = compatibility_problems(sigs)
         if problems:
-            raise self.fail(t, "the other model has a different base: " + " ".join(p.message for p in problems),
-                            "model() compares models of one base model (same parameters, shapes and metadata.base_model).", 0)
+            raise self.fail(
+                t,
+                "the other model has a different base: " + " ".join(p.message for p in problems),
+                "model() compares models of one base model (same parameters, shapes and metadata.base_model).",
+                0,
+            )
         keep = select(self.ranking_of(other, t, 1), topk=t.topk).keep
         return global_indices_to_local(self.pmap, base_global_of(other.param_map, keep))

@@ -157,7 +157,11 @@ def _tokenize(src: str) -> List[_Tok]:
             i = m.end()
             continue
         alias = _ALIASES.get(c)
-        hint = f"Use {alias}." if alias else "An expression holds terms, the operators & | ~, parentheses, commas, quoted strings and numbers."
+        hint = (
+            f"Use {alias}."
+            if alias
+            else "An expression holds terms, the operators & | ~, parentheses, commas, quoted strings and numbers."
+        )
         raise MaskExprError(src, i, f"unexpected character {c!r}.", hint)
     toks.append(_Tok("end", "", n))
     return toks
@@ -181,7 +185,9 @@ def _string(src: str, start: int) -> _Tok:
         where.append(i)
         i += 1
     raise MaskExprError(
-        src, start, f"the string starting here is never closed (no matching {quote_char}).",
+        src,
+        start,
+        f"the string starting here is never closed (no matching {quote_char}).",
         f"Close it with {quote_char}; write \\{quote_char} for a {quote_char} inside it.",
     )
 
@@ -388,7 +394,9 @@ class _Parser:
 
     def parse(self) -> Node:
         if self.tok.kind == "end":
-            raise self.fail(self.tok, "the expression is empty.", "Write a term such as top(decoder-weight, 5%). " + _TERM_HINT)
+            raise self.fail(
+                self.tok, "the expression is empty.", "Write a term such as top(decoder-weight, 5%). " + _TERM_HINT
+            )
         node = self.expr()
         t = self.tok
         if t.kind == ")":
@@ -429,8 +437,11 @@ class _Parser:
             if self.tok.kind != ")":
                 if self.tok.kind == "end":
                     raise self.fail(t, "this '(' is never closed.", "Add the ')' that closes it.")
-                raise self.fail(self.tok, f"expected ')' or an operator, got {_describe(self.tok)}.",
-                                f"The '(' at column {t.pos + 1} is still open; after a term comes '&', '|' or ')'.")
+                raise self.fail(
+                    self.tok,
+                    f"expected ')' or an operator, got {_describe(self.tok)}.",
+                    f"The '(' at column {t.pos + 1} is still open; after a term comes '&', '|' or ')'.",
+                )
             self.take()
             return node
         if t.kind == "ident":
@@ -447,11 +458,17 @@ class _Parser:
             if low in ("and", "or", "not"):
                 raise self.fail(fn, f"expected a term, got {name!r}.", "Write and / or / not as & / | / ~.")
             if low in EXPR_PARTS:
-                raise self.fail(fn, f"expected a term, got the part {name!r}.",
-                                f"A part goes inside a term, e.g. top({low}, 5%) or above({low}, 0.1).")
+                raise self.fail(
+                    fn,
+                    f"expected a term, got the part {name!r}.",
+                    f"A part goes inside a term, e.g. top({low}, 5%) or above({low}, 0.1).",
+                )
             close = difflib.get_close_matches(low, list(FUNCTIONS), n=1)
-            raise self.fail(fn, f"unknown function {name!r}.",
-                            (f"Did you mean {close[0]!r}? " if close else "") + f"The functions are {_SIGNATURES}.")
+            raise self.fail(
+                fn,
+                f"unknown function {name!r}.",
+                (f"Did you mean {close[0]!r}? " if close else "") + f"The functions are {_SIGNATURES}.",
+            )
         spec = FUNCTIONS[name]
         signature = f"{name}({', '.join(n for _, n in spec)})"
         if self.tok.kind != "(":
@@ -464,8 +481,11 @@ class _Parser:
                 if a.kind not in ("ident", "string", "number"):
                     if a.kind == "end":
                         raise self.fail(open_tok, f"the '(' of {name!r} is never closed.", f"Write {signature}.")
-                    raise self.fail(a, f"expected an argument of {signature}, got {_describe(a)}.",
-                                    "Arguments are a part (bare word), a number or a quoted string.")
+                    raise self.fail(
+                        a,
+                        f"expected an argument of {signature}, got {_describe(a)}.",
+                        "Arguments are a part (bare word), a number or a quoted string.",
+                    )
                 args.append(self.take())
                 if self.tok.kind == ",":
                     self.take()
@@ -474,13 +494,20 @@ class _Parser:
                     break
                 if self.tok.kind == "end":
                     raise self.fail(open_tok, f"the '(' of {name!r} is never closed.", f"Write {signature}.")
-                raise self.fail(self.tok, f"expected ',' or ')' in {signature}, got {_describe(self.tok)}.",
-                                "Separate arguments with ','; quote regular expressions and paths.")
+                raise self.fail(
+                    self.tok,
+                    f"expected ',' or ')' in {signature}, got {_describe(self.tok)}.",
+                    "Separate arguments with ','; quote regular expressions and paths.",
+                )
         close_tok = self.take()
         if len(args) != len(spec):
             bad = args[len(spec)] if len(args) > len(spec) else close_tok
-            raise self.fail(bad, f"{name} takes {len(spec)} argument{'s' if len(spec) > 1 else ''} "
-                                 f"({', '.join(n for _, n in spec)}), got {len(args)}.", f"Write {signature}.")
+            raise self.fail(
+                bad,
+                f"{name} takes {len(spec)} argument{'s' if len(spec) > 1 else ''} "
+                f"({', '.join(n for _, n in spec)}), got {len(args)}.",
+                f"Write {signature}.",
+            )
         values = [self.arg(name, signature, kind, label, a) for (kind, label), a in zip(spec, args)]
         where = dict(pos=fn.pos, end=close_tok.pos + 1, arg_pos=tuple(a.pos for a in args))
         if name == "top":
@@ -496,45 +523,74 @@ class _Parser:
     def arg(self, fn: str, signature: str, kind: str, label: str, tok: _Tok):
         if kind == "part":
             if tok.kind != "ident":
-                raise self.fail(tok, f"{label} of {signature} must be a bare part name, got {_describe(tok)}.",
-                                f"The parts are {', '.join(EXPR_PARTS)} (unquoted).")
+                raise self.fail(
+                    tok,
+                    f"{label} of {signature} must be a bare part name, got {_describe(tok)}.",
+                    f"The parts are {', '.join(EXPR_PARTS)} (unquoted).",
+                )
             part = tok.text.lower()
             if part not in EXPR_PARTS:
                 close = difflib.get_close_matches(part, EXPR_PARTS, n=1)
-                raise self.fail(tok, f"unknown part {tok.text!r}.",
-                                (f"Did you mean {close[0]!r}? " if close else "") + f"The parts are {', '.join(EXPR_PARTS)}.")
+                raise self.fail(
+                    tok,
+                    f"unknown part {tok.text!r}.",
+                    (f"Did you mean {close[0]!r}? " if close else "") + f"The parts are {', '.join(EXPR_PARTS)}.",
+                )
             return part
         if kind == "str":
             if tok.kind != "string":
-                raise self.fail(tok, f"{label} of {signature} must be a quoted string, got {_describe(tok)}.",
-                                f"Write {fn}('...') or {fn}(\"...\").")
+                raise self.fail(
+                    tok,
+                    f"{label} of {signature} must be a quoted string, got {_describe(tok)}.",
+                    f"Write {fn}('...') or {fn}(\"...\").",
+                )
             if fn == "name":
                 try:
                     re.compile(tok.value)
                 except re.error as e:
                     at = tok.pos if e.pos is None or e.pos >= len(tok.value_pos) else tok.value_pos[e.pos]
-                    raise MaskExprError(self.src, at, f"the regular expression {tok.value!r} does not compile: {e.msg}.",
-                                        "name() takes a Python regular expression, searched anywhere in the parameter name.") from None
+                    raise MaskExprError(
+                        self.src,
+                        at,
+                        f"the regular expression {tok.value!r} does not compile: {e.msg}.",
+                        "name() takes a Python regular expression, searched anywhere in the parameter name.",
+                    ) from None
             elif not tok.value:
-                raise self.fail(tok, f"{label} of {signature} is empty.", "Give the path of a file or checkpoint directory.")
+                raise self.fail(
+                    tok, f"{label} of {signature} is empty.", "Give the path of a file or checkpoint directory."
+                )
             return tok.value
         if tok.kind != "number":
-            raise self.fail(tok, f"{label} of {signature} must be a number, got {_describe(tok)}.",
-                            "K: a count (5000), a fraction (0.05) or a percentage (5%); T: a number >= 0.")
+            raise self.fail(
+                tok,
+                f"{label} of {signature} must be a number, got {_describe(tok)}.",
+                "K: a count (5000), a fraction (0.05) or a percentage (5%); T: a number >= 0.",
+            )
         if kind == "k":
             try:
                 return parse_topk(tok.text)
             except SelectionError as e:
-                raise self.fail(tok, f"bad K {tok.text!r}: {e}", "K is a count >= 1 (5000), a fraction in (0, 1] (0.05) or a percentage (5%).") from None
+                raise self.fail(
+                    tok,
+                    f"bad K {tok.text!r}: {e}",
+                    "K is a count >= 1 (5000), a fraction in (0, 1] (0.05) or a percentage (5%).",
+                ) from None
         if tok.text.endswith("%"):
-            raise self.fail(tok, f"bad T {tok.text!r}: a threshold is an importance value, not a percentage.",
-                            "Give T as a number >= 0 (importance >= T is kept); for a share of dims use top(PART, K).")
+            raise self.fail(
+                tok,
+                f"bad T {tok.text!r}: a threshold is an importance value, not a percentage.",
+                "Give T as a number >= 0 (importance >= T is kept); for a share of dims use top(PART, K).",
+            )
         try:
             t = float(tok.text.replace("_", ""))
         except ValueError:
             t = math.nan
         if math.isnan(t) or t < 0:
-            raise self.fail(tok, f"bad T {tok.text!r}: a threshold must be a number >= 0.", "Importance is an absolute value, so T >= 0.")
+            raise self.fail(
+                tok,
+                f"bad T {tok.text!r}: a threshold must be a number >= 0.",
+                "Importance is an absolute value, so T >= 0.",
+            )
         return t
 
 

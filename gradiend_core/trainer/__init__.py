@@ -19,10 +19,7 @@ Hugging Face masked LMs: ``Trainer.for_masked_lm("path/to/model", examples, args
 ``transformers``).
 """
 
-from .config import PostPruneConfig, PrePruneConfig, TrainingArguments, validate_selection
 from ..analysis.cut_cost import CutCost, class_separation, cut_cost
-from .data import Example
-from .model_with_gradiend import ModelWithGradiend
 from ..records import (
     PRE_PRUNE_FILE,
     VALIDATION_FILE,
@@ -31,6 +28,9 @@ from ..records import (
     load_pre_prune_record,
     load_validation_record,
 )
+from .config import PostPruneConfig, PrePruneConfig, TrainingArguments, validate_selection
+from .data import Example
+from .model_with_gradiend import ModelWithGradiend
 from .trainer import Trainer
 
 __all__ = [

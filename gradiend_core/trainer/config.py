@@ -71,7 +71,9 @@ def validate_selection(
         threshold = validate_threshold(threshold)
         if mask is not None:
             if not allow_mask:
-                raise SelectionError("mask is not a pre-pruning criterion (pre-pruning selects by gradient importance).")
+                raise SelectionError(
+                    "mask is not a pre-pruning criterion (pre-pruning selects by gradient importance)."
+                )
             if not (torch.is_tensor(mask) or isinstance(mask, np.ndarray)) or mask.ndim != 1:
                 shape = tuple(mask.shape) if hasattr(mask, "shape") else type(mask).__name__
                 raise SelectionError(
@@ -280,15 +282,21 @@ class TrainingArguments:
         _check_choice(owner, "target", self.target, SOURCES)
         if self.params is not None:
             if isinstance(self.params, str) or not all(isinstance(p, str) for p in self.params) or not self.params:
-                raise TypeError(f"{owner}: params must be a non-empty list of parameter names or wildcards, got {self.params!r}.")
+                raise TypeError(
+                    f"{owner}: params must be a non-empty list of parameter names or wildcards, got {self.params!r}."
+                )
             self.params = list(self.params)
         _check_int(owner, "latent_dim", self.latent_dim, 1)
         for name in ("activation_encoder", "activation_decoder"):
             if not isinstance(getattr(self, name), str):
-                raise TypeError(f"{owner}: {name} must be an activation name such as 'tanh', got {getattr(self, name)!r}.")
+                raise TypeError(
+                    f"{owner}: {name} must be an activation name such as 'tanh', got {getattr(self, name)!r}."
+                )
         _check_bool(owner, "bias_decoder", self.bias_decoder)
         if self.torch_dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise ValueError(f"{owner}: torch_dtype must be torch.float32, torch.float16 or torch.bfloat16, got {self.torch_dtype}.")
+            raise ValueError(
+                f"{owner}: torch_dtype must be torch.float32, torch.float16 or torch.bfloat16, got {self.torch_dtype}."
+            )
         _check_int(owner, "train_batch_size", self.train_batch_size, 1)
         for name in ("learning_rate", "adam_epsilon"):
             v = getattr(self, name)
@@ -310,9 +318,13 @@ class TrainingArguments:
         _check_bool(owner, "normalize_gradiend", self.normalize_gradiend)
         _check_int(owner, "save_validation_gradients", self.save_validation_gradients, 0)
         if self.pre_prune_config is not None and not isinstance(self.pre_prune_config, PrePruneConfig):
-            raise TypeError(f"{owner}: pre_prune_config must be a PrePruneConfig, got {type(self.pre_prune_config).__name__}.")
+            raise TypeError(
+                f"{owner}: pre_prune_config must be a PrePruneConfig, got {type(self.pre_prune_config).__name__}."
+            )
         if self.post_prune_config is not None and not isinstance(self.post_prune_config, PostPruneConfig):
-            raise TypeError(f"{owner}: post_prune_config must be a PostPruneConfig, got {type(self.post_prune_config).__name__}.")
+            raise TypeError(
+                f"{owner}: post_prune_config must be a PostPruneConfig, got {type(self.post_prune_config).__name__}."
+            )
         if not isinstance(self.metadata, dict):
             raise TypeError(f"{owner}: metadata must be a dict, got {type(self.metadata).__name__}.")
 
@@ -352,4 +364,3 @@ class TrainingArguments:
         fp["source"] = self.source
         fp["target"] = self.target
         return fp
-

@@ -85,9 +85,7 @@ def indices_by_class(examples: Sequence[Example], classes: Tuple[str, str]) -> D
     return out
 
 
-def stratified_indices(
-    examples: Sequence[Example], classes: Tuple[str, str], n: int, seed: Optional[int]
-) -> List[int]:
+def stratified_indices(examples: Sequence[Example], classes: Tuple[str, str], n: int, seed: Optional[int]) -> List[int]:
     """``n`` example positions split evenly over the two classes (the reference's draw).
 
     Each class gets ``n // 2`` (the first class one more when ``n`` is odd). Each class pool is

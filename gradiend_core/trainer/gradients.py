@@ -131,7 +131,9 @@ class GradientSource:
         with self._grad_mode(names):
             loss = self.loss_fn(self.base_model, batch, which)
             if not torch.is_tensor(loss) or loss.numel() != 1:
-                raise RuntimeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} {getattr(loss, 'shape', '')}.")
+                raise RuntimeError(
+                    f"loss_fn must return a scalar tensor, got {type(loss).__name__} {getattr(loss, 'shape', '')}."
+                )
             grads = torch.autograd.grad(loss.reshape(()), [self.params[n] for n in names], allow_unused=True)
         parts = []
         for (name, pos), g in zip(plan, grads):

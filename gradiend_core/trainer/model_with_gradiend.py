@@ -20,9 +20,9 @@ from torch import nn
 
 from ..importance import DEFAULT_PART
 from ..model import ParamMappedGradiendModel
+from ..records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord, ValidationRecord
 from .config import SOURCES
 from .gradients import GradientSource, LossFn, resolve_params
-from ..records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord, ValidationRecord
 
 CONTEXT_FILE = "gradiend_context.json"
 TRAINING_FILE = "training.json"
@@ -34,7 +34,9 @@ def base_model_id(base_model: nn.Module) -> str:
     Hugging Face models carry ``name_or_path`` (the path they were loaded from); other modules
     are named by their class.
     """
-    name = getattr(base_model, "name_or_path", None) or getattr(getattr(base_model, "config", None), "_name_or_path", None)
+    name = getattr(base_model, "name_or_path", None) or getattr(
+        getattr(base_model, "config", None), "_name_or_path", None
+    )
     return str(name) if name else type(base_model).__name__
 
 

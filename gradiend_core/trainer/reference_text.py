@@ -71,10 +71,14 @@ def read_text_data(path: Union[str, Path]) -> pd.DataFrame:
     if p.is_dir():
         found = [p / f"training{ext}" for ext in (".csv", ".parquet") if (p / f"training{ext}").is_file()]
         if not found:
-            raise CheckpointError(f"{p}: no training.csv or training.parquet in this directory; give the data file itself.")
+            raise CheckpointError(
+                f"{p}: no training.csv or training.parquet in this directory; give the data file itself."
+            )
         p = found[0]
     if not p.is_file():
-        raise CheckpointError(f"{p}: no such data file; give a .csv or .parquet with columns masked, label, label_class.")
+        raise CheckpointError(
+            f"{p}: no such data file; give a .csv or .parquet with columns masked, label, label_class."
+        )
     suffix = p.suffix.lower()
     try:
         if suffix == ".csv":
@@ -216,8 +220,9 @@ def eval_order(examples: Sequence[Example], pair: Tuple[str, str], source: str) 
     return out
 
 
-def mlm_item(tokenizer: Any, masked: str, target: str, *, mask_placeholder: str = MASK_PLACEHOLDER,
-             max_length: int = MAX_LENGTH) -> Dict[str, torch.Tensor]:
+def mlm_item(
+    tokenizer: Any, masked: str, target: str, *, mask_placeholder: str = MASK_PLACEHOLDER, max_length: int = MAX_LENGTH
+) -> Dict[str, torch.Tensor]:
     """The reference's masked-LM item for one sentence and target word (``_create_item``).
 
     Returns:
@@ -237,13 +242,16 @@ def mlm_item(tokenizer: Any, masked: str, target: str, *, mask_placeholder: str 
         raise ValueError(f"target {target!r} is no token of this tokenizer.")
     if text.count(mask) == 1:
         text = text.replace(mask, " ".join([mask] * len(target_ids)), 1)
-    enc = tokenizer(text, return_tensors="pt", add_special_tokens=True, truncation=True, max_length=max_length,
-                    padding="max_length")
+    enc = tokenizer(
+        text, return_tensors="pt", add_special_tokens=True, truncation=True, max_length=max_length, padding="max_length"
+    )
     ids = enc["input_ids"]
     labels = torch.full_like(ids, -100)
     pos = (ids == tokenizer.convert_tokens_to_ids(mask)).nonzero(as_tuple=False)
     if pos.shape[0] == 0:
-        raise ValueError(f"sentence {masked!r}: the mask lies beyond max_length={max_length} tokens; shorten the sentence.")
+        raise ValueError(
+            f"sentence {masked!r}: the mask lies beyond max_length={max_length} tokens; shorten the sentence."
+        )
     for i, (b, p) in enumerate(pos.tolist()):
         labels[b, p] = target_ids[min(i, len(target_ids) - 1)]
     return {"input_ids": ids, "attention_mask": enc["attention_mask"], "labels": labels}
@@ -257,8 +265,13 @@ def mlm_loss(tokenizer: Any, *, mask_placeholder: str = MASK_PLACEHOLDER, max_le
         if len(batch) != 1:
             raise ValueError("the reference's evaluation takes one example per gradient; pass batches of one.")
         ex = batch[0]
-        item = mlm_item(tokenizer, ex.inputs, ex.factual if which == "factual" else ex.alternative,
-                        mask_placeholder=mask_placeholder, max_length=max_length)
+        item = mlm_item(
+            tokenizer,
+            ex.inputs,
+            ex.factual if which == "factual" else ex.alternative,
+            mask_placeholder=mask_placeholder,
+            max_length=max_length,
+        )
         device = next(model.parameters()).device
         return model(**{k: v.to(device) for k, v in item.items()}).loss
 

@@ -26,26 +26,26 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass, field
 import itertools
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..analysis.cut_cost import pearson
 from ..model import ParamMappedGradiendModel
 from ..param_map import ParamMap
+from ..records import PrePruneRecord, ValidationRecord, align_columns
 from ..selection import select
 from .config import PostPruneConfig, PrePruneConfig, TrainingArguments
-from ..analysis.cut_cost import pearson
 from .data import Example, epoch_batches, label_of, resolve_classes, split_validation, stratified_indices
 from .gradients import GradientSource, LossFn, needs, pick, resolve_params
 from .model_with_gradiend import ModelWithGradiend, base_model_id
-from ..records import PrePruneRecord, ValidationRecord, align_columns
 
 #: Fraction of each class held out for validation when no eval_data is given.
 VALIDATION_FRACTION = 0.2
@@ -63,10 +63,17 @@ class _Run:
     opt: torch.optim.Optimizer
     do_eval: bool
     loss_fn: nn.Module = field(default_factory=nn.MSELoss)
-    stats: Dict[str, Any] = field(default_factory=lambda: {
-        "global_step": 0, "correlation": None, "scores": {}, "mean_by_class": {},
-        "mean_by_feature_class": {}, "encoder_norms": {}, "decoder_norms": {},
-    })
+    stats: Dict[str, Any] = field(
+        default_factory=lambda: {
+            "global_step": 0,
+            "correlation": None,
+            "scores": {},
+            "mean_by_class": {},
+            "mean_by_feature_class": {},
+            "encoder_norms": {},
+            "decoder_norms": {},
+        }
+    )
     losses: List[float] = field(default_factory=list)
     best: Dict[str, Any] = field(default_factory=lambda: {"correlation": None, "global_step": None, "epoch": None})
     best_state: Optional[Dict[str, torch.Tensor]] = None
@@ -115,7 +122,9 @@ class Trainer:
         else:
             raise TypeError(f"model must be a torch nn.Module or a ModelWithGradiend, got {type(model).__name__}.")
         if loss_fn is None:
-            raise ValueError("loss_fn is required: (model, batch, which) -> scalar loss (or use Trainer.for_masked_lm).")
+            raise ValueError(
+                "loss_fn is required: (model, batch, which) -> scalar loss (or use Trainer.for_masked_lm)."
+            )
         self.loss_fn = loss_fn
         train_data = list(train_data)
         self.classes = resolve_classes(train_data, classes)
@@ -125,12 +134,19 @@ class Trainer:
         self.eval_data: List[Example] = list(eval_data)
         resolve_classes(self.eval_data, self.classes)
         names = None if self._model is None else [e.name for e in self._model.gradiend.mapping]
-        self.gradients = GradientSource(self.base_model, loss_fn, resolve_params(self.base_model, names or self.args.params))
+        self.gradients = GradientSource(
+            self.base_model, loss_fn, resolve_params(self.base_model, names or self.args.params)
+        )
         self.training_stats: Optional[Dict[str, Any]] = None
         self.post_prune_mask: Optional[torch.Tensor] = None
         # validation source gradients (X, labels) and the map they were taken over
         self._val_cache: Optional[Tuple[ParamMap, torch.Tensor, torch.Tensor]] = None
-        self._time: Dict[str, float] = {"pre_prune": 0.0, "data_preparation": 0.0, "model_with_gradiend": 0.0, "eval": 0.0}
+        self._time: Dict[str, float] = {
+            "pre_prune": 0.0,
+            "data_preparation": 0.0,
+            "model_with_gradiend": 0.0,
+            "eval": 0.0,
+        }
         self._dims: Dict[str, Optional[int]] = {"unpruned": None, "after_pre_prune": None, "final": None}
         self._post_prune_info: Optional[Dict[str, Any]] = None
 
@@ -230,7 +246,9 @@ class Trainer:
             total += pick(cfg.source, f, a).to(torch.float64)
         return (total / len(idx)).abs().to(torch.float32).numpy(), idx
 
-    def pre_prune(self, pre_cfg: Optional[PrePruneConfig] = None, *, inplace: bool = True) -> Union["Trainer", ModelWithGradiend]:
+    def pre_prune(
+        self, pre_cfg: Optional[PrePruneConfig] = None, *, inplace: bool = True
+    ) -> Union["Trainer", ModelWithGradiend]:
         """Pre-prune by gradient importance before training.
 
         Args:
@@ -247,7 +265,9 @@ class Trainer:
         """
         cfg = pre_cfg if pre_cfg is not None else self.args.pre_prune_config
         if cfg is None:
-            raise ValueError("pre_prune needs a config: pass PrePruneConfig(...) or set TrainingArguments(pre_prune_config=...).")
+            raise ValueError(
+                "pre_prune needs a config: pass PrePruneConfig(...) or set TrainingArguments(pre_prune_config=...)."
+            )
         start = time.time()
         current = self._model
         pmap = current.gradiend.mapping if current is not None else self.gradients.full_map()
@@ -260,7 +280,9 @@ class Trainer:
         else:
             importance, used = self.gradient_mean(cfg, pmap)
             sel = select(importance, topk=cfg.topk, threshold=cfg.threshold)
-            record = PrePruneRecord(importance, sel.keep, pmap.base_global_index().copy(), cfg.to_dict(), cfg.source, len(used))
+            record = PrePruneRecord(
+                importance, sel.keep, pmap.base_global_index().copy(), cfg.to_dict(), cfg.source, len(used)
+            )
             if current is None:
                 model = self._build(pmap.restrict(sel.keep))  # never allocate the full-size GRADIEND
             else:
@@ -274,7 +296,9 @@ class Trainer:
         return self
 
     # ------------------------------------------------------------------ post-pruning
-    def post_prune(self, post_cfg: Optional[PostPruneConfig] = None) -> Union["Trainer", ModelWithGradiend, Tuple[ModelWithGradiend, torch.Tensor]]:
+    def post_prune(
+        self, post_cfg: Optional[PostPruneConfig] = None
+    ) -> Union["Trainer", ModelWithGradiend, Tuple[ModelWithGradiend, torch.Tensor]]:
         """Post-prune the trained model by weight importance of ``part``.
 
         Args:
@@ -287,7 +311,9 @@ class Trainer:
         """
         cfg = post_cfg if post_cfg is not None else self.args.post_prune_config
         if cfg is None:
-            raise ValueError("post_prune needs a config: pass PostPruneConfig(...) or set TrainingArguments(post_prune_config=...).")
+            raise ValueError(
+                "post_prune needs a config: pass PostPruneConfig(...) or set TrainingArguments(post_prune_config=...)."
+            )
         model = self.get_model()
         before = model.gradiend.input_dim
         pruned, mask = model.prune_gradiend(
@@ -307,7 +333,9 @@ class Trainer:
         cap = self.args.encoder_eval_max_size
         if cap is None or cap >= len(self.eval_data):
             return self.eval_data
-        return [self.eval_data[i] for i in sorted(stratified_indices(self.eval_data, self.classes, cap, self.args.seed))]
+        return [
+            self.eval_data[i] for i in sorted(stratified_indices(self.eval_data, self.classes, cap, self.args.seed))
+        ]
 
     def validation_gradients(self, pmap: Optional[ParamMap] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Source gradients of the validation examples over ``pmap`` (default: the model's map).
@@ -355,8 +383,14 @@ class Trainer:
         g.train(was)
         e = enc[:, 0].to(torch.float64).numpy()
         lab = labels.numpy()
-        out: Dict[str, Any] = {"correlation": pearson(e, lab), "mean_by_class": {}, "std_by_class": {}, "n_by_class": {},
-                               "mean_by_feature_class": {}, "label_value_to_class_name": {}}
+        out: Dict[str, Any] = {
+            "correlation": pearson(e, lab),
+            "mean_by_class": {},
+            "std_by_class": {},
+            "n_by_class": {},
+            "mean_by_feature_class": {},
+            "label_value_to_class_name": {},
+        }
         for name in self.classes:
             lv = label_of(name, self.classes)
             vals = e[lab == lv]
@@ -405,7 +439,9 @@ class Trainer:
         a = self.args
         out_dir = self.output_dir
         if out_dir is None:
-            raise ValueError("set TrainingArguments(experiment_dir=...) or output_dir=... so the trained model can be saved.")
+            raise ValueError(
+                "set TrainingArguments(experiment_dir=...) or output_dir=... so the trained model can be saved."
+            )
         if a.post_prune_config is not None and not a.post_prune_config.inplace:
             raise ValueError("post_prune_config.inplace=False makes no sense when train() runs it; use inplace=True.")
         start = time.time()
@@ -523,8 +559,13 @@ class Trainer:
                 picks.append(rng.permutation(pool)[:need])
             pos = np.sort(np.concatenate(picks))
         idx = torch.from_numpy(pos)
-        return ValidationRecord(x[idx].clone(), labels[idx].clone(), model.gradiend.mapping.base_global_index().copy(),
-                                self.classes, self.args.source)
+        return ValidationRecord(
+            x[idx].clone(),
+            labels[idx].clone(),
+            model.gradiend.mapping.base_global_index().copy(),
+            self.classes,
+            self.args.source,
+        )
 
     def _training_json(self, stats: Dict[str, Any], best: Dict[str, Any], losses: List[float]) -> Dict[str, Any]:
         """``training.json`` in the reference's layout (plus ``input_dims`` and ``post_prune``)."""
@@ -555,9 +596,16 @@ class Trainer:
         vals = [float(v) for v in means.values()]
         min_abs = min(abs(v) for v in vals) if len(vals) == 2 else None
         converged = (
-            step is not None and step > 0 and corr is not None and abs(corr) >= a.convergent_score_threshold
-            and len(vals) == 2 and vals[0] * vals[1] < 0
-            and (a.convergent_mean_by_class_threshold is None or (min_abs is not None and min_abs >= a.convergent_mean_by_class_threshold))
+            step is not None
+            and step > 0
+            and corr is not None
+            and abs(corr) >= a.convergent_score_threshold
+            and len(vals) == 2
+            and vals[0] * vals[1] < 0
+            and (
+                a.convergent_mean_by_class_threshold is None
+                or (min_abs is not None and min_abs >= a.convergent_mean_by_class_threshold)
+            )
         )
         return {
             "converged": bool(converged),
