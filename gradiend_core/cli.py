@@ -223,9 +223,27 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{path}: no such file or directory.")
     cmd = dashboard_command(path, args.port, args.headless, args.address)
     sys.stdout.flush()
-    # Replace this process with streamlit's, so a signal to it (Ctrl-C, SIGTERM) reaches the server.
-    os.execv(cmd[0], cmd)
-    return 0  # pragma: no cover - execv does not return
+    _preload_page_modules()
+    # Run streamlit's own command line in this process: it becomes the server (signals such as
+    # Ctrl-C reach it as with `streamlit run`), and the modules imported above are already there
+    # when the first page runs, so the first page load does not pay seconds of imports.
+    from streamlit.web import cli as streamlit_cli
+
+    sys.argv = ["streamlit"] + cmd[cmd.index("run") :]
+    return int(streamlit_cli.main(prog_name="streamlit") or 0)  # pragma: no cover - the server runs until stopped
+
+
+def _preload_page_modules() -> None:
+    """Import what the dashboard's page imports (torch, numpy, pandas, plotly and the views)."""
+    import importlib
+    import pkgutil
+
+    import dashboard.views
+
+    for mod in ("dashboard.loading", "dashboard.masks", "dashboard.sessions", "dashboard.context"):
+        importlib.import_module(mod)
+    for info in pkgutil.iter_modules(dashboard.views.__path__):
+        importlib.import_module(f"dashboard.views.{info.name}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
-from scipy.stats import rankdata
 
 from ..ranking import Ranking
 
@@ -123,6 +122,8 @@ def spearman_matrix(
     dropped = int(ok.size - np.count_nonzero(ok))
     if dropped:
         data = data[:, ok]
+    from scipy.stats import rankdata  # imported on use: scipy.stats costs most of a second to import
+
     ranks = np.vstack([rankdata(row) for row in data]) if data.shape[1] else data
     m = len(names)
     rho = np.full((m, m), np.nan)

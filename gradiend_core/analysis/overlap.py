@@ -96,7 +96,7 @@ def overlap_matrix(sets: Mapping[str, np.ndarray], universe: int) -> OverlapMatr
 
     Args:
         sets: ``{name: indices}``, each 1-D unique integer indices in ``[0, universe)``.
-        universe: size of the index space (bytes of temporary memory used).
+        universe: size of the index space (indices are checked against it).
 
     Returns:
         An :class:`OverlapMatrix`.
@@ -107,12 +107,12 @@ def overlap_matrix(sets: Mapping[str, np.ndarray], universe: int) -> OverlapMatr
     names, arrays = _check_sets(sets, universe)
     m = len(names)
     inter = np.zeros((m, m), dtype=np.int64)
-    member = np.zeros(universe, dtype=bool)
-    for i, a in enumerate(arrays):
-        member[a] = True
+    # sorted index sets intersect in O(k log k) memory of the sets alone: nothing universe-sized
+    ordered = [np.sort(np.asarray(a, dtype=np.int64)) for a in arrays]
+    for i in range(m):
         for j in range(i, m):
-            inter[i, j] = inter[j, i] = int(np.count_nonzero(member[arrays[j]]))
-        member[a] = False
+            both = np.intersect1d(ordered[i], ordered[j], assume_unique=True).size
+            inter[i, j] = inter[j, i] = both
     sizes = np.array([a.size for a in arrays], dtype=np.int64)
     return OverlapMatrix(names, sizes, inter, int(universe))
 
@@ -143,7 +143,8 @@ class IntersectionPatterns:
 
 
 def intersection_patterns(sets: Mapping[str, np.ndarray], universe: int) -> IntersectionPatterns:
-    """Count the indices of every exact membership pattern (O(universe), one byte per index).
+    """Count the indices of every exact membership pattern (O(sum of set sizes); nothing as large
+    as the universe is allocated).
 
     Args:
         sets: ``{name: indices}`` as for :func:`overlap_matrix`, 1 to :data:`MAX_PATTERN_SETS`.
@@ -159,9 +160,12 @@ def intersection_patterns(sets: Mapping[str, np.ndarray], universe: int) -> Inte
     m = len(names)
     if m > MAX_PATTERN_SETS:
         raise ValueError(f"intersection patterns take at most {MAX_PATTERN_SETS} sets, got {m}.")
-    code = np.zeros(universe, dtype=np.uint8)
-    for i, a in enumerate(arrays):
-        code[a] |= np.uint8(1 << i)
+    idx = np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays]) if arrays else np.empty(0, np.int64)
+    bit = np.concatenate([np.full(len(a), 1 << i, dtype=np.int64) for i, a in enumerate(arrays)])
+    order = np.argsort(idx, kind="stable")
+    idx, bit = idx[order], bit[order]
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]]) if idx.size else np.empty(0, np.int64)
+    code = np.bitwise_or.reduceat(bit, starts) if idx.size else np.empty(0, np.int64)
     counts = np.bincount(code, minlength=1 << m)[1:]
     codes = np.flatnonzero(counts) + 1
     bits = ((codes[:, None] >> np.arange(m)[None, :]) & 1).astype(bool)
