@@ -306,7 +306,8 @@ def ranking_for(
             the weights out of memory).
         source: a weight part or ``gradient-mean``.
         layout: ``"now"`` - build (or load) the layout before returning; ``"background"`` - return
-            after the summary and attach the layout when a background thread has built it;
+            after the summary and attach the layout when a background thread has built it (only
+            when the layout takes at most half the cache budget, 8 bytes per dim);
             ``"never"`` - summary only (every dim-level question streams the weights once).
         progress: optional ``progress(fraction, text)`` while passes run.
 
@@ -334,9 +335,17 @@ def ranking_for(
                 _registry[key] = ranking
         if layout == "now" and not ranking.has_layout:
             _attach_layout(data, source, ranking, progress)
-        elif layout == "background" and not ranking.has_layout:
+        elif layout == "background" and not ranking.has_layout and _layout_fits(data, 1, 2):
             _schedule(key, data, source)
     return ranking
+
+
+def _layout_fits(data: CheckpointData, sources: int, share: int) -> bool:
+    """Whether ``sources`` layouts (8 bytes per dim each) fit in ``1/share`` of the cache budget;
+    beyond, rankings stay summaries and a change streams the weights once."""
+    from .cache import cache_budget
+
+    return 8 * data.architecture.input_dim * sources <= cache_budget() // share
 
 
 _queue: "list[Tuple[Tuple[str, str], CheckpointData, Optional[str]]]" = []
@@ -384,11 +393,10 @@ def prefetch(data: CheckpointData, sources, max_layout_bytes: Optional[int] = No
     ``max_layout_bytes`` of cache (default: a quarter of the cache budget)."""
     if data.weights is None or data.loaded:
         return
-    from .cache import cache_budget
-
-    limit = cache_budget() // 4 if max_layout_bytes is None else max_layout_bytes
     wanted = [validate_source(s) for s in sources if validate_source(s) != GRADIENT_MEAN]
-    if 8 * data.architecture.input_dim * len(wanted) > limit:
+    if max_layout_bytes is not None and 8 * data.architecture.input_dim * len(wanted) > max_layout_bytes:
+        return
+    if max_layout_bytes is None and not _layout_fits(data, len(wanted), 4):
         return
     for s in wanted:
         _schedule((data.weights.identity(), s), data, s)

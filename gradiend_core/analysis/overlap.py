@@ -108,7 +108,8 @@ def overlap_matrix(sets: Mapping[str, np.ndarray], universe: int) -> OverlapMatr
     m = len(names)
     inter = np.zeros((m, m), dtype=np.int64)
     # sorted index sets intersect in O(k log k) memory of the sets alone: nothing universe-sized
-    ordered = [np.sort(np.asarray(a, dtype=np.int64)) for a in arrays]
+    dt = np.int32 if universe < 2**31 else np.int64
+    ordered = [np.sort(np.asarray(a, dtype=dt)) for a in arrays]
     for i in range(m):
         for j in range(i, m):
             both = np.intersect1d(ordered[i], ordered[j], assume_unique=True).size
@@ -160,13 +161,14 @@ def intersection_patterns(sets: Mapping[str, np.ndarray], universe: int) -> Inte
     m = len(names)
     if m > MAX_PATTERN_SETS:
         raise ValueError(f"intersection patterns take at most {MAX_PATTERN_SETS} sets, got {m}.")
-    idx = np.concatenate([np.asarray(a, dtype=np.int64) for a in arrays]) if arrays else np.empty(0, np.int64)
-    bit = np.concatenate([np.full(len(a), 1 << i, dtype=np.int64) for i, a in enumerate(arrays)])
-    order = np.argsort(idx, kind="stable")
-    idx, bit = idx[order], bit[order]
-    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]]) if idx.size else np.empty(0, np.int64)
-    code = np.bitwise_or.reduceat(bit, starts) if idx.size else np.empty(0, np.int64)
-    counts = np.bincount(code, minlength=1 << m)[1:]
+    # one byte of membership bits per index of the union (sorted), set by a binary search per set:
+    # memory follows the sets, never the universe
+    dt = np.int32 if universe < 2**31 else np.int64  # half the memory for any realistic input space
+    union = np.unique(np.concatenate([np.asarray(a, dtype=dt) for a in arrays]))
+    code = np.zeros(union.size, dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        code[np.searchsorted(union, np.asarray(a, dtype=dt))] |= np.uint8(1 << i)
+    counts = np.array([np.count_nonzero(code == c) for c in range(1 << m)], dtype=np.int64)[1:]
     codes = np.flatnonzero(counts) + 1
     bits = ((codes[:, None] >> np.arange(m)[None, :]) & 1).astype(bool)
     degree = bits.sum(axis=1)
