@@ -38,10 +38,12 @@ __all__ = [
     "env_with_repo",
     "ours_change",
     "ours_export",
+    "ours_import",
     "ours_layout",
     "ours_open",
     "ref_change",
     "ref_export",
+    "ref_import",
     "ref_open",
     "topk_value",
 ]
@@ -88,6 +90,19 @@ def dashboard_command(path: Optional[str], port: int) -> List[str]:
 
 
 # ---- gradiend-core: Python API ---------------------------------------------------------------
+
+
+def ours_import() -> None:
+    """Import what the Python API measurements use (timed apart: a user's session imports once)."""
+    import dashboard.figures.distribution  # noqa: F401
+    import gradiend_core.export  # noqa: F401
+    import gradiend_core.plan  # noqa: F401
+    import gradiend_core.rank_store  # noqa: F401
+
+
+def ref_import() -> None:
+    """Import the reference package's model class (timed apart, as :func:`ours_import`)."""
+    import gradiend.model.param_mapped  # noqa: F401
 
 
 @dataclass

@@ -75,6 +75,8 @@ def generate_llama(args: Dict[str, Any]) -> Dict[str, Any]:
 
 def ours_open(args: Dict[str, Any]) -> Dict[str, Any]:
     """Open to first histogram; with ``topks``, then one in-process selection change per topk."""
+    with step("import"):
+        A.ours_import()
     with step("open_to_first_histogram"):
         state = A.ours_open(args["path"], args.get("part", A.DEFAULT_PART))
     if args.get("topks"):
@@ -90,6 +92,8 @@ def ours_open(args: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def ours_export(args: Dict[str, Any]) -> Dict[str, Any]:
+    with step("import"):
+        A.ours_import()
     with step("export_pruned"):
         kept = A.ours_export(args["path"], args["out"], A.topk_value(args["topk"]), args.get("part", A.DEFAULT_PART))
     return {"kept": kept, **_rss()}
@@ -100,6 +104,8 @@ def ours_export(args: Dict[str, Any]) -> Dict[str, Any]:
 
 def ref_open(args: Dict[str, Any]) -> Dict[str, Any]:
     """Load plus one top-k query (the reference's nearest to a first look), then one query per topk."""
+    with step("import"):
+        A.ref_import()
     with step("open_to_first_topk"):
         model = A.ref_open(args["path"], args.get("part", A.DEFAULT_PART))
     changes = {}
@@ -112,6 +118,8 @@ def ref_open(args: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def ref_export(args: Dict[str, Any]) -> Dict[str, Any]:
+    with step("import"):
+        A.ref_import()
     with step("load_prune_save"):
         kept = A.ref_export(args["path"], args["out"], A.topk_value(args["topk"]), args.get("part", A.DEFAULT_PART))
     return {"kept": kept, **_rss()}

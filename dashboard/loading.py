@@ -17,6 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 import streamlit as st
 
+from dashboard.memory import return_large_blocks
 from gradiend_core import rank_store
 from gradiend_core.cache import parse_bytes
 from gradiend_core.checkpoint import CheckpointData, open_checkpoint, resolve_checkpoint_dir
@@ -32,6 +33,8 @@ from gradiend_core.records import (
 from gradiend_core.units import format_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+return_large_blocks()  # the server is long-running: large freed arrays go back to the system
 SAMPLES_DIR = REPO_ROOT / "sample_models"
 APP_PATH = (REPO_ROOT / "dashboard" / "app.py").resolve()
 

@@ -41,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 import streamlit as st
 
+from dashboard.memory import release_freed_memory
 from gradiend_core import cache
 from gradiend_core.archive import extract_checkpoint_zip
 from gradiend_core.errors import CheckpointError
@@ -248,6 +249,7 @@ class SessionRegistry:
             gone = self._drop_upload(s)
         shutil.rmtree(s.path, ignore_errors=True)
         self._delete_uploads(gone)
+        release_freed_memory()  # what the session held goes back to the system, not just to the heap
 
     def sweep(self) -> List[str]:
         """End every released session that has not come back within the grace period.
