@@ -186,9 +186,9 @@ def resolve_base_model(data: CheckpointData, base_model: Optional[Union[str, os.
         if (c / CONFIG_FILE).is_file():
             return c.resolve()
     raise CheckpointError(
-        f"base model {name!r} (metadata.base_model of {data.path}) is not a local directory here (looked in the working "
-        "directory and the checkpoint's parent directories); give its directory (--base-model DIR). Models are not "
-        "downloaded."
+        f"base model {name!r} (metadata.base_model of {data.path}) is not a local directory here "
+        "(looked in the working directory and the checkpoint's parent directories); "
+        "give its directory (--base-model DIR). Models are not downloaded."
     )
 
 
@@ -289,8 +289,9 @@ def _prepare(data: CheckpointData, data_file, split, classes, source):
         found = sorted(set(df["label_class"].astype(str)))
         if len(found) != 2:
             raise CheckpointError(
-                f"the checkpoint does not record its trained pair (gradiend_context.json) and the data has {len(found)} "
-                f"classes ({', '.join(found)}); say which two, first class first (classes=(A, B) / --classes A,B)."
+                "the checkpoint does not record its trained pair (gradiend_context.json) "
+                f"and the data has {len(found)} classes ({', '.join(found)}); "
+                "say which two, first class first (classes=(A, B) / --classes A,B)."
             )
         classes = (found[0], found[1])
     pair = (str(classes[0]), str(classes[1]))
@@ -393,8 +394,8 @@ def compute_eval_gradients(
     for e in pmap:
         if e.name not in named:
             raise CheckpointError(
-                f"the checkpoint maps parameter {e.name!r}, which the base model {base_dir} does not have; give the base "
-                "model the GRADIEND was trained on."
+                f"the checkpoint maps parameter {e.name!r}, which the base model {base_dir} does not have; "
+                "give the base model the GRADIEND was trained on."
             )
         params.append((e.name, named[e.name]))
     gsrc = GradientSource(model, mlm_loss(tokenizer), params)

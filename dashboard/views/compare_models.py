@@ -163,9 +163,10 @@ def render(ctx: ViewContext) -> None:
     fig = add_pick_targets(model_overlap_heatmap(result, part, VALUES[value]))
     cells = picked_cells(mask_builder.pick_chart(fig, "models_heatmap", "model_topk_overlap"))
     st.caption(
-        f"As gradiend's plot_topk_overlap_heatmap: every model takes its own top-k of {part} (a fraction is of its own "
-        "input_dim), kept dims are mapped to base-global indices (positions in the full mapped parameters, which pruning "
-        "does not change), and cells count common indices; the percentage divides by the smaller set, whose size the "
+        f"As gradiend's plot_topk_overlap_heatmap: every model takes its own top-k of {part} "
+        "(a fraction is of its own input_dim), kept dims are mapped to base-global indices "
+        "(positions in the full mapped parameters, which pruning does not change), and cells count common indices; "
+        "the percentage divides by the smaller set, whose size the "
         "labels give. Click a cell to pick the dims both models keep for the mask (the diagonal: one model's top-k)."
     )
     _offer_cells(ctx, entries, result, cells, part, topk)

@@ -55,8 +55,8 @@ def render(ctx: ViewContext) -> None:
         )
     else:
         st.caption(
-            f"Each part takes its own top {_topk_label(topk)} of all {ctx.data.architecture.input_dim:,} dims (topk only: "
-            "the sidebar's mask and threshold are not applied here), by the same rule as the selection."
+            f"Each part takes its own top {_topk_label(topk)} of all {ctx.data.architecture.input_dim:,} dims "
+            "(topk only: the sidebar's mask and threshold are not applied here), by the same rule as the selection."
         )
         ov, patterns = cache.part_comparison(dir_, mtime, topk)
         value = st.radio("Overlap value", list(OVERLAP_VALUES), horizontal=True, key="parts_overlap_value")
@@ -86,7 +86,8 @@ def render(ctx: ViewContext) -> None:
     sp = cache.part_spearman(dir_, mtime)
     show_figure(spearman_heatmap(sp), "parts_spearman", "part_spearman")
     st.caption(
-        f"Spearman's ρ with average ranks for ties (as scipy.stats.spearmanr) over every dim up to {EXACT_LIMIT:,} dims; "
+        "Spearman's ρ with average ranks for ties (as scipy.stats.spearmanr) "
+        f"over every dim up to {EXACT_LIMIT:,} dims; "
         f"above, over a seeded (seed {SEED}) uniform sample of {SAMPLE_SIZE:,} dims, the same dims for every part."
         + (
             " A part that is constant (e.g. an all-zero decoder bias) has no rank correlation (n/a)."

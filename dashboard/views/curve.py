@@ -137,7 +137,10 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
         .text_input(
             "Base model directory",
             key="curve_base_model",
-            help=f"A local directory; the checkpoint names {data.metadata.get('base_model', 'none')!r} (metadata.base_model).",
+            help=(
+                f"A local directory; the checkpoint names {data.metadata.get('base_model', 'none')!r} "
+                "(metadata.base_model)."
+            ),
         )
         .strip()
     )
@@ -169,9 +172,9 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
     if job is not None and job.status in ("cancelled", "failed"):
         (st.info if job.status == "cancelled" else st.error)(job.error)
     st.caption(
-        f"{info['examples']:,} examples of the {info['split']} split ({' / '.join(info['classes'])}, {info['source']} "
-        f"gradients), one base-model backward pass each, as the reference's trainer evaluates its encoder. The result is "
-        "cached in the user cache directory."
+        f"{info['examples']:,} examples of the {info['split']} split "
+        f"({' / '.join(info['classes'])}, {info['source']} gradients), one base-model backward pass each, "
+        "as the reference's trainer evaluates its encoder. The result is cached in the user cache directory."
     )
     if st.button("Compute gradients", key="curve_compute", type="primary"):
         JOBS.forget(key)
@@ -235,8 +238,8 @@ def render(ctx: ViewContext) -> None:
         options,
         key="curve_source",
         horizontal=True,
-        help=f"Saved: {VALIDATION_FILE}, written by gradiend_core's trainer. Computed: from the base model and a labelled "
-        "data file, exactly as the reference's trainer computes them; works for any checkpoint.",
+        help=f"Saved: {VALIDATION_FILE}, written by gradiend_core's trainer. Computed: from the base model and a "
+        "labelled data file, exactly as the reference's trainer computes them; works for any checkpoint.",
     )
     grads = _saved_gradients(ctx) if source == SAVED else _computed_gradients(ctx)
     if grads is None:
@@ -339,9 +342,10 @@ def render(ctx: ViewContext) -> None:
     )
     if main.label_correlation[-1, 0] < 0:
         st.caption(
-            "The full model's label correlation is negative: the reference labels each encoded gradient with its class "
-            "(+1 for the first class), negated for the alternative source, and this encoder maps them the other way round "
-            "(gradiend_core's own trainer labels by the example's class). The share a cut keeps is unaffected."
+            "The full model's label correlation is negative: the reference labels each encoded gradient with its "
+            "class (+1 for the first class), negated for the alternative source, and this encoder maps them the other "
+            "way round (gradiend_core's own trainer labels by the example's class). The share a cut keeps is "
+            "unaffected."
         )
     st.caption(
         "Every point is exact: the encoder restricted to the top k dims of the part (ties by lower index, as the "

@@ -98,7 +98,8 @@ def render(ctx: ViewContext) -> None:
         done = st.session_state.get("_target_mass_done")
         if done and done[0] == part:
             st.success(
-                f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {100 * done[1]:g} % of the mass."
+                f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least "
+                f"{100 * done[1]:g} % of the mass."
             )
         if ctx.plan.mask is not None or ctx.plan.threshold is not None:
             st.caption(
@@ -114,8 +115,9 @@ def render(ctx: ViewContext) -> None:
     show_figure(ecdf_figure(profile, part, cut_value(ranking, ctx.selection)), "dist_ecdf", f"ecdf_{part}")
     st.caption(
         f"Both curves are exact at the points drawn (lines join them): the retained-mass curve at every rank up to "
-        f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; the ECDF at "
-        f"{profile.ecdf_x.size:,} importance values (bucket edges, 1/128 apart in relative terms). At most a few thousand "
+        f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; "
+        f"the ECDF at {profile.ecdf_x.size:,} importance values (bucket edges, 1/128 apart in relative terms). "
+        "At most a few thousand "
         "points are drawn whatever the size. Sums are float64 over every dim; the counts above are exact. "
         f"Total {part} importance: {profile.total:.6g} over {format_count(profile.n_total)} dims"
         + (

@@ -142,7 +142,8 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
             " This checkpoint was trained on pre-pruned dims (D ⊆ R), so its trained importance exists only for "
             "them: the comparison is within what pre-pruning kept, and the kept-set recall is 1 throughout."
             if r.pre_pruned
-            else f" Pre-pruning's selection was not applied to this checkpoint ({r.n_pre_kept_in_model:,} of its {n:,} dims "
+            else " Pre-pruning's selection was not applied to this checkpoint "
+            f"({r.n_pre_kept_in_model:,} of its {n:,} dims "
             "are in R), so the kept-set recall compares the record's kept set with the trained model's top-k."
         )
         + (

@@ -79,5 +79,6 @@ def render(ctx: ViewContext) -> None:
         )
     else:
         st.caption(
-            "No pruning config recorded (training_args.pre_prune_config / post_prune_config, config metadata, pruning.json)."
+            "No pruning config recorded "
+            "(training_args.pre_prune_config / post_prune_config, config metadata, pruning.json)."
         )

@@ -61,7 +61,8 @@ def _name_filter(ctx: ViewContext) -> None:
         mask, names, ok = None, [], False
     if ok and mask is not None:
         st.caption(
-            f"Matches {len(names):,} of {len(pmap):,} parameters, {int(np.count_nonzero(mask)):,} of {pmap.input_dim:,} input dims."
+            f"Matches {len(names):,} of {len(pmap):,} parameters, "
+            f"{int(np.count_nonzero(mask)):,} of {pmap.input_dim:,} input dims."
         )
     b1, b2, _ = st.columns([1, 1, 4])
     b1.button("Apply to selection", key="name_filter_apply", on_click=_apply_filter, disabled=not ok, type="primary")

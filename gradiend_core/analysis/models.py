@@ -82,7 +82,8 @@ def compatibility_problems(signatures: Mapping[str, BaseSignature]) -> List[Inco
                     name,
                     ref_name,
                     "params",
-                    f"{name!r} and {ref_name!r} map different base-model parameters: {_first_difference(ref.params, sig.params)}",
+                    f"{name!r} and {ref_name!r} map different base-model parameters: "
+                    f"{_first_difference(ref.params, sig.params)}",
                 )
             )
         if ref.base_model and sig.base_model and ref.base_model != sig.base_model:

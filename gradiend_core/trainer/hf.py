@@ -71,8 +71,8 @@ def masked_lm_loss(tokenizer: Any, *, max_length: int = 512) -> LossFn:
             tid = tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else None
             if tid is None or tid == tokenizer.unk_token_id:
                 raise ValueError(
-                    f"target {word!r} is {len(pieces)} token(s) {pieces!r} for this tokenizer; masked-LM targets must be "
-                    "single tokens of the vocabulary."
+                    f"target {word!r} is {len(pieces)} token(s) {pieces!r} for this tokenizer; "
+                    "masked-LM targets must be single tokens of the vocabulary."
                 )
             target_ids[word] = int(tid)
         return target_ids[word]
