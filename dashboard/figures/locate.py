@@ -67,7 +67,7 @@ def layer_component_heatmap(grid: LayerComponentGrid, metric: str, part: str) ->
         go.Heatmap(
             z=z,
             x=grid.components,
-            y=[f"layer {l}" if l != "-" else "outside layers" for l in grid.layers],
+            y=[f"layer {layer}" if layer != "-" else "outside layers" for layer in grid.layers],
             colorscale=HEATMAP_SCALE,
             text=text,
             texttemplate="%{text}",
