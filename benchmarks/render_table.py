@@ -210,7 +210,6 @@ def _download(d: Dict[str, Any]) -> List[str]:
 def _uploads(u: Dict[str, Any]) -> List[str]:
     if not u:
         return []
-    ck = u.get("checkpoint", {})
     rows = [("users", str(u.get("users")))]
     if u.get("failure"):
         rows.append(("result", _failed(u)))

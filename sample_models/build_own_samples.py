@@ -185,7 +185,7 @@ def build_own_base() -> None:
     agreement = torch.tensor(tok.convert_tokens_to_ids(["is", "are", "he", "she"] + SINGULAR_VERBS + PLURAL_VERBS))
     gen = torch.Generator().manual_seed(SEED)
     model.train()
-    for step in range(steps):
+    for _ in range(steps):
         enc = tok([corpus[rng.randrange(len(corpus))] for _ in range(32)], padding=True, return_tensors="pt")
         ids = enc["input_ids"]
         special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (ids == tok.pad_token_id)
