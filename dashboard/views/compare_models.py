@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard.context import ViewContext
 from dashboard.figures.compare_models import model_overlap_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
-from dashboard.loading import load_checkpoint, sample_models
+from dashboard.loading import checkpoint_key, load_checkpoint, sample_models
 from dashboard.sessions import check_allowed
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
@@ -44,8 +44,8 @@ def _shares_space(path: str, params) -> bool:
 
 
 def _others(ctx: ViewContext) -> List[str]:
-    here = cache.ckpt_key(ctx.path)[0]
-    samples = {name: str(p) for name, p in sample_models() if cache.ckpt_key(str(p))[0] != here}
+    here = checkpoint_key(ctx.path)[0]
+    samples = {name: str(p) for name, p in sample_models() if checkpoint_key(str(p))[0] != here}
     params = base_signature(ctx.data.param_map, {}).params
     if "models_samples" not in st.session_state:  # seeded once; kept across tab switches (app.PERSISTENT_KEYS)
         st.session_state["models_samples"] = [name for name, p in samples.items() if _shares_space(p, params)]
@@ -110,7 +110,7 @@ def render(ctx: ViewContext) -> None:
         try:
             check_allowed(Path(path), "checkpoint")
             data = load_checkpoint(path)
-            dir_, mtime = cache.ckpt_key(path)
+            dir_, mtime = checkpoint_key(path)
         except (CheckpointError, PermissionError, OSError) as e:
             st.error(about(path, e))
             continue

@@ -9,6 +9,7 @@ from dashboard.context import ViewContext
 from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
 from dashboard.figures.mask_builder import picked_indices
 from dashboard.figures.overlap import overlap_heatmap
+from dashboard.loading import checkpoint_key
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.charts import show_figure
@@ -47,7 +48,7 @@ def offer_patterns(patterns, rows, topk) -> None:
 
 def render(ctx: ViewContext) -> None:
     """Draw the overlap matrix and UpSet for the sidebar topk, then Spearman's rho and a scatter."""
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     topk = ctx.inputs.topk
     if topk is None:
         st.info(

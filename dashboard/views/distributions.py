@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard.context import ViewContext
 from dashboard.figures.mass import ecdf_figure, retained_mass_figure
-from dashboard.loading import load_ranking
+from dashboard.loading import checkpoint_key, load_ranking
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
 from dashboard.views.metrics import metric_row, note_metric
@@ -33,7 +33,7 @@ def follow(sidebar_part: str, key: str, options, fallback: str = DEFAULT_PART) -
 def _set_topk_for_target(path: str, part: str) -> None:
     """Button callback (runs before the next script run, so before the sidebar's widgets exist):
     set the sidebar part and topk to the smallest count reaching the target mass."""
-    profile = cache.mass_profile(*cache.ckpt_key(path), part)
+    profile = cache.mass_profile(*checkpoint_key(path), part)
     share = float(st.session_state[TARGET_KEY]) / 100.0
     try:
         k = count_for_mass(load_ranking(path, part), share, profile)
@@ -76,7 +76,7 @@ def render(ctx: ViewContext) -> None:
         key="dist_part",
         help="Follows the sidebar part when that changes; the current selection is marked whichever part is shown.",
     )
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     profile = cache.mass_profile(dir_, mtime, part)
     ranking = ctx.ranking(part)
     if profile.total <= 0:

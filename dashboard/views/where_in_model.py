@@ -19,6 +19,7 @@ from dashboard import masks
 from dashboard.context import ViewContext
 from dashboard.figures.locate import METRICS, layer_component_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
+from dashboard.loading import checkpoint_key
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.tables import display_table
@@ -89,7 +90,7 @@ def _name_filter(ctx: ViewContext) -> None:
 def render(ctx: ViewContext) -> None:
     """Draw the name filter, the layer x component heatmap and the per-parameter table."""
     _name_filter(ctx)
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     part = ctx.source
     bd = cache.breakdown(dir_, mtime, cache.selection_key(ctx), ctx.selection, part)
     metric = st.radio("Heatmap value", list(METRICS), horizontal=True, key="where_metric")
