@@ -138,12 +138,6 @@ class CheckpointStore:
                 rank_store.forget(d.weights.identity())
             total -= sizes[k]
 
-    def total_bytes(self) -> int:
-        """Bytes held by the open checkpoints (see :func:`resident_bytes`)."""
-        with self._lock:
-            items = list(self._items.values())
-        return sum(resident_bytes(d) for d in items)
-
     def discard(self, directory: Path) -> List[Tuple[Tuple[str, float], CheckpointData]]:
         """Close the checkpoints at or below ``directory``; returns them with their keys."""
         root = Path(directory).resolve()

@@ -189,7 +189,7 @@ class Trainer:
         """Where ``train()`` writes the model (``output_dir`` or ``experiment_dir/model``)."""
         return self.args.resolved_output_dir()
 
-    model_path = output_dir
+    model_path = output_dir  # the reference Trainer's name, for scripts ported from it
 
     def _direction(self) -> Dict[str, int]:
         return {self.classes[0]: 1, self.classes[1]: -1}
