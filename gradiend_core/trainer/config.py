@@ -26,20 +26,20 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..errors import SelectionError
 from ..importance import PARTS
-from ..selection import validate_mask, validate_threshold, validate_topk
+from ..selection import TopK, validate_mask, validate_threshold, validate_topk
+
+__all__ = ["PostPruneConfig", "PrePruneConfig", "SOURCES", "TrainingArguments", "validate_selection"]
 
 #: Which gradient feeds the encoder (``source``) or is reconstructed (``target``).
 SOURCES = ("factual", "alternative", "diff")
 OPTIMIZERS = ("adamw", "adam")
-
-TopK = Union[int, float]
 
 
 def validate_selection(
