@@ -31,6 +31,21 @@ from gradiend_core.records import (
 )
 from gradiend_core.units import format_count
 
+__all__ = [
+    "CheckpointStore",
+    "SAMPLES_DIR",
+    "STORE",
+    "checkpoint_key",
+    "forget_checkpoint",
+    "has_pre_prune_record",
+    "load_checkpoint",
+    "load_pre_prune",
+    "load_ranking",
+    "load_validation",
+    "path_from_argv",
+    "sample_models",
+]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = REPO_ROOT / "sample_models"
 APP_PATH = (REPO_ROOT / "dashboard" / "app.py").resolve()

@@ -23,6 +23,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+__all__ = ["ParamEntry", "ParamMap"]
+
 INT32_MAX = 2**31 - 1
 #: The reference writes ``indices`` only when they are smaller than 80 % of a byte mask.
 INDICES_MARGIN = 0.80

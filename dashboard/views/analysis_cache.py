@@ -18,6 +18,17 @@ from gradiend_core.analysis import correlation, locate, mass, models, overlap, t
 from gradiend_core.importance import PARTS
 from gradiend_core.selection import Selection
 
+__all__ = [
+    "breakdown",
+    "mass_profile",
+    "model_overlap",
+    "part_comparison",
+    "part_scatter",
+    "part_spearman",
+    "selection_key",
+    "topk_rows",
+]
+
 
 def selection_key(ctx: ViewContext) -> Tuple:
     """What determines ``ctx.selection``: source, topk, threshold and the mask's digest."""

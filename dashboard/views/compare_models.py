@@ -22,6 +22,8 @@ from gradiend_core.errors import CheckpointError
 from gradiend_core.importance import PARTS
 from gradiend_core.mask_expr import combine, model_term, top_term
 
+__all__ = ["render"]
+
 #: The first is the default: counts in dims read right whatever the set sizes; a percentage of the
 #: smaller set reads 100 % for 23 dims inside 4,461.
 VALUES = {"intersection (dims)": "intersection", "Jaccard": "jaccard", "overlap (% of the smaller set)": "overlap"}

@@ -18,6 +18,8 @@ from gradiend_core.analysis.overlap import restrict_patterns
 from gradiend_core.importance import PARTS
 from gradiend_core.mask_expr import combine, top_term, upset_term
 
+__all__ = ["STATE_KEYS", "render"]
+
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("parts_overlap_value", "parts_scatter_x", "parts_scatter_y")
 OVERLAP_VALUES = {

@@ -28,6 +28,8 @@ from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
 
+__all__ = ["SelectionInputs", "render"]
+
 DEFAULT_TOPK = "0.05"
 #: Threshold step when the part's importance is unknown or has no positive finite value.
 DEFAULT_STEP = 1e-3

@@ -38,6 +38,8 @@ from gradiend_core.pruning_curve import available_parts, checkpoint_curves, sele
 from gradiend_core.records import VALIDATION_FILE
 from gradiend_core.units import format_percent
 
+__all__ = ["render"]
+
 SAVED, COMPUTED = "Saved with the checkpoint", "Computed from a data file"
 SPLITS = {
     "default (validation, else test)": None,

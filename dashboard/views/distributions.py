@@ -15,6 +15,8 @@ from gradiend_core.distribution import cut_value
 from gradiend_core.importance import DEFAULT_PART, PARTS
 from gradiend_core.units import format_count, format_percent
 
+__all__ = ["STATE_KEYS", "follow", "render"]
+
 TARGET_KEY = "target_mass_pct"
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("dist_part", TARGET_KEY)

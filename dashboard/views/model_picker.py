@@ -11,6 +11,8 @@ from dashboard.loading import load_checkpoint, path_from_argv, sample_models
 from dashboard.sessions import check_allowed, registry, session_files, upload_checkpoint
 from gradiend_core.errors import CheckpointError
 
+__all__ = ["render"]
+
 #: Where the checkpoint comes from (the options of the "Source" radio).
 MODEL_SOURCES = ("Bundled sample", "Local path", "Upload .zip")
 #: Largest accepted upload, bytes (Streamlit's own limit is set in .streamlit/config.toml).

@@ -31,6 +31,8 @@ from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
 from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
 from gradiend_core.units import format_bytes, format_count, format_percent
 
+__all__ = ["STATE_KEYS", "render"]
+
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("stages_post_part",)
 

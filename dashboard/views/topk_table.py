@@ -15,6 +15,8 @@ from dashboard.views.tables import show_table
 from gradiend_core.analysis import topk_table
 from gradiend_core.analysis.tokens import load_tokenizer, resolve_base_model
 
+__all__ = ["STATE_KEYS", "render"]
+
 #: Rows the page may draw (the choice of "Rows on the page").
 ROW_CHOICES = (100, 1_000, 10_000)
 #: Rows in a download (CSV of ~100 bytes a row: about 10 MB).

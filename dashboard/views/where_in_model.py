@@ -28,6 +28,8 @@ from gradiend_core.analysis.names import matching_parameters, name_mask
 from gradiend_core.errors import SelectionError
 from gradiend_core.mask_expr import params_term
 
+__all__ = ["STATE_KEYS", "render"]
+
 INCLUDE, EXCLUDE = "name_include", "name_exclude"
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("where_metric", "name_include_input", "name_exclude_input")

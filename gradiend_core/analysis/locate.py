@@ -40,6 +40,16 @@ from ..param_map import ParamMap
 from ..ranking import Ranking
 from ..selection import Selection
 
+__all__ = [
+    "COMPONENTS",
+    "LayerComponentGrid",
+    "ParamBreakdown",
+    "layer_component_grid",
+    "param_breakdown",
+    "parse_param_name",
+    "selection_breakdown",
+]
+
 NO_LAYER = "-"
 #: Display order of the components.
 COMPONENTS = (

@@ -21,6 +21,16 @@ from ..selection import Ranking, select
 from .coords import base_global_of
 from .overlap import OverlapMatrix, overlap_matrix
 
+__all__ = [
+    "BaseSignature",
+    "Incompatibility",
+    "ModelOverlap",
+    "base_signature",
+    "compatibility_problems",
+    "global_topk",
+    "model_overlap",
+]
+
 
 @dataclass(frozen=True)
 class BaseSignature:

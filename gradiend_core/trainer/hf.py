@@ -19,6 +19,8 @@ from torch import nn
 from .data import Example
 from .gradients import LossFn
 
+__all__ = ["backbone_params", "load_masked_lm", "masked_lm_loss"]
+
 
 def load_masked_lm(path: str) -> Tuple[nn.Module, Any]:
     """Load a masked LM and its tokenizer from a local directory (no network is needed for a
