@@ -114,6 +114,8 @@ def _job_progress(key: Tuple) -> None:
 
 
 def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
+    """Gradients computed from a labelled data file; ``None`` while there are none (the inputs, a
+    problem, the job's progress or the offer to compute are shown instead)."""
     data = ctx.data
     _default_gradient_inputs(ctx)
     data_file, base_model, split = _gradient_inputs(ctx)
