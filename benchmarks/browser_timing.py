@@ -65,7 +65,10 @@ _RUN_COUNTER = """
 HISTOGRAM_DRAWN_JS = (
     "() => !!document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot .barlayer .point path')"
 )
-_IDLE = "() => { const a = document.querySelector('[data-testid=\"stApp\"]'); return !!a && a.getAttribute('data-test-script-state') === 'notRunning'; }"
+_IDLE = (
+    "() => { const a = document.querySelector('[data-testid=\"stApp\"]'); "
+    "return !!a && a.getAttribute('data-test-script-state') === 'notRunning'; }"
+)
 
 
 class ServerDied(RuntimeError):
@@ -262,7 +265,10 @@ def time_to_histogram(page: Any, server: DashboardServer, url: str, timeout_s: f
 def time_rerun(
     page: Any, server: DashboardServer, action: Callable[[], Any], timeout_s: float = 1800, then: Optional[str] = None
 ) -> float:
-    """Seconds from ``action()`` until the page's script has run again and is idle (and ``then``, a JS predicate, holds)."""
+    """Seconds from ``action()`` until the page's script has run again and is idle.
+
+    With ``then`` (a JS predicate), also until it holds.
+    """
     done = page.evaluate("() => window.__stDone || 0")
     t0 = time.perf_counter()
     action()

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator
 
@@ -152,32 +153,34 @@ def apptest(args: Dict[str, Any]) -> Dict[str, Any]:
     rows = []
     if args.get("topks"):
         mask_name, mask_bytes = Path(args["mask"]).name, Path(args["mask"]).read_bytes()
+    # _timed calls each action at once; partial binds this iteration's values all the same (the threshold
+    # lambda holds no loop variable and reads args inside the step, as before)
     for t in args.get("topks", []):
         row = {"topk": t}
-        row["topk_s"] = _timed(f"topk={t}", lambda: A.apptest_topk(at, t), problems)
+        row["topk_s"] = _timed(f"topk={t}", partial(A.apptest_topk, at, t), problems)
         row["kept"] = A.apptest_kept(at)
-        row["part_s"] = _timed(f"part={other} @ topk={t}", lambda: A.apptest_part(at, other), problems)
+        row["part_s"] = _timed(f"part={other} @ topk={t}", partial(A.apptest_part, at, other), problems)
         row["part_back_s"] = _timed(
-            f"part={A.DEFAULT_PART} @ topk={t}", lambda: A.apptest_part(at, A.DEFAULT_PART), problems
+            f"part={A.DEFAULT_PART} @ topk={t}", partial(A.apptest_part, at, A.DEFAULT_PART), problems
         )
         row["threshold_s"] = _timed(
             f"threshold @ topk={t}", lambda: A.apptest_threshold(at, args["threshold"]), problems
         )
         row["kept_with_threshold"] = A.apptest_kept(at)
         row["threshold_clear_s"] = _timed(
-            f"threshold cleared @ topk={t}", lambda: A.apptest_threshold(at, None), problems
+            f"threshold cleared @ topk={t}", partial(A.apptest_threshold, at, None), problems
         )
-        row["mask_s"] = _timed(f"mask @ topk={t}", lambda: A.apptest_mask(at, mask_name, mask_bytes), problems)
+        row["mask_s"] = _timed(f"mask @ topk={t}", partial(A.apptest_mask, at, mask_name, mask_bytes), problems)
         row["kept_with_mask"] = A.apptest_kept(at)
-        row["mask_clear_s"] = _timed(f"mask removed @ topk={t}", lambda: A.apptest_mask(at, None), problems)
+        row["mask_clear_s"] = _timed(f"mask removed @ topk={t}", partial(A.apptest_mask, at, None), problems)
         rows.append(row)
     download = []
     for i, t in enumerate(args.get("export_topks", [])):
         entry = {"topk": t}
-        _timed(f"download: topk={t}", lambda: A.apptest_topk(at, t), problems)
+        _timed(f"download: topk={t}", partial(A.apptest_topk, at, t), problems)
         entry["rerun_before_export_s"] = _timed(f"download: rerun before export @ {t}", at.run, problems)
         out = str(Path(args["export_root"]) / f"apptest-export-{i}")
-        entry["export_s"] = _timed(f"download: export @ {t}", lambda: A.apptest_export(at, out), problems)
+        entry["export_s"] = _timed(f"download: export @ {t}", partial(A.apptest_export, at, out), problems)
         entry["export_bytes"] = sum(f.stat().st_size for f in Path(out).iterdir()) if Path(out).is_dir() else None
         entry["reruns_after_export_s"] = [
             _timed(f"download: rerun {j} after export @ {t}", at.run, problems) for j in range(3)

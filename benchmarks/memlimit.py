@@ -100,7 +100,10 @@ def cgroup_available(root: Path = CGROUP_ROOT) -> bool:
 
 
 def proc_status_bytes(pid: int, field_name: str) -> Optional[int]:
-    """A ``kB`` field of ``/proc/<pid>/status`` (``VmHWM``, ``VmRSS``, ...) in bytes; ``None`` once the process is gone."""
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmHWM``, ``VmRSS``, ...) in bytes.
+
+    ``None`` once the process is gone.
+    """
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:

@@ -181,7 +181,8 @@ def _bert(b: Dict[str, Any]) -> List[str]:
         rows.append(("dashboard visit", DASH, _failed(br), DASH))
     head = (
         f"On the {ck.get('input_dim', 0):,}-dim BERT-base-shaped checkpoint ({ck.get('dtype')}, "
-        f"{ck.get('bytes', 0) / 1e9:.2f} GB); each run in a fresh process; [min-max] of repeated runs, whose median is shown"
+        f"{ck.get('bytes', 0) / 1e9:.2f} GB); each run in a fresh process; "
+        "[min-max] of repeated runs, whose median is shown"
     )
     return _table(head, ["", "`gradiend` 0.2.3", "`gradiend-core`", "reference / ours"], rows)
 
@@ -209,7 +210,6 @@ def _download(d: Dict[str, Any]) -> List[str]:
 def _uploads(u: Dict[str, Any]) -> List[str]:
     if not u:
         return []
-    ck = u.get("checkpoint", {})
     rows = [("users", str(u.get("users")))]
     if u.get("failure"):
         rows.append(("result", _failed(u)))
@@ -287,7 +287,8 @@ def _machine(results: Dict[str, Any]) -> List[str]:
     )
     rs = _get(results, "scenarios", "readspeed") or {}
     speeds = [
-        f"{name} weights ({v['bytes'] / 1e9:.1f} GB): cold {v['cold']['mb_per_s']:,.0f} MB/s, warm {v['warm']['mb_per_s']:,.0f} MB/s"
+        f"{name} weights ({v['bytes'] / 1e9:.1f} GB): "
+        f"cold {v['cold']['mb_per_s']:,.0f} MB/s, warm {v['warm']['mb_per_s']:,.0f} MB/s"
         for name, v in rs.items()
         if isinstance(v, dict) and "cold" in v
     ]

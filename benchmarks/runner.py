@@ -98,7 +98,7 @@ def run_command(
     """
     _log(f"  {' '.join(map(str, cmd))}")
     run = run_limited(list(cmd), limit_bytes, env=env_with_repo(env), cwd=REPO, timeout_s=timeout_s)
-    last = next((l.strip() for l in reversed(run.stderr.splitlines()) if l.startswith("...")), None)
+    last = next((line.strip() for line in reversed(run.stderr.splitlines()) if line.startswith("...")), None)
     steps = {name: run.wall_s} if run.ok else {}
     rec = record(
         run, steps, f"{name} ({last})" if last else name, {"stdout_tail": run.stdout[-1500:]} if run.ok else None

@@ -94,9 +94,10 @@ def protective_cap(wanted: int, reserve: int = 3 * 1024**3) -> int:
 
 def machine_info() -> Dict[str, Any]:
     cpu = next(
-        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor()
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
     )
-    total = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1]) * 1024
+    total = int(next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1]) * 1024
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=A.REPO, capture_output=True, text=True

@@ -15,10 +15,10 @@ import streamlit as st
 # `streamlit run dashboard/app.py` puts dashboard/ (not the repo) on sys.path; make the package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import masks  # noqa: E402
-from dashboard.context import ViewContext  # noqa: E402
-from dashboard.loading import load_checkpoint, load_ranking  # noqa: E402
-from dashboard.views import (  # noqa: E402  # noqa: E402
+from dashboard import masks
+from dashboard.context import ViewContext
+from dashboard.loading import load_checkpoint, load_ranking
+from dashboard.views import (
     compare_models,
     compare_parts,
     controls,
@@ -36,9 +36,11 @@ from dashboard.views import (  # noqa: E402  # noqa: E402
     training,
     where_in_model,
 )
-from dashboard.views.state import keep_widget_state  # noqa: E402
-from gradiend_core.errors import CheckpointError, SelectionError  # noqa: E402
-from gradiend_core.plan import plan_pruning  # noqa: E402
+from dashboard.views.state import keep_widget_state
+from gradiend_core.errors import CheckpointError, SelectionError
+from gradiend_core.plan import plan_pruning
+
+__all__ = []  # the page script: run by Streamlit, imported by nothing
 
 PERSISTENT_KEYS = (
     "model_source",

@@ -32,6 +32,21 @@ from gradiend_core.records import (
 )
 from gradiend_core.units import format_count
 
+__all__ = [
+    "CheckpointStore",
+    "SAMPLES_DIR",
+    "STORE",
+    "checkpoint_key",
+    "forget_checkpoint",
+    "has_pre_prune_record",
+    "load_checkpoint",
+    "load_pre_prune",
+    "load_ranking",
+    "load_validation",
+    "path_from_argv",
+    "sample_models",
+]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 return_large_blocks()  # the server is long-running: large freed arrays go back to the system
@@ -140,12 +155,6 @@ class CheckpointStore:
             ):
                 rank_store.forget(d.weights.identity())
             total -= sizes[k]
-
-    def total_bytes(self) -> int:
-        """Bytes held by the open checkpoints (see :func:`resident_bytes`)."""
-        with self._lock:
-            items = list(self._items.values())
-        return sum(resident_bytes(d) for d in items)
 
     def discard(self, directory: Path) -> List[Tuple[Tuple[str, float], CheckpointData]]:
         """Close the checkpoints at or below ``directory``; returns them with their keys."""

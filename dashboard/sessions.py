@@ -59,7 +59,6 @@ __all__ = [
     "check_allowed",
     "parse_bytes",
     "registry",
-    "session_dir",
     "session_files",
     "upload_checkpoint",
 ]
@@ -198,7 +197,7 @@ class SessionRegistry:
         self._uploads: Dict[str, _Upload] = {}
         self._reserved = 0
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.removed_stale = self._remove_stale(root)
+        self._remove_stale(root)
         self.folder = Path(tempfile.mkdtemp(prefix=f"server-{os.getpid()}-", dir=root))
         self._lock_fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -206,13 +205,11 @@ class SessionRegistry:
         (self.folder / "uploads").mkdir()
 
     @staticmethod
-    def _remove_stale(root: Path) -> List[Path]:
-        removed = []
+    def _remove_stale(root: Path) -> None:
+        """Remove the folders of servers that ended (their lock is free)."""
         for d in root.glob("server-*"):
             if d.is_dir() and not d.is_symlink() and _lock_is_free(d):
                 shutil.rmtree(d, ignore_errors=True)
-                removed.append(d)
-        return removed
 
     # ------------------------------------------------------------------------- sessions
     def session(self, key: str, streamlit_id: Optional[str] = None) -> SessionDir:
@@ -602,11 +599,6 @@ def session_files() -> SessionDir:
         _attached(token.key)
     reg.sweep()
     return s
-
-
-def session_dir() -> Path:
-    """This session's private temporary directory (mask uploads, export downloads)."""
-    return session_files().path
 
 
 def upload_checkpoint(uploaded) -> Path:

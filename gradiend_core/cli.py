@@ -306,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument(
         "--address",
         default="localhost",
-        help="interface to listen on (default: %(default)s; 0.0.0.0 serves the network, then set GRADIEND_DASHBOARD_ROOTS)",
+        help=(
+            "interface to listen on "
+            "(default: %(default)s; 0.0.0.0 serves the network, then set GRADIEND_DASHBOARD_ROOTS)"
+        ),
     )
     db.set_defaults(func=_cmd_dashboard)
     return p

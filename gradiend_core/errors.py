@@ -6,6 +6,8 @@ the dashboard can show it verbatim and the CLI can print it without a traceback.
 
 from __future__ import annotations
 
+__all__ = ["CheckpointError", "SelectionError"]
+
 
 class CheckpointError(ValueError):
     """A checkpoint directory (or archive) cannot be read or written.

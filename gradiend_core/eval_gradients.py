@@ -33,7 +33,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,6 +41,11 @@ import torch
 from .cache import cache_dir
 from .checkpoint import CheckpointData
 from .errors import CheckpointError
+from .param_map import ParamMap
+
+if TYPE_CHECKING:  # the trainer is imported when gradients are computed, not with this module
+    from .trainer.data import Example
+    from .trainer.gradients import GradientSource
 
 __all__ = [
     "CACHE_SUBDIR",
@@ -186,9 +191,9 @@ def resolve_base_model(data: CheckpointData, base_model: Optional[Union[str, os.
         if (c / CONFIG_FILE).is_file():
             return c.resolve()
     raise CheckpointError(
-        f"base model {name!r} (metadata.base_model of {data.path}) is not a local directory here (looked in the working "
-        "directory and the checkpoint's parent directories); give its directory (--base-model DIR). Models are not "
-        "downloaded."
+        f"base model {name!r} (metadata.base_model of {data.path}) is not a local directory here "
+        "(looked in the working directory and the checkpoint's parent directories); "
+        "give its directory (--base-model DIR). Models are not downloaded."
     )
 
 
@@ -289,8 +294,9 @@ def _prepare(data: CheckpointData, data_file, split, classes, source):
         found = sorted(set(df["label_class"].astype(str)))
         if len(found) != 2:
             raise CheckpointError(
-                f"the checkpoint does not record its trained pair (gradiend_context.json) and the data has {len(found)} "
-                f"classes ({', '.join(found)}); say which two, first class first (classes=(A, B) / --classes A,B)."
+                "the checkpoint does not record its trained pair (gradiend_context.json) "
+                f"and the data has {len(found)} classes ({', '.join(found)}); "
+                "say which two, first class first (classes=(A, B) / --classes A,B)."
             )
         classes = (found[0], found[1])
     pair = (str(classes[0]), str(classes[1]))
@@ -362,7 +368,7 @@ def compute_eval_gradients(
         CheckpointError: unreadable data, unknown base model, classes or parameters that do not fit.
         GradientsCancelled: when ``cancel`` fired (nothing is cached).
     """
-    from .trainer.gradients import GradientSource, needs, pick
+    from .trainer.gradients import GradientSource
     from .trainer.hf import load_masked_lm
     from .trainer.reference_text import eval_order, mlm_loss, reference_labels
 
@@ -387,17 +393,54 @@ def compute_eval_gradients(
         return None
 
     model, tokenizer = load_masked_lm(str(base_dir))
+    gsrc = GradientSource(model, mlm_loss(tokenizer), _mapped_parameters(model, data.param_map, base_dir))
+    grads = _source_gradients(gsrc, examples, source, data.param_map, progress, cancel)
+    info = {"classes": list(pair), "source": source, "split": split_text, "examples": len(examples)}
+    if cache_file is not None:
+        try:
+            _write_cache(cache_file, grads, labels, order, info)
+        except OSError:
+            cache_file = None  # an unwritable cache must not fail the computation
+    if order != list(range(len(examples))):
+        idx = torch.tensor(order, dtype=torch.int64)
+        grads, labels = grads[idx], labels[np.asarray(order)]
+    return EvalGradients(grads, labels, pair, source, str(data_path), split_text, cache_file)
+
+
+def _mapped_parameters(model: torch.nn.Module, pmap: ParamMap, base_dir: Path) -> List[Tuple[str, torch.nn.Parameter]]:
+    """``(name, parameter)`` of the base model for every parameter the param_map lists, in its order.
+
+    Raises:
+        CheckpointError: the base model lacks a mapped parameter.
+    """
     named = dict(model.named_parameters())
-    pmap = data.param_map
     params = []
     for e in pmap:
         if e.name not in named:
             raise CheckpointError(
-                f"the checkpoint maps parameter {e.name!r}, which the base model {base_dir} does not have; give the base "
-                "model the GRADIEND was trained on."
+                f"the checkpoint maps parameter {e.name!r}, which the base model {base_dir} does not have; "
+                "give the base model the GRADIEND was trained on."
             )
         params.append((e.name, named[e.name]))
-    gsrc = GradientSource(model, mlm_loss(tokenizer), params)
+    return params
+
+
+def _source_gradients(
+    gsrc: GradientSource,
+    examples: Sequence[Example],
+    source: str,
+    pmap: ParamMap,
+    progress: Optional[Progress],
+    cancel: Optional[Cancel],
+) -> torch.Tensor:
+    """The ``source`` gradient of each example at the mapped dims: float32 ``(len(examples), input_dim)``.
+
+    Raises:
+        GradientsCancelled: ``cancel`` fired before an example.
+        CheckpointError: an example the base model cannot score (e.g. a target that is not one token).
+    """
+    from .trainer.gradients import needs, pick
+
     need_f, need_a = needs(source)
     grads = torch.empty(len(examples), pmap.input_dim, dtype=torch.float32)
     for i, ex in enumerate(examples):
@@ -410,16 +453,7 @@ def compute_eval_gradients(
         grads[i] = pick(source, f, a)
         if progress is not None:
             progress(i + 1, len(examples))
-    info = {"classes": list(pair), "source": source, "split": split_text, "examples": len(examples)}
-    if cache_file is not None:
-        try:
-            _write_cache(cache_file, grads, labels, order, info)
-        except OSError:
-            cache_file = None  # an unwritable cache must not fail the computation
-    if order != list(range(len(examples))):
-        idx = torch.tensor(order, dtype=torch.int64)
-        grads, labels = grads[idx], labels[np.asarray(order)]
-    return EvalGradients(grads, labels, pair, source, str(data_path), split_text, cache_file)
+    return grads
 
 
 def eval_gradients(

@@ -44,41 +44,42 @@ def _only_tensor(obj: object, path: Path) -> object:
     return obj
 
 
-def read_mask_file(path: Union[str, os.PathLike]) -> np.ndarray:
-    """Read a 1-D bool mask from ``.pt``/``.pth`` (torch.save, loaded with weights_only=True),
-    ``.safetensors`` (one tensor, or one named ``mask``) or ``.npy`` (no pickles).
+def _read_npy(p: Path) -> object:
+    try:
+        return np.load(p, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise SelectionError(
+                f"{p}: holds Python objects, not a bool array; such files are never unpickled here. "
+                "Save the mask with np.save(path, mask.astype(bool))."
+            ) from e
+        raise
 
-    Returns:
-        numpy bool array, 1-D.
 
-    Raises:
-        SelectionError: for an unknown suffix, an unreadable file, a non-bool dtype or not 1-D.
-    """
-    p = Path(path)
+def _read_safetensors(p: Path) -> object:
+    from safetensors.torch import load_file
+
+    return _only_tensor(load_file(str(p)), p)
+
+
+def _read_torch(p: Path) -> object:
+    return _only_tensor(torch.load(str(p), map_location="cpu", weights_only=True), p)
+
+
+#: How each mask file suffix is read (no reader unpickles arbitrary objects).
+_READERS = {".npy": _read_npy, ".safetensors": _read_safetensors, ".pt": _read_torch, ".pth": _read_torch}
+
+
+def _mask_suffix(p: Path) -> str:
+    """The file's mask suffix in lower case; SelectionError for any other suffix."""
     suffix = next((s for s in MASK_SUFFIXES if p.name.lower().endswith(s)), p.suffix.lower())
     if suffix not in MASK_SUFFIXES:
         raise SelectionError(f"{p}: mask files must end in {', '.join(MASK_SUFFIXES)}; got {suffix or 'no suffix'!r}.")
-    try:
-        if suffix == ".npy":
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except ValueError as e:
-                if "pickle" in str(e).lower():
-                    raise SelectionError(
-                        f"{p}: holds Python objects, not a bool array; such files are never unpickled here. "
-                        "Save the mask with np.save(path, mask.astype(bool))."
-                    ) from e
-                raise
-        elif suffix == ".safetensors":
-            from safetensors.torch import load_file
+    return suffix
 
-            arr = _only_tensor(load_file(str(p)), p)
-        else:
-            arr = _only_tensor(torch.load(str(p), map_location="cpu", weights_only=True), p)
-    except SelectionError:
-        raise
-    except Exception as e:
-        raise SelectionError(f"{p}: cannot read the mask ({e}).") from e
+
+def _bool_vector(arr: object, p: Path) -> np.ndarray:
+    """``arr`` as a 1-D numpy bool array; SelectionError for another type, dtype or shape."""
     if torch.is_tensor(arr):
         if arr.dtype != torch.bool:
             raise SelectionError(f"{p}: mask must have dtype bool, got {arr.dtype}; save mask.bool().")
@@ -90,6 +91,27 @@ def read_mask_file(path: Union[str, os.PathLike]) -> np.ndarray:
     if arr.ndim != 1:
         raise SelectionError(f"{p}: mask must be 1-D, got shape {arr.shape}.")
     return arr
+
+
+def read_mask_file(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Read a 1-D bool mask from ``.pt``/``.pth`` (torch.save, loaded with weights_only=True),
+    ``.safetensors`` (one tensor, or one named ``mask``) or ``.npy`` (no pickles).
+
+    Returns:
+        numpy bool array, 1-D.
+
+    Raises:
+        SelectionError: for an unknown suffix, an unreadable file, a non-bool dtype or not 1-D.
+    """
+    p = Path(path)
+    suffix = _mask_suffix(p)
+    try:
+        arr = _READERS[suffix](p)
+    except SelectionError:
+        raise
+    except Exception as e:
+        raise SelectionError(f"{p}: cannot read the mask ({e}).") from e
+    return _bool_vector(arr, p)
 
 
 def to_local_mask(mask: np.ndarray, param_map: ParamMap, source: str = "mask") -> np.ndarray:

@@ -37,6 +37,8 @@ from .param_map import ParamEntry, ParamMap
 from .pruning import prune_state_dict
 from .selection import Ranking, Selection, select, topk_indices
 
+__all__ = ["ParamMappedGradiendModel", "activation_module"]
+
 
 def activation_module(name: str, encoder: bool) -> nn.Module:
     """The torch module for an activation name of the reference format.

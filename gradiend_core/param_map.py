@@ -23,6 +23,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+__all__ = ["ParamEntry", "ParamMap"]
+
 INT32_MAX = 2**31 - 1
 #: The reference writes ``indices`` only when they are smaller than 80 % of a byte mask.
 INDICES_MARGIN = 0.80
@@ -136,15 +138,15 @@ class ParamMap:
     def names(self) -> List[str]:
         return [e.name for e in self.entries]
 
-    def per_param_counts(self, keep_local: Optional[np.ndarray] = None) -> np.ndarray:
+    def per_param_counts(self, keep: Optional[np.ndarray] = None) -> np.ndarray:
         """Selected entries per parameter, int64 of shape ``(len(entries),)``.
 
         Args:
-            keep_local: optional sorted local indices; when given, counts only those.
+            keep: optional sorted local indices; when given, counts only those.
         """
-        if keep_local is None:
+        if keep is None:
             return np.diff(self.local_offsets)
-        bounds = np.searchsorted(keep_local, self.local_offsets, side="left")
+        bounds = np.searchsorted(keep, self.local_offsets, side="left")
         return np.diff(bounds).astype(np.int64)
 
     def base_global_index(self) -> np.ndarray:
@@ -190,17 +192,17 @@ class ParamMap:
             out.append(e if k == e.num_selected else ParamEntry(e.name, e.shape, None, k))
         return ParamMap(out)
 
-    def restrict(self, keep_local: np.ndarray) -> "ParamMap":
-        """The map of the input space that keeps only ``keep_local`` (sorted unique, int64).
+    def restrict(self, keep: np.ndarray) -> "ParamMap":
+        """The map of the input space that keeps only the local indices ``keep`` (sorted unique, int64).
 
         This is how pruning composes: positions are always stored in each parameter's own flat
         space, so a second prune indexes the already-pruned positions, never the full ones.
         """
-        keep_local = np.asarray(keep_local, dtype=np.int64)
-        bounds = np.searchsorted(keep_local, self.local_offsets, side="left")
+        keep = np.asarray(keep, dtype=np.int64)
+        bounds = np.searchsorted(keep, self.local_offsets, side="left")
         new_entries = []
         for i, e in enumerate(self.entries):
-            seg = keep_local[bounds[i] : bounds[i + 1]] - self.local_offsets[i]
+            seg = keep[bounds[i] : bounds[i + 1]] - self.local_offsets[i]
             if seg.size == e.num_selected:
                 new_entries.append(e)  # every selected entry of this parameter survives
             elif e.positions is None:

@@ -248,7 +248,7 @@ class Ranking:
 
     ``Ranking(importance)`` ranks a vector held in memory; the rank store
     (:mod:`gradiend_core.rank_store`) builds one from a checkpoint's weights by streaming
-    (:meth:`from_layout`).
+    (:meth:`from_stream`, then :meth:`attach_layout`).
 
     Attributes:
         size: dims ranked (``input_dim``).
@@ -287,28 +287,6 @@ class Ranking:
             summary, params, lambda idx: imp[idx], lambda: ((s, imp[s : s + BLOCK]) for s in range(0, imp.size, BLOCK))
         )
         self.attach_layout(order, imp[order])
-
-    @classmethod
-    def from_layout(
-        cls,
-        summary: BucketSummary,
-        order: np.ndarray,
-        values: np.ndarray,
-        params: Optional[ParamTables] = None,
-        values_at: Optional[ValuesAt] = None,
-    ) -> "Ranking":
-        """A ranking from a layout built elsewhere (e.g. streamed to disk by the rank store).
-
-        Args:
-            summary: the per-bucket counts and mass.
-            order, values: the layout (arrays or read-only memory maps), ``(summary.n,)``.
-            params: per-parameter tables, if built.
-            values_at: importance lookup of arbitrary local indices.
-        """
-        self = cls.__new__(cls)
-        self._setup(summary, params, values_at, None)
-        self.attach_layout(order, values)
-        return self
 
     @classmethod
     def from_stream(
@@ -493,12 +471,6 @@ class Ranking:
             out[start : start + v.size] = v
         return out
 
-    def rank_sort(self, local: np.ndarray) -> np.ndarray:
-        """``local`` (unique local indices) in the rule's order: importance desc, then lower index."""
-        local = np.unique(np.asarray(local, dtype=np.int64))
-        keys = sort_keys(self.values_at(local))
-        return local[np.argsort(~keys, kind="stable")]
-
     # ------------------------------------------------------------------------------- views
     def dims(self, mask: Optional[np.ndarray] = None) -> "RankedDims":
         """The dims a selection ranks among: all (``mask=None``) or those ``mask`` keeps.
@@ -519,10 +491,6 @@ class Ranking:
                 while len(self._views) > 4:
                     self._views.popitem(last=False)
         return view
-
-    def max_value(self) -> float:
-        """Largest non-NaN importance (``nan`` if all are NaN)."""
-        return self._all.value_at(0) if self.n_nan < self.size else float("nan")
 
 
 class RankedDims:

@@ -35,6 +35,16 @@ import torch
 from .checkpoint import resolve_checkpoint_dir
 from .errors import CheckpointError
 
+__all__ = [
+    "PRE_PRUNE_FILE",
+    "PrePruneRecord",
+    "VALIDATION_FILE",
+    "ValidationRecord",
+    "align_columns",
+    "load_pre_prune_record",
+    "load_validation_record",
+]
+
 PRE_PRUNE_FILE = "pre_prune.safetensors"
 VALIDATION_FILE = "validation_gradients.safetensors"
 PRE_PRUNE_FORMAT = "gradiend_core.pre_prune/1"

@@ -8,6 +8,8 @@ from .checkpoint import CheckpointData, build_mapping
 from .disk import directory_disk_size
 from .reduction import gradiend_param_counts, memory_bytes
 
+__all__ = ["checkpoint_summary"]
+
 
 def checkpoint_summary(data: CheckpointData) -> Dict[str, Any]:
     """Plain-JSON summary: base model, dims, dtype, activations, source/target, mapping, sizes.

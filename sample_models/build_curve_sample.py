@@ -243,7 +243,8 @@ dashboard's *Pruning curve* view):
 | file | rows | trains |
 | --- | --- | --- |
 | `place.csv` | {len(df)} | `{NAME}` (this script) |
-| `number.csv` | {len(pd.read_csv(data_files["number"]))} | `number-unpruned`, `number-pre-pruned`, `number-post-pruned` (`build_samples.py`) |
+| `number.csv` | {len(pd.read_csv(data_files["number"]))} | \
+`number-unpruned`, `number-pre-pruned`, `number-post-pruned` (`build_samples.py`) |
 | `gender.csv` | {len(pd.read_csv(data_files["gender"]))} | `gender-unpruned` (`build_samples.py`) |
 {END}
 """

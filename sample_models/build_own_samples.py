@@ -185,7 +185,7 @@ def build_own_base() -> None:
     agreement = torch.tensor(tok.convert_tokens_to_ids(["is", "are", "he", "she"] + SINGULAR_VERBS + PLURAL_VERBS))
     gen = torch.Generator().manual_seed(SEED)
     model.train()
-    for step in range(steps):
+    for _ in range(steps):
         enc = tok([corpus[rng.randrange(len(corpus))] for _ in range(32)], padding=True, return_tensors="pt")
         ids = enc["input_ids"]
         special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (ids == tok.pad_token_id)
@@ -296,7 +296,8 @@ def write_readme_section(facts: Dict[str, object]) -> None:
     text = f"""{BEGIN}
 ## Samples built by gradiend_core's own trainer (`own-*`)
 
-Rebuild (about {max(1, round(facts["total_seconds"] / 60))} min on 2 CPU cores, no network; this section is rewritten by the script):
+Rebuild (about {max(1, round(facts["total_seconds"] / 60))} min on 2 CPU cores, no network; \
+this section is rewritten by the script):
 
 ```bash
 python sample_models/build_own_samples.py
@@ -312,7 +313,8 @@ validation and test words never occur in training.
 `TrainingArguments({", ".join(f"{k}={v!r}" for k, v in GRADIEND_ARGS.items())})`,
 pre-pruning `{PRE}`, post-pruning `{POST}`.
 
-| sample | pruning | input_dim | correlation at step 0 | best validation correlation | after post-pruning | test correlation | validation gradients saved | size | build |
+| sample | pruning | input_dim | correlation at step 0 | best validation correlation | after post-pruning \
+| test correlation | validation gradients saved | size | build |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
@@ -326,8 +328,10 @@ pre-pruning `{PRE}`, post-pruning `{POST}`.
   `own-unpruned` equals `own-post-pruned`, and of `own-pre-pruned` equals `own-pre-post-pruned`: **{facts["post_ok"]}**.
 - What that 5 % cut costs on `own-unpruned`'s saved validation gradients (`cut_cost`):
   pruned-vs-unpruned encoder correlation {cc["encoder_correlation"]:.6f} (pre-activations
-  {cc["preactivation_correlation"]:.4f}), label correlation {cc["label_correlation_before"]:.6f} -> {cc["label_correlation_after"]:.6f},
-  class separation (Cohen's d of the pre-activations) {cc["preactivation_separation_before"]:.2f} -> {cc["preactivation_separation_after"]:.2f}
+  {cc["preactivation_correlation"]:.4f}), label correlation \
+{cc["label_correlation_before"]:.6f} -> {cc["label_correlation_after"]:.6f},
+  class separation (Cohen's d of the pre-activations) \
+{cc["preactivation_separation_before"]:.2f} -> {cc["preactivation_separation_after"]:.2f}
   (retained {cc["separation_retained"]:.3f}).
 - Pre- vs post-pruning: of the {facts["post_k"]:,} dimensions `own-post-pruned` keeps, {facts["recall"]:.1%} are
   among the {facts["pre_k"]:,} that pre-pruning keeps in `own-pre-pruned` (`load_pre_prune_record`).

@@ -721,7 +721,8 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
 
 ## Samples
 
-| sample | feature | pruning | input_dim | unpruned length | mapping mode | best validation correlation (training.json) | test correlation | seed used | size |
+| sample | feature | pruning | input_dim | unpruned length | mapping mode \
+| best validation correlation (training.json) | test correlation | seed used | size |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {sample_rows}
 
@@ -744,7 +745,8 @@ GRADIEND (`ModelWithGradiend.from_pretrained`) works from the repository root.
 
 ## Base model: `{BASE_MODEL_REL}/` ({human_bytes(dir_size(base_dir))})
 
-- `BertForMaskedLM`, `BertConfig({", ".join(f"{k}={v}" for k, v in BASE_CONFIG.items())}, vocab_size={base["vocab_size"]})`,
+- `BertForMaskedLM`, \
+`BertConfig({", ".join(f"{k}={v}" for k, v in BASE_CONFIG.items())}, vocab_size={base["vocab_size"]})`,
   {base["num_parameters"]:,} parameters.
 - `max_position_embeddings=256` although sentences are ~10 tokens: the reference
   trainer pads every example to `max_length=256`.

@@ -92,7 +92,10 @@ def test_absent_record_still_lists_pruning_from_metadata_context_and_provenance(
     meta = {
         "pre_prune_config": {
             "_type": "PrePruneConfig",
-            "_repr": "PrePruneConfig(n_samples=16, topk=0.1, threshold=None, source='alternative', seed=0, use_streaming=auto)",
+            "_repr": (
+                "PrePruneConfig(n_samples=16, topk=0.1, threshold=None, source='alternative', seed=0, "
+                "use_streaming=auto)"
+            ),
         }
     }
     ctx = {

@@ -177,9 +177,9 @@ def test_render_table_shows_the_numbers_of_the_json_line():
     }
     lines = ["progress", json.dumps(results)]
     text = render(load_json_line(lines))
-    row = next(l for l in text.splitlines() if l.startswith("| export at topk 0.05"))
+    row = next(line for line in text.splitlines() if line.startswith("| export at topk 0.05"))
     assert row.split(" | ")[1:] == ["38.0", "2.00", "19.0x |"]  # 38 / 2 = 19
-    info = next(l for l in text.splitlines() if l.startswith("| `gradiend-core info`"))
+    info = next(line for line in text.splitlines() if line.startswith("| `gradiend-core info`"))
     assert "killed by the OOM killer at the 4.0 GiB limit" in info and "reading weights 20 %" in info
     assert "1,235,814,400-dim" in text and "4.00 GiB memory limit" in text
 

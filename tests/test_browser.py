@@ -111,7 +111,8 @@ def test_open_change_topk_export_download(server, browser, tmp_path):
     before = _metric(page, "Input dims kept")
     _set_topk(page, "100")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=stMetric]')].some(m => m.innerText.includes('Input dims kept') && m.innerText.includes('100'))",
+        "() => [...document.querySelectorAll('[data-testid=stMetric]')]"
+        ".some(m => m.innerText.includes('Input dims kept') && m.innerText.includes('100'))",
         timeout=30_000,
     )
     assert _metric(page, "Input dims kept") == "100" != before

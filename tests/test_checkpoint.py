@@ -9,6 +9,7 @@ import shutil
 import string
 import tempfile
 from pathlib import Path
+from typing import Callable, Dict, Tuple, Union
 
 import numpy as np
 import pytest
@@ -284,154 +285,140 @@ def _set_cfg(path: Path, cfg: dict) -> None:
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
 
 
+CONFIG, WEIGHTS = "config.json", "model.safetensors"
+INDICES, MASKS = "mapping_indices.safetensors", "mapping_masks.safetensors"
+
+
+def _unlink(fname: str) -> Callable[[Path], None]:
+    return lambda d: (d / fname).unlink()
+
+
+def _write(fname: str, content: Union[str, bytes]) -> Callable[[Path], None]:
+    if isinstance(content, str):
+        return lambda d: (d / fname).write_text(content)
+    return lambda d: (d / fname).write_bytes(content)
+
+
+def _truncate(fname: str, length: Callable[[int], int]) -> Callable[[Path], None]:
+    """Keep the first ``length(size)`` bytes of the file."""
+
+    def damage(d: Path) -> None:
+        data = (d / fname).read_bytes()
+        (d / fname).write_bytes(data[: length(len(data))])
+
+    return damage
+
+
+def _edit_config(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Load config.json, ``edit`` it in place, write it back."""
+
+    def damage(d: Path) -> None:
+        cfg = _cfg(d)
+        edit(cfg)
+        _set_cfg(d, cfg)
+
+    return damage
+
+
+def _change_config(keys: Tuple[Union[str, int], ...], change: Callable[[object], object]) -> Callable[[Path], None]:
+    """Replace the config value at ``keys`` (a path of keys and list positions) by ``change(old value)``."""
+
+    def edit(cfg: dict) -> None:
+        *outer, last = keys
+        for k in outer:
+            cfg = cfg[k]
+        cfg[last] = change(cfg[last])
+
+    return _edit_config(edit)
+
+
+def _edit_tensors(fname: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Load a safetensors file, ``edit`` its dict of tensors in place, save it back."""
+
+    def damage(d: Path) -> None:
+        t = load_file(str(d / fname))
+        edit(t)
+        save_file(t, str(d / fname))
+
+    return damage
+
+
+def _drop_architecture(cfg: dict) -> None:
+    del cfg["architecture"]
+
+
+def _first_mask_entry_names_missing_key(cfg: dict) -> None:
+    e = next(e for e in cfg["mapping"]["param_map"] if e["repr"] == "mask")
+    e["key"] = "L99"
+
+
+def _shorten_decoder_weight(sd: dict) -> None:
+    sd["decoder.0.linear.weight"] = sd["decoder.0.linear.weight"][:-1].contiguous()
+
+
+def _drop_encoder_bias(sd: dict) -> None:
+    del sd["encoder.0.linear.bias"]
+
+
+def _drop_first_tensor(t: dict) -> None:
+    t.pop(sorted(t)[0])
+
+
+def _first_indices_out_of_range(t: dict) -> None:
+    k = sorted(t)[0]
+    t[k] = t[k].clone()
+    t[k][-1] = 10**6
+
+
+def _first_indices_duplicate(t: dict) -> None:
+    k = sorted(t)[0]
+    t[k] = t[k].clone()
+    t[k][1] = t[k][0]
+
+
+def _first_mask_shorter(t: dict) -> None:
+    k = sorted(t)[0]
+    t[k] = t[k].reshape(-1)[:-3].contiguous()
+
+
+#: kind -> (how it damages a checkpoint directory, the file the error message must name)
+DAMAGE: Dict[str, Tuple[Callable[[Path], None], str]] = {
+    "missing_config": (_unlink(CONFIG), CONFIG),
+    "invalid_json": (_write(CONFIG, '{"format_version": 0, "architecture": '), CONFIG),
+    "config_not_object": (_write(CONFIG, "[1, 2]"), CONFIG),
+    "format_version": (_change_config(("format_version",), lambda _: 1), CONFIG),
+    "no_architecture": (_edit_config(_drop_architecture), CONFIG),
+    "input_dim_zero": (_change_config(("architecture", "input_dim"), lambda _: 0), CONFIG),
+    "input_dim_string": (_change_config(("architecture", "input_dim"), lambda _: "365"), CONFIG),
+    "latent_dim_bool": (_change_config(("architecture", "latent_dim"), lambda _: True), CONFIG),
+    "bad_dtype": (_change_config(("architecture", "torch_dtype"), lambda _: "float64x"), CONFIG),
+    # what the weights-only GradiendModel writes
+    "no_mapping": (_change_config(("mapping",), lambda _: None), CONFIG),
+    "unknown_repr": (_change_config(("mapping", "param_map", 0, "repr"), lambda _: "bitset"), CONFIG),
+    "missing_weights": (_unlink(WEIGHTS), WEIGHTS),
+    "truncated_weights": (_truncate(WEIGHTS, lambda n: n // 2), WEIGHTS),
+    "garbage_weights": (_write(WEIGHTS, b"\x00" * 7), WEIGHTS),
+    "weight_shape": (_edit_tensors(WEIGHTS, _shorten_decoder_weight), WEIGHTS),
+    "weight_missing_key": (_edit_tensors(WEIGHTS, _drop_encoder_bias), WEIGHTS),
+    "num_selected": (_change_config(("mapping", "param_map", 0, "num_selected"), lambda n: n + 1), CONFIG),
+    "input_dim_disagrees": (_change_config(("architecture", "input_dim"), lambda n: n + 1), CONFIG),
+    "missing_indices_file": (_unlink(INDICES), INDICES),
+    "missing_masks_file": (_unlink(MASKS), MASKS),
+    "truncated_indices_file": (_truncate(INDICES, lambda _: 20), INDICES),
+    "missing_mapping_key": (_edit_tensors(INDICES, _drop_first_tensor), INDICES),
+    "wrong_mapping_key": (_edit_config(_first_mask_entry_names_missing_key), MASKS),
+    "indices_out_of_range": (_edit_tensors(INDICES, _first_indices_out_of_range), CONFIG),
+    "indices_duplicate": (_edit_tensors(INDICES, _first_indices_duplicate), CONFIG),
+    "mask_shape": (_edit_tensors(MASKS, _first_mask_shorter), CONFIG),
+}
+DAMAGES = list(DAMAGE)
+
+
 def _damage(kind: str, d: Path) -> str:
     """Damage checkpoint ``d``; return the file name the error message must name."""
-    if kind == "missing_config":
-        (d / "config.json").unlink()
-        return "config.json"
-    if kind == "invalid_json":
-        (d / "config.json").write_text('{"format_version": 0, "architecture": ')
-        return "config.json"
-    if kind == "config_not_object":
-        (d / "config.json").write_text("[1, 2]")
-        return "config.json"
-    if kind == "format_version":
-        cfg = _cfg(d)
-        cfg["format_version"] = 1
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "no_architecture":
-        cfg = _cfg(d)
-        del cfg["architecture"]
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind in ("input_dim_zero", "input_dim_string", "latent_dim_bool"):
-        cfg = _cfg(d)
-        key, val = {
-            "input_dim_zero": ("input_dim", 0),
-            "input_dim_string": ("input_dim", "365"),
-            "latent_dim_bool": ("latent_dim", True),
-        }[kind]
-        cfg["architecture"][key] = val
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "bad_dtype":
-        cfg = _cfg(d)
-        cfg["architecture"]["torch_dtype"] = "float64x"
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "no_mapping":
-        cfg = _cfg(d)
-        cfg["mapping"] = None  # what the weights-only GradiendModel writes
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "unknown_repr":
-        cfg = _cfg(d)
-        cfg["mapping"]["param_map"][0]["repr"] = "bitset"
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "missing_weights":
-        (d / "model.safetensors").unlink()
-        return "model.safetensors"
-    if kind == "truncated_weights":
-        data = (d / "model.safetensors").read_bytes()
-        (d / "model.safetensors").write_bytes(data[: len(data) // 2])
-        return "model.safetensors"
-    if kind == "garbage_weights":
-        (d / "model.safetensors").write_bytes(b"\x00" * 7)
-        return "model.safetensors"
-    if kind == "weight_shape":
-        sd = load_file(str(d / "model.safetensors"))
-        sd["decoder.0.linear.weight"] = sd["decoder.0.linear.weight"][:-1].contiguous()
-        save_file(sd, str(d / "model.safetensors"))
-        return "model.safetensors"
-    if kind == "weight_missing_key":
-        sd = load_file(str(d / "model.safetensors"))
-        del sd["encoder.0.linear.bias"]
-        save_file(sd, str(d / "model.safetensors"))
-        return "model.safetensors"
-    if kind == "num_selected":
-        cfg = _cfg(d)
-        cfg["mapping"]["param_map"][0]["num_selected"] += 1
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "input_dim_disagrees":
-        cfg = _cfg(d)
-        cfg["architecture"]["input_dim"] += 1
-        _set_cfg(d, cfg)
-        return "config.json"
-    if kind == "missing_indices_file":
-        (d / "mapping_indices.safetensors").unlink()
-        return "mapping_indices.safetensors"
-    if kind == "missing_masks_file":
-        (d / "mapping_masks.safetensors").unlink()
-        return "mapping_masks.safetensors"
-    if kind == "truncated_indices_file":
-        data = (d / "mapping_indices.safetensors").read_bytes()
-        (d / "mapping_indices.safetensors").write_bytes(data[:20])
-        return "mapping_indices.safetensors"
-    if kind == "missing_mapping_key":
-        t = load_file(str(d / "mapping_indices.safetensors"))
-        t.pop(sorted(t)[0])
-        save_file(t, str(d / "mapping_indices.safetensors"))
-        return "mapping_indices.safetensors"
-    if kind == "wrong_mapping_key":
-        cfg = _cfg(d)
-        e = next(e for e in cfg["mapping"]["param_map"] if e["repr"] == "mask")
-        e["key"] = "L99"
-        _set_cfg(d, cfg)
-        return "mapping_masks.safetensors"
-    if kind == "indices_out_of_range":
-        t = load_file(str(d / "mapping_indices.safetensors"))
-        k = sorted(t)[0]
-        t[k] = t[k].clone()
-        t[k][-1] = 10**6
-        save_file(t, str(d / "mapping_indices.safetensors"))
-        return "config.json"
-    if kind == "indices_duplicate":
-        t = load_file(str(d / "mapping_indices.safetensors"))
-        k = sorted(t)[0]
-        t[k] = t[k].clone()
-        t[k][1] = t[k][0]
-        save_file(t, str(d / "mapping_indices.safetensors"))
-        return "config.json"
-    if kind == "mask_shape":
-        t = load_file(str(d / "mapping_masks.safetensors"))
-        k = sorted(t)[0]
-        t[k] = t[k].reshape(-1)[:-3].contiguous()
-        save_file(t, str(d / "mapping_masks.safetensors"))
-        return "config.json"
-    raise AssertionError(kind)
-
-
-DAMAGES = [
-    "missing_config",
-    "invalid_json",
-    "config_not_object",
-    "format_version",
-    "no_architecture",
-    "input_dim_zero",
-    "input_dim_string",
-    "latent_dim_bool",
-    "bad_dtype",
-    "no_mapping",
-    "unknown_repr",
-    "missing_weights",
-    "truncated_weights",
-    "garbage_weights",
-    "weight_shape",
-    "weight_missing_key",
-    "num_selected",
-    "input_dim_disagrees",
-    "missing_indices_file",
-    "missing_masks_file",
-    "truncated_indices_file",
-    "missing_mapping_key",
-    "wrong_mapping_key",
-    "indices_out_of_range",
-    "indices_duplicate",
-    "mask_shape",
-]
+    damage, named = DAMAGE[kind]
+    damage(d)
+    return named
 
 
 @pytest.mark.parametrize("kind", DAMAGES)

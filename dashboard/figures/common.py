@@ -8,6 +8,17 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+__all__ = [
+    "HOVER_LABEL",
+    "base_layout",
+    "chart_config",
+    "log_axis",
+    "log_ticks",
+    "percent_log_ticks",
+    "positive_range",
+    "tick_text",
+]
+
 #: Plotly's default hover label, the look every analysis figure shares.
 HOVER_LABEL = dict(namelength=-1)
 

@@ -7,6 +7,8 @@ import plotly.graph_objects as go
 from dashboard.figures.overlap import VALUES, overlap_heatmap
 from gradiend_core.analysis.models import ModelOverlap
 
+__all__ = ["model_overlap_heatmap"]
+
 #: Top margin (px) that keeps a two-line title clear of the chart's toolbar (modebar), which
 #: Streamlit draws over the figure's top-right corner.
 TOP_MARGIN = 104

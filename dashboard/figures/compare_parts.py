@@ -11,6 +11,8 @@ from dashboard.figures.style import DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 from gradiend_core.analysis.correlation import PairedSample, SpearmanMatrix
 from gradiend_core.analysis.overlap import IntersectionPatterns
 
+__all__ = ["importance_scatter", "spearman_heatmap", "upset_figure"]
+
 
 def spearman_heatmap(spearman: SpearmanMatrix) -> go.Figure:
     """Spearman's rho between parts as an annotated heatmap on [-1, 1].

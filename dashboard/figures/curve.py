@@ -61,7 +61,10 @@ def curve_figure(
             line=dict(color=color, width=2),
             marker=dict(size=5, color=color, symbol=["circle" if r else "circle-open" for r in c.requested]),
             customdata=c.ks / c.input_dim,
-            hovertemplate=f"{c.part}<br>top %{{x:,}} dims (%{{customdata:.4%}})<br>{measure.replace('_', ' ')} %{{y:.4f}}<extra></extra>",
+            hovertemplate=(
+                f"{c.part}<br>top %{{x:,}} dims (%{{customdata:.4%}})<br>"
+                f"{measure.replace('_', ' ')} %{{y:.4f}}<extra></extra>"
+            ),
         )
     if selection_k is not None:
         fig.add_vline(x=selection_k, line_color=CUT_COLOR, line_dash="dash", line_width=1)

@@ -13,6 +13,8 @@ from dashboard.figures.common import HOVER_LABEL, log_axis, log_ticks
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR
 from gradiend_core.distribution import LogHistogram, RankCurve
 
+__all__ = ["importance_histogram", "rank_figure"]
+
 #: Below the plot: the legend, clear of the title and of the bars.
 _LEGEND = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
 

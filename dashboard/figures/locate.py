@@ -10,6 +10,8 @@ from dashboard.figures.style import HEATMAP_SCALE
 from gradiend_core.analysis.locate import LayerComponentGrid
 from gradiend_core.units import format_percent
 
+__all__ = ["METRICS", "grid_values", "layer_component_heatmap"]
+
 #: metric -> (what z is, colour-bar title, text format)
 METRICS = {
     "share of kept importance": ("kept_importance_share", "share of kept importance (%)", ".1%"),
@@ -67,7 +69,7 @@ def layer_component_heatmap(grid: LayerComponentGrid, metric: str, part: str) ->
         go.Heatmap(
             z=z,
             x=grid.components,
-            y=[f"layer {l}" if l != "-" else "outside layers" for l in grid.layers],
+            y=[f"layer {layer}" if layer != "-" else "outside layers" for layer in grid.layers],
             colorscale=HEATMAP_SCALE,
             text=text,
             texttemplate="%{text}",

@@ -12,6 +12,8 @@ from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_
 from gradiend_core.analysis.mass import MassProfile
 from gradiend_core.units import format_percent
 
+__all__ = ["ecdf_figure", "retained_mass_figure"]
+
 _SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
 
 

@@ -12,6 +12,8 @@ from dashboard.figures.style import HEATMAP_SCALE
 from gradiend_core.analysis.overlap import OverlapMatrix
 from gradiend_core.units import format_fraction, format_percent
 
+__all__ = ["VALUES", "overlap_heatmap"]
+
 #: value -> (colour-bar title, number format, z range); cell text follows :func:`_cell_text`
 VALUES = {
     "jaccard": ("Jaccard |A∩B| / |A∪B|", ".3f", (0.0, 1.0)),

@@ -13,6 +13,8 @@ from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_
 from gradiend_core.analysis.stages import ReductionStage, StageRecall
 from gradiend_core.units import format_bytes, format_count, format_percent
 
+__all__ = ["PANELS", "recall_figure", "reduction_figure", "stage_label"]
+
 #: (attribute, panel title with the unit and the scale) of the three reduction panels; the panel
 #: titles name the y axes, which stay untitled so that three panels fit a 1,024 px page.
 PANELS = (

@@ -1,5 +1,7 @@
 """Shared look: a colour-blind-safe palette (Okabe-Ito) readable on light and dark themes."""
 
+__all__ = ["CUT_COLOR", "DROPPED_COLOR", "HEATMAP_SCALE", "KEPT_COLOR", "OKABE_ITO", "SEQUENCE"]
+
 OKABE_ITO = {
     "blue": "#0072B2",
     "orange": "#E69F00",

@@ -11,6 +11,8 @@ from dashboard.figures.common import base_layout
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, OKABE_ITO
 from gradiend_core.analysis.training import TrainingRecord, moving_average
 
+__all__ = ["training_figure"]
+
 
 def training_figure(record: TrainingRecord, smooth: Optional[int] = None) -> go.Figure:
     """Score (encoder correlation) and training loss over steps, best step marked.

@@ -13,15 +13,21 @@ from typing import Optional, Tuple
 import streamlit as st
 
 from dashboard.context import ViewContext
-from dashboard.loading import checkpoint_key, load_checkpoint, load_ranking
+from dashboard.loading import load_checkpoint, load_ranking
 from gradiend_core.analysis import correlation, locate, mass, models, overlap, topk_table
 from gradiend_core.importance import PARTS
 from gradiend_core.selection import Selection
 
-
-def ckpt_key(path: str) -> Tuple[str, float]:
-    """``(resolved directory, newest mtime)`` of a checkpoint: the first two args of every cache."""
-    return checkpoint_key(path)
+__all__ = [
+    "breakdown",
+    "mass_profile",
+    "model_overlap",
+    "part_comparison",
+    "part_scatter",
+    "part_spearman",
+    "selection_key",
+    "topk_rows",
+]
 
 
 def selection_key(ctx: ViewContext) -> Tuple:

@@ -7,6 +7,8 @@ import streamlit as st
 
 from dashboard.figures.common import chart_config
 
+__all__ = ["show_figure"]
+
 
 def show_figure(fig: go.Figure, key: str, filename: str) -> None:
     """Draw ``fig`` with Plotly's modebar (camera button: download ``<filename>.png``)."""

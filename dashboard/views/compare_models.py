@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard.context import ViewContext
 from dashboard.figures.compare_models import model_overlap_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
-from dashboard.loading import load_checkpoint, sample_models
+from dashboard.loading import checkpoint_key, load_checkpoint, sample_models
 from dashboard.sessions import check_allowed
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
@@ -21,6 +21,8 @@ from gradiend_core.analysis.models import base_signature, compatibility_problems
 from gradiend_core.errors import CheckpointError
 from gradiend_core.importance import PARTS
 from gradiend_core.mask_expr import combine, model_term, top_term
+
+__all__ = ["render"]
 
 #: The first is the default: counts in dims read right whatever the set sizes; a percentage of the
 #: smaller set reads 100 % for 23 dims inside 4,461.
@@ -44,8 +46,8 @@ def _shares_space(path: str, params) -> bool:
 
 
 def _others(ctx: ViewContext) -> List[str]:
-    here = cache.ckpt_key(ctx.path)[0]
-    samples = {name: str(p) for name, p in sample_models() if cache.ckpt_key(str(p))[0] != here}
+    here = checkpoint_key(ctx.path)[0]
+    samples = {name: str(p) for name, p in sample_models() if checkpoint_key(str(p))[0] != here}
     params = base_signature(ctx.data.param_map, {}).params
     if "models_samples" not in st.session_state:  # seeded once; kept across tab switches (app.PERSISTENT_KEYS)
         st.session_state["models_samples"] = [name for name, p in samples.items() if _shares_space(p, params)]
@@ -110,7 +112,7 @@ def render(ctx: ViewContext) -> None:
         try:
             check_allowed(Path(path), "checkpoint")
             data = load_checkpoint(path)
-            dir_, mtime = cache.ckpt_key(path)
+            dir_, mtime = checkpoint_key(path)
         except (CheckpointError, PermissionError, OSError) as e:
             st.error(about(path, e))
             continue
@@ -163,9 +165,10 @@ def render(ctx: ViewContext) -> None:
     fig = add_pick_targets(model_overlap_heatmap(result, part, VALUES[value]))
     cells = picked_cells(mask_builder.pick_chart(fig, "models_heatmap", "model_topk_overlap"))
     st.caption(
-        f"As gradiend's plot_topk_overlap_heatmap: every model takes its own top-k of {part} (a fraction is of its own "
-        "input_dim), kept dims are mapped to base-global indices (positions in the full mapped parameters, which pruning "
-        "does not change), and cells count common indices; the percentage divides by the smaller set, whose size the "
+        f"As gradiend's plot_topk_overlap_heatmap: every model takes its own top-k of {part} "
+        "(a fraction is of its own input_dim), kept dims are mapped to base-global indices "
+        "(positions in the full mapped parameters, which pruning does not change), and cells count common indices; "
+        "the percentage divides by the smaller set, whose size the "
         "labels give. Click a cell to pick the dims both models keep for the mask (the diagonal: one model's top-k)."
     )
     _offer_cells(ctx, entries, result, cells, part, topk)

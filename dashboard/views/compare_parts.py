@@ -9,6 +9,7 @@ from dashboard.context import ViewContext
 from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap, upset_figure
 from dashboard.figures.mask_builder import picked_indices
 from dashboard.figures.overlap import overlap_heatmap
+from dashboard.loading import checkpoint_key
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.charts import show_figure
@@ -16,6 +17,8 @@ from gradiend_core.analysis.correlation import EXACT_LIMIT, SAMPLE_SIZE, SCATTER
 from gradiend_core.analysis.overlap import restrict_patterns
 from gradiend_core.importance import PARTS
 from gradiend_core.mask_expr import combine, top_term, upset_term
+
+__all__ = ["STATE_KEYS", "render"]
 
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("parts_overlap_value", "parts_scatter_x", "parts_scatter_y")
@@ -47,7 +50,7 @@ def offer_patterns(patterns, rows, topk) -> None:
 
 def render(ctx: ViewContext) -> None:
     """Draw the overlap matrix and UpSet for the sidebar topk, then Spearman's rho and a scatter."""
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     topk = ctx.inputs.topk
     if topk is None:
         st.info(
@@ -55,8 +58,8 @@ def render(ctx: ViewContext) -> None:
         )
     else:
         st.caption(
-            f"Each part takes its own top {_topk_label(topk)} of all {ctx.data.architecture.input_dim:,} dims (topk only: "
-            "the sidebar's mask and threshold are not applied here), by the same rule as the selection."
+            f"Each part takes its own top {_topk_label(topk)} of all {ctx.data.architecture.input_dim:,} dims "
+            "(topk only: the sidebar's mask and threshold are not applied here), by the same rule as the selection."
         )
         ov, patterns = cache.part_comparison(dir_, mtime, topk)
         value = st.radio("Overlap value", list(OVERLAP_VALUES), horizontal=True, key="parts_overlap_value")
@@ -86,7 +89,8 @@ def render(ctx: ViewContext) -> None:
     sp = cache.part_spearman(dir_, mtime)
     show_figure(spearman_heatmap(sp), "parts_spearman", "part_spearman")
     st.caption(
-        f"Spearman's ρ with average ranks for ties (as scipy.stats.spearmanr) over every dim up to {EXACT_LIMIT:,} dims; "
+        "Spearman's ρ with average ranks for ties (as scipy.stats.spearmanr) "
+        f"over every dim up to {EXACT_LIMIT:,} dims; "
         f"above, over a seeded (seed {SEED}) uniform sample of {SAMPLE_SIZE:,} dims, the same dims for every part."
         + (
             " A part that is constant (e.g. an all-zero decoder bias) has no rank correlation (n/a)."

@@ -28,6 +28,8 @@ from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
 from gradiend_core.masks import MASK_SUFFIXES, load_mask
 from gradiend_core.selection import parse_topk
 
+__all__ = ["SelectionInputs", "render"]
+
 DEFAULT_TOPK = "0.05"
 #: Threshold step when the part's importance is unknown or has no positive finite value.
 DEFAULT_STEP = 1e-3
@@ -138,7 +140,35 @@ def render(data: CheckpointData) -> SelectionInputs:
     _show_url_problems(options)
     st.sidebar.header("Selection")
     st.sidebar.caption("Applied in order: mask -> threshold -> topk.")
-    part = st.sidebar.selectbox(
+    part = _part_input(options)
+    record_error = _record_caption(data) if part == GRADIENT_MEAN else None
+    mask_file = st.sidebar.file_uploader(
+        "Mask file (optional)",
+        type=[s.lstrip(".") for s in MASK_SUFFIXES],
+        key="mask_file",
+        help=f"1-D bool tensor of length input_dim ({data.architecture.input_dim:,}) or unpruned length "
+        f"({data.param_map.unpruned_length:,}, base-global indices).",
+    )
+    threshold = _threshold_input(part, threshold_step(str(data.path), part) if record_error is None else DEFAULT_STEP)
+    topk_text = st.sidebar.text_input(
+        "topk",
+        key="topk",
+        help="A count (5000), a fraction of what is left after mask and threshold (0.05, 1e-4) or a "
+        "percentage (5%). Leave empty for none. 1.0 keeps everything.",
+    )
+    topk, topk_error = _parse_topk_input(topk_text)
+    mask, mask_name, mask_path, mask_error = _uploaded_mask(mask_file, data)
+    include, exclude = st.session_state.get("name_include"), st.session_state.get("name_exclude")
+    filter_error = _name_filter_caption(data, include, exclude) if include or exclude else None
+    _mirror_to_url(part, include, exclude, topk_text, threshold)
+    # one message is shown: that of the last input in the order above that has a problem
+    error = next((e for e in (filter_error, mask_error, topk_error, record_error) if e is not None), None)
+    return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error, include, exclude)
+
+
+def _part_input(options: Tuple[str, ...]) -> str:
+    """The importance-part selectbox."""
+    return st.sidebar.selectbox(
         "Importance part",
         options,
         key="part",
@@ -151,27 +181,26 @@ def render(data: CheckpointData) -> SelectionInputs:
             else ""
         ),
     )
-    error = None
-    if part == GRADIENT_MEAN:
-        try:
-            record = load_pre_prune(str(data.path))
-            if record is None:
-                raise CheckpointError(f"{data.path}: pre_prune.safetensors is gone; pick a weight part.")
-            st.sidebar.caption(
-                f"Ranking by the pre-prune record: |mean {record.source} gradient| over {record.n_samples:,} "
-                f"examples, measured on {record.importance.size:,} dims."
-            )
-        except CheckpointError as e:
-            error = str(e)
-    mask_file = st.sidebar.file_uploader(
-        "Mask file (optional)",
-        type=[s.lstrip(".") for s in MASK_SUFFIXES],
-        key="mask_file",
-        help=f"1-D bool tensor of length input_dim ({data.architecture.input_dim:,}) or unpruned length "
-        f"({data.param_map.unpruned_length:,}, base-global indices).",
-    )
-    step = threshold_step(str(data.path), part) if error is None else DEFAULT_STEP
-    threshold = st.sidebar.number_input(
+
+
+def _record_caption(data: CheckpointData) -> Optional[str]:
+    """Describe the pre-prune record ``gradient-mean`` ranks by; the error message when it cannot be read."""
+    try:
+        record = load_pre_prune(str(data.path))
+        if record is None:
+            raise CheckpointError(f"{data.path}: pre_prune.safetensors is gone; pick a weight part.")
+        st.sidebar.caption(
+            f"Ranking by the pre-prune record: |mean {record.source} gradient| over {record.n_samples:,} "
+            f"examples, measured on {record.importance.size:,} dims."
+        )
+    except CheckpointError as e:
+        return str(e)
+    return None
+
+
+def _threshold_input(part: str, step: float) -> Optional[float]:
+    """The threshold number input, whose +/- buttons move by ``step``."""
+    return st.sidebar.number_input(
         "Threshold (optional)",
         min_value=0.0,
         value=None,
@@ -181,42 +210,58 @@ def render(data: CheckpointData) -> SelectionInputs:
         help=f"Keep dims with importance >= threshold. Leave empty for none. Type any number (1e-5, 0.003); "
         f"the +/- buttons step by {step:g}, a tenth of the largest {part} importance's power of ten.",
     )
-    topk_text = st.sidebar.text_input(
-        "topk",
-        key="topk",
-        help="A count (5000), a fraction of what is left after mask and threshold (0.05, 1e-4) or a "
-        "percentage (5%). Leave empty for none. 1.0 keeps everything.",
-    )
-    topk = None
-    if topk_text.strip():
-        try:
-            topk = parse_topk(topk_text)
-        except SelectionError as e:
-            error = str(e)
-            if topk_text.strip() == st.query_params.get("topk"):
-                error = f"URL parameter ?topk={topk_text.strip()}: {error}"
-    mask = mask_name = mask_path = None
-    if mask_file is not None:
-        dest = None
-        try:
-            dest = _mask_copy(mask_file)
-            mask = load_mask(dest, data.param_map)
-            mask_name, mask_path = mask_file.name, str(dest)
-        except (SelectionError, CheckpointError) as e:
-            # the user knows the file by its name, not by the session's copy
-            text, name = str(e), mask_file.name
-            error = text.replace(str(dest), name) if dest and str(dest) in text else f"{name}: {text}"
-    include, exclude = st.session_state.get("name_include"), st.session_state.get("name_exclude")
-    if include or exclude:
-        try:
-            names = name_mask(data.param_map, include, exclude)
-            st.sidebar.caption(
-                f"Parameter-name filter (set in *Where in the model*): include `{include or '-'}`, exclude "
-                f"`{exclude or '-'}`; {int(names.sum()):,} dims match."
-            )
-            st.sidebar.button("Clear name filter", key="name_filter_sidebar_clear", on_click=_clear_name_filter)
-        except SelectionError as e:
-            error = str(e)
+
+
+def _parse_topk_input(topk_text: str) -> Tuple[Optional[Union[int, float]], Optional[str]]:
+    """``(topk, None)``, ``(None, None)`` for an empty input, or ``(None, error message)``; the message
+    names the URL parameter when the text came from the URL."""
+    if not topk_text.strip():
+        return None, None
+    try:
+        return parse_topk(topk_text), None
+    except SelectionError as e:
+        error = str(e)
+        if topk_text.strip() == st.query_params.get("topk"):
+            error = f"URL parameter ?topk={topk_text.strip()}: {error}"
+        return None, error
+
+
+def _uploaded_mask(
+    mask_file, data: CheckpointData
+) -> Tuple[Optional[np.ndarray], Optional[str], Optional[str], Optional[str]]:
+    """``(mask, file name, session copy path, None)`` for an uploaded mask, ``(None, None, None, error
+    message)`` when it cannot be used, all ``None`` without an upload."""
+    if mask_file is None:
+        return None, None, None, None
+    dest = None
+    try:
+        dest = _mask_copy(mask_file)
+        return load_mask(dest, data.param_map), mask_file.name, str(dest), None
+    except (SelectionError, CheckpointError) as e:
+        # the user knows the file by its name, not by the session's copy
+        text, name = str(e), mask_file.name
+        error = text.replace(str(dest), name) if dest and str(dest) in text else f"{name}: {text}"
+        return None, None, None, error
+
+
+def _name_filter_caption(data: CheckpointData, include: Optional[str], exclude: Optional[str]) -> Optional[str]:
+    """Describe the parameter-name filter with a button that clears it; the error message of a bad pattern."""
+    try:
+        names = name_mask(data.param_map, include, exclude)
+        st.sidebar.caption(
+            f"Parameter-name filter (set in *Where in the model*): include `{include or '-'}`, exclude "
+            f"`{exclude or '-'}`; {int(names.sum()):,} dims match."
+        )
+        st.sidebar.button("Clear name filter", key="name_filter_sidebar_clear", on_click=_clear_name_filter)
+    except SelectionError as e:
+        return str(e)
+    return None
+
+
+def _mirror_to_url(
+    part: str, include: Optional[str], exclude: Optional[str], topk_text: str, threshold: Optional[float]
+) -> None:
+    """Write the inputs into the URL query (an empty input removes its parameter)."""
     st.query_params["part"] = part
     for key, value in (("name_include", include), ("name_exclude", exclude)):
         if value:
@@ -231,7 +276,6 @@ def render(data: CheckpointData) -> SelectionInputs:
         st.query_params["threshold"] = repr(float(threshold))
     elif "threshold" in st.query_params:
         del st.query_params["threshold"]
-    return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error, include, exclude)
 
 
 def _mask_copy(uploaded) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ import streamlit as st
 
 from dashboard.context import ViewContext
 from dashboard.figures.curve import MEASURE_LABELS, curve_figure
-from dashboard.gradient_jobs import JOBS
+from dashboard.gradient_jobs import JOBS, Job
 from dashboard.loading import SAMPLES_DIR, checkpoint_key, load_validation
 from dashboard.views.charts import show_figure
 from gradiend_core.analysis.curve import DEFAULT_POINTS, MEASURES, Curve, curve_csv, smallest_topk_for
@@ -37,6 +37,8 @@ from gradiend_core.eval_gradients import (
 from gradiend_core.pruning_curve import available_parts, checkpoint_curves, selection_quality
 from gradiend_core.records import VALIDATION_FILE
 from gradiend_core.units import format_percent
+
+__all__ = ["render"]
 
 SAVED, COMPUTED = "Saved with the checkpoint", "Computed from a data file"
 SPLITS = {
@@ -112,15 +114,51 @@ def _job_progress(key: Tuple) -> None:
 
 
 def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
+    """Gradients computed from a labelled data file; ``None`` while there are none (the inputs, a
+    problem, the job's progress or the offer to compute are shown instead)."""
     data = ctx.data
+    _default_gradient_inputs(ctx)
+    data_file, base_model, split = _gradient_inputs(ctx)
+    if not data_file:
+        st.info("Give a labelled data file to compute the gradients from the base model.")
+        return None
+    try:
+        info = describe_data(data, data_file, split=split)
+        base = resolve_base_model(data, base_model or None)
+    except CheckpointError as e:
+        st.error(str(e))
+        return None
+    key = _gradients_key(ctx, COMPUTED, str(Path(data_file).expanduser().resolve()), str(base), split)
+    try:
+        job = _job_or_cached(key, ctx, data_file, base, split)
+    except CheckpointError as e:
+        st.error(str(e))
+        return None
+    if job is not None and job.status == "done":
+        return job.result
+    if job is not None and job.status == "running":
+        _job_progress(key)
+        return None
+    if job is not None and job.status in ("cancelled", "failed"):
+        (st.info if job.status == "cancelled" else st.error)(job.error)
+    _offer_computation(key, ctx, info, data_file, base, split)
+    return None
+
+
+def _default_gradient_inputs(ctx: ViewContext) -> None:
+    """On first use, fill in the bundled data file of the checkpoint's pair and its base model, when found."""
     if "curve_data" not in st.session_state:
         found = bundled_data_for(ctx.path)
         st.session_state["curve_data"] = _shown(found) if found else ""
     if "curve_base_model" not in st.session_state:
         try:
-            st.session_state["curve_base_model"] = _shown(resolve_base_model(data))
+            st.session_state["curve_base_model"] = _shown(resolve_base_model(ctx.data))
         except CheckpointError:
             st.session_state["curve_base_model"] = ""
+
+
+def _gradient_inputs(ctx: ViewContext) -> Tuple[str, str, Optional[str]]:
+    """The inputs of a computation: ``(data file, base model directory, split)`` as typed (stripped)."""
     cols = st.columns([3, 3, 2])
     data_file = (
         cols[0]
@@ -137,44 +175,40 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
         .text_input(
             "Base model directory",
             key="curve_base_model",
-            help=f"A local directory; the checkpoint names {data.metadata.get('base_model', 'none')!r} (metadata.base_model).",
+            help=(
+                f"A local directory; the checkpoint names {ctx.data.metadata.get('base_model', 'none')!r} "
+                "(metadata.base_model)."
+            ),
         )
         .strip()
     )
     split = SPLITS[cols[2].selectbox("Split", list(SPLITS), key="curve_split")]
-    if not data_file:
-        st.info("Give a labelled data file to compute the gradients from the base model.")
-        return None
-    try:
-        info = describe_data(data, data_file, split=split)
-        base = resolve_base_model(data, base_model or None)
-    except CheckpointError as e:
-        st.error(str(e))
-        return None
-    key = _gradients_key(ctx, COMPUTED, str(Path(data_file).expanduser().resolve()), str(base), split)
+    return data_file, base_model, split
+
+
+def _job_or_cached(key: Tuple, ctx: ViewContext, data_file: str, base: Path, split: Optional[str]) -> Optional[Job]:
+    """The job of ``key``; without one, a finished job made from the gradients the user cache holds,
+    or ``None``. Raises CheckpointError for data the computation cannot use."""
     job = JOBS.get(key)
     if job is None:
-        try:
-            hit = compute_eval_gradients(data, data_file, base_model=base, split=split, cache_only=True)
-        except CheckpointError as e:
-            st.error(str(e))
-            return None
+        hit = compute_eval_gradients(ctx.data, data_file, base_model=base, split=split, cache_only=True)
         if hit is not None:
             job = JOBS.put_result(key, hit)
-    if job is not None and job.status == "done":
-        return job.result
-    if job is not None and job.status == "running":
-        _job_progress(key)
-        return None
-    if job is not None and job.status in ("cancelled", "failed"):
-        (st.info if job.status == "cancelled" else st.error)(job.error)
+    return job
+
+
+def _offer_computation(
+    key: Tuple, ctx: ViewContext, info: Dict[str, Any], data_file: str, base: Path, split: Optional[str]
+) -> None:
+    """What a computation would do, and the button that starts it as a background job."""
     st.caption(
-        f"{info['examples']:,} examples of the {info['split']} split ({' / '.join(info['classes'])}, {info['source']} "
-        f"gradients), one base-model backward pass each, as the reference's trainer evaluates its encoder. The result is "
-        "cached in the user cache directory."
+        f"{info['examples']:,} examples of the {info['split']} split "
+        f"({' / '.join(info['classes'])}, {info['source']} gradients), one base-model backward pass each, "
+        "as the reference's trainer evaluates its encoder. The result is cached in the user cache directory."
     )
     if st.button("Compute gradients", key="curve_compute", type="primary"):
         JOBS.forget(key)
+        data = ctx.data
 
         def work(progress, cancel):
             return compute_eval_gradients(
@@ -183,7 +217,6 @@ def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
 
         JOBS.start(key, work, cancelled=lambda e: isinstance(e, GradientsCancelled))
         _job_progress(key)
-    return None
 
 
 @st.cache_data(max_entries=16, show_spinner="Summing every cut's encoder pre-activations...")
@@ -235,8 +268,8 @@ def render(ctx: ViewContext) -> None:
         options,
         key="curve_source",
         horizontal=True,
-        help=f"Saved: {VALIDATION_FILE}, written by gradiend_core's trainer. Computed: from the base model and a labelled "
-        "data file, exactly as the reference's trainer computes them; works for any checkpoint.",
+        help=f"Saved: {VALIDATION_FILE}, written by gradiend_core's trainer. Computed: from the base model and a "
+        "labelled data file, exactly as the reference's trainer computes them; works for any checkpoint.",
     )
     grads = _saved_gradients(ctx) if source == SAVED else _computed_gradients(ctx)
     if grads is None:
@@ -339,9 +372,10 @@ def render(ctx: ViewContext) -> None:
     )
     if main.label_correlation[-1, 0] < 0:
         st.caption(
-            "The full model's label correlation is negative: the reference labels each encoded gradient with its class "
-            "(+1 for the first class), negated for the alternative source, and this encoder maps them the other way round "
-            "(gradiend_core's own trainer labels by the example's class). The share a cut keeps is unaffected."
+            "The full model's label correlation is negative: the reference labels each encoded gradient with its "
+            "class (+1 for the first class), negated for the alternative source, and this encoder maps them the other "
+            "way round (gradiend_core's own trainer labels by the example's class). The share a cut keeps is "
+            "unaffected."
         )
     st.caption(
         "Every point is exact: the encoder restricted to the top k dims of the part (ties by lower index, as the "

@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard.context import ViewContext
 from dashboard.figures.mass import ecdf_figure, retained_mass_figure
-from dashboard.loading import load_ranking
+from dashboard.loading import checkpoint_key, load_ranking
 from dashboard.views import analysis_cache as cache
 from dashboard.views.charts import show_figure
 from dashboard.views.metrics import metric_row, note_metric
@@ -14,6 +14,8 @@ from gradiend_core.analysis.mass import count_for_mass, selection_point
 from gradiend_core.distribution import cut_value
 from gradiend_core.importance import DEFAULT_PART, PARTS
 from gradiend_core.units import format_count, format_percent
+
+__all__ = ["STATE_KEYS", "follow", "render"]
 
 TARGET_KEY = "target_mass_pct"
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
@@ -33,7 +35,7 @@ def follow(sidebar_part: str, key: str, options, fallback: str = DEFAULT_PART) -
 def _set_topk_for_target(path: str, part: str) -> None:
     """Button callback (runs before the next script run, so before the sidebar's widgets exist):
     set the sidebar part and topk to the smallest count reaching the target mass."""
-    profile = cache.mass_profile(*cache.ckpt_key(path), part)
+    profile = cache.mass_profile(*checkpoint_key(path), part)
     share = float(st.session_state[TARGET_KEY]) / 100.0
     try:
         k = count_for_mass(load_ranking(path, part), share, profile)
@@ -76,7 +78,7 @@ def render(ctx: ViewContext) -> None:
         key="dist_part",
         help="Follows the sidebar part when that changes; the current selection is marked whichever part is shown.",
     )
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     profile = cache.mass_profile(dir_, mtime, part)
     ranking = ctx.ranking(part)
     if profile.total <= 0:
@@ -98,7 +100,8 @@ def render(ctx: ViewContext) -> None:
         done = st.session_state.get("_target_mass_done")
         if done and done[0] == part:
             st.success(
-                f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least {100 * done[1]:g} % of the mass."
+                f"topk set to {done[2]:,}: the smallest count whose top {part} dims hold at least "
+                f"{100 * done[1]:g} % of the mass."
             )
         if ctx.plan.mask is not None or ctx.plan.threshold is not None:
             st.caption(
@@ -114,8 +117,9 @@ def render(ctx: ViewContext) -> None:
     show_figure(ecdf_figure(profile, part, cut_value(ranking, ctx.selection)), "dist_ecdf", f"ecdf_{part}")
     st.caption(
         f"Both curves are exact at the points drawn (lines join them): the retained-mass curve at every rank up to "
-        f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; the ECDF at "
-        f"{profile.ecdf_x.size:,} importance values (bucket edges, 1/128 apart in relative terms). At most a few thousand "
+        f"{profile.exact_ranks:,}, then at {profile.positions.size - profile.exact_ranks:,} value-bucket boundaries; "
+        f"the ECDF at {profile.ecdf_x.size:,} importance values (bucket edges, 1/128 apart in relative terms). "
+        "At most a few thousand "
         "points are drawn whatever the size. Sums are float64 over every dim; the counts above are exact. "
         f"Total {part} importance: {profile.total:.6g} over {format_count(profile.n_total)} dims"
         + (

@@ -149,7 +149,9 @@ def offer_cells(ctx: ViewContext, grid, cells, key: str) -> None:
         return
     chosen_names = set(names)
     n_dims = sum(e.num_selected for e in pmap if e.name in chosen_names)
-    shown = ", ".join(f"{'outside layers' if l == '-' else 'layer ' + l} x {c}" for l, c in sorted(chosen)[:6])
+    shown = ", ".join(
+        f"{'outside layers' if layer == '-' else 'layer ' + layer} x {c}" for layer, c in sorted(chosen)[:6]
+    )
     more = f" and {len(chosen) - 6} more" if len(chosen) > 6 else ""
     what = f"{len(chosen)} cell(s) ({shown}{more}): {len(names)} parameter(s)"
     offer(params_term(names, pmap), what, n_dims, key)

@@ -11,7 +11,10 @@ from dashboard.loading import load_checkpoint, path_from_argv, sample_models
 from dashboard.sessions import check_allowed, registry, session_files, upload_checkpoint
 from gradiend_core.errors import CheckpointError
 
-SOURCES = ("Bundled sample", "Local path", "Upload .zip")
+__all__ = ["render"]
+
+#: Where the checkpoint comes from (the options of the "Source" radio).
+MODEL_SOURCES = ("Bundled sample", "Local path", "Upload .zip")
 #: Largest accepted upload, bytes (Streamlit's own limit is set in .streamlit/config.toml).
 MAX_UPLOAD_BYTES = 2 * 1024**3
 
@@ -29,7 +32,7 @@ def render() -> Optional[str]:
         initial_is_sample = initial is None or any(
             Path(initial).resolve() == Path(p).resolve() for p in by_name.values()
         )
-        st.session_state["model_source"] = SOURCES[0] if (initial_is_sample and samples) else SOURCES[1]
+        st.session_state["model_source"] = MODEL_SOURCES[0] if (initial_is_sample and samples) else MODEL_SOURCES[1]
         if initial and not initial_is_sample:
             st.session_state["model_path"] = initial
         elif initial:
@@ -38,22 +41,22 @@ def render() -> Optional[str]:
             )
 
     st.sidebar.header("Model")
-    source = st.sidebar.radio("Source", SOURCES, key="model_source", horizontal=False)
+    source = st.sidebar.radio("Source", MODEL_SOURCES, key="model_source", horizontal=False)
     path: Optional[str] = None
-    if source == SOURCES[0]:
+    if source == MODEL_SOURCES[0]:
         if not samples:
             st.sidebar.warning("No bundled samples found; run `python sample_models/build_samples.py`.")
             return None
         name = st.sidebar.selectbox("Sample", list(by_name), key="sample")
         path = by_name[name]
-    elif source == SOURCES[1]:
+    elif source == MODEL_SOURCES[1]:
         typed = st.sidebar.text_input("Checkpoint directory", key="model_path", placeholder="/path/to/run/model")
         path = (typed or "").strip() or None  # a pasted path often carries spaces or a newline
         if path:
             check_allowed(Path(path), "checkpoint")
     else:
         path = _uploaded()
-    if source != SOURCES[2]:
+    if source != MODEL_SOURCES[2]:
         registry().release_upload(session_files())  # an upload no longer shown is deleted (unless shared)
         if path:
             st.query_params["model"] = path

@@ -9,6 +9,8 @@ from dashboard.figures.distribution import importance_histogram, rank_figure
 from dashboard.views.charts import show_figure
 from gradiend_core.distribution import cut_value, log_histogram, rank_curve
 
+__all__ = ["render"]
+
 
 def render(ctx: ViewContext) -> None:
     """Draw the log-x histogram of the selected part's importance (kept dims in front, the cut marked)

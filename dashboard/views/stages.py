@@ -31,6 +31,8 @@ from gradiend_core.importance import DEFAULT_PART, GRADIENT_MEAN, PARTS
 from gradiend_core.records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord
 from gradiend_core.units import format_bytes, format_count, format_percent
 
+__all__ = ["STATE_KEYS", "render"]
+
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
 STATE_KEYS = ("stages_post_part",)
 
@@ -142,7 +144,8 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
             " This checkpoint was trained on pre-pruned dims (D ⊆ R), so its trained importance exists only for "
             "them: the comparison is within what pre-pruning kept, and the kept-set recall is 1 throughout."
             if r.pre_pruned
-            else f" Pre-pruning's selection was not applied to this checkpoint ({r.n_pre_kept_in_model:,} of its {n:,} dims "
+            else " Pre-pruning's selection was not applied to this checkpoint "
+            f"({r.n_pre_kept_in_model:,} of its {n:,} dims "
             "are in R), so the kept-set recall compares the record's kept set with the trained model's top-k."
         )
         + (

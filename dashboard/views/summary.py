@@ -10,6 +10,8 @@ from gradiend_core.disk import directory_disk_size
 from gradiend_core.summary import checkpoint_summary
 from gradiend_core.units import format_bytes, format_count
 
+__all__ = ["render"]
+
 
 def render(data: CheckpointData) -> None:
     """Draw the model's key facts (base model, dims, dtype, activations, source/target, mapping)."""

@@ -9,11 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.context import ViewContext
-from dashboard.loading import load_checkpoint, load_ranking
+from dashboard.loading import checkpoint_key, load_checkpoint, load_ranking
 from dashboard.views import analysis_cache as cache
 from dashboard.views.tables import show_table
 from gradiend_core.analysis import topk_table
 from gradiend_core.analysis.tokens import load_tokenizer, resolve_base_model
+
+__all__ = ["STATE_KEYS", "render"]
 
 #: Rows the page may draw (the choice of "Rows on the page").
 ROW_CHOICES = (100, 1_000, 10_000)
@@ -83,7 +85,7 @@ def _token_note(path: str, tokenizer) -> str:
 
 def render(ctx: ViewContext) -> None:
     """Draw the first rows of the kept dims and the download buttons."""
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     part = ctx.source
     k = ctx.selection.k
     st.session_state.setdefault("topk_rows", ROW_CHOICES[1])

@@ -13,6 +13,8 @@ from dashboard.views.tables import cell_text as _text
 from dashboard.views.tables import show_table
 from gradiend_core.analysis.training import training_record
 
+__all__ = ["render"]
+
 
 def render(ctx: ViewContext) -> None:
     """Draw what the checkpoint records about its training; say what is missing."""
@@ -79,5 +81,6 @@ def render(ctx: ViewContext) -> None:
         )
     else:
         st.caption(
-            "No pruning config recorded (training_args.pre_prune_config / post_prune_config, config metadata, pruning.json)."
+            "No pruning config recorded "
+            "(training_args.pre_prune_config / post_prune_config, config metadata, pruning.json)."
         )

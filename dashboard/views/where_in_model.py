@@ -19,6 +19,7 @@ from dashboard import masks
 from dashboard.context import ViewContext
 from dashboard.figures.locate import METRICS, layer_component_heatmap
 from dashboard.figures.mask_builder import add_pick_targets, picked_cells
+from dashboard.loading import checkpoint_key
 from dashboard.views import analysis_cache as cache
 from dashboard.views import mask_builder
 from dashboard.views.tables import display_table
@@ -26,6 +27,8 @@ from gradiend_core.analysis.locate import layer_component_grid
 from gradiend_core.analysis.names import matching_parameters, name_mask
 from gradiend_core.errors import SelectionError
 from gradiend_core.mask_expr import params_term
+
+__all__ = ["STATE_KEYS", "render"]
 
 INCLUDE, EXCLUDE = "name_include", "name_exclude"
 #: Widget keys whose values outlive a visit to another tab (see dashboard.views.state).
@@ -61,7 +64,8 @@ def _name_filter(ctx: ViewContext) -> None:
         mask, names, ok = None, [], False
     if ok and mask is not None:
         st.caption(
-            f"Matches {len(names):,} of {len(pmap):,} parameters, {int(np.count_nonzero(mask)):,} of {pmap.input_dim:,} input dims."
+            f"Matches {len(names):,} of {len(pmap):,} parameters, "
+            f"{int(np.count_nonzero(mask)):,} of {pmap.input_dim:,} input dims."
         )
     b1, b2, _ = st.columns([1, 1, 4])
     b1.button("Apply to selection", key="name_filter_apply", on_click=_apply_filter, disabled=not ok, type="primary")
@@ -88,7 +92,7 @@ def _name_filter(ctx: ViewContext) -> None:
 def render(ctx: ViewContext) -> None:
     """Draw the name filter, the layer x component heatmap and the per-parameter table."""
     _name_filter(ctx)
-    dir_, mtime = cache.ckpt_key(ctx.path)
+    dir_, mtime = checkpoint_key(ctx.path)
     part = ctx.source
     bd = cache.breakdown(dir_, mtime, cache.selection_key(ctx), ctx.selection, part)
     metric = st.radio("Heatmap value", list(METRICS), horizontal=True, key="where_metric")

@@ -25,3 +25,5 @@ Performance contract: nothing here sorts the whole input space again (rankings a
 and cached by the caller); full passes are chunked, and correlations above a stated size run on a
 seeded uniform sample.
 """
+
+__all__ = []  # the package exports nothing itself: import its modules

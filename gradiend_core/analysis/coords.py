@@ -13,6 +13,8 @@ import numpy as np
 
 from ..param_map import ParamMap
 
+__all__ = ["DecodedLocal", "base_global_of", "decode_local"]
+
 
 @dataclass(frozen=True)
 class DecodedLocal:

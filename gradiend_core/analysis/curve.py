@@ -60,6 +60,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -123,6 +124,17 @@ def _split(c: int, workers: int) -> List[Tuple[int, int]]:
     k = max(1, min(workers, c // _MIN_DIMS_PER_THREAD))
     edges = np.linspace(0, c, k + 1).astype(np.int64)
     return [(int(a), int(e)) for a, e in zip(edges[:-1], edges[1:])]
+
+
+def _bucket_product(
+    vals: np.ndarray, rows: np.ndarray, x: np.ndarray, n_rows: int, span: Tuple[int, int]
+) -> np.ndarray:
+    """Sums per bucket of the dims ``span`` = ``[a, e)``: ``(n_rows, m)``, row ``rows[i]`` adds
+    ``vals[i] * x[i]`` (``vals``: one latent's W_enc entries, ``rows``: each dim's bucket row,
+    ``x``: the gradients, one row per dim)."""
+    a, e = span
+    h = scipy.sparse.csc_matrix((vals[a:e], rows[a:e], np.arange(e - a + 1, dtype=np.int32)), shape=(n_rows, e - a))
+    return h @ x[a:e]
 
 
 # ------------------------------------------------------------------------------ the ranking
@@ -408,15 +420,7 @@ class BucketSums:
         # (bincount, index_add_) or a CSR product (random row reads) costs several times more.
         parts = _split(c, _WORKERS)
         for lat in range(self.latent_dim):
-            vals = w[lat].numpy()
-
-            def product(span: Tuple[int, int]) -> np.ndarray:
-                a, e = span
-                h = scipy.sparse.csc_matrix(
-                    (vals[a:e], rows[a:e], np.arange(e - a + 1, dtype=np.int32)), shape=(occupied.size, e - a)
-                )
-                return h @ x[a:e]
-
+            product = partial(_bucket_product, w[lat].numpy(), rows, x, occupied.size)
             # scipy's sparse kernels release the GIL: the halves of a chunk run on two cores
             partials = list(_pool().map(product, parts)) if len(parts) > 1 else [product(parts[0])]
             self.sums[occupied, lat, :] += sum(p.astype(np.float64) for p in partials)

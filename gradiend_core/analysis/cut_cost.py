@@ -97,7 +97,7 @@ class CutCost:
 
 def cut_cost(
     checkpoint_data: Union[CheckpointData, ParamMappedGradiendModel],
-    keep_local_indices: Union[np.ndarray, torch.Tensor],
+    keep: Union[np.ndarray, torch.Tensor],
     validation_record: ValidationRecord,
     *,
     latent_unit: int = 0,
@@ -106,7 +106,7 @@ def cut_cost(
 
     Args:
         checkpoint_data: the checkpoint (or model) the cut applies to.
-        keep_local_indices: int ``(k,)``, local indices into its current input space (e.g.
+        keep: int ``(k,)``, local indices into its current input space (e.g.
             ``Selection.keep``); need not be sorted.
         validation_record: validation gradients covering (at least) the checkpoint's dimensions,
             matched by base-global index.
@@ -126,14 +126,14 @@ def cut_cost(
     )
     model = ParamMappedGradiendModel.from_checkpoint_data(data)
     d = model.input_dim
-    keep = torch.as_tensor(np.asarray(keep_local_indices), dtype=torch.int64).reshape(-1)
-    if keep.numel() == 0:
-        raise SelectionError("keep_local_indices is empty: the cut keeps nothing.")
-    if int(keep.min()) < 0 or int(keep.max()) >= d:
-        raise SelectionError(f"keep_local_indices must lie in [0, {d}) (the checkpoint's input_dim).")
-    keep = torch.unique(keep)
-    if keep.numel() != np.asarray(keep_local_indices).size:
-        raise SelectionError("keep_local_indices holds duplicates.")
+    kept = torch.as_tensor(np.asarray(keep), dtype=torch.int64).reshape(-1)
+    if kept.numel() == 0:
+        raise SelectionError("keep is empty: the cut keeps nothing.")
+    if int(kept.min()) < 0 or int(kept.max()) >= d:
+        raise SelectionError(f"keep must lie in [0, {d}) (the checkpoint's input_dim).")
+    kept = torch.unique(kept)
+    if kept.numel() != np.asarray(keep).size:
+        raise SelectionError("keep holds duplicates.")
     if not 0 <= latent_unit < model.latent_dim:
         raise SelectionError(f"latent_unit must be in [0, {model.latent_dim}).")
 
@@ -145,7 +145,7 @@ def cut_cost(
     act = model.encoder[1].to(torch.float32)
     with torch.no_grad():
         pre_before = F.linear(x, w, b)
-        pre_after = F.linear(x[:, keep], w[:, keep], b)
+        pre_after = F.linear(x[:, kept], w[:, kept], b)
         before = act(pre_before)[:, latent_unit].numpy()
         after = act(pre_after)[:, latent_unit].numpy()
     pre_before, pre_after = pre_before[:, latent_unit].numpy(), pre_after[:, latent_unit].numpy()
@@ -155,7 +155,7 @@ def cut_cost(
     return CutCost(
         n=int(x.shape[0]),
         input_dim=int(d),
-        k=int(keep.numel()),
+        k=int(kept.numel()),
         encoder_correlation=pearson(before, after),
         label_correlation_before=pearson(before, labels),
         label_correlation_after=pearson(after, labels),

@@ -4,25 +4,25 @@ Parameter names are parsed into ``(layer, component)`` for BERT, RoBERTa, Distil
 LLaMA-style models (Mistral, Qwen, ... share LLaMA's names). ``layer`` is the block number as a
 string (``"0"``, ``"1"``, ...) or ``"-"`` for parameters outside the blocks. Components, by role:
 
-=====================  ==========================  ===================  ===============  ================================
-component              BERT / RoBERTa              DistilBERT           GPT-2            LLaMA
-=====================  ==========================  ===================  ===============  ================================
-embeddings             embeddings.*_embeddings     embeddings.*         wte, wpe         embed_tokens
-embeddings LayerNorm   embeddings.LayerNorm        embeddings.LayerNorm -                -
-query / key / value    attention.self.query/...    attention.q_lin/...  -                self_attn.q_proj/k_proj/v_proj
-attention qkv          -                           -                    attn.c_attn      (fused qkv_proj, query_key_value)
-attention output       attention.output.dense      attention.out_lin    attn.c_proj      self_attn.o_proj
-attention LayerNorm    attention.output.LayerNorm  sa_layer_norm        ln_1             input_layernorm
-gate                   -                           -                    -                mlp.gate_proj
-intermediate           intermediate.dense          ffn.lin1             mlp.c_fc         mlp.up_proj
-output                 output.dense                ffn.lin2             mlp.c_proj       mlp.down_proj
-MLP LayerNorm          output.LayerNorm            output_layer_norm    ln_2             post_attention_layernorm
-final LayerNorm        -                           -                    ln_f             norm
-pooler                 pooler.*                    -                    -                -
-head                   cls.*, lm_head.*,           vocab_*, classifier  lm_head          lm_head, score
-                       classifier, qa_outputs
-other                  anything else
-=====================  ==========================  ===================  ===============  ================================
+====================  ==========================  ====================  ===========  =================================
+component             BERT / RoBERTa              DistilBERT            GPT-2        LLaMA
+====================  ==========================  ====================  ===========  =================================
+embeddings            embeddings.*_embeddings     embeddings.*          wte, wpe     embed_tokens
+embeddings LayerNorm  embeddings.LayerNorm        embeddings.LayerNorm  -            -
+query / key / value   attention.self.query/...    attention.q_lin/...   -            self_attn.q_proj/k_proj/v_proj
+attention qkv         -                           -                     attn.c_attn  (fused qkv_proj, query_key_value)
+attention output      attention.output.dense      attention.out_lin     attn.c_proj  self_attn.o_proj
+attention LayerNorm   attention.output.LayerNorm  sa_layer_norm         ln_1         input_layernorm
+gate                  -                           -                     -            mlp.gate_proj
+intermediate          intermediate.dense          ffn.lin1              mlp.c_fc     mlp.up_proj
+output                output.dense                ffn.lin2              mlp.c_proj   mlp.down_proj
+MLP LayerNorm         output.LayerNorm            output_layer_norm     ln_2         post_attention_layernorm
+final LayerNorm       -                           -                     ln_f         norm
+pooler                pooler.*                    -                     -            -
+head                  cls.*, lm_head.*,           vocab_*, classifier   lm_head      lm_head, score
+                      classifier, qa_outputs
+other                 anything else
+====================  ==========================  ====================  ===========  =================================
 
 "attention LayerNorm" / "MLP LayerNorm" name the norm that belongs to the attention / MLP
 sub-block, whether it is applied after it (BERT, DistilBERT) or before it (GPT-2, LLaMA).
@@ -39,6 +39,16 @@ import numpy as np
 from ..param_map import ParamMap
 from ..ranking import Ranking
 from ..selection import Selection
+
+__all__ = [
+    "COMPONENTS",
+    "LayerComponentGrid",
+    "ParamBreakdown",
+    "layer_component_grid",
+    "param_breakdown",
+    "parse_param_name",
+    "selection_breakdown",
+]
 
 NO_LAYER = "-"
 #: Display order of the components.

@@ -21,6 +21,16 @@ from ..selection import Ranking, select
 from .coords import base_global_of
 from .overlap import OverlapMatrix, overlap_matrix
 
+__all__ = [
+    "BaseSignature",
+    "Incompatibility",
+    "ModelOverlap",
+    "base_signature",
+    "compatibility_problems",
+    "global_topk",
+    "model_overlap",
+]
+
 
 @dataclass(frozen=True)
 class BaseSignature:
@@ -82,7 +92,8 @@ def compatibility_problems(signatures: Mapping[str, BaseSignature]) -> List[Inco
                     name,
                     ref_name,
                     "params",
-                    f"{name!r} and {ref_name!r} map different base-model parameters: {_first_difference(ref.params, sig.params)}",
+                    f"{name!r} and {ref_name!r} map different base-model parameters: "
+                    f"{_first_difference(ref.params, sig.params)}",
                 )
             )
         if ref.base_model and sig.base_model and ref.base_model != sig.base_model:

@@ -16,6 +16,8 @@ from ..errors import SelectionError
 from ..masks import name_filter_mask
 from ..param_map import ParamMap
 
+__all__ = ["compose_masks", "matching_parameters", "name_mask"]
+
 
 def _clean(pattern: Optional[str]) -> Optional[str]:
     return pattern.strip() if pattern and pattern.strip() else None

@@ -16,6 +16,15 @@ import numpy as np
 from ..importance import PARTS
 from ..selection import Ranking, select
 
+__all__ = [
+    "IntersectionPatterns",
+    "OverlapMatrix",
+    "intersection_patterns",
+    "overlap_matrix",
+    "part_topk_sets",
+    "restrict_patterns",
+]
+
 #: Most sets an intersection-pattern count accepts (patterns are coded in one byte).
 MAX_PATTERN_SETS = 8
 

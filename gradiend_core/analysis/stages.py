@@ -43,6 +43,16 @@ from ..importance import DEFAULT_PART
 from ..reduction import gradiend_param_counts, memory_bytes
 from ..selection import Ranking, select
 
+__all__ = [
+    "MAX_TABLE",
+    "ReductionStage",
+    "StageRecall",
+    "combined_reduction",
+    "curve_counts",
+    "membership",
+    "stage_recall",
+]
+
 #: Default number of counts on the recall-vs-k curve (log-spaced from 1 to n).
 CURVE_POINTS = 32
 

@@ -35,6 +35,8 @@ from ..ranking import Ranking, sort_keys
 from ..selection import Selection
 from .coords import decode_local
 
+__all__ = ["CSV_COLUMNS", "TopkFeatureTable", "ranked_kept", "to_csv", "to_json", "topk_feature_table"]
+
 #: CSV columns, in the reference's order.
 CSV_COLUMNS = (
     "rank",

@@ -32,6 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+__all__ = ["PruningConfig", "TrainingRecord", "moving_average", "parse_config_repr", "step_series", "training_record"]
+
 #: training_args keys shown as the run's settings, in this order, when present.
 ARG_KEYS = (
     "learning_rate",

@@ -221,7 +221,8 @@ def _parse_entry(
         key = entry.get("key")
         if not isinstance(key, str) or key not in tensors[file_field]:
             raise CheckpointError(
-                f"{where}: key {key!r} is not in {mapping[file_field]}; the mapping file does not belong to this config."
+                f"{where}: key {key!r} is not in {mapping[file_field]}; "
+                "the mapping file does not belong to this config."
             )
         t = tensors[file_field][key]
         positions = _indices_positions(t, numel, where) if rep == "indices" else _mask_positions(t, shape, numel, where)

@@ -32,7 +32,6 @@ __all__ = [
     "TensorInfo",
     "load_tensor_file",
     "safetensors_size",
-    "torch_dtype_of",
 ]
 
 #: ``progress(done_bytes, total_bytes)``, called while a large file is read.
@@ -58,15 +57,6 @@ _ST_ORDER = {"BOOL": 0, "U8": 4, "I8": 5, "I16": 9, "F16": 11, "BF16": 12, "I32"
 READ_BLOCK = 64 * 1024**2
 #: Largest header accepted (safetensors' own limit is 100 MB).
 MAX_HEADER = 100 * 1024**2
-
-
-def torch_dtype_of(st_name: str) -> torch.dtype:
-    """The torch dtype of a safetensors dtype name such as ``"F32"``.
-
-    Raises:
-        KeyError: for a dtype torch cannot hold here.
-    """
-    return _FROM_ST[st_name]
 
 
 @dataclass(frozen=True)

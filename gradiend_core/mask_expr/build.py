@@ -208,7 +208,8 @@ def cell_term(
             names.append(e.name)
     if not names:
         raise SelectionError(
-            f"no mapped parameter lies in layer(s) {sorted(ls) if ls else 'any'} x component(s) {sorted(cs) if cs else 'any'}."
+            f"no mapped parameter lies in layer(s) {sorted(ls) if ls else 'any'} "
+            f"x component(s) {sorted(cs) if cs else 'any'}."
         )
     return params_term(names)
 

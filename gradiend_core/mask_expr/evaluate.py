@@ -319,8 +319,10 @@ class _Evaluator:
             return global_mask_to_local(self.pmap, arr)
         raise self.fail(
             t,
-            f"{p} holds a mask of length {arr.size:,}, but this model has input_dim {n:,} and unpruned length {full:,}.",
-            "A mask file has one entry per input dim (current input space) or per base-model entry (base-global space).",
+            f"{p} holds a mask of length {arr.size:,}, "
+            f"but this model has input_dim {n:,} and unpruned length {full:,}.",
+            "A mask file has one entry per input dim (current input space) "
+            "or per base-model entry (base-global space).",
             0,
         )
 

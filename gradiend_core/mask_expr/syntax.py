@@ -454,39 +454,49 @@ class _Parser:
         fn = self.take()
         name = fn.text
         if name not in FUNCTIONS:
-            low = name.lower()
-            if low in ("and", "or", "not"):
-                raise self.fail(fn, f"expected a term, got {name!r}.", "Write and / or / not as & / | / ~.")
-            if low in EXPR_PARTS:
-                raise self.fail(
-                    fn,
-                    f"expected a term, got the part {name!r}.",
-                    f"A part goes inside a term, e.g. top({low}, 5%) or above({low}, 0.1).",
-                )
-            close = difflib.get_close_matches(low, list(FUNCTIONS), n=1)
-            raise self.fail(
-                fn,
-                f"unknown function {name!r}.",
-                (f"Did you mean {close[0]!r}? " if close else "") + f"The functions are {_SIGNATURES}.",
-            )
+            raise self._unknown_function(fn)
         spec = FUNCTIONS[name]
         signature = f"{name}({', '.join(n for _, n in spec)})"
         if self.tok.kind != "(":
             raise self.fail(self.tok, f"expected '(' after {name!r}, got {_describe(self.tok)}.", f"Write {signature}.")
+        args, close_tok = self._arguments(name, signature)
+        if len(args) != len(spec):
+            bad = args[len(spec)] if len(args) > len(spec) else close_tok
+            raise self.fail(
+                bad,
+                f"{name} takes {len(spec)} argument{'s' if len(spec) > 1 else ''} "
+                f"({', '.join(n for _, n in spec)}), got {len(args)}.",
+                f"Write {signature}.",
+            )
+        values = [self.arg(name, signature, kind, label, a) for (kind, label), a in zip(spec, args)]
+        where = dict(pos=fn.pos, end=close_tok.pos + 1, arg_pos=tuple(a.pos for a in args))
+        return _TERMS[name](*values, **where)
+
+    def _unknown_function(self, fn: _Tok) -> MaskExprError:
+        """The error for an identifier that is not a function: an operator word, a part, or a typo."""
+        name, low = fn.text, fn.text.lower()
+        if low in ("and", "or", "not"):
+            return self.fail(fn, f"expected a term, got {name!r}.", "Write and / or / not as & / | / ~.")
+        if low in EXPR_PARTS:
+            return self.fail(
+                fn,
+                f"expected a term, got the part {name!r}.",
+                f"A part goes inside a term, e.g. top({low}, 5%) or above({low}, 0.1).",
+            )
+        close = difflib.get_close_matches(low, list(FUNCTIONS), n=1)
+        return self.fail(
+            fn,
+            f"unknown function {name!r}.",
+            (f"Did you mean {close[0]!r}? " if close else "") + f"The functions are {_SIGNATURES}.",
+        )
+
+    def _arguments(self, name: str, signature: str) -> Tuple[List[_Tok], _Tok]:
+        """The argument tokens from the current ``(`` through its ``)``, and the ``)``."""
         open_tok = self.take()
         args: List[_Tok] = []
         if self.tok.kind != ")":
             while True:
-                a = self.tok
-                if a.kind not in ("ident", "string", "number"):
-                    if a.kind == "end":
-                        raise self.fail(open_tok, f"the '(' of {name!r} is never closed.", f"Write {signature}.")
-                    raise self.fail(
-                        a,
-                        f"expected an argument of {signature}, got {_describe(a)}.",
-                        "Arguments are a part (bare word), a number or a quoted string.",
-                    )
-                args.append(self.take())
+                args.append(self._argument(open_tok, name, signature))
                 if self.tok.kind == ",":
                     self.take()
                     continue
@@ -499,82 +509,92 @@ class _Parser:
                     f"expected ',' or ')' in {signature}, got {_describe(self.tok)}.",
                     "Separate arguments with ','; quote regular expressions and paths.",
                 )
-        close_tok = self.take()
-        if len(args) != len(spec):
-            bad = args[len(spec)] if len(args) > len(spec) else close_tok
+        return args, self.take()
+
+    def _argument(self, open_tok: _Tok, name: str, signature: str) -> _Tok:
+        """One argument token: a bare word, a quoted string or a number."""
+        a = self.tok
+        if a.kind not in ("ident", "string", "number"):
+            if a.kind == "end":
+                raise self.fail(open_tok, f"the '(' of {name!r} is never closed.", f"Write {signature}.")
             raise self.fail(
-                bad,
-                f"{name} takes {len(spec)} argument{'s' if len(spec) > 1 else ''} "
-                f"({', '.join(n for _, n in spec)}), got {len(args)}.",
-                f"Write {signature}.",
+                a,
+                f"expected an argument of {signature}, got {_describe(a)}.",
+                "Arguments are a part (bare word), a number or a quoted string.",
             )
-        values = [self.arg(name, signature, kind, label, a) for (kind, label), a in zip(spec, args)]
-        where = dict(pos=fn.pos, end=close_tok.pos + 1, arg_pos=tuple(a.pos for a in args))
-        if name == "top":
-            return Top(values[0], values[1], **where)
-        if name == "above":
-            return Above(values[0], values[1], **where)
-        if name == "name":
-            return Name(values[0], **where)
-        if name == "file":
-            return File(values[0], **where)
-        return Model(values[0], values[1], values[2], **where)
+        return self.take()
 
     def arg(self, fn: str, signature: str, kind: str, label: str, tok: _Tok):
-        if kind == "part":
-            if tok.kind != "ident":
-                raise self.fail(
-                    tok,
-                    f"{label} of {signature} must be a bare part name, got {_describe(tok)}.",
-                    f"The parts are {', '.join(EXPR_PARTS)} (unquoted).",
-                )
-            part = tok.text.lower()
-            if part not in EXPR_PARTS:
-                close = difflib.get_close_matches(part, EXPR_PARTS, n=1)
-                raise self.fail(
-                    tok,
-                    f"unknown part {tok.text!r}.",
-                    (f"Did you mean {close[0]!r}? " if close else "") + f"The parts are {', '.join(EXPR_PARTS)}.",
-                )
-            return part
-        if kind == "str":
-            if tok.kind != "string":
-                raise self.fail(
-                    tok,
-                    f"{label} of {signature} must be a quoted string, got {_describe(tok)}.",
-                    f"Write {fn}('...') or {fn}(\"...\").",
-                )
-            if fn == "name":
-                try:
-                    re.compile(tok.value)
-                except re.error as e:
-                    at = tok.pos if e.pos is None or e.pos >= len(tok.value_pos) else tok.value_pos[e.pos]
-                    raise MaskExprError(
-                        self.src,
-                        at,
-                        f"the regular expression {tok.value!r} does not compile: {e.msg}.",
-                        "name() takes a Python regular expression, searched anywhere in the parameter name.",
-                    ) from None
-            elif not tok.value:
-                raise self.fail(
-                    tok, f"{label} of {signature} is empty.", "Give the path of a file or checkpoint directory."
-                )
-            return tok.value
+        """The value of argument ``label`` of ``signature``, by its kind (a FUNCTIONS entry)."""
+        handler = {"part": self._part_arg, "str": self._str_arg, "k": self._k_arg, "t": self._t_arg}[kind]
+        return handler(fn, signature, label, tok)
+
+    def _part_arg(self, fn: str, signature: str, label: str, tok: _Tok) -> str:
+        if tok.kind != "ident":
+            raise self.fail(
+                tok,
+                f"{label} of {signature} must be a bare part name, got {_describe(tok)}.",
+                f"The parts are {', '.join(EXPR_PARTS)} (unquoted).",
+            )
+        part = tok.text.lower()
+        if part not in EXPR_PARTS:
+            close = difflib.get_close_matches(part, EXPR_PARTS, n=1)
+            raise self.fail(
+                tok,
+                f"unknown part {tok.text!r}.",
+                (f"Did you mean {close[0]!r}? " if close else "") + f"The parts are {', '.join(EXPR_PARTS)}.",
+            )
+        return part
+
+    def _str_arg(self, fn: str, signature: str, label: str, tok: _Tok) -> str:
+        if tok.kind != "string":
+            raise self.fail(
+                tok,
+                f"{label} of {signature} must be a quoted string, got {_describe(tok)}.",
+                f"Write {fn}('...') or {fn}(\"...\").",
+            )
+        if fn == "name":
+            self._check_regex(tok)
+        elif not tok.value:
+            raise self.fail(
+                tok, f"{label} of {signature} is empty.", "Give the path of a file or checkpoint directory."
+            )
+        return tok.value
+
+    def _check_regex(self, tok: _Tok) -> None:
+        """Raise with the column of the problem when the string ``tok`` is not a regular expression."""
+        try:
+            re.compile(tok.value)
+        except re.error as e:
+            at = tok.pos if e.pos is None or e.pos >= len(tok.value_pos) else tok.value_pos[e.pos]
+            raise MaskExprError(
+                self.src,
+                at,
+                f"the regular expression {tok.value!r} does not compile: {e.msg}.",
+                "name() takes a Python regular expression, searched anywhere in the parameter name.",
+            ) from None
+
+    def _number(self, signature: str, label: str, tok: _Tok) -> None:
         if tok.kind != "number":
             raise self.fail(
                 tok,
                 f"{label} of {signature} must be a number, got {_describe(tok)}.",
                 "K: a count (5000), a fraction (0.05) or a percentage (5%); T: a number >= 0.",
             )
-        if kind == "k":
-            try:
-                return parse_topk(tok.text)
-            except SelectionError as e:
-                raise self.fail(
-                    tok,
-                    f"bad K {tok.text!r}: {e}",
-                    "K is a count >= 1 (5000), a fraction in (0, 1] (0.05) or a percentage (5%).",
-                ) from None
+
+    def _k_arg(self, fn: str, signature: str, label: str, tok: _Tok) -> TopK:
+        self._number(signature, label, tok)
+        try:
+            return parse_topk(tok.text)
+        except SelectionError as e:
+            raise self.fail(
+                tok,
+                f"bad K {tok.text!r}: {e}",
+                "K is a count >= 1 (5000), a fraction in (0, 1] (0.05) or a percentage (5%).",
+            ) from None
+
+    def _t_arg(self, fn: str, signature: str, label: str, tok: _Tok) -> float:
+        self._number(signature, label, tok)
         if tok.text.endswith("%"):
             raise self.fail(
                 tok,
@@ -592,6 +612,10 @@ class _Parser:
                 "Importance is an absolute value, so T >= 0.",
             )
         return t
+
+
+#: The term each function of :data:`FUNCTIONS` builds, from its argument values in order.
+_TERMS = {"top": Top, "above": Above, "name": Name, "file": File, "model": Model}
 
 
 def _describe(t: _Tok) -> str:

@@ -34,6 +34,7 @@ from .model_with_gradiend import ModelWithGradiend
 from .trainer import Trainer
 
 __all__ = [
+    "CutCost",
     "Example",
     "ModelWithGradiend",
     "PRE_PRUNE_FILE",

@@ -26,20 +26,20 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from ..errors import SelectionError
 from ..importance import PARTS
-from ..selection import validate_mask, validate_threshold, validate_topk
+from ..selection import TopK, validate_mask, validate_threshold, validate_topk
+
+__all__ = ["PostPruneConfig", "PrePruneConfig", "SOURCES", "TrainingArguments", "validate_selection"]
 
 #: Which gradient feeds the encoder (``source``) or is reconstructed (``target``).
 SOURCES = ("factual", "alternative", "diff")
 OPTIMIZERS = ("adamw", "adam")
-
-TopK = Union[int, float]
 
 
 def validate_selection(
@@ -271,13 +271,25 @@ class TrainingArguments:
     metadata: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # one validator per group of the docstring, in field order: the first invalid field is reported
         owner = "TrainingArguments"
+        self._check_output(owner)
+        self._check_gradiend(owner)
+        self._check_training_loop(owner)
+        self._check_evaluation(owner)
+        self._check_pruning(owner)
+        if not isinstance(self.metadata, dict):
+            raise TypeError(f"{owner}: metadata must be a dict, got {type(self.metadata).__name__}.")
+
+    def _check_output(self, owner: str) -> None:
         for name in ("experiment_dir", "output_dir"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, bytes)) and not hasattr(v, "__fspath__"):
                 raise TypeError(f"{owner}: {name} must be a path or None, got {type(v).__name__}.")
             if v is not None:
                 setattr(self, name, str(v))
+
+    def _check_gradiend(self, owner: str) -> None:
         _check_choice(owner, "source", self.source, SOURCES)
         _check_choice(owner, "target", self.target, SOURCES)
         if self.params is not None:
@@ -297,6 +309,8 @@ class TrainingArguments:
             raise ValueError(
                 f"{owner}: torch_dtype must be torch.float32, torch.float16 or torch.bfloat16, got {self.torch_dtype}."
             )
+
+    def _check_training_loop(self, owner: str) -> None:
         _check_int(owner, "train_batch_size", self.train_batch_size, 1)
         for name in ("learning_rate", "adam_epsilon"):
             v = getattr(self, name)
@@ -311,12 +325,16 @@ class TrainingArguments:
         if self.max_steps == 0:
             raise ValueError(f"{owner}: max_steps must be > 0, or -1 to train for num_train_epochs.")
         _check_int(owner, "seed", self.seed, 0, allow_none=True)
+
+    def _check_evaluation(self, owner: str) -> None:
         _check_int(owner, "eval_steps", self.eval_steps, 1)
         _check_bool(owner, "do_eval", self.do_eval)
         _check_int(owner, "encoder_eval_max_size", self.encoder_eval_max_size, 2, allow_none=True)
         _check_bool(owner, "save_only_best", self.save_only_best)
         _check_bool(owner, "normalize_gradiend", self.normalize_gradiend)
         _check_int(owner, "save_validation_gradients", self.save_validation_gradients, 0)
+
+    def _check_pruning(self, owner: str) -> None:
         if self.pre_prune_config is not None and not isinstance(self.pre_prune_config, PrePruneConfig):
             raise TypeError(
                 f"{owner}: pre_prune_config must be a PrePruneConfig, got {type(self.pre_prune_config).__name__}."
@@ -325,8 +343,6 @@ class TrainingArguments:
             raise TypeError(
                 f"{owner}: post_prune_config must be a PostPruneConfig, got {type(self.post_prune_config).__name__}."
             )
-        if not isinstance(self.metadata, dict):
-            raise TypeError(f"{owner}: metadata must be a dict, got {type(self.metadata).__name__}.")
 
     def resolved_output_dir(self) -> Optional[str]:
         """``output_dir``, else ``experiment_dir/model``, else ``None``."""

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+__all__ = ["Example", "epoch_batches", "label_of", "resolve_classes", "split_validation", "stratified_indices"]
+
 
 @dataclass(frozen=True)
 class Example:

@@ -21,6 +21,8 @@ from torch import nn
 from ..param_map import ParamMap
 from .data import Example
 
+__all__ = ["GradientSource", "LossFn", "needs", "pick", "resolve_params"]
+
 LossFn = Callable[[nn.Module, List[Example], str], torch.Tensor]
 
 

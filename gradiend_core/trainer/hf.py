@@ -19,6 +19,8 @@ from torch import nn
 from .data import Example
 from .gradients import LossFn
 
+__all__ = ["backbone_params", "load_masked_lm", "masked_lm_loss"]
+
 
 def load_masked_lm(path: str) -> Tuple[nn.Module, Any]:
     """Load a masked LM and its tokenizer from a local directory (no network is needed for a
@@ -71,8 +73,8 @@ def masked_lm_loss(tokenizer: Any, *, max_length: int = 512) -> LossFn:
             tid = tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else None
             if tid is None or tid == tokenizer.unk_token_id:
                 raise ValueError(
-                    f"target {word!r} is {len(pieces)} token(s) {pieces!r} for this tokenizer; masked-LM targets must be "
-                    "single tokens of the vocabulary."
+                    f"target {word!r} is {len(pieces)} token(s) {pieces!r} for this tokenizer; "
+                    "masked-LM targets must be single tokens of the vocabulary."
                 )
             target_ids[word] = int(tid)
         return target_ids[word]

@@ -24,6 +24,8 @@ from ..records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord, Validatio
 from .config import SOURCES
 from .gradients import GradientSource, LossFn, resolve_params
 
+__all__ = ["ModelWithGradiend", "base_model_id"]
+
 CONTEXT_FILE = "gradiend_context.json"
 TRAINING_FILE = "training.json"
 

@@ -150,8 +150,9 @@ def text_examples(
     rows = df[in_pair & splits.isin(chosen)]
     if rows.empty:
         raise CheckpointError(
-            f"the data has no rows of classes {list(pair)} in split {', '.join(chosen)} (it has splits "
-            f"{', '.join(sorted(present)) or 'none'} and classes {', '.join(sorted(set(classes)))}); pick a split or the classes."
+            f"the data has no rows of classes {list(pair)} in split {', '.join(chosen)} "
+            f"(it has splits {', '.join(sorted(present)) or 'none'} "
+            f"and classes {', '.join(sorted(set(classes)))}); pick a split or the classes."
         )
     explicit = "alternative" in df.columns and "alternative_class" in df.columns
     first_word = {}

@@ -47,6 +47,8 @@ from .data import Example, epoch_batches, label_of, resolve_classes, split_valid
 from .gradients import GradientSource, LossFn, needs, pick, resolve_params
 from .model_with_gradiend import ModelWithGradiend, base_model_id
 
+__all__ = ["Trainer"]
+
 #: Fraction of each class held out for validation when no eval_data is given.
 VALIDATION_FRACTION = 0.2
 #: The reference inverts the encoding when the validation correlation is below this.
@@ -189,7 +191,7 @@ class Trainer:
         """Where ``train()`` writes the model (``output_dir`` or ``experiment_dir/model``)."""
         return self.args.resolved_output_dir()
 
-    model_path = output_dir
+    model_path = output_dir  # the reference Trainer's name, for scripts ported from it
 
     def _direction(self) -> Dict[str, int]:
         return {self.classes[0]: 1, self.classes[1]: -1}
