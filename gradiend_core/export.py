@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 HASH_CHUNK = 1 << 24
+#: One worker for hashing a source weight file beside the pruning work.
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-sha256")
 #: The mask an export's selection used, saved in the export directory (see the module docstring).
 EXPORT_MASK_FILE = "mask.safetensors"
 
@@ -285,9 +288,14 @@ def export_plan(
         CheckpointError: refused target, failed write or failed verification.
     """
     data = plan.checkpoint
-    pruned = prune_checkpoint(data, plan.selection.keep)
+    hashing = None
     if source_sha256 is None and data.weights is not None:
-        source_sha256 = data.weights.sha256()
+        # hashlib releases the GIL: the source's digest is computed on another core while the
+        # kept dims are gathered (cached per weight file, so later exports of it skip this)
+        hashing = _HASHER.submit(data.weights.sha256)
+    pruned = prune_checkpoint(data, plan.selection.keep)
+    if hashing is not None:
+        source_sha256 = hashing.result()
     elif source_sha256 is None and data.weights_file is not None and data.weights_file.is_file():
         source_sha256 = sha256_file(data.weights_file)
     tensor_files, records = _carried_records(data, pruned)

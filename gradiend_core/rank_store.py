@@ -4,9 +4,9 @@
 a checkpoint. For a weight part of a checkpoint whose weights are not in memory it takes:
 
 1. **summary pass** - the importance is computed block by block from the weight file (only the
-   tensors the part needs) and counted per value bucket (and per parameter and bucket when the
-   map has at most :data:`DENSE_PARAMS` parameters). Memory: one block. This alone answers every
-   count, share and histogram; the dims of the bucket a cut falls in are found by one more pass.
+   tensors the part needs) and counted per value bucket. Memory: one block. This alone answers
+   every count, share and histogram; the dims of the bucket a cut falls in (and the kept index
+   set, from which per-parameter counts follow) are found by one more pass.
 2. **layout pass** (optional, e.g. in the background) - the importance is streamed again and every
    dim is written to its bucket's place in two files, ``order`` (local index) and ``values``, with
    positional writes; the finished ranking reads them through read-only memory maps, so a cut,
@@ -40,7 +40,6 @@ from .importance import GRADIENT_MEAN, iter_part_importance, part_importance_at,
 from .ranking import N_BUCKETS, BucketSummary, ParamTables, Ranking, bucket_of, mass_weights
 
 __all__ = [
-    "DENSE_PARAMS",
     "LAYOUT_FORMAT",
     "ProgressFn",
     "clear_memory",
@@ -54,10 +53,6 @@ __all__ = [
 
 #: ``progress(fraction done in [0, 1], what is being done)``.
 ProgressFn = Callable[[float, str], None]
-#: Per-parameter dim counts are taken in the summary pass when the map has at most this many
-#: parameters (a dense int32 table per parameter and bucket: 256 MB at the limit); the
-#: per-parameter importance comes with the layout.
-DENSE_PARAMS = 1024
 #: Input dims per block of the layout pass (about 200 MB of temporaries).
 LAYOUT_BLOCK_DIMS = 1 << 23
 #: Version of the files written here; a change makes old cache entries be rebuilt.
@@ -102,45 +97,19 @@ def resident_bytes(identity: Optional[str] = None) -> int:
 
 
 # ------------------------------------------------------------------------------------ passes
-def _summary_pass(
-    data: CheckpointData, part: str, progress: Optional[ProgressFn]
-) -> Tuple[BucketSummary, Optional[ParamTables]]:
-    offsets = data.param_map.local_offsets
-    p = len(offsets) - 1
-    dense = p <= DENSE_PARAMS
+def _summary_pass(data: CheckpointData, part: str, progress: Optional[ProgressFn]) -> BucketSummary:
     counts = np.zeros(N_BUCKETS, dtype=np.int64)
     mass = np.zeros(N_BUCKETS, dtype=np.float64)
-    pc = np.zeros((p, N_BUCKETS), dtype=np.int32) if dense else None
     n_zero = 0
     n = data.architecture.input_dim
     for start, v in iter_part_importance(data, part):
         b = bucket_of(v)
+        counts += np.bincount(b, minlength=N_BUCKETS)
         mass += np.bincount(b, weights=mass_weights(v), minlength=N_BUCKETS)
-        if dense:  # the per-bucket counts are the table's column sums
-            _add_dense(pc, offsets, start, b)
-        else:
-            counts += np.bincount(b, minlength=N_BUCKETS)
         n_zero += int(np.count_nonzero(v == 0))
         if progress is not None:
             progress((start + v.size) / n, f"summarising {part} importance")
-    if not dense:
-        return BucketSummary(n, counts, mass, n_zero), None
-    counts = pc.sum(axis=0, dtype=np.int64)
-    occupied = np.flatnonzero(counts)[::-1]
-    return BucketSummary(n, counts, mass, n_zero), ParamTables(
-        offsets, occupied, pc[:, occupied].astype(np.int64), None
-    )
-
-
-def _add_dense(pc: np.ndarray, offsets: np.ndarray, start: int, b: np.ndarray) -> None:
-    """Count a block into the dense (parameter, bucket) table with one bincount."""
-    stop = start + b.size
-    p0 = int(np.searchsorted(offsets, start, side="right")) - 1
-    p1 = int(np.searchsorted(offsets, stop, side="left"))
-    cut = np.clip(offsets[p0 : p1 + 1] - start, 0, b.size)
-    cell = np.repeat(np.arange(cut.size - 1, dtype=np.int64) * N_BUCKETS, np.diff(cut)) + b
-    size = (p1 - p0) * N_BUCKETS
-    pc[p0:p1] += np.bincount(cell, minlength=size).reshape(p1 - p0, N_BUCKETS).astype(np.int32)
+    return BucketSummary(n, counts, mass, n_zero)
 
 
 def _npy(path: Path, dtype: np.dtype, n: int) -> int:
@@ -249,13 +218,14 @@ def _stream_ranking(
         lambda: iter_part_importance(data, source),
         params,
         lambda idx: part_importance_at(data, source, idx),
+        data.param_map.local_offsets,
     )
 
 
 def _summarised(data: CheckpointData, source: str, progress: Optional[ProgressFn]) -> Ranking:
     entry = _entry(data, source, "summary")
     if not _valid(entry, data):
-        summary, params = _summary_pass(data, source, progress)
+        summary, params = _summary_pass(data, source, progress), None
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
         meta = {
             "format": LAYOUT_FORMAT,

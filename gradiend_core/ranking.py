@@ -295,6 +295,7 @@ class Ranking:
         stream: Stream,
         params: Optional[ParamTables] = None,
         values_at: Optional[ValuesAt] = None,
+        param_offsets: Optional[np.ndarray] = None,
     ) -> "Ranking":
         """A ranking known by its summary alone; dims are found by streaming the importance again.
 
@@ -308,12 +309,14 @@ class Ranking:
                 whole input space, in order (e.g. computed block by block from the weight file).
             params: per-parameter tables, if built.
             values_at: importance lookup of arbitrary local indices.
+            param_offsets: start of each parameter in the input space (``P + 1``), for
+                per-parameter counts from index sets before the tables exist.
         """
         self = cls.__new__(cls)
-        self._setup(summary, params, values_at, stream)
+        self._setup(summary, params, values_at, stream, param_offsets)
         return self
 
-    def _setup(self, summary, params, values_at, stream) -> None:
+    def _setup(self, summary, params, values_at, stream, param_offsets=None) -> None:
         self.size = int(summary.n)
         self.summary = summary
         self.counts = summary.counts
@@ -326,6 +329,8 @@ class Ranking:
         self.order: Optional[np.ndarray] = None
         self.values: Optional[np.ndarray] = None
         self.params = params
+        #: start of each parameter in the input space (``P + 1``), when known
+        self.param_offsets = params.offsets if params is not None else param_offsets
         self._values_at = values_at
         self._stream = stream
         desc = np.concatenate([[0], np.cumsum(self.counts[::-1])])
@@ -645,15 +650,24 @@ class RankedDims:
 
     def param_counts_top(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
         """Per parameter, the top ``k`` members and their finite importance: ``(int64 (P,),
-        float64 (P,) or None)`` (``None`` when the tables hold no mass). Requires the ranking's
-        :class:`ParamTables`; O(buckets) without a mask, O(k) with one."""
+        float64 (P,) or None)`` (``None`` when the tables hold no mass). O(buckets) with the
+        ranking's :class:`ParamTables` and no mask; else from the kept index set, O(k), which needs
+        the parameters' offsets (:attr:`Ranking.param_offsets`)."""
         params = self.ranking.params
-        if params is None:
-            raise SelectionError("this ranking has no per-parameter tables; count from the kept index set instead.")
+        offsets = params.offsets if params is not None else self.ranking.param_offsets
+        if offsets is None:
+            raise SelectionError("this ranking knows no parameters; count from the kept index set instead.")
         k = min(int(k), self.n)
-        p = len(params.offsets) - 1
+        p = len(offsets) - 1
         if k <= 0:
             return np.zeros(p, dtype=np.int64), np.zeros(p, dtype=np.float64)
+        if self.mask is not None or params is None:
+            keep = self.top(k)
+            pid = np.searchsorted(offsets, keep, side="right") - 1
+            return (
+                np.bincount(pid, minlength=p).astype(np.int64),
+                np.bincount(pid, weights=finite_or_zero(self.ranking.values_at(keep)), minlength=p),
+            )
         if self.mask is not None:
             keep = self.top(k)
             pid = params.param_of(keep)
