@@ -236,14 +236,24 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _preload_page_modules() -> None:
     """Import what the dashboard's page imports (torch, numpy, pandas, plotly and the views)."""
     import importlib
+    import logging
     import pkgutil
 
-    import dashboard.views
+    # Streamlit warns that its caches have no runtime yet when they are defined outside one: true
+    # and harmless here (the server starts right after), so those lines stay out of the terminal.
+    importlib.import_module("streamlit.runtime.caching.cache_data_api")  # its logger, set up by streamlit
+    quiet = logging.getLogger("streamlit.runtime.caching.cache_data_api")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import dashboard.views
 
-    for mod in ("dashboard.loading", "dashboard.masks", "dashboard.sessions", "dashboard.context"):
-        importlib.import_module(mod)
-    for info in pkgutil.iter_modules(dashboard.views.__path__):
-        importlib.import_module(f"dashboard.views.{info.name}")
+        for mod in ("dashboard.loading", "dashboard.masks", "dashboard.sessions", "dashboard.context"):
+            importlib.import_module(mod)
+        for info in pkgutil.iter_modules(dashboard.views.__path__):
+            importlib.import_module(f"dashboard.views.{info.name}")
+    finally:
+        quiet.setLevel(level)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,6 +50,10 @@ class LogHistogram:
         return float(self.log_edges[1] - self.log_edges[0]) if self.log_edges.size > 1 else 1.0
 
 
+#: The widest a value bucket gets on a log10 axis: 1/128 of an octave at the bottom of an octave.
+BUCKET_LOG10_WIDTH = float(np.log10(1 + 1 / 128))
+
+
 def _log10_mid(buckets: np.ndarray) -> np.ndarray:
     """log10 of the geometric middle of each positive bucket's value range (float64)."""
     lo, hi = bucket_bounds(buckets)
@@ -73,7 +77,11 @@ def log_edges(ranking: Ranking, bins: int = 80) -> np.ndarray:
         return np.linspace(-1.0, 0.0, bins + 1)
     mids = _log10_mid(used)
     lo, hi = float(mids.min()) - 0.01, float(mids.max()) + 0.01
-    return np.linspace(lo, hi, bins + 1)
+    # A display bin must not be narrower than a bucket (values are placed at their bucket's
+    # middle): a narrow range is widened around its centre to ``bins`` bucket widths.
+    span = max(hi - lo, bins * BUCKET_LOG10_WIDTH)
+    centre = (lo + hi) / 2
+    return np.linspace(centre - span / 2, centre + span / 2, bins + 1)
 
 
 def _binned(bucket_counts: np.ndarray, zeros: int, edges: np.ndarray) -> np.ndarray:

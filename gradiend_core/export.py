@@ -45,6 +45,7 @@ __all__ = [
     "cli_command",
     "export_plan",
     "expression_reads_under",
+    "mask_inputs",
     "export_pruned",
     "gradient_mean_importance",
     "reproduce_command",
@@ -138,6 +139,29 @@ def expression_reads_under(expression: Optional[str], roots: Sequence[Union[str,
     return any(p == r or r in p.parents for p in paths for r in resolved)
 
 
+def _under(path: Optional[str], roots: Sequence[Union[str, os.PathLike]]) -> bool:
+    if not path or not roots:
+        return False
+    p = Path(path).expanduser().resolve()
+    return any(p == r or r in p.parents for r in (Path(x).expanduser().resolve() for x in roots))
+
+
+def mask_inputs(
+    plan: PruningPlan, mask_path: Optional[str] = None, transient: Sequence[Union[str, os.PathLike]] = ()
+) -> Tuple[Optional[str], Optional[str], Optional[str], Optional[str]]:
+    """``(mask file, include, exclude, expression)`` a reproduction should name for the mask step.
+
+    The inputs the user gave, as long as they will still be there (not under ``transient``, e.g. a
+    server session's uploads); otherwise the saved copy of the whole mask step (``mask_path``, an
+    export's ``mask.safetensors``), which then stands for every mask input.
+    """
+    spec = plan.mask_spec
+    unstable = _under(spec.file, transient) or expression_reads_under(spec.expression, transient)
+    if mask_path and unstable:
+        return mask_path, None, None, None
+    return spec.file, spec.name_include, spec.name_exclude, spec.expression
+
+
 def reproduce_command(
     plan: PruningPlan,
     out: Union[str, os.PathLike],
@@ -150,26 +174,16 @@ def reproduce_command(
     Args:
         plan: the plan.
         out: the target directory of the command.
-        mask_path: the mask file the command should read (default: ``plan.mask_spec.file``).
+        mask_path: a saved copy of the whole mask step (an export's ``mask.safetensors``), named
+            instead of the mask inputs when one of them will be gone (see :func:`mask_inputs`).
         transient: directories whose files will be gone when the command runs (e.g. a server's
-            session files). With ``mask_path`` an export's saved mask (the whole mask step), an
-            expression reading files there is left out: the saved mask carries its effect.
+            session files).
     """
     if plan.source not in SOURCES:
         return None
-    spec = plan.mask_spec
-    drop = mask_path and expression_reads_under(spec.expression, transient)
-    expression = None if drop else spec.expression
+    mask_file, include, exclude, expression = mask_inputs(plan, mask_path, transient)
     return cli_command(
-        plan.checkpoint.path,
-        out,
-        plan.source,
-        plan.topk,
-        plan.threshold,
-        mask_path or spec.file,
-        spec.name_include,
-        spec.name_exclude,
-        expression,
+        plan.checkpoint.path, out, plan.source, plan.topk, plan.threshold, mask_file, include, exclude, expression
     )
 
 

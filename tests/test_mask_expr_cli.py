@@ -175,3 +175,40 @@ def test_model_api_prune_with_mask_expr(ref_variants):
     imp = weight_importance(read_checkpoint(src).state_dict, "decoder-sum")
     keep = select(imp, mask=result.mask, topk=3).keep
     np.testing.assert_array_equal(both.mapping.base_global_index(), model.mapping.base_global_index()[keep])
+
+
+def test_recorded_command_names_the_mask_inputs_unless_they_will_be_gone(tmp_path):
+    """pruning.json's command repeats the user's own mask inputs (it must not read the export
+    folder it would replace); only inputs that will be gone are replaced by the saved mask."""
+    import shlex
+
+    from gradiend_core.export import reproduce_command
+    from gradiend_core.plan import plan_pruning
+
+    src = Path(__file__).resolve().parent.parent / "sample_models" / "number-unpruned"
+    expr = "top(decoder-weight, 5%) & top(encoder-weight, 5%)"
+    res = export_pruned(src, tmp_path / "both", mask_expr=expr, topk=500)
+    argv = shlex.split(res.provenance["command"])
+    assert (
+        "--mask" not in argv
+        and argv[argv.index("--mask-expr") + 1] == "top(decoder-weight, 0.05) & top(encoder-weight, 0.05)"
+    )
+    assert (tmp_path / "both" / "mask.safetensors").is_file()  # still saved, as a record
+    # a mask file in a directory that will be gone (a session's uploads): the saved copy stands for every input
+    session = tmp_path / "session"
+    session.mkdir()
+    m = np.zeros(89216, dtype=bool)
+    m[::2] = True
+    np.save(session / "upload.npy", m)
+    plan = plan_pruning(
+        read_checkpoint(src), mask_file=str(session / "upload.npy"), name_include="layer", mask_expr=expr, topk=10
+    )
+    cmd = shlex.split(reproduce_command(plan, tmp_path / "o", str(tmp_path / "saved.safetensors"), [session]))
+    assert cmd[cmd.index("--mask") + 1] == str(tmp_path / "saved.safetensors")
+    assert "--mask-expr" not in cmd and "--include" not in cmd
+    stable = shlex.split(reproduce_command(plan, tmp_path / "o", str(tmp_path / "saved.safetensors"), []))
+    assert (
+        stable[stable.index("--mask") + 1] == str(session / "upload.npy")
+        and "--include" in stable
+        and "--mask-expr" in stable
+    )

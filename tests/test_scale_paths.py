@@ -122,3 +122,18 @@ def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
         assert fast_hist.zero_kept == slow_hist.zero_kept == int(np.sum(imp[sel.keep] == 0))
         assert cut_value(r, sel) == float(imp[sel.keep].min())
         assert cut_value(other, sel) is None and cut_value(r, by_keep) is None
+
+
+def test_display_bins_are_never_narrower_than_a_bucket():
+    """On a narrow range of values the kept bar must cover its cut, not sit beside it: display
+    bins are at least one value bucket wide (values are placed at their bucket's middle)."""
+    from gradiend_core.distribution import BUCKET_LOG10_WIDTH
+
+    imp = np.array([0.0633, 0.0640, 0.0645, 0.0631, 0.0629, 0.0650, 0.0638, 0.0636], dtype=np.float32)
+    r = selection.Ranking(imp)
+    sel = selection.select(r, topk=1)
+    hist = log_histogram(r, sel)
+    assert hist.width >= BUCKET_LOG10_WIDTH * 0.999
+    kept = np.flatnonzero(hist.kept_counts)
+    cut = math.log10(cut_value(r, sel))
+    assert kept.size == 1 and hist.log_edges[kept[0]] <= cut <= hist.log_edges[kept[0] + 1]

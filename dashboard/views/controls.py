@@ -110,7 +110,13 @@ def _init_from_query(options: Tuple[str, ...]) -> Dict[str, str]:
     elif st.session_state["part"] not in options:  # e.g. gradient-mean, then a model without a record
         st.session_state["part"] = DEFAULT_PART
     if "topk" not in st.session_state:
-        st.session_state["topk"] = qp.get("topk", DEFAULT_TOPK)
+        text = qp.get("topk", DEFAULT_TOPK)
+        try:
+            parse_topk(text)
+        except SelectionError as e:  # a link the input cannot hold: open with the default, and say so
+            problems["topk"] = f"URL parameter ?topk={text} was ignored ({e}); topk {DEFAULT_TOPK} is used."
+            text = DEFAULT_TOPK
+        st.session_state["topk"] = text
     for key in ("name_include", "name_exclude"):
         if key not in st.session_state:
             st.session_state[key] = qp.get(key) or None
@@ -130,6 +136,8 @@ def _show_url_problems(options: Tuple[str, ...]) -> None:
         problems.pop("threshold", None)
     if st.session_state.get("part") != DEFAULT_PART:
         problems.pop("part", None)
+    if st.session_state.get("topk") != DEFAULT_TOPK:
+        problems.pop("topk", None)
     for text in problems.values():
         st.warning(text)
 

@@ -317,7 +317,7 @@ def render(ctx: ViewContext) -> None:
     cols[1].metric(
         f"Selection ({sel.k:,} dims)",
         _number(now),
-        delta=f"{format_percent(now / full)} of all dims'"
+        delta=f"{format_percent(now / full)} of the full correlation"
         if full and math.isfinite(full) and math.isfinite(now)
         else None,
         delta_color="off",

@@ -23,7 +23,7 @@ from gradiend_core.archive import zip_verified
 from gradiend_core.checkpoint import check_target
 from gradiend_core.disk import DiskSize
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, expression_reads_under, reproduce_command
+from gradiend_core.export import EXPORT_MASK_FILE, ExportResult, export_plan, mask_inputs, reproduce_command
 from gradiend_core.importance import GRADIENT_MEAN
 from gradiend_core.plan import PruningPlan
 from gradiend_core.units import format_bytes
@@ -60,9 +60,7 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None, transient
     """The Python API calls that produce the same export (``mask_path``, ``transient``: as for
     :func:`~gradiend_core.export.reproduce_command`)."""
     source = str(plan.checkpoint.path)
-    spec = plan.mask_spec
-    keep_expression = not (mask_path and expression_reads_under(spec.expression, transient))
-    mask_path = mask_path or spec.file
+    mask_path, include, exclude, expression = mask_inputs(plan, mask_path, transient)
     gradient_mean = plan.source == GRADIENT_MEAN
     args = ["importance=importance"] if gradient_mean else [f"part={plan.source!r}"]
     if plan.topk is not None:
@@ -74,7 +72,7 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None, transient
         lines.append("from gradiend_core.records import load_pre_prune_record")
     if mask_path:
         lines.append("from gradiend_core.masks import load_mask")
-    if spec.name_include or spec.name_exclude:
+    if include or exclude:
         lines.append("from gradiend_core.analysis.names import name_mask")
     lines.append(f"model = ParamMappedGradiendModel.from_pretrained({source!r})")
     if gradient_mean:
@@ -86,13 +84,13 @@ def python_snippet(plan: PruningPlan, out: str, mask_path: str = None, transient
     if mask_path:
         lines.append(f"mask = load_mask({mask_path!r}, model.mapping)")
         masks.append("mask")
-    if spec.name_include or spec.name_exclude:
-        lines.append(f"names = name_mask(model.mapping, {spec.name_include!r}, {spec.name_exclude!r})")
+    if include or exclude:
+        lines.append(f"names = name_mask(model.mapping, {include!r}, {exclude!r})")
         masks.append("names")
     if masks:
         args.append(f"mask={' & '.join(masks)}")
-    if spec.expression and keep_expression:  # one reading the session's files is in the saved mask
-        args.append(f"mask_expr={spec.expression!r}")
+    if expression:
+        args.append(f"mask_expr={expression!r}")
     lines.append(f"pruned = model.prune({', '.join(args)})")
     lines.append(f"pruned.save_pretrained({out!r})")
     return "\n".join(lines)

@@ -242,8 +242,11 @@ def _saved_masks(ctx: ViewContext) -> None:
     _upload(ctx)
 
 
-def _label(result: Optional[MaskResult]) -> str:
+def _label(result: Optional[MaskResult], others: bool = False) -> str:
+    """The panel's title; ``others``: a mask file or the name filter also acts in the mask step."""
     if result is None:
+        if others:
+            return "Mask expression: none (the mask file or name filter in the sidebar is the mask step)"
         return "Mask expression: none (every input dim passes the mask step)"
     text = result.expression if len(result.expression) <= 90 else result.expression[:87] + "..."
     # inline code: a label is Markdown, which would eat the regexes' backslashes
@@ -257,7 +260,9 @@ def render(ctx: ViewContext) -> None:
     _error()  # outside the expander, so a rejected expression is seen even when it is closed
     # A stable key: the label follows the expression, but the panel stays open or closed as the user
     # left it, so a pick made in a view below does not push that view down the page.
-    with st.expander(_label(result), key="mask_panel"):
+    spec = ctx.plan.mask_spec
+    others = bool(spec.file or spec.name_include or spec.name_exclude)
+    with st.expander(_label(result, others), key="mask_panel"):
         _editor()
         if result is not None:
             st.caption(
