@@ -718,10 +718,12 @@ def test_url_part_and_topk_the_inputs_cannot_hold_are_named(good):
     assert any("URL parameter ?part=bogus" in w.value for w in at.warning) and not at.error
     assert at.selectbox(key="part").value == "decoder-weight"
     at = _page(good, topk="abc")
-    assert [e.value for e in at.error] == [
-        "URL parameter ?topk=abc: topk must be a count (e.g. 5000), a fraction (e.g. 0.05 or 1e-4) or a percentage "
-        "(e.g. 5%); got 'abc'."
+    # a link the input cannot hold opens the page with the default topk and says which value was dropped
+    assert [w.value for w in at.warning] == [
+        "URL parameter ?topk=abc was ignored (topk must be a count (e.g. 5000), a fraction (e.g. 0.05 or 1e-4) or a "
+        "percentage (e.g. 5%); got 'abc'); topk 0.05 is used."
     ]
+    assert not at.error and at.text_input(key="topk").value == "0.05"
     at.text_input(key="topk").set_value("7").run()
     assert not at.error and _kept(at) == "7"
 

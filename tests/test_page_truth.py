@@ -159,9 +159,11 @@ def test_a_threshold_that_keeps_nothing_keeps_the_last_valid_selection(plain):
 
 
 def test_without_a_valid_selection_yet_only_the_error_shows(plain):
-    at = open_app(plain, topk="2.5")
-    assert any("(0, 1]" in e.value for e in at.error)
+    # a link whose threshold keeps nothing: there is no earlier selection to fall back on
+    at = open_app(plain, topk="0.1", threshold="1e9")
+    assert any("keeps nothing" in e.value for e in at.error)
     assert not any(m.label == "Input dims kept" for m in at.metric)
+    assert not any(b.key == "export" and not b.disabled for b in at.button)
 
 
 # ---------------------------------------------------------------------- numbers that agree

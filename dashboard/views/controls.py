@@ -114,7 +114,8 @@ def _init_from_query(options: Tuple[str, ...]) -> Dict[str, str]:
         try:
             parse_topk(text)
         except SelectionError as e:  # a link the input cannot hold: open with the default, and say so
-            problems["topk"] = f"URL parameter ?topk={text} was ignored ({e}); topk {DEFAULT_TOPK} is used."
+            reason = str(e).rstrip(".")
+            problems["topk"] = f"URL parameter ?topk={text} was ignored ({reason}); topk {DEFAULT_TOPK} is used."
             text = DEFAULT_TOPK
         st.session_state["topk"] = text
     for key in ("name_include", "name_exclude"):
