@@ -10,7 +10,10 @@ a checkpoint. For a weight part of a checkpoint whose weights are not in memory 
 2. **layout pass** (optional, e.g. in the background) - the importance is streamed again and every
    dim is written to its bucket's place in two files, ``order`` (local index) and ``values``, with
    positional writes; the finished ranking reads them through read-only memory maps, so a cut,
-   a count above a threshold or the top of the ranking costs one bucket, not a pass.
+   a count above a threshold or the top of the ranking costs one bucket, not a pass. When the
+   whole layout (8 bytes per dim) would take more than half the cache budget, a background build
+   lays out only the highest buckets, up to a quarter of the dims and of that budget share: the
+   cuts users make (topk of a few percent) stay one-bucket reads; cuts below stream a pass.
 
 Both are kept in the user cache (:mod:`gradiend_core.cache`), keyed by the weight file's identity
 (path, size, modification time and its first MiB) and the source, and reused by later runs: a
@@ -123,14 +126,17 @@ def _npy(path: Path, dtype: np.dtype, n: int) -> int:
 
 
 def _layout_pass(
-    data: CheckpointData, part: str, summary: BucketSummary, dest: Path, progress: Optional[ProgressFn]
+    data: CheckpointData, part: str, summary: BucketSummary, dest: Path, progress: Optional[ProgressFn], dims: int
 ) -> ParamTables:
-    """Write ``order.npy`` and ``values.npy`` into ``dest``; return the per-parameter tables."""
+    """Write ``order.npy`` and ``values.npy`` into ``dest`` with the first ``dims`` dims of the
+    layout (all, or the highest buckets down to a bucket boundary); return the per-parameter
+    tables (of all dims)."""
     n = summary.n
     idx_dtype = np.int32 if n < 2**31 else np.int64
-    o_off, v_off = _npy(dest / "order.npy", idx_dtype, n), _npy(dest / "values.npy", np.float32, n)
+    o_off, v_off = _npy(dest / "order.npy", idx_dtype, dims), _npy(dest / "values.npy", np.float32, dims)
     desc = np.concatenate([[0], np.cumsum(summary.counts[::-1])])
     cursor = desc[::-1][1:].copy()  # next free place of each bucket
+    lowest = _lowest_bucket(summary, dims)
     params = ParamTables.accumulator(data.param_map.local_offsets, np.flatnonzero(summary.counts)[::-1])
     o_fd = os.open(dest / "order.npy", os.O_WRONLY)
     v_fd = os.open(dest / "values.npy", os.O_WRONLY)
@@ -146,6 +152,8 @@ def _layout_pass(
             cuts = np.flatnonzero(np.diff(sb)) + 1
             for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [sb.size]])):
                 bucket = int(sb[lo])
+                if bucket < lowest:  # descending: the rest of the block is below the prefix
+                    break
                 at = int(cursor[bucket])
                 os.pwrite(o_fd, idx[lo:hi], o_off + at * idx.itemsize)  # contiguous slices: no copy
                 os.pwrite(v_fd, vals[lo:hi], v_off + at * 4)
@@ -241,16 +249,54 @@ def _summarised(data: CheckpointData, source: str, progress: Optional[ProgressFn
     return _stream_ranking(data, source, summary, params)
 
 
-def _attach_layout(data: CheckpointData, source: str, ranking: Ranking, progress: Optional[ProgressFn]) -> None:
-    entry = _entry(data, source, "layout")
+def _lowest_bucket(summary: BucketSummary, dims: int) -> int:
+    """The lowest bucket whose dims are within the first ``dims`` of the layout."""
+    ends = np.cumsum(summary.counts[::-1])  # layout position after bucket N-1-i
+    i = int(np.searchsorted(ends, dims, side="right")) - 1  # the last bucket ending at or before dims
+    return N_BUCKETS - 1 - i if i >= 0 else N_BUCKETS
+
+
+def _partial_layout_dims(summary: BucketSummary) -> int:
+    """Dims of a background layout: all when 8 bytes per dim fit half the cache budget, else the
+    highest buckets up to a quarter of the dims and of that share (0 when the top bucket alone is
+    larger)."""
+    from .cache import cache_budget
+
+    share = cache_budget() // 2
+    if 8 * summary.n <= share:
+        return summary.n
+    cap = min(share // 8, summary.n // 4)
+    ends = np.cumsum(summary.counts[::-1])
+    i = int(np.searchsorted(ends, cap, side="right")) - 1
+    return int(ends[i]) if i >= 0 else 0
+
+
+def _layout_valid(entry: Path, data: CheckpointData, dims: int) -> bool:
+    """A cached layout holding at least ``dims`` dims (entries before prefixes hold all)."""
     if not _valid(entry, data):
+        return False
+    meta = json.loads((entry / "meta.json").read_text())
+    return int(meta.get("layout_dims", meta["n"])) >= dims
+
+
+def _attach_layout(
+    data: CheckpointData, source: str, ranking: Ranking, progress: Optional[ProgressFn], dims: Optional[int] = None
+) -> None:
+    """Build (or load) the layout of ``ranking``'s first ``dims`` dims (default: all) and attach it."""
+    dims = ranking.size if dims is None else dims
+    if dims <= 0:
+        return
+    entry = _entry(data, source, "layout")
+    if not _layout_valid(entry, data, dims):
+        shutil.rmtree(entry, ignore_errors=True)  # a shorter prefix: replaced by this one
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=entry.parent))
         try:
-            params = _layout_pass(data, source, ranking.summary, tmp, progress)
+            params = _layout_pass(data, source, ranking.summary, tmp, progress, dims)
             meta = {
                 "format": LAYOUT_FORMAT,
                 "source": source,
                 "n": ranking.size,
+                "layout_dims": dims,
                 "weights": str(data.weights_file),
                 "built": time.time(),
             }
@@ -305,7 +351,7 @@ def ranking_for(
                 _registry[key] = ranking
         if layout == "now" and not ranking.has_layout:
             _attach_layout(data, source, ranking, progress)
-        elif layout == "background" and not ranking.has_layout and _layout_fits(data, 1, 2):
+        elif layout == "background" and not ranking.has_layout and _partial_layout_dims(ranking.summary) > 0:
             _schedule(key, data, source)
     return ranking
 
@@ -348,7 +394,7 @@ def _work() -> None:
         try:
             ranking = ranking_for(data, key[1], layout="never")
             if not ranking.has_layout:
-                _attach_layout(data, key[1], ranking, None)
+                _attach_layout(data, key[1], ranking, None, _partial_layout_dims(ranking.summary))
         except Exception:  # the ranking keeps answering by streaming; a later call may try again
             pass
         finally:

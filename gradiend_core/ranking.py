@@ -12,7 +12,9 @@ has more dims than fit in memory twice. So a :class:`Ranking` keeps:
   knows the param_map's offsets.
 * **layout** - ``order``: every local index, grouped by bucket (most important bucket first) and
   ascending within a bucket; ``values``: the importance in the same layout. Both may be arrays in
-  memory or memory-mapped files (see :mod:`gradiend_core.rank_store`).
+  memory or memory-mapped files (see :mod:`gradiend_core.rank_store`). A layout may be a prefix:
+  the most important buckets only (a GRADIEND too large for a whole layout on disk); cuts inside
+  it cost one bucket, cuts below it a streaming pass.
 
 The exact rank order inside one bucket is needed only where a cut falls (the "boundary" bucket)
 or where ranks are listed; that one bucket is sorted on demand. Counts, kept importance, kept dims
@@ -27,6 +29,7 @@ A :class:`RankedDims` is the set of dims a selection ranks among: all of them
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -68,6 +71,8 @@ NEG_INF_BUCKET = 0x007F
 BLOCK = 1 << 22
 #: Dims of exactly sorted buckets kept per ranking (about 200 MB); a larger bucket is re-sorted on use.
 SORTED_CACHE_DIMS = 1 << 24
+#: Largest last answer a :class:`RankedDims` keeps for the next rerun (bytes).
+LAST_ANSWER_BYTES = 1 << 28
 
 
 def sort_keys(values: np.ndarray) -> np.ndarray:
@@ -214,17 +219,27 @@ class ParamTables:
         p, b = len(offsets) - 1, len(occupied)
         return cls(offsets, occupied, np.zeros((p, b), dtype=np.int64), np.zeros((p, b), dtype=np.float64))
 
-    def add(self, start: int, values: np.ndarray, buckets: np.ndarray) -> None:
-        """Count the block of dims ``start .. start + len(values)`` (local order)."""
-        stop = start + values.size
+    def add(self, start: int, values: np.ndarray, buckets: np.ndarray, keep: Optional[np.ndarray] = None) -> None:
+        """Count the block of dims ``start .. start + len(keep or values)`` (local order); with
+        ``keep`` (bool, the block's length) only the kept dims, whose ``values`` and ``buckets``
+        are given."""
+        size = values.size if keep is None else keep.size
+        stop = start + size
         p0 = int(np.searchsorted(self.offsets, start, side="right")) - 1
         p1 = int(np.searchsorted(self.offsets, stop, side="left"))
-        cut = np.clip(self.offsets[p0 : p1 + 1] - start, 0, values.size)
+        cut = np.clip(self.offsets[p0 : p1 + 1] - start, 0, size)
         pid = np.repeat(np.arange(p0, p0 + cut.size - 1), np.diff(cut))
+        if keep is not None:
+            pid = pid[keep]
         cell = pid * self.occupied.size + self._column[buckets]
         size = self.counts.size
         self.counts += np.bincount(cell, minlength=size).reshape(self.counts.shape)
         self.mass += np.bincount(cell, weights=mass_weights(values), minlength=size).reshape(self.mass.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tables hold."""
+        return int(self.counts.nbytes + (self.mass.nbytes if self.mass is not None else 0))
 
     def above(self, bucket: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Per-parameter dims and mass (``None`` without a mass table) in the buckets above
@@ -328,6 +343,7 @@ class Ranking:
         self.total = float(summary.mass.sum())
         self.order: Optional[np.ndarray] = None
         self.values: Optional[np.ndarray] = None
+        self.layout_dims = 0  # dims in the layout: size, or those of the highest buckets
         self.params = params
         #: start of each parameter in the input space (``P + 1``), when known
         self.param_offsets = params.offsets if params is not None else param_offsets
@@ -343,10 +359,23 @@ class Ranking:
 
     def attach_layout(self, order: np.ndarray, values: np.ndarray) -> None:
         """Give a summary-only ranking its layout (built in the background, say): from now on
-        dims are read from it instead of streamed. The answers do not change, only their cost."""
-        if len(order) != self.size or len(values) != self.size:
-            raise ValueError(f"a layout of {self.size} dims is needed, got {len(order)} and {len(values)}.")
+        dims are read from it instead of streamed. The answers do not change, only their cost.
+
+        ``order`` and ``values`` hold all ``size`` dims, or a prefix: the dims of the highest
+        buckets down to a bucket boundary (:meth:`layout_covers` tells which buckets it holds).
+
+        Raises:
+            ValueError: when the lengths differ or do not end at a bucket boundary.
+        """
+        n = len(order)
+        boundaries = self._seg_start[self.counts > 0]
+        if len(values) != n or not (n == self.size or n in set(boundaries.tolist())):
+            raise ValueError(
+                f"a layout of {self.size} dims or of the dims of the highest buckets is needed, got "
+                f"{len(order)} and {len(values)}."
+            )
         self.values = values
+        self.layout_dims = n
         self.order = order  # set last: has_layout flips only once both are in place
 
     def resident_bytes(self) -> int:
@@ -354,18 +383,23 @@ class Ranking:
         (a memory-mapped one lives in the page cache and is not counted) and cached sorted buckets."""
         total = self.counts.nbytes + self.mass.nbytes
         if self.params is not None:
-            total += self.params.counts.nbytes + (self.params.mass.nbytes if self.params.mass is not None else 0)
+            total += self.params.nbytes
         for arr in (self.order, self.values):
             if isinstance(arr, np.ndarray) and not isinstance(arr, np.memmap):
                 total += arr.nbytes
         with self._lock:
-            total += self._sorted_dims * 12 + len(self._views) * 2 * N_BUCKETS * 8
+            views = [self._all, *self._views.values()]
+            total += self._sorted_dims * 12 + sum(view.resident_bytes() for view in views)
         return int(total)
 
     @property
     def has_layout(self) -> bool:
-        """Whether dims are read from a layout (else found by streaming passes)."""
+        """Whether dims are read from a layout, a whole one or a prefix (else found by streaming passes)."""
         return self.order is not None
+
+    def layout_covers(self, bucket: int) -> bool:
+        """Whether ``bucket``'s dims (and those of every bucket above it) are in the layout."""
+        return self.order is not None and int(self._seg_start[bucket]) + int(self.counts[bucket]) <= self.layout_dims
 
     @classmethod
     def coerce(cls, importance: Union["Ranking", np.ndarray, torch.Tensor]) -> "Ranking":
@@ -383,41 +417,57 @@ class Ranking:
         if self._stream is not None:
             yield from self._stream()
             return
+        if self.layout_dims != self.size:
+            raise SelectionError("a ranking with a partial layout needs a stream of its importance.")
         order, values = np.asarray(self.order), np.asarray(self.values)  # a layout without a stream
         imp = np.empty(self.size, dtype=np.float32)
         imp[order] = values
         for s in range(0, self.size, BLOCK):
             yield s, imp[s : s + BLOCK]
 
-    def collect(self, bucket: int, above: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(dims in buckets above bucket (any order), members of bucket (ascending), their values)``.
+    def collect(
+        self, bucket: int, above: bool = True, mask: Optional[np.ndarray] = None
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(dims in buckets above bucket (any order), their values, members of bucket
+        (ascending), their values)``.
 
         From the layout when there is one, else with one streaming pass (``above=False`` skips
-        the first, which can be large).
+        the dims above, which can be many). With ``mask`` (bool ``(size,)``) the dims above are
+        only those it keeps (the bucket's members are all returned).
         """
-        if self.order is not None:
+        if self.layout_covers(bucket):
             s, e = self.segment(bucket)
-            dims_above = np.asarray(self.order[:s], dtype=np.int64) if above else np.empty(0, dtype=np.int64)
+            dims_above = np.asarray(self.order[:s] if above else self.order[:0], dtype=np.int64)
+            vals_above = np.asarray(self.values[:s] if above else self.values[:0], dtype=np.float32)
+            if mask is not None:
+                inside = np.asarray(mask)[dims_above]
+                dims_above, vals_above = dims_above[inside], vals_above[inside]
             return (
                 dims_above,
+                vals_above,
                 np.asarray(self.order[s:e], dtype=np.int64),
                 np.asarray(self.values[s:e], dtype=np.float32),
             )
-        hi, idx, vals = [], [], []
+        hi, hi_vals, idx, vals = [], [], [], []
         for start, v in self.scan():
             b = bucket_of(v)
             if above:
-                hi.append(np.flatnonzero(b > bucket) + start)
+                is_above = b > bucket
+                if mask is not None:
+                    is_above &= np.asarray(mask[start : start + v.size])
+                up = np.flatnonzero(is_above)
+                hi.append(up + start)
+                hi_vals.append(v[up])
             hit = np.flatnonzero(b == bucket)
             idx.append(hit + start)
             vals.append(v[hit])
         cat = lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.empty(0, dtype=dt)  # noqa: E731
-        return cat(hi, np.int64), cat(idx, np.int64), cat(vals, np.float32)
+        return cat(hi, np.int64), cat(hi_vals, np.float32), cat(idx, np.int64), cat(vals, np.float32)
 
     def collect_from(self, lowest: int) -> Tuple[np.ndarray, np.ndarray]:
         """``(indices, values)`` of every dim in buckets ``>= lowest``, in exact rank order: the top
         of the ranking in one read of the layout, or one streaming pass without one."""
-        if self.order is not None:
+        if self.layout_covers(lowest):
             stop = int(self._seg_start[lowest]) + int(self.counts[lowest])
             idx = np.asarray(self.order[:stop], dtype=np.int64)
             vals = np.asarray(self.values[:stop], dtype=np.float32)
@@ -449,7 +499,7 @@ class Ranking:
             if hit is not None:
                 self._sorted.move_to_end(bucket)
                 return hit
-        idx, vals = members if members is not None else self.collect(bucket, above=False)[1:]
+        idx, vals = members if members is not None else self.collect(bucket, above=False)[2:]
         perm = _rank_within(vals)
         hit = (idx[perm], vals[perm])
         if idx.size <= SORTED_CACHE_DIMS:
@@ -476,6 +526,19 @@ class Ranking:
             out[start : start + v.size] = v
         return out
 
+    def largest_finite_decade(self) -> Optional[int]:
+        """``floor(log10(v))`` of the largest positive finite importance ``v``, ``None`` without one.
+        From the bucket counts when that bucket lies within one decade (almost always), else from
+        the bucket's members."""
+        finite = np.flatnonzero(self.counts[ZERO_BUCKET + 1 : INF_BUCKET])
+        if finite.size == 0:
+            return None
+        top = ZERO_BUCKET + 1 + int(finite[-1])
+        low, high = (float(x[0]) for x in bucket_bounds(np.array([top])))
+        if math.floor(math.log10(low)) == math.floor(math.log10(high)):
+            return math.floor(math.log10(low))
+        return math.floor(math.log10(float(self.dims().members(top)[1][0])))
+
     # ------------------------------------------------------------------------------- views
     def dims(self, mask: Optional[np.ndarray] = None) -> "RankedDims":
         """The dims a selection ranks among: all (``mask=None``) or those ``mask`` keeps.
@@ -489,13 +552,27 @@ class Ranking:
         digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
         with self._lock:
             view = self._views.get(digest)
-        if view is None:
+        if view is None or (view.params is None and self.params is not None):  # tables arrived since
             view = RankedDims(self, mask)
             with self._lock:
                 self._views[digest] = view
                 while len(self._views) > 4:
                     self._views.popitem(last=False)
         return view
+
+
+def _sorted_union(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
+    """Ascending int64 union of two disjoint index arrays in ``0..size``: a sort for few indices,
+    a flag array and one scan for many (sorting 5e7 indices takes seconds, the scan a fraction)."""
+    n = a.size + b.size
+    if n * 16 < size:
+        out = np.concatenate([a, b]).astype(np.int64, copy=False)
+        out.sort()
+        return out
+    flags = np.zeros(size, dtype=bool)
+    flags[a] = True
+    flags[b] = True
+    return np.flatnonzero(flags).astype(np.int64, copy=False)
 
 
 class RankedDims:
@@ -510,24 +587,62 @@ class RankedDims:
         n: members.
         counts: int64 ``(N_BUCKETS,)``, members per bucket.
         mass: float64 ``(N_BUCKETS,)``, finite importance of the members per bucket.
+        params: the members' :class:`ParamTables` (the ranking's own without a mask; built in the
+            same pass for a mask when the ranking has tables), or ``None``.
     """
 
     def __init__(self, ranking: Ranking, mask: Optional[np.ndarray]):
         self.ranking = ranking
         self.mask = mask
+        #: int64 ``(P,)`` members per parameter (``None`` when the ranking knows no parameters)
+        self.param_members: Optional[np.ndarray] = None
         if mask is None:
-            self.counts, self.mass = ranking.counts, ranking.mass
+            self.counts, self.mass, self.params = ranking.counts, ranking.mass, ranking.params
+            if ranking.param_offsets is not None:
+                self.param_members = np.diff(np.asarray(ranking.param_offsets, dtype=np.int64))
         else:
             self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
             self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
+            # per-parameter answers of a masked selection then cost O(buckets), as without a mask
+            own = ranking.params
+            self.params = None if own is None else ParamTables.accumulator(own.offsets, own.occupied)
+            offsets = ranking.param_offsets
+            if offsets is not None:
+                self.param_members = np.zeros(len(offsets) - 1, dtype=np.int64)
             for start, v in ranking.scan():  # one O(n) pass per mask, then cached by Ranking.dims
                 m = np.asarray(mask[start : start + v.size])
-                b = bucket_of(v[m])
+                kept = v[m]
+                b = bucket_of(kept)
                 self.counts += np.bincount(b, minlength=N_BUCKETS)
-                self.mass += np.bincount(b, weights=finite_or_zero(v[m]), minlength=N_BUCKETS)
+                self.mass += np.bincount(b, weights=mass_weights(kept), minlength=N_BUCKETS)
+                if self.params is not None:
+                    self.params.add(start, kept, b, keep=m)
+                if offsets is not None:  # members per parameter: a mask that keeps all it holds
+                    inside = np.clip(offsets - start, 0, m.size)
+                    self.param_members += np.diff(np.concatenate([[0], np.cumsum(m)])[inside])
         self.n = int(self.counts.sum())
         desc = np.cumsum(self.counts[::-1])
         self._above = np.concatenate([desc[::-1][1:], [0]])  # members in buckets above b
+        # The last answers of top() and ranked_with_values(): a page asks the same on every rerun,
+        # and without a layout each answer is a pass over the weights. Replaced, never grown.
+        self._last_top: Optional[Tuple[int, np.ndarray]] = None
+        self._last_ranked: Optional[Tuple[int, np.ndarray, np.ndarray]] = None
+        self._last_top_members: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (k, dims, values)
+
+    def resident_bytes(self) -> int:
+        """Bytes this view holds beyond its ranking: its last answers, and for a mask its per-bucket
+        sums and tables."""
+        last = 0
+        top, ranked, members = self._last_top, self._last_ranked, self._last_top_members
+        if top is not None:
+            last += top[1].nbytes
+        for answer in (ranked, members):
+            if answer is not None:
+                last += answer[1].nbytes + answer[2].nbytes
+        if self.mask is None:
+            return last
+        own = self.counts.nbytes + self.mass.nbytes + (self.params.nbytes if self.params is not None else 0)
+        return int(last + own)
 
     # ------------------------------------------------------------------------ bucket access
     def members(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -560,13 +675,23 @@ class RankedDims:
                 if self.mask is None
                 else np.flatnonzero(self.mask).astype(np.int64)
             )
+        last = self._last_top
+        if last is not None and last[0] == k:
+            return last[1]
         b, r = self.boundary(k)
-        whole, idx, vals = self.ranking.collect(b)
+        whole, whole_vals, idx, vals = self.ranking.collect(b, mask=self.mask)
         self.ranking.bucket_sorted(b, (idx, vals))  # one pass serves both (without a layout)
-        if self.mask is not None:
-            whole = whole[np.asarray(self.mask)[whole]]
-        out = np.concatenate([whole, self.members(b)[0][:r]])
-        out.sort()
+        cut_idx, cut_vals = self.members(b)
+        out = _sorted_union(whole, cut_idx[:r], self.ranking.size)
+        out.flags.writeable = False  # shared by every caller
+        if out.nbytes * 3 // 2 <= LAST_ANSWER_BYTES:
+            self._last_top = (k, out)
+            if not self.ranking.has_layout:  # the top of the ranking, from this pass (see ranked_with_values)
+                self._last_top_members = (
+                    k,
+                    np.concatenate([whole, cut_idx[:r]]),
+                    np.concatenate([whole_vals, cut_vals[:r]]),
+                )
         return out
 
     def ranked(self, k: int) -> np.ndarray:
@@ -579,13 +704,28 @@ class RankedDims:
         k = min(int(k), self.n)
         if k <= 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-        if not self.ranking.has_layout:  # one pass for all the buckets the top k spans
+        last = self._last_ranked
+        if last is not None and last[0] >= k:
+            return last[1][:k], last[2][:k]
+        members = self._last_top_members
+        if members is not None and members[0] >= k and not self.ranking.layout_covers(self.boundary(k)[0]):
+            # the top k is inside the last top(): sort only the buckets it spans, without a pass
+            idx, vals = members[1], members[2]
+            inside = bucket_of(vals) >= self.boundary(k)[0]
+            idx, vals = idx[inside], vals[inside]
+            perm = np.lexsort((idx, ~sort_keys(vals)))[:k]
+            return idx[perm], vals[perm]
+        if not self.ranking.layout_covers(self.boundary(k)[0]):  # one pass for all the buckets the top k spans
             lowest = self.boundary(k)[0]
             idx, vals = self.ranking.collect_from(lowest)
             if self.mask is not None:
                 inside = np.asarray(self.mask)[idx]
                 idx, vals = idx[inside], vals[inside]
-            return idx[:k], vals[:k]
+            idx, vals = idx[:k].copy(), vals[:k].copy()
+            idx.flags.writeable = vals.flags.writeable = False  # shared by every caller
+            if idx.nbytes + vals.nbytes <= LAST_ANSWER_BYTES:
+                self._last_ranked = (k, idx, vals)
+            return idx, vals
         idx_parts, val_parts = [], []
         got = 0
         for b in np.flatnonzero(self.counts)[::-1]:
@@ -639,21 +779,22 @@ class RankedDims:
         k = min(int(k), self.n)
         if k <= 0 or not self.counts[ZERO_BUCKET]:
             return 0
+        b, r = self.boundary(k)
+        if b > ZERO_BUCKET:  # the cut is above: no member of the zero bucket is read
+            return 0
         vals = self.members(ZERO_BUCKET)[1]
         zeros = int(np.count_nonzero(vals == 0))
-        b, r = self.boundary(k)
-        if b > ZERO_BUCKET:
-            return 0
         if b < ZERO_BUCKET:
             return zeros
         return max(0, r - (vals.size - zeros))
 
-    def param_counts_top(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    def param_counts_top(self, k: int, with_mass: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Per parameter, the top ``k`` members and their finite importance: ``(int64 (P,),
-        float64 (P,) or None)`` (``None`` when the tables hold no mass). O(buckets) with the
-        ranking's :class:`ParamTables` and no mask; else from the kept index set, O(k), which needs
-        the parameters' offsets (:attr:`Ranking.param_offsets`)."""
-        params = self.ranking.params
+        float64 (P,) or None)`` (``None`` when the tables hold no mass, or ``with_mass`` is False).
+        O(buckets) with :attr:`params`; else from the kept index set, O(k) (and a lookup of the
+        kept dims' importance for the mass), which needs the parameters' offsets
+        (:attr:`Ranking.param_offsets`)."""
+        params = self.params
         offsets = params.offsets if params is not None else self.ranking.param_offsets
         if offsets is None:
             raise SelectionError("this ranking knows no parameters; count from the kept index set instead.")
@@ -661,25 +802,22 @@ class RankedDims:
         p = len(offsets) - 1
         if k <= 0:
             return np.zeros(p, dtype=np.int64), np.zeros(p, dtype=np.float64)
-        if self.mask is not None or params is None:
+        if params is None:
+            if k == self.n and not with_mass and self.param_members is not None:
+                return self.param_members.copy(), None
             keep = self.top(k)
-            pid = np.searchsorted(offsets, keep, side="right") - 1
-            return (
-                np.bincount(pid, minlength=p).astype(np.int64),
-                np.bincount(pid, weights=finite_or_zero(self.ranking.values_at(keep)), minlength=p),
-            )
-        if self.mask is not None:
-            keep = self.top(k)
-            pid = params.param_of(keep)
-            return (
-                np.bincount(pid, minlength=p).astype(np.int64),
-                np.bincount(pid, weights=finite_or_zero(self.ranking.values_at(keep)), minlength=p),
-            )
+            counts = np.diff(np.searchsorted(keep, offsets)).astype(np.int64)  # keep is sorted
+            if not with_mass:
+                return counts, None
+            pid = np.repeat(np.arange(p), counts)
+            return counts, np.bincount(pid, weights=finite_or_zero(self.ranking.values_at(keep)), minlength=p)
         b, r = self.boundary(k)
         counts, mass = params.above(b)
         idx, vals = self.members(b)
         pid = params.param_of(idx[:r])
         return (
             counts + np.bincount(pid, minlength=p),
-            None if mass is None else mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
+            None
+            if mass is None or not with_mass
+            else mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
         )

@@ -122,15 +122,12 @@ class ReductionReport:
 
 
 def kept_per_param(data: CheckpointData, selection: Selection) -> np.ndarray:
-    """Kept dims per mapped parameter, int64 ``(P,)``: from the ranking's per-parameter tables
-    (O(buckets)) when the selection ranked with them, else from the kept index set (O(k))."""
+    """Kept dims per mapped parameter, int64 ``(P,)``: from the ranked dims' per-parameter tables
+    (O(buckets)) or members (a selection that keeps all of them) when it has them, else from the
+    kept index set (O(k))."""
     dims = selection.dims
-    if (
-        dims is not None
-        and dims.ranking.params is not None
-        and dims.ranking.params.counts.shape[0] == len(data.param_map)
-    ):
-        return dims.param_counts_top(selection.k)[0]
+    if dims is not None and dims.param_members is not None and dims.param_members.shape[0] == len(data.param_map):
+        return dims.param_counts_top(selection.k, with_mass=False)[0]
     return data.param_map.per_param_counts(selection.keep)
 
 

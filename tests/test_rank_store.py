@@ -81,10 +81,15 @@ def test_streamed_rankings_select_exactly_what_in_memory_rankings_select(tmp_pat
     for part in PARTS:
         mem = Ranking(weight_importance(loaded.state_dict, part), pmap.local_offsets)
         rank_store.clear_memory()
-        layout = data.draw(st.sampled_from(["never", "now"]))
+        layout = data.draw(st.sampled_from(["never", "now", "prefix"]))
         lazy = open_checkpoint(path)
-        streamed = rank_store.ranking_for(lazy, part, layout=layout)
+        streamed = rank_store.ranking_for(lazy, part, layout="now" if layout == "now" else "never")
         assert not lazy.loaded and streamed.has_layout == (layout == "now")
+        if layout == "prefix":  # the highest buckets only, down to a drawn bucket boundary
+            ends = np.cumsum(streamed.counts[::-1])
+            dims = int(data.draw(st.sampled_from(sorted(set(ends[ends > 0].tolist())))))
+            rank_store._attach_layout(lazy, part, streamed, None, dims)
+            assert streamed.layout_dims == dims and len(streamed.order) == dims
         np.testing.assert_array_equal(streamed.counts, mem.counts)
         assert streamed.n_zero == mem.n_zero and streamed.n_nan == mem.n_nan and streamed.n_inf == mem.n_inf
         mask = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
@@ -111,6 +116,15 @@ def test_streamed_rankings_select_exactly_what_in_memory_rankings_select(tmp_pat
         np.testing.assert_array_equal(
             got.dims.param_counts_top(got.k)[0], expected.dims.param_counts_top(expected.k)[0]
         )
+        # per parameter, from the kept index set and the importance vector (masked views count in tables)
+        offsets = np.asarray(pmap.local_offsets, dtype=np.int64)
+        pid = np.searchsorted(offsets, expected.keep, side="right") - 1
+        imp = mem.importance_vector()[expected.keep].astype(np.float64)
+        imp[~np.isfinite(imp)] = 0.0
+        counts, mass = got.dims.param_counts_top(got.k)
+        np.testing.assert_array_equal(counts, np.bincount(pid, minlength=len(offsets) - 1))
+        if mass is not None:
+            np.testing.assert_allclose(mass, np.bincount(pid, weights=imp, minlength=len(offsets) - 1), rtol=1e-9)
         np.testing.assert_array_equal(got.dims.ranked(got.k), expected.dims.ranked(expected.k))
         idx = np.unique(np.random.default_rng(0).integers(0, n, size=min(n, 20)))
         np.testing.assert_array_equal(streamed.values_at(idx), mem.values_at(idx))
@@ -215,3 +229,37 @@ def test_cli_and_export_never_load_the_model(tmp_path, monkeypatch, capsys):
     imp = read_checkpoint(sample).state_dict["decoder.0.linear.weight"].abs().sum(1).numpy()
     n_left = int(np.count_nonzero(imp >= np.float32(1e-4)))
     assert out.architecture.input_dim == math.ceil(0.1 * n_left)
+
+
+def test_a_layout_too_large_for_the_cache_is_laid_out_for_the_highest_buckets(tmp_path, monkeypatch):
+    """Beyond half the cache budget the background layout holds the highest buckets only (up to a
+    quarter of the dims); cuts inside and below it select what the in-memory ranking selects."""
+    monkeypatch.setenv("GRADIEND_CORE_CACHE", str(tmp_path / "cache"))
+    n = 4000
+    rng = np.random.default_rng(3)
+    dec = torch.from_numpy(rng.lognormal(0, 2, size=(n, 1)).astype(np.float32))
+    state = {
+        "encoder.0.linear.weight": torch.from_numpy(rng.standard_normal((1, n)).astype(np.float32)),
+        "encoder.0.linear.bias": torch.zeros(1),
+        "decoder.0.linear.weight": dec,
+        "decoder.0.linear.bias": torch.from_numpy(rng.standard_normal(n).astype(np.float32)),
+    }
+    pmap = ParamMap.full([("a.weight", (40, 50)), ("b.weight", (2000,))])
+    path = _write(tmp_path, Architecture(n, 1, torch_dtype="float32"), pmap, state)
+    monkeypatch.setenv("GRADIEND_CORE_CACHE_BYTES", str(8 * n))  # half of it holds n / 2 dims
+    rank_store.clear_memory()
+    lazy = open_checkpoint(path)
+    streamed = rank_store.ranking_for(lazy, "decoder-weight", layout="background")
+    assert rank_store.wait_for_layouts(120)
+    assert streamed.has_layout and 0 < streamed.layout_dims <= n // 4
+    ends = np.cumsum(streamed.counts[::-1])
+    assert streamed.layout_dims in ends.tolist()  # a bucket boundary
+    assert len(np.load(next((tmp_path / "cache").rglob("order.npy")), mmap_mode="r")) == streamed.layout_dims
+    mem = Ranking(weight_importance(read_checkpoint(path).state_dict, "decoder-weight"), pmap.local_offsets)
+    for topk in (1, 10, streamed.layout_dims, streamed.layout_dims + 1, n // 2, n):
+        got, expected = select(streamed, topk=topk), select(mem, topk=topk)
+        np.testing.assert_array_equal(got.keep, expected.keep)
+        np.testing.assert_array_equal(got.dims.ranked(topk), expected.dims.ranked(topk))
+        np.testing.assert_array_equal(got.dims.param_counts_top(topk)[0], expected.dims.param_counts_top(topk)[0])
+    with pytest.raises(ValueError, match="highest buckets"):
+        streamed.attach_layout(streamed.order[:-1], streamed.values[:-1])  # not a bucket boundary

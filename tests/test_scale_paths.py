@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import gradiend_core.checkpoint as checkpoint
@@ -137,3 +139,21 @@ def test_display_bins_are_never_narrower_than_a_bucket():
     kept = np.flatnonzero(hist.kept_counts)
     cut = math.log10(cut_value(r, sel))
     assert kept.size == 1 and hist.log_edges[kept[0]] <= cut <= hist.log_edges[kept[0] + 1]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(min_value=2.0**-100, max_value=2.0**100, width=32),
+            st.sampled_from([0.0, math.inf, math.nan, 9.99999e-4, 1e-3, 1.0000001e-3, 10.0, 9.999999]),
+        ),
+        min_size=1,
+        max_size=200,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_the_largest_finite_decade_is_that_of_the_largest_finite_value(values):
+    v = np.array(values, dtype=np.float32)
+    finite = v[np.isfinite(v) & (v > 0)].astype(np.float64)
+    expected = math.floor(math.log10(finite.max())) if finite.size else None
+    assert ranking_mod.Ranking(v).largest_finite_decade() == expected

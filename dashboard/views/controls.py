@@ -69,14 +69,8 @@ def threshold_step(path: str, part: str) -> float:
         ranking = load_ranking(path, part)
     except CheckpointError:
         return DEFAULT_STEP
-    dims = ranking.dims()
-    n_pos_inf = dims.count_at_least(math.inf)  # +Inf ranks first, then the finite values
-    if n_pos_inf + ranking.n_nan >= ranking.size:
-        return DEFAULT_STEP
-    largest = dims.value_at(n_pos_inf)
-    if not (math.isfinite(largest) and largest > 0):
-        return DEFAULT_STEP
-    return 10.0 ** (math.floor(math.log10(largest)) - 1)
+    decade = ranking.largest_finite_decade()
+    return DEFAULT_STEP if decade is None else 10.0 ** (decade - 1)
 
 
 def url_threshold(text: str) -> Tuple[Optional[float], Optional[str]]:
