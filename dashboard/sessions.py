@@ -178,6 +178,8 @@ class SessionRegistry:
         is_active: ``is_active(streamlit_session_id)``, whether Streamlit still serves a session.
         on_upload_removed: called with an upload's checkpoint directory just before it is deleted
             (to drop what caches hold of it).
+        on_session_ended: called with the Streamlit session id of a session that ended and is no
+            longer served (default: drop the files Streamlit's uploader keeps of it).
     """
 
     def __init__(
@@ -187,8 +189,10 @@ class SessionRegistry:
         grace_seconds: Optional[float] = None,
         is_active: Optional[Callable[[str], bool]] = None,
         on_upload_removed: Optional[Callable[[Path], None]] = None,
+        on_session_ended: Optional[Callable[[str], None]] = None,
     ) -> None:
         self.budgets = budgets
+        self._on_session_ended = on_session_ended or _drop_streamlit_uploads
         self._grace = grace_seconds
         self._is_active = is_active or _streamlit_session_active
         self._on_upload_removed = on_upload_removed
@@ -246,6 +250,8 @@ class SessionRegistry:
             gone = self._drop_upload(s)
         shutil.rmtree(s.path, ignore_errors=True)
         self._delete_uploads(gone)
+        if s.streamlit_id and not self._is_active(s.streamlit_id):
+            self._on_session_ended(s.streamlit_id)
         release_freed_memory()  # what the session held goes back to the system, not just to the heap
 
     def sweep(self) -> List[str]:
@@ -487,6 +493,21 @@ def _streamlit_session_active(streamlit_id: str) -> bool:
         return Runtime.instance().is_active_session(streamlit_id) is True
     except Exception:
         return False
+
+
+def _drop_streamlit_uploads(streamlit_id: str) -> None:
+    """Drop the uploaded files Streamlit keeps in memory for a session that ended. Streamlit frees
+    them when it shuts a session down, which it does not do for a disconnected session whose
+    reconnect window expired (the session only leaves its storage): without this, every upload
+    stays in the server's memory for good."""
+    from streamlit.runtime import Runtime
+
+    if not Runtime.exists():
+        return
+    try:
+        Runtime.instance().uploaded_file_mgr.remove_session_files(streamlit_id)
+    except Exception:  # pragma: no cover - a Streamlit without this hook keeps its files
+        pass
 
 
 def _streamlit_ttl() -> float:

@@ -526,6 +526,32 @@ def test_same_upload_from_two_sessions_is_one_copy_until_the_last_ends(good, tmp
     assert not ck_b.exists() and removed == [ck_b] and _disk(reg) == 0
 
 
+def test_a_session_that_ended_unserved_lets_streamlit_drop_its_uploaded_bytes(tmp_path, monkeypatch):
+    """A disconnected session whose reconnect window expired is never shut down by Streamlit, so
+    its uploader would keep every uploaded byte; the registry drops them when the session ends."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    uploads = MemoryUploadedFileManager("/upload")
+    for sid in ("st-a", "st-b"):
+        uploads.add_file(sid, UploadedFileRec(f"{sid}-file", "ck.zip", "application/zip", b"x" * 1000))
+    monkeypatch.setattr(Runtime, "exists", classmethod(lambda cls: True))
+    monkeypatch.setattr(Runtime, "instance", classmethod(lambda cls: type("R", (), {"uploaded_file_mgr": uploads})()))
+    active = {"st-b"}
+    reg = SessionRegistry(
+        tmp_path / "root", Budgets(10 * MB, 100 * MB), grace_seconds=0, is_active=lambda sid: sid in active
+    )
+    reg.session("a", "st-a"), reg.session("b", "st-b")
+    reg.detach("a"), reg.detach("b")
+    assert reg.sweep() == ["a"]  # b is still served: it stays, and so do its bytes
+    assert "st-a" not in uploads.file_storage and uploads._total_bytes == 1000
+    assert [f.file_id for f in uploads.get_files("st-b", ["st-b-file"])] == ["st-b-file"]
+    active.clear()
+    reg.end("b")
+    assert uploads.file_storage == {} and uploads._total_bytes == 0
+
+
 def test_bombs_and_broken_uploads_are_deleted_at_once_and_not_retried(good, tmp_path, monkeypatch):
     reg = _registry(tmp_path, session_bytes=1024**4, upload_bytes=1024**4)
     s = reg.session("a")
