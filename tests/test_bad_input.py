@@ -177,6 +177,32 @@ def test_overwrite_refuses_a_directory_that_is_not_a_checkpoint(good, tmp_path):
     assert (target / "notes.txt").read_text() == "precious"
 
 
+def test_overwrite_replaces_only_a_gradiend_checkpoint_and_only_its_own_files(good, tmp_path):
+    """A base model's folder has a config.json too; replacing it would delete its tokenizer. And a
+    checkpoint folder holding other files is not replaced: the message names what would go."""
+    base = tmp_path / "base"
+    shutil.copytree(REPO / "sample_models" / "base" / "tiny-bert", base)
+    before = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="not a GRADIEND checkpoint"):
+        export_pruned(good, base, topk=5, overwrite=True)
+    assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before
+    (tmp_path / "empty-config").mkdir()
+    (tmp_path / "empty-config" / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="not a GRADIEND checkpoint"):
+        export_pruned(good, tmp_path / "empty-config", topk=5, overwrite=True)
+
+    out = tmp_path / "out"
+    export_pruned(good, out, topk=5)
+    (out / "notes.txt").write_text("precious")
+    (out / "plots").mkdir()
+    with pytest.raises(CheckpointError, match=r"also holds notes\.txt, plots/, which replacing it would delete"):
+        export_pruned(good, out, topk=7, overwrite=True)
+    assert (out / "notes.txt").read_text() == "precious" and read_checkpoint(out).architecture.input_dim == 5
+    (out / "notes.txt").unlink(), (out / "plots").rmdir()
+    export_pruned(good, out, topk=7, overwrite=True)  # a checkpoint's own files (mask, records) are replaced
+    assert read_checkpoint(out).architecture.input_dim == 7
+
+
 def test_export_target_below_a_file_and_with_nul(good, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError, match="cannot create"):

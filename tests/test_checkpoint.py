@@ -202,9 +202,12 @@ def test_refuses_non_empty_target_without_overwrite(pruned_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="not a GRADIEND checkpoint"):
         _write_from(pruned_ckpt, target, overwrite=True)
     assert [p.name for p in target.iterdir()] == ["keep.txt"]
-    (empty / "stray.txt").write_text("old export leftovers")
+    (empty / "stray.txt").write_text("notes kept next to an export")
+    with pytest.raises(CheckpointError, match="also holds stray.txt"):  # a replace would delete them
+        _write_from(pruned_ckpt, empty, overwrite=True)
+    assert (empty / "stray.txt").read_text() == "notes kept next to an export"
+    (empty / "stray.txt").unlink()
     _write_from(pruned_ckpt, empty, overwrite=True)
-    assert not (empty / "stray.txt").exists()
     assert read_checkpoint(empty).architecture.input_dim == read_checkpoint(pruned_ckpt).architecture.input_dim
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 from ..errors import CheckpointError
-from .format import CONFIG_FILE
+from .format import (
+    BIN_WEIGHTS,
+    CARRIED_JSON_FILES,
+    CONFIG_FILE,
+    PROVENANCE_FILE,
+    SAFETENSORS_WEIGHTS,
+    parse_architecture,
+)
 
 __all__ = ["PYTHON_REPLACE", "check_target"]
 
@@ -49,12 +57,52 @@ def check_target(
             )
     if t.exists() and not t.is_dir():
         raise CheckpointError(f"export target {target} is a file; give a directory path.")
-    if t.is_dir() and any(t.iterdir()) and overwrite and not (t / CONFIG_FILE).is_file():
-        raise CheckpointError(
-            f"export target {target} is not empty and is not a GRADIEND checkpoint; only checkpoint directories are "
-            "replaced. Choose an empty or new directory."
-        )
+    if t.is_dir() and any(t.iterdir()) and overwrite:
+        _replaceable(t, target)
     if t.is_dir() and any(t.iterdir()) and not overwrite:
         raise CheckpointError(
             f"export target {target} is not empty; choose an empty or new directory, or {how_to_replace} to replace it."
+        )
+
+
+def _checkpoint_file_names() -> frozenset:
+    """Names of the files a GRADIEND checkpoint directory holds (written by ``gradiend`` or by this
+    package); the mapping files are ``mapping_indices.*`` and ``mapping_masks.*``."""
+    from ..export import EXPORT_MASK_FILE  # the side files are named where they are written
+    from ..records import PRE_PRUNE_FILE, VALIDATION_FILE
+
+    return frozenset(
+        {CONFIG_FILE, SAFETENSORS_WEIGHTS, BIN_WEIGHTS, PROVENANCE_FILE, *CARRIED_JSON_FILES}
+        | {EXPORT_MASK_FILE, PRE_PRUNE_FILE, VALIDATION_FILE}
+    )
+
+
+def _strangers(t: Path) -> List[str]:
+    """Entries of ``t`` that are not files of a GRADIEND checkpoint, sorted."""
+    known = _checkpoint_file_names()
+    out = []
+    for entry in t.iterdir():
+        mapping = entry.name.split(".", 1)[0] in ("mapping_indices", "mapping_masks")
+        if entry.is_symlink() or not entry.is_file() or not (entry.name in known or mapping):
+            out.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
+    return sorted(out)
+
+
+def _replaceable(t: Path, target: Path) -> None:
+    """Refuse to replace a directory that is not a GRADIEND checkpoint, or that holds anything a
+    checkpoint does not (a replace deletes the whole directory: only a checkpoint's own files may go)."""
+    cfg = t / CONFIG_FILE
+    try:
+        parse_architecture(json.loads(cfg.read_text(encoding="utf-8")), cfg)
+    except (OSError, ValueError, TypeError, AttributeError, CheckpointError):
+        raise CheckpointError(
+            f"export target {target} is not empty and is not a GRADIEND checkpoint (no GRADIEND config.json); only "
+            "checkpoint directories are replaced. Choose an empty or new directory."
+        ) from None
+    strangers = _strangers(t)
+    if strangers:
+        shown = ", ".join(strangers[:8]) + (f" and {len(strangers) - 8} more" if len(strangers) > 8 else "")
+        raise CheckpointError(
+            f"export target {target} is a GRADIEND checkpoint but also holds {shown}, which replacing it would "
+            "delete; move them away or choose an empty or new directory."
         )
