@@ -10,18 +10,62 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
+import regex
 import torch
 
 from .errors import SelectionError
 from .param_map import ParamMap
 
-__all__ = ["MASK_SUFFIXES", "load_mask", "name_filter_mask", "read_mask_file", "sha256_mask", "to_local_mask"]
+__all__ = [
+    "MASK_SUFFIXES",
+    "NAME_MATCH_SECONDS",
+    "load_mask",
+    "name_filter_mask",
+    "read_mask_file",
+    "search_names",
+    "sha256_mask",
+    "to_local_mask",
+]
 
 MASK_SUFFIXES = (".pt", ".pth", ".safetensors", ".npy")
+#: Time a parameter-name pattern may take over all names of a checkpoint (seconds).
+NAME_MATCH_SECONDS = 2.0
+
+
+def search_names(pattern: str, names: Iterable[str], seconds: float = NAME_MATCH_SECONDS) -> np.ndarray:
+    r"""bool ``(len(names),)``: whether the regular expression ``pattern`` is found anywhere in each
+    name (``re.search`` semantics).
+
+    Patterns come from links and shared commands, and the standard library's ``re`` cannot stop a
+    pattern that backtracks catastrophically (``^(\\w+\\.?)*$x`` runs for hours on one name and
+    holds the dashboard's server); the ``regex`` package matches the same syntax, resists most
+    such patterns and stops the rest after ``seconds`` in all.
+
+    Raises:
+        SelectionError: for a pattern that does not compile or takes longer than ``seconds``.
+    """
+    try:
+        re.compile(pattern)  # the standard library's message and syntax are the ones documented
+        rx = regex.compile(pattern, flags=regex.VERSION0)
+    except (re.error, regex.error) as e:
+        raise SelectionError(f"invalid parameter-name pattern {pattern!r}: {e}") from e
+    deadline = time.monotonic() + seconds
+    hits = []
+    try:
+        for name in names:
+            hits.append(rx.search(name, timeout=max(deadline - time.monotonic(), 1e-3)) is not None)
+    except TimeoutError:
+        raise SelectionError(
+            f"the parameter-name pattern {pattern!r} takes more than {seconds:g} s to match the parameter names: "
+            "it backtracks without end (a repeated group that can match the same text in many ways, like "
+            "(\\w+\\.?)*). Simplify it, e.g. match a fixed part of the names."
+        ) from None
+    return np.array(hits, dtype=bool)
 
 
 def sha256_mask(mask: Optional[np.ndarray]) -> Optional[str]:
@@ -150,15 +194,13 @@ def name_filter_mask(param_map: ParamMap, include: Optional[str] = None, exclude
     ``exclude`` (Python regular expressions, searched anywhere in the name).
 
     Raises:
-        SelectionError: for an invalid regular expression.
+        SelectionError: for an invalid regular expression or one that takes too long
+            (:func:`search_names`).
     """
-    try:
-        inc = re.compile(include) if include else None
-        exc = re.compile(exclude) if exclude else None
-    except re.error as e:
-        raise SelectionError(f"invalid parameter-name pattern: {e}") from e
-    keep_param = np.array(
-        [(inc is None or bool(inc.search(e.name))) and not (exc is not None and exc.search(e.name)) for e in param_map],
-        dtype=bool,
-    )
+    names = [e.name for e in param_map]
+    keep_param = np.ones(len(names), dtype=bool)
+    if include:
+        keep_param &= search_names(include, names)
+    if exclude:
+        keep_param &= ~search_names(exclude, names)
     return np.repeat(keep_param, param_map.per_param_counts())

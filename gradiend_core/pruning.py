@@ -35,7 +35,7 @@ def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -
     Returns:
         A new state dict (new, contiguous tensors in the original dtype; the input is untouched).
     """
-    idx = torch.from_numpy(np.ascontiguousarray(keep, dtype=np.int64))
+    idx = torch.from_numpy(np.array(keep, dtype=np.int64))  # a copy: kept index sets are shared and read-only
     out: Dict[str, torch.Tensor] = {}
     for key, t in state_dict.items():
         if key == ENC_W:

@@ -101,7 +101,7 @@ class PrePruneRecord:
     def tensors(self) -> Dict[str, torch.Tensor]:
         out = {
             "importance": torch.from_numpy(np.ascontiguousarray(self.importance, dtype=np.float32)),
-            "kept": torch.from_numpy(np.ascontiguousarray(self.kept, dtype=np.int64)),
+            "kept": torch.from_numpy(np.array(self.kept, dtype=np.int64)),  # a copy: index sets may be read-only
         }
         return _with_index(out, self.base_global_index)
 

@@ -150,9 +150,12 @@ def test_errors_say_what_to_give(tmp_path):
         compute_eval_gradients(data, tmp_path / "missing.csv")
     with pytest.raises(CheckpointError, match="not a model directory"):
         compute_eval_gradients(data, DATA / "number.csv", base_model=tmp_path)
-    with pytest.raises(CheckpointError, match="no rows of classes"):
+    gender = pd.read_csv(DATA / "gender.csv")
+    classes, splits = sorted(set(gender["label_class"].astype(str))), sorted(set(gender["split"]))
+    with pytest.raises(CheckpointError, match="no rows of classes") as e:  # classes of another feature
         compute_eval_gradients(data, DATA / "gender.csv")
-    with pytest.raises(CheckpointError, match="split"):
+    assert f"its classes are {', '.join(classes)} (splits {', '.join(splits)})" in str(e.value)
+    with pytest.raises(CheckpointError, match=r"in split dev \(the rows of these classes are in splits test, train"):
         compute_eval_gradients(data, DATA / "number.csv", split="dev")
 
 

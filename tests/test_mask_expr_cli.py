@@ -212,3 +212,45 @@ def test_recorded_command_names_the_mask_inputs_unless_they_will_be_gone(tmp_pat
         and "--include" in stable
         and "--mask-expr" in stable
     )
+
+
+def test_nesting_too_deep_is_a_pointed_error_not_a_crash(ref_variants, capsys):
+    src = ref_variants["post"].path
+    deep_not = "~" * 1000 + "name('x')"
+    deep_paren = "(" * 1000 + "name('x')" + ")" * 1000
+    for expr in (deep_not, deep_paren):
+        code, out, err = run(capsys, "prune", src, "--mask-expr", expr, "--dry-run")
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert "column 101: the expression nests '(' and '~' more than 100 levels deep" in err
+    from gradiend_core.mask_expr.syntax import parse, to_text
+
+    assert to_text(parse("~" * 100 + "name('x')")) == to_text(parse("name('x')"))  # 100 levels: legal
+    assert to_text(parse("(" * 100 + "name('x')" + ")" * 100)) == to_text(parse("name('x')"))
+
+
+def test_a_backtracking_name_pattern_ends_with_a_message(ref_variants, tmp_path):
+    """A pattern that backtracks catastrophically with Python's re (hours on one name) is matched
+    by the regex package in time, in the CLI (a separate process: a regression hangs, then fails)."""
+    import subprocess
+    import sys
+
+    src = ref_variants["post"].path
+    for args in (["--mask-expr", r"name('^(\w+\.?)*$x')"], ["--include", r"^(\w+\.?)*$x", "--topk", "5"]):
+        run_ = subprocess.run(
+            [sys.executable, "-m", "gradiend_core.cli", "prune", str(src), *args, "--dry-run"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run_.returncode == 2 and "Traceback" not in run_.stderr, run_.stderr
+        assert "keep" in run_.stderr  # the pattern matches no name: the mask keeps nothing
+
+
+def test_a_name_pattern_that_takes_too_long_is_refused():
+    from gradiend_core.errors import SelectionError
+    from gradiend_core.masks import search_names
+
+    name = "bert.encoder.layer.10.attention.output.dense.weight" * 4  # about 0.1 s per search here
+    assert not search_names(r"(\w+?\.?)*(?<!t)$", [name]).any()
+    with pytest.raises(SelectionError, match=r"takes more than 0.001 s to match the parameter names"):
+        search_names(r"(\w+?\.?)*(?<!t)$", [name] * 3, seconds=0.001)

@@ -26,7 +26,6 @@ array is built unless a ``file()`` holds one.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Mapping, Optional, Tuple, Union
@@ -39,7 +38,7 @@ from ..analysis.models import base_signature, compatibility_problems
 from ..checkpoint import CheckpointData, read_checkpoint
 from ..errors import CheckpointError, SelectionError
 from ..importance import GRADIENT_MEAN, source_importance
-from ..masks import read_mask_file, sha256_mask
+from ..masks import read_mask_file, search_names, sha256_mask
 from ..param_map import ParamMap
 from ..ranking import Ranking
 from ..selection import select
@@ -248,8 +247,7 @@ class _Evaluator:
             except SelectionError:
                 return np.zeros(n, dtype=bool)  # nothing passes: an empty term, legal inside an expression
         if isinstance(t, Name):
-            rx = re.compile(t.pattern)
-            hit = np.fromiter((rx.search(e.name) is not None for e in self.pmap), dtype=bool, count=len(self.pmap))
+            hit = search_names(t.pattern, [e.name for e in self.pmap])
             return np.repeat(hit, self.pmap.per_param_counts())
         if isinstance(t, File):
             return self.file(t)

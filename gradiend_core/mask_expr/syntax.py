@@ -374,11 +374,17 @@ def iter_terms(node: Node):
 
 
 # ------------------------------------------------------------------------------------ parser
+#: Deepest nesting of '(' and '~' a mask expression may have (the parser and the evaluator
+#: recurse once per level; a mask worth writing needs a handful).
+MAX_DEPTH = 100
+
+
 class _Parser:
     def __init__(self, src: str):
         self.src = src
         self.toks = _tokenize(src)
         self.i = 0
+        self.depth = 0
 
     @property
     def tok(self) -> _Tok:
@@ -426,29 +432,43 @@ class _Parser:
 
     def unary(self) -> Node:
         t = self.tok
-        if t.kind == "~":
-            self.take()
-            return _negate(self.unary(), t.pos)
-        if t.kind == "(":
-            self.take()
-            if self.tok.kind == ")":
-                raise self.fail(self.tok, "empty parentheses.", _TERM_HINT)
-            node = self.expr()
-            if self.tok.kind != ")":
-                if self.tok.kind == "end":
-                    raise self.fail(t, "this '(' is never closed.", "Add the ')' that closes it.")
-                raise self.fail(
-                    self.tok,
-                    f"expected ')' or an operator, got {_describe(self.tok)}.",
-                    f"The '(' at column {t.pos + 1} is still open; after a term comes '&', '|' or ')'.",
-                )
-            self.take()
-            return node
+        if t.kind in ("~", "(") and self.depth >= MAX_DEPTH:
+            raise self.fail(
+                t,
+                f"the expression nests '(' and '~' more than {MAX_DEPTH} levels deep.",
+                "Simplify it: ~~x is x, and chains of & or | need no parentheses.",
+            )
+        if t.kind in ("~", "("):
+            self.depth += 1
+            try:
+                return self._nested(t)
+            finally:
+                self.depth -= 1
         if t.kind == "ident":
             return self.call()
         prev = self.toks[self.i - 1] if self.i else None
         after = f" after {prev.text!r}" if prev is not None else ""
         raise self.fail(t, f"expected a term{after}, got {_describe(t)}.", _TERM_HINT)
+
+    def _nested(self, t: _Tok) -> Node:
+        """``~ unary`` or ``( expr )``, ``t`` being the ``~`` or ``(``."""
+        if t.kind == "~":
+            self.take()
+            return _negate(self.unary(), t.pos)
+        self.take()
+        if self.tok.kind == ")":
+            raise self.fail(self.tok, "empty parentheses.", _TERM_HINT)
+        node = self.expr()
+        if self.tok.kind != ")":
+            if self.tok.kind == "end":
+                raise self.fail(t, "this '(' is never closed.", "Add the ')' that closes it.")
+            raise self.fail(
+                self.tok,
+                f"expected ')' or an operator, got {_describe(self.tok)}.",
+                f"The '(' at column {t.pos + 1} is still open; after a term comes '&', '|' or ')'.",
+            )
+        self.take()
+        return node
 
     def call(self) -> Node:
         fn = self.take()

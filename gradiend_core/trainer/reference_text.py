@@ -140,6 +140,11 @@ def text_examples(
     splits = df["split"].map(_split_name) if "split" in df.columns else pd.Series(["train"] * len(df), index=df.index)
     classes = df["label_class"].astype(str)
     in_pair = classes.isin(pair)
+    if not in_pair.any():
+        raise CheckpointError(
+            f"the data has no rows of classes {list(pair)}: its classes are {', '.join(sorted(set(classes)))} "
+            f"(splits {', '.join(sorted(set(splits)))}); pass two of those classes."
+        )
     present = set(splits[in_pair])
     if split is None:
         chosen = next(([s] for s in ("validation", "test") if s in present), sorted(present))
@@ -151,8 +156,7 @@ def text_examples(
     if rows.empty:
         raise CheckpointError(
             f"the data has no rows of classes {list(pair)} in split {', '.join(chosen)} "
-            f"(it has splits {', '.join(sorted(present)) or 'none'} "
-            f"and classes {', '.join(sorted(set(classes)))}); pick a split or the classes."
+            f"(the rows of these classes are in splits {', '.join(sorted(present))}); pick one of those splits."
         )
     explicit = "alternative" in df.columns and "alternative_class" in df.columns
     first_word = {}
