@@ -119,26 +119,11 @@ def _factual_casing(factual: str, alternative: str) -> str:
     return alternative
 
 
-def text_examples(
-    df: pd.DataFrame, pair: Tuple[str, str], split: Optional[Union[str, Sequence[str]]] = None
-) -> Tuple[List[Example], str]:
-    """The rows of the trained pair's classes in ``split`` as examples, in data order.
-
-    Args:
-        df: the table (see the module docstring).
-        pair: the two classes, first -> label +1.
-        split: a split name, a list of them, ``"all"``, or ``None``: ``validation`` when the
-            data has it (the split the reference's trainer evaluates on while training), else
-            ``test``, else every row.
-
-    Returns:
-        ``(examples, split description)``; ``Example.inputs`` is the masked sentence.
-
-    Raises:
-        CheckpointError: when no row is left, or a row's alternative word cannot be found.
-    """
+def _pair_rows(
+    df: pd.DataFrame, classes: pd.Series, pair: Tuple[str, str], split: Optional[Union[str, Sequence[str]]]
+) -> pd.DataFrame:
+    """The rows of ``pair``'s classes in the chosen split(s) (see :func:`text_examples`)."""
     splits = df["split"].map(_split_name) if "split" in df.columns else pd.Series(["train"] * len(df), index=df.index)
-    classes = df["label_class"].astype(str)
     in_pair = classes.isin(pair)
     if not in_pair.any():
         raise CheckpointError(
@@ -158,6 +143,29 @@ def text_examples(
             f"the data has no rows of classes {list(pair)} in split {', '.join(chosen)} "
             f"(the rows of these classes are in splits {', '.join(sorted(present))}); pick one of those splits."
         )
+    return rows
+
+
+def text_examples(
+    df: pd.DataFrame, pair: Tuple[str, str], split: Optional[Union[str, Sequence[str]]] = None
+) -> Tuple[List[Example], str]:
+    """The rows of the trained pair's classes in ``split`` as examples, in data order.
+
+    Args:
+        df: the table (see the module docstring).
+        pair: the two classes, first -> label +1.
+        split: a split name, a list of them, ``"all"``, or ``None``: ``validation`` when the
+            data has it (the split the reference's trainer evaluates on while training), else
+            ``test``, else every row.
+
+    Returns:
+        ``(examples, split description)``; ``Example.inputs`` is the masked sentence.
+
+    Raises:
+        CheckpointError: when no row is left, or a row's alternative word cannot be found.
+    """
+    classes = df["label_class"].astype(str)
+    rows = _pair_rows(df, classes, pair, split)
     explicit = "alternative" in df.columns and "alternative_class" in df.columns
     first_word = {}
     for c in pair:
