@@ -121,8 +121,8 @@ def _factual_casing(factual: str, alternative: str) -> str:
 
 def _pair_rows(
     df: pd.DataFrame, classes: pd.Series, pair: Tuple[str, str], split: Optional[Union[str, Sequence[str]]]
-) -> pd.DataFrame:
-    """The rows of ``pair``'s classes in the chosen split(s) (see :func:`text_examples`)."""
+) -> Tuple[pd.DataFrame, List[str]]:
+    """``(rows of pair's classes in the chosen splits, the chosen splits)`` (see :func:`text_examples`)."""
     splits = df["split"].map(_split_name) if "split" in df.columns else pd.Series(["train"] * len(df), index=df.index)
     in_pair = classes.isin(pair)
     if not in_pair.any():
@@ -143,7 +143,7 @@ def _pair_rows(
             f"the data has no rows of classes {list(pair)} in split {', '.join(chosen)} "
             f"(the rows of these classes are in splits {', '.join(sorted(present))}); pick one of those splits."
         )
-    return rows
+    return rows, chosen
 
 
 def text_examples(
@@ -165,7 +165,7 @@ def text_examples(
         CheckpointError: when no row is left, or a row's alternative word cannot be found.
     """
     classes = df["label_class"].astype(str)
-    rows = _pair_rows(df, classes, pair, split)
+    rows, chosen = _pair_rows(df, classes, pair, split)
     explicit = "alternative" in df.columns and "alternative_class" in df.columns
     first_word = {}
     for c in pair:
