@@ -126,7 +126,7 @@ def cut_cost(
     )
     model = ParamMappedGradiendModel.from_checkpoint_data(data)
     d = model.input_dim
-    kept = torch.as_tensor(np.asarray(keep), dtype=torch.int64).reshape(-1)
+    kept = torch.as_tensor(np.array(keep, dtype=np.int64)).reshape(-1)  # a copy: index sets may be read-only
     if kept.numel() == 0:
         raise SelectionError("keep is empty: the cut keeps nothing.")
     if int(kept.min()) < 0 or int(kept.max()) >= d:
