@@ -596,8 +596,9 @@ class RankedDims:
         self.mask = mask
         #: int64 ``(P,)`` members per parameter (``None`` when the ranking knows no parameters)
         self.param_members: Optional[np.ndarray] = None
+        self._params: Optional[ParamTables] = None  # a mask's own tables (without one: the ranking's)
         if mask is None:
-            self.counts, self.mass, self.params = ranking.counts, ranking.mass, ranking.params
+            self.counts, self.mass = ranking.counts, ranking.mass
             if ranking.param_offsets is not None:
                 self.param_members = np.diff(np.asarray(ranking.param_offsets, dtype=np.int64))
         else:
@@ -605,7 +606,7 @@ class RankedDims:
             self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
             # per-parameter answers of a masked selection then cost O(buckets), as without a mask
             own = ranking.params
-            self.params = None if own is None else ParamTables.accumulator(own.offsets, own.occupied)
+            self._params = None if own is None else ParamTables.accumulator(own.offsets, own.occupied)
             offsets = ranking.param_offsets
             if offsets is not None:
                 self.param_members = np.zeros(len(offsets) - 1, dtype=np.int64)
@@ -615,8 +616,8 @@ class RankedDims:
                 b = bucket_of(kept)
                 self.counts += np.bincount(b, minlength=N_BUCKETS)
                 self.mass += np.bincount(b, weights=mass_weights(kept), minlength=N_BUCKETS)
-                if self.params is not None:
-                    self.params.add(start, kept, b, keep=m)
+                if self._params is not None:
+                    self._params.add(start, kept, b, keep=m)
                 if offsets is not None:  # members per parameter: a mask that keeps all it holds
                     inside = np.clip(offsets - start, 0, m.size)
                     self.param_members += np.diff(np.concatenate([[0], np.cumsum(m)])[inside])
@@ -628,6 +629,12 @@ class RankedDims:
         self._last_top: Optional[Tuple[int, np.ndarray]] = None
         self._last_ranked: Optional[Tuple[int, np.ndarray, np.ndarray]] = None
         self._last_top_members: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (k, dims, values)
+
+    @property
+    def params(self) -> Optional[ParamTables]:
+        """The members' per-parameter tables: the ranking's (which a layout may bring later)
+        without a mask, the mask's own (built with it when the ranking had tables) with one."""
+        return self.ranking.params if self.mask is None else self._params
 
     def resident_bytes(self) -> int:
         """Bytes this view holds beyond its ranking: its last answers, and for a mask its per-bucket

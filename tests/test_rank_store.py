@@ -252,6 +252,8 @@ def test_a_layout_too_large_for_the_cache_is_laid_out_for_the_highest_buckets(tm
     streamed = rank_store.ranking_for(lazy, "decoder-weight", layout="background")
     assert rank_store.wait_for_layouts(120)
     assert streamed.has_layout and 0 < streamed.layout_dims <= n // 4
+    # the tables the layout pass brings serve the ranked dims made before it (O(buckets) per-parameter counts)
+    assert streamed.params is not None and streamed.dims().params is streamed.params
     ends = np.cumsum(streamed.counts[::-1])
     assert streamed.layout_dims in ends.tolist()  # a bucket boundary
     assert len(np.load(next((tmp_path / "cache").rglob("order.npy")), mmap_mode="r")) == streamed.layout_dims
