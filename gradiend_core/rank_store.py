@@ -142,7 +142,9 @@ def _layout_pass(
     v_fd = os.open(dest / "values.npy", os.O_WRONLY)
     try:
         # larger blocks than the summary pass: each block costs one write per bucket it touches
-        for start, v in iter_part_importance(data, part, LAYOUT_BLOCK_DIMS):
+        # a prefix layout is built for GRADIENDs too large for a whole one: smaller blocks, fewer temporaries
+        block = LAYOUT_BLOCK_DIMS if dims == n else LAYOUT_BLOCK_DIMS // 4
+        for start, v in iter_part_importance(data, part, block):
             b = bucket_of(v)
             params.add(start, v, b)
             perm = np.argsort(~b, kind="stable")  # bucket descending, index ascending (radix)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
@@ -71,8 +72,8 @@ NEG_INF_BUCKET = 0x007F
 BLOCK = 1 << 22
 #: Dims of exactly sorted buckets kept per ranking (about 200 MB); a larger bucket is re-sorted on use.
 SORTED_CACHE_DIMS = 1 << 24
-#: Largest last answer a :class:`RankedDims` keeps for the next rerun (bytes).
-LAST_ANSWER_BYTES = 1 << 28
+#: Bytes of last answers (see :class:`RankedDims`) kept in all, least recently kept dropped first.
+LAST_ANSWER_BYTES = 192 << 20
 
 
 def sort_keys(values: np.ndarray) -> np.ndarray:
@@ -561,6 +562,26 @@ class Ranking:
         return view
 
 
+_answers_lock = threading.Lock()
+_answers: "OrderedDict[int, Tuple[weakref.ref, int]]" = OrderedDict()  # id(view) -> (view, bytes kept)
+
+
+def _kept_answers(view: "RankedDims") -> None:
+    """Account ``view``'s last answers in the process-wide :data:`LAST_ANSWER_BYTES`: the views
+    that kept theirs least recently forget them (a page compares several parts: only the answers
+    asked again are worth memory)."""
+    with _answers_lock:
+        _answers.pop(id(view), None)
+        _answers[id(view)] = (weakref.ref(view), view.answer_bytes())
+        total = sum(b for _, b in _answers.values())
+        while total > LAST_ANSWER_BYTES and _answers:
+            _, (ref, nbytes) = _answers.popitem(last=False)
+            total -= nbytes
+            old = ref()
+            if old is not None:
+                old.forget_answers()
+
+
 def _sorted_union(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
     """Ascending int64 union of two disjoint index arrays in ``0..size``: a sort for few indices,
     a flag array and one scan for many (sorting 5e7 indices takes seconds, the scan a fraction)."""
@@ -636,9 +657,8 @@ class RankedDims:
         without a mask, the mask's own (built with it when the ranking had tables) with one."""
         return self.ranking.params if self.mask is None else self._params
 
-    def resident_bytes(self) -> int:
-        """Bytes this view holds beyond its ranking: its last answers, and for a mask its per-bucket
-        sums and tables."""
+    def answer_bytes(self) -> int:
+        """Bytes of the last answers this view keeps."""
         last = 0
         top, ranked, members = self._last_top, self._last_ranked, self._last_top_members
         if top is not None:
@@ -646,6 +666,16 @@ class RankedDims:
         for answer in (ranked, members):
             if answer is not None:
                 last += answer[1].nbytes + answer[2].nbytes
+        return last
+
+    def forget_answers(self) -> None:
+        """Drop the last answers (they are recomputed when asked again)."""
+        self._last_top = self._last_ranked = self._last_top_members = None
+
+    def resident_bytes(self) -> int:
+        """Bytes this view holds beyond its ranking: its last answers, and for a mask its per-bucket
+        sums and tables."""
+        last = self.answer_bytes()
         if self.mask is None:
             return last
         own = self.counts.nbytes + self.mass.nbytes + (self.params.nbytes if self.params is not None else 0)
@@ -691,14 +721,13 @@ class RankedDims:
         cut_idx, cut_vals = self.members(b)
         out = _sorted_union(whole, cut_idx[:r], self.ranking.size)
         out.flags.writeable = False  # shared by every caller
-        if out.nbytes * 3 // 2 <= LAST_ANSWER_BYTES:
-            self._last_top = (k, out)
-            if not self.ranking.has_layout:  # the top of the ranking, from this pass (see ranked_with_values)
-                self._last_top_members = (
-                    k,
-                    np.concatenate([whole, cut_idx[:r]]),
-                    np.concatenate([whole_vals, cut_vals[:r]]),
-                )
+        members = None
+        if not self.ranking.has_layout and out.nbytes * 5 // 2 <= LAST_ANSWER_BYTES:
+            # the top of the ranking, from this pass (see ranked_with_values)
+            members = (k, np.concatenate([whole, cut_idx[:r]]), np.concatenate([whole_vals, cut_vals[:r]]))
+        if out.nbytes <= LAST_ANSWER_BYTES:
+            self._last_top, self._last_top_members = (k, out), members
+            _kept_answers(self)
         return out
 
     def ranked(self, k: int) -> np.ndarray:
@@ -732,6 +761,7 @@ class RankedDims:
             idx.flags.writeable = vals.flags.writeable = False  # shared by every caller
             if idx.nbytes + vals.nbytes <= LAST_ANSWER_BYTES:
                 self._last_ranked = (k, idx, vals)
+                _kept_answers(self)
             return idx, vals
         idx_parts, val_parts = [], []
         got = 0

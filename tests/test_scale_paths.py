@@ -157,3 +157,18 @@ def test_the_largest_finite_decade_is_that_of_the_largest_finite_value(values):
     finite = v[np.isfinite(v) & (v > 0)].astype(np.float64)
     expected = math.floor(math.log10(finite.max())) if finite.size else None
     assert ranking_mod.Ranking(v).largest_finite_decade() == expected
+
+
+def test_last_answers_are_kept_within_one_byte_budget_for_the_process(monkeypatch):
+    """A page asks each rerun for the same top-k: the last answer is kept, but all of them together
+    stay within LAST_ANSWER_BYTES (the least recently kept go first)."""
+    rng = np.random.default_rng(5)
+    a = ranking_mod.Ranking(rng.random(4000, dtype=np.float32))
+    b = ranking_mod.Ranking(rng.random(4000, dtype=np.float32))
+    monkeypatch.setattr(ranking_mod, "LAST_ANSWER_BYTES", 1000 * 8 + 10)  # room for one answer of 1,000 dims
+    ka = a.dims().top(1000)
+    np.testing.assert_array_equal(ka, np.sort(np.argsort(-a.importance_vector(), kind="stable")[:1000]))
+    assert a.dims().answer_bytes() == 8000 and a.dims().top(1000) is ka  # asked again: the kept answer
+    b.dims().top(1000)
+    assert a.dims().answer_bytes() == 0 and b.dims().answer_bytes() == 8000
+    np.testing.assert_array_equal(a.dims().top(1000), ka)  # recomputed, the same
