@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+from browser_support import REPO, chromium, dashboard_server
 
-REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SAMPLES = REPO / "sample_models"
 
 pytestmark = pytest.mark.browser
@@ -29,63 +24,21 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    assert Path(CHROMIUM).exists(), "browser tests need Debian's chromium: apt-get install chromium"
     cwd = tmp_path_factory.mktemp("server-cwd")
     shutil.copytree(REPO / ".streamlit", cwd / ".streamlit")
     root = tmp_path_factory.mktemp("session-root")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = dict(
         os.environ, GRADIEND_DASHBOARD_TMPDIR=str(root), GRADIEND_DASHBOARD_SWEEP_SECONDS="1", PYTHONPATH=str(REPO)
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(REPO / "dashboard" / "app.py"),
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-        "--server.disconnectedSessionTTL",
-        "2",
-        "--",
-        str(SAMPLES / "own-pre-post-pruned"),
-    ]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError(f"streamlit did not start: {proc.stdout.read().decode()[-2000:]}")
-    yield url, cwd, root
-    proc.terminate()
-    proc.wait(timeout=20)
+    options = ["--server.disconnectedSessionTTL", "2"]
+    with dashboard_server(SAMPLES / "own-pre-post-pruned", cwd=cwd, env=env, options=options) as url:
+        yield url, cwd, root
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def _page(browser, url):
