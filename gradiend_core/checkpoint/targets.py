@@ -67,7 +67,7 @@ def check_target(
 
 def _checkpoint_file_names() -> frozenset:
     """Names of the files a GRADIEND checkpoint directory holds (written by ``gradiend`` or by this
-    package); the mapping files are ``mapping_indices.*`` and ``mapping_masks.*``."""
+    package); the mapping files are ``<stem>.*`` for :data:`~gradiend_core.disk.MAPPING_STEMS`."""
     from ..export import EXPORT_MASK_FILE  # the side files are named where they are written
     from ..records import PRE_PRUNE_FILE, VALIDATION_FILE
 
@@ -79,10 +79,12 @@ def _checkpoint_file_names() -> frozenset:
 
 def _strangers(t: Path) -> List[str]:
     """Entries of ``t`` that are not files of a GRADIEND checkpoint, sorted."""
+    from ..disk import MAPPING_STEMS
+
     known = _checkpoint_file_names()
     out = []
     for entry in t.iterdir():
-        mapping = entry.name.split(".", 1)[0] in ("mapping_indices", "mapping_masks")
+        mapping = entry.name.split(".", 1)[0] in MAPPING_STEMS
         if entry.is_symlink() or not entry.is_file() or not (entry.name in known or mapping):
             out.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
     return sorted(out)
