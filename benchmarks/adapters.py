@@ -3,7 +3,7 @@
 The harness measures what a user meets, so it drives ``gradiend_core`` through its public faces:
 the CLI (:func:`cli_info`, :func:`cli_dry_run`, :func:`cli_export` build the command lines), the
 dashboard (``streamlit run``, see ``browser_timing`` and :func:`apptest_open`), and the Python
-API (``open_checkpoint``, ``rank_store.ranking_for``, ``plan_pruning``, ``export_pruned``). When the
+API (``open_checkpoint``, ``store.ranking_for``, ``plan_pruning``, ``export_pruned``). When the
 core's API changes, only the functions here change; the harness and its JSON stay the same.
 
 The reference package ``gradiend`` 0.2.3 is driven through its documented model API
@@ -94,10 +94,10 @@ def dashboard_command(path: Optional[str], port: int) -> List[str]:
 
 def ours_import() -> None:
     """Import what the Python API measurements use (timed apart: a user's session imports once)."""
-    import dashboard.figures.distribution  # noqa: F401
-    import gradiend_core.export  # noqa: F401
-    import gradiend_core.plan  # noqa: F401
-    import gradiend_core.rank_store  # noqa: F401
+    import dashboard.figures.selection  # noqa: F401
+    import gradiend_core.pruning.export
+    import gradiend_core.pruning.plan
+    import gradiend_core.ranking.store  # noqa: F401
 
 
 def ref_import() -> None:
@@ -117,13 +117,13 @@ class OursOpen:
 def ours_open(path: str, part: str = DEFAULT_PART) -> OursOpen:
     """Open a checkpoint as the dashboard's first run does: open (weights left in the file), the
     part's per-bucket summary (from the user cache when it was summarised before), first histogram."""
-    from dashboard.figures.distribution import importance_histogram
-    from gradiend_core import rank_store
+    from dashboard.figures.selection import importance_histogram
+    from gradiend_core.analysis.distribution import log_histogram
     from gradiend_core.checkpoint import open_checkpoint
-    from gradiend_core.distribution import log_histogram
+    from gradiend_core.ranking import store
 
     data = open_checkpoint(path)
-    ranking = rank_store.ranking_for(data, part, layout="never")
+    ranking = store.ranking_for(data, part, layout="never")
     importance_histogram(log_histogram(ranking), part)
     return OursOpen(data, ranking, part)
 
@@ -131,9 +131,9 @@ def ours_open(path: str, part: str = DEFAULT_PART) -> OursOpen:
 def ours_layout(state: OursOpen) -> None:
     """What the dashboard does in the background after the first histogram: lay the ranking out
     (loaded from the user cache when it was built before), so changes cost a bucket, not a pass."""
-    from gradiend_core import rank_store
+    from gradiend_core.ranking import store
 
-    rank_store.ranking_for(state.data, state.part, layout="now")
+    store.ranking_for(state.data, state.part, layout="now")
 
 
 def ours_change(
@@ -144,9 +144,9 @@ def ours_change(
 
     Returns the number of kept dims.
     """
-    from dashboard.figures.distribution import importance_histogram
-    from gradiend_core.distribution import cut_value, log_histogram
-    from gradiend_core.plan import plan_pruning
+    from dashboard.figures.selection import importance_histogram
+    from gradiend_core.analysis.distribution import cut_value, log_histogram
+    from gradiend_core.pruning.plan import plan_pruning
 
     plan = plan_pruning(
         state.data, source=state.part, topk=topk, threshold=threshold, mask=mask, ranking=state.importance
@@ -214,7 +214,7 @@ def env_with_repo(extra: Optional[dict] = None) -> dict:
 
 
 # ---- gradiend-core: dashboard widgets under AppTest ------------------------------------------
-# The widget keys are the dashboard's (dashboard/views/controls.py, export.py).
+# The widget keys are the dashboard's (dashboard/views/sidebar/controls.py, export.py).
 
 
 def apptest_topk(at, text: str):

@@ -46,10 +46,11 @@ def main() -> int:
     ap.add_argument("--part", default="decoder-weight")
     args = ap.parse_args()
 
-    from gradiend_core.analysis.curve import BucketSums, Encoder, bucket_counts, log_grid, plan_curve
     from gradiend_core.checkpoint import read_checkpoint
-    from gradiend_core.importance import weight_importance
-    from gradiend_core.selection import resolve_k
+    from gradiend_core.curve.measures import Encoder
+    from gradiend_core.curve.sums import BucketSums, bucket_counts, log_grid, plan_curve
+    from gradiend_core.ranking.importance import weight_importance
+    from gradiend_core.selection.rule import resolve_k
 
     name = "bert-base" if args.input_dim is None else f"bert-scaled-{args.input_dim}"
     ckpt = Path(args.data_dir) / name

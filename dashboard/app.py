@@ -15,30 +15,32 @@ import streamlit as st
 # `streamlit run dashboard/app.py` puts dashboard/ (not the repo) on sys.path; make the package importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dashboard import masks
-from dashboard.context import ViewContext
-from dashboard.loading import load_checkpoint, load_ranking
-from dashboard.views import (
-    compare_models,
-    compare_parts,
+from dashboard.services.loading import load_checkpoint, load_ranking
+from dashboard.state import last_valid, masks
+from dashboard.state.context import ViewContext
+from dashboard.state.inputs import SelectionInputs
+from dashboard.state.widgets import keep_widget_state
+from dashboard.views.sidebar import (
     controls,
-    curve,
-    distributions,
     export,
-    last_valid,
-    mask_builder,
+    header,
+    mask_panel,
     model_picker,
     preview,
+)
+from dashboard.views.tabs import (
+    compare_models,
+    compare_parts,
+    curve,
+    distributions,
     selection,
     stages,
-    summary,
     topk_table,
     training,
     where_in_model,
 )
-from dashboard.views.state import keep_widget_state
 from gradiend_core.errors import CheckpointError, SelectionError
-from gradiend_core.plan import plan_pruning
+from gradiend_core.pruning.plan import plan_pruning
 
 __all__ = []  # the page script: run by Streamlit, imported by nothing
 
@@ -85,13 +87,13 @@ except (CheckpointError, PermissionError) as e:
     st.error(str(e))
     st.stop()
 
-summary.render(data)
+header.render(data)
 inputs = controls.render(data)
 mask_expr = masks.applied(path, data)  # only an expression that evaluated here; errors are shown by the panel
-mask_builder.sidebar_note(mask_expr)
+mask_panel.sidebar_note(mask_expr)
 
 
-def _plan(inputs: controls.SelectionInputs):
+def _plan(inputs: SelectionInputs):
     return plan_pruning(
         data,
         source=inputs.source,
@@ -121,7 +123,7 @@ if problem is not None:
     if inputs is None:
         st.error(problem)
         if mask_expr is not None:
-            mask_builder.render_editor()  # the expression may be why nothing is left: let it be changed here
+            mask_panel.render_editor()  # the expression may be why nothing is left: let it be changed here
         st.stop()
     last_valid.show_stale(problem, inputs)
     try:
@@ -129,14 +131,14 @@ if problem is not None:
     except (SelectionError, CheckpointError) as e:  # e.g. a mask file that was removed meanwhile
         st.error(str(e))
         if mask_expr is not None:
-            mask_builder.render_editor()
+            mask_panel.render_editor()
         st.stop()
 ctx = ViewContext(path=path, data=data, inputs=inputs, plan=plan)
 
 st.subheader("Preview")
 preview.render(plan)
 export.render(ctx)
-mask_builder.render(ctx)
+mask_panel.render(ctx)
 
 # One tab per question a user brings; each view module draws from ctx only.
 TABS = [

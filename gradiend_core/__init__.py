@@ -15,16 +15,16 @@ Quick start::
     pruned.save_pretrained("out/number-top5pct")
 """
 
-__version__ = "0.1.0"
-
 from .checkpoint import CheckpointData, read_checkpoint, write_checkpoint
 from .errors import CheckpointError, SelectionError
-from .export import ExportResult, export_pruned
-from .importance import PARTS, weight_importance
 from .model import ParamMappedGradiendModel
-from .param_map import ParamEntry, ParamMap
-from .reduction import ReductionReport, reduction_report
-from .selection import Ranking, Selection, select
+from .pruning.export import ExportResult, export_pruned
+from .pruning.reduction import ReductionReport, reduction_report
+from .ranking.importance import PARTS, weight_importance
+from .ranking.ranking import Ranking
+from .selection.rule import Selection, select
+from .space.param_map import ParamEntry, ParamMap
+from .version import __version__ as __version__
 
 __all__ = [
     "CheckpointData",

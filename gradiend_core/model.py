@@ -2,7 +2,7 @@
 
 The names and signatures follow ``gradiend.model.param_mapped.ParamMappedGradiendModel`` so
 that code written against the reference package ports by changing the import. Selection goes
-through :func:`gradiend_core.selection.select`, so ``prune``, ``get_enhancer_mask`` and
+through :func:`gradiend_core.selection.rule.select`, so ``prune``, ``get_enhancer_mask`` and
 ``get_topk_weights`` agree with each other (the reference's copies do not: its enhancer mask
 rounds a fractional topk down and treats ``topk=1`` as "everything").
 
@@ -23,19 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (
-    ACTIVATIONS,
-    DTYPES,
-    Architecture,
-    CheckpointData,
-    read_checkpoint,
-    write_checkpoint,
-)
+from .checkpoint import ACTIVATIONS, DTYPES, Architecture, CheckpointData, read_checkpoint, write_checkpoint
+from .checkpoint.files import PROVENANCE_FILE, TRAINING_FILE
 from .errors import SelectionError
-from .importance import DEFAULT_PART, validate_part, warn_nonfinite, weight_importance
-from .param_map import ParamEntry, ParamMap
-from .pruning import prune_state_dict
-from .selection import Ranking, Selection, select, topk_indices
+from .pruning.prune import prune_state_dict
+from .ranking.importance import DEFAULT_PART, validate_part, warn_nonfinite, weight_importance
+from .ranking.ranking import Ranking
+from .selection.rule import Selection, select, topk_indices
+from .space.param_map import ParamEntry, ParamMap
 
 __all__ = ["ParamMappedGradiendModel", "activation_module"]
 
@@ -262,9 +257,9 @@ class ParamMappedGradiendModel(nn.Module):
         self.kwargs.update(kwargs)
         meta = dict(self.kwargs)
         side = dict(self.side_files)
-        side.pop("pruning.json", None)
+        side.pop(PROVENANCE_FILE, None)
         if "training" in meta:
-            side["training.json"] = meta.pop("training")
+            side[TRAINING_FILE] = meta.pop("training")
         data = self.to_checkpoint_data()
         return write_checkpoint(
             save_directory,
@@ -342,7 +337,7 @@ class ParamMappedGradiendModel(nn.Module):
     def get_weight_importance(self, part: str = DEFAULT_PART) -> torch.Tensor:
         """Importance of each input dimension, float32 ``(input_dim,)`` on CPU.
 
-        See :mod:`gradiend_core.importance` for the definition of each part.
+        See :mod:`gradiend_core.ranking.importance` for the definition of each part.
 
         Raises:
             ValueError: for an unknown part.
@@ -365,13 +360,13 @@ class ParamMappedGradiendModel(nn.Module):
 
         ``importance`` (shape ``(input_dim,)``, e.g. a gradient mean from pre-pruning) replaces
         the weight importance of ``part`` when given. ``mask_expr`` (see
-        :mod:`gradiend_core.mask_expr`) is evaluated on this model and ANDed into ``mask``.
+        :mod:`gradiend_core.selection.expr`) is evaluated on this model and ANDed into ``mask``.
 
         Raises:
             SelectionError: for invalid arguments or a selection that keeps nothing.
         """
         if mask_expr is not None:
-            from .mask_expr import apply_mask_expr
+            from .selection.expr.evaluate import apply_mask_expr
 
             mask = apply_mask_expr(mask_expr, self.to_checkpoint_data(), mask)[0]
         imp = None
@@ -418,7 +413,7 @@ class ParamMappedGradiendModel(nn.Module):
             mask: bool ``(input_dim,)`` in the current input space.
             part: importance source when ``importance`` is not given.
             importance: optional importance vector ``(input_dim,)``.
-            mask_expr: optional mask expression (:mod:`gradiend_core.mask_expr`), e.g.
+            mask_expr: optional mask expression (:mod:`gradiend_core.selection.expr`), e.g.
                 ``"top(decoder-weight, 5%) & top(encoder-weight, 5%)"``, ANDed into ``mask``.
             inplace: modify this model; otherwise return a new one and leave this unchanged.
             return_mask: also return the combined keep-mask, bool ``(old input_dim,)``.

@@ -153,11 +153,11 @@ def measure(data_file: Path) -> Dict[str, object]:
     """Curves of the four parts on the validation split, from gradients computed by gradiend_core."""
     from gradiend.model.param_mapped import ParamMappedGradiendModel
 
-    from gradiend_core.analysis.curve import smallest_topk_for
     from gradiend_core.checkpoint import read_checkpoint
-    from gradiend_core.eval_gradients import compute_eval_gradients
-    from gradiend_core.pruning_curve import checkpoint_curves
-    from gradiend_core.selection import resolve_k
+    from gradiend_core.curve.checkpoint_curves import checkpoint_curves
+    from gradiend_core.curve.measures import smallest_topk_for
+    from gradiend_core.gradients.eval_gradients import compute_eval_gradients
+    from gradiend_core.selection.rule import resolve_k
 
     data = read_checkpoint(SAMPLES_DIR / NAME)
     grads = compute_eval_gradients(data, data_file, use_cache=False)

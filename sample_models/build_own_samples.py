@@ -354,7 +354,7 @@ def main() -> None:
     t_start = time.time()
     os.chdir(REPO_ROOT)
     seed_everything(SEED)
-    from gradiend_core.trainer.hf import load_masked_lm
+    from gradiend_core.gradients.masked_lm import load_masked_lm
 
     base_rel = base_model_dir()
     base, tokenizer = load_masked_lm(base_rel)

@@ -8,12 +8,14 @@ import re
 import numpy as np
 import pytest
 
-from dashboard.figures.locate import grid_values, layer_component_heatmap
-from gradiend_core.analysis.locate import COMPONENTS, layer_component_grid, param_breakdown, parse_param_name
-from gradiend_core.analysis.names import compose_masks, matching_parameters, name_mask
+from dashboard.figures.where_in_model import grid_values, layer_component_heatmap
+from gradiend_core.analysis.locate import layer_component_grid, param_breakdown
 from gradiend_core.errors import SelectionError
-from gradiend_core.param_map import ParamEntry, ParamMap
-from gradiend_core.selection import Ranking, select
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.masks import compose_masks, matching_parameters, name_mask
+from gradiend_core.selection.rule import select
+from gradiend_core.space.layers import COMPONENTS, parse_param_name
+from gradiend_core.space.param_map import ParamEntry, ParamMap
 
 BERT = {
     "bert.embeddings.word_embeddings.weight": ("-", "embeddings"),

@@ -1,4 +1,4 @@
-"""Retained mass and ECDF (gradiend_core.analysis.mass, dashboard.figures.mass) against brute force:
+"""Retained mass and ECDF (gradiend_core.analysis.mass, dashboard.figures.distributions) against brute force:
 a full sort and a sequential running sum, by hand."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-import gradiend_core.ranking as ranking_mod
-from dashboard.figures.mass import ecdf_figure, retained_mass_figure
+import gradiend_core.ranking.ranking as ranking_mod
+from dashboard.figures.distributions import ecdf_figure, retained_mass_figure
 from gradiend_core.analysis.mass import count_for_mass, mass_profile, selection_point
-from gradiend_core.selection import Ranking, select
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.rule import select
 
 
 def brute_sorted(importance: np.ndarray) -> list:

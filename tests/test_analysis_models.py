@@ -11,10 +11,11 @@ import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 
 from dashboard.figures.compare_models import model_overlap_heatmap
-from gradiend_core.analysis.models import base_signature, compatibility_problems, global_topk, model_overlap
+from gradiend_core.analysis.models import global_topk, model_overlap
 from gradiend_core.checkpoint import read_checkpoint
-from gradiend_core.importance import source_importance as importance_for
-from gradiend_core.selection import Ranking
+from gradiend_core.ranking.importance import source_importance as importance_for
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.space.signature import base_signature, compatibility_problems
 
 PARAMS = {
     "bert.encoder.layer.0.attention.self.query.weight": (12, 10),

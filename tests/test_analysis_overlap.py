@@ -16,8 +16,8 @@ from dashboard.figures.compare_parts import importance_scatter, spearman_heatmap
 from dashboard.figures.overlap import overlap_heatmap
 from gradiend_core.analysis.correlation import paired_sample, sample_indices, spearman_matrix
 from gradiend_core.analysis.overlap import intersection_patterns, overlap_matrix, part_topk_sets, restrict_patterns
-from gradiend_core.importance import PARTS, weight_importance
-from gradiend_core.selection import Ranking
+from gradiend_core.ranking.importance import PARTS, weight_importance
+from gradiend_core.ranking.ranking import Ranking
 
 
 @pytest.fixture(scope="module")

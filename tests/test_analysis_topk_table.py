@@ -10,12 +10,13 @@ import pytest
 from gradiend.model.model_with_gradiend import ModelWithGradiend
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 
-from gradiend_core.analysis.coords import base_global_of, decode_local
 from gradiend_core.analysis.topk_table import CSV_COLUMNS, ranked_kept, to_csv, to_json, topk_feature_table
 from gradiend_core.checkpoint import read_checkpoint
-from gradiend_core.importance import PARTS
-from gradiend_core.importance import source_importance as importance_for
-from gradiend_core.selection import Ranking, select
+from gradiend_core.ranking.importance import PARTS
+from gradiend_core.ranking.importance import source_importance as importance_for
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.rule import select
+from gradiend_core.space.coords import base_global_of, decode_local
 
 
 class ReferenceExporter:

@@ -162,7 +162,7 @@ def test_moving_average_equals_brute_force():
 
 def test_bundled_sample_records_are_read_fully():
     """The bundled samples (written by a real trainer run) give curves, a best step and pruning."""
-    from dashboard.loading import sample_models
+    from dashboard.services.loading import sample_models
     from gradiend_core.checkpoint import read_checkpoint
 
     samples = [p for _, p in sample_models()]

@@ -129,7 +129,7 @@ def test_weights_stay_in_their_file_and_sessions_share_one_summary(app_checkpoin
     """The page never loads the weights whole; two sessions share one summary pass over them."""
     import shutil
 
-    import gradiend_core.importance as importance
+    import gradiend_core.ranking.importance as importance
     from gradiend_core.checkpoint import CheckpointData
 
     ck = tmp_path / "big"
@@ -143,7 +143,7 @@ def test_weights_stay_in_their_file_and_sessions_share_one_summary(app_checkpoin
         return real(data, part, block_dims)
 
     monkeypatch.setattr(importance, "iter_part_importance", counting)
-    monkeypatch.setattr("gradiend_core.rank_store.iter_part_importance", counting)
+    monkeypatch.setattr("gradiend_core.ranking.store.disk.iter_part_importance", counting)
     loads = []
     real_state = CheckpointData.state_dict.fget
     monkeypatch.setattr(
@@ -154,9 +154,9 @@ def test_weights_stay_in_their_file_and_sessions_share_one_summary(app_checkpoin
         assert not at.exception and not at.error, [e.value for e in at.error]
         assert _metric(at, "Input dims kept") == "65"
     assert passes.count("decoder-weight") >= 1 and not loads
-    from gradiend_core import rank_store
+    from gradiend_core.ranking import store
 
-    assert rank_store.wait_for_layouts(timeout=300)  # the layouts the first sessions queued are built
+    assert store.wait_for_layouts(timeout=300)  # the layouts the first sessions queued are built
     summaries = passes.count("decoder-weight")
     _open(ck)
     assert passes.count("decoder-weight") == summaries  # a third session streams nothing new

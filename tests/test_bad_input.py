@@ -18,11 +18,12 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from safetensors.torch import load_file, save_file
 
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, SelectionError, export_pruned, read_checkpoint
-from gradiend_core.archive import extract_checkpoint_zip
 from gradiend_core.checkpoint import SafetensorsFile
-from gradiend_core.export import same_bits
-from gradiend_core.masks import sha256_mask
-from gradiend_core.selection import Ranking, select
+from gradiend_core.checkpoint.archive import extract_checkpoint_zip
+from gradiend_core.pruning.verify import same_bits
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.masks import sha256_mask
+from gradiend_core.selection.rule import select
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -31,10 +32,10 @@ def _no_ranking_work_left_behind():
     their weights loaded); let the builds finish and close the checkpoints before other modules,
     some of which count passes over weights and weight loads."""
     yield
-    from dashboard.loading import STORE
-    from gradiend_core import rank_store
+    from dashboard.services.loading import STORE
+    from gradiend_core.ranking import store
 
-    rank_store.wait_for_layouts(timeout=600)
+    store.wait_for_layouts(timeout=600)
     STORE.discard(Path(os.sep))
 
 
@@ -251,7 +252,8 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 
 import gradiend_core.checkpoint.writer as writer  # noqa: E402
-import gradiend_core.export as export_module  # noqa: E402
+import gradiend_core.pruning.export as export_module  # noqa: E402
+import gradiend_core.pruning.verify as verify_module  # noqa: E402
 from gradiend_core import write_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -295,7 +297,7 @@ def test_ctrl_c_during_verification_leaves_no_unverified_export(good, tmp_path, 
     def interrupted(path, *a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_module, "read_checkpoint", interrupted)
+    monkeypatch.setattr(verify_module, "read_checkpoint", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export_pruned(good, target, topk=20, overwrite=True)
     assert (_digests(target) if existing else target.exists()) == (before if existing else False)
@@ -400,7 +402,7 @@ def test_a_killed_writers_staging_directory_is_removed_by_the_next_write(good, t
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from gradiend_core.archive import DEFAULT_MAX_ENTRIES, zip_directory  # noqa: E402
+from gradiend_core.checkpoint.archive import DEFAULT_MAX_ENTRIES, zip_directory  # noqa: E402
 
 MB = 1024**2
 
@@ -520,9 +522,9 @@ import fcntl  # noqa: E402
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from dashboard import sessions  # noqa: E402
-from dashboard.loading import STORE  # noqa: E402
-from dashboard.sessions import Budgets, SessionRegistry, parse_bytes  # noqa: E402
+from dashboard.server import sessions  # noqa: E402
+from dashboard.server.sessions import Budgets, SessionRegistry, size_setting  # noqa: E402
+from dashboard.services.loading import STORE  # noqa: E402
 
 APP = str(REPO / "dashboard" / "app.py")
 
@@ -622,10 +624,10 @@ def test_budgets_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("GRADIEND_DASHBOARD_SESSION_BYTES", "1.5G")
     monkeypatch.setenv("GRADIEND_DASHBOARD_UPLOAD_BYTES", "512MiB")
     assert Budgets.from_env() == Budgets(3 * 1024**3 // 2, 512 * 1024**2)
-    assert parse_bytes("4096", "X") == 4096
+    assert size_setting("4096", "X") == 4096
     for bad in ("lots", "-1G", "0"):
         with pytest.raises(ValueError, match="X="):
-            parse_bytes(bad, "X")
+            size_setting(bad, "X")
 
 
 def test_a_new_server_deletes_what_ended_servers_left(tmp_path):
@@ -679,8 +681,8 @@ def test_uploads_in_the_app_are_shared_and_released_when_sessions_end(good, fres
         assert any(m.label == "input_dim (dims)" and m.value == "200" for m in at.metric)
     copies = list((fresh_registry.folder / "uploads").iterdir())
     assert len(copies) == 1 and len(fresh_registry.sessions()) == 2
-    from gradiend_core.cache import cache_dir
     from gradiend_core.checkpoint.weights import file_identity
+    from gradiend_core.util.cache import cache_dir
 
     weights = copies[0] / "ck" / "model.safetensors"
     ranked = Path(os.environ["GRADIEND_CORE_CACHE"]) / "rankings" / file_identity(weights)
@@ -729,7 +731,7 @@ def test_a_failed_upload_is_gone_before_the_session_ends(good, fresh_registry):
 # ===================================================================================================
 import math  # noqa: E402
 
-from dashboard.views import export as export_view  # noqa: E402
+from dashboard.views.sidebar import export as export_view  # noqa: E402
 
 SAMPLES = REPO / "sample_models"
 
@@ -892,7 +894,7 @@ def test_reproduce_command_reads_the_mask_kept_in_the_export(good, tmp_path, fre
     # the session ends: its copy of the upload is deleted, the commands still work
     fresh_registry.end(at.session_state["_session_files"].key)
     assert not any(fresh_registry.folder.rglob("*.npy"))
-    from gradiend_core.masks import read_mask_file
+    from gradiend_core.selection.masks import read_mask_file
 
     g = read_checkpoint(good).param_map.base_global_index()
     assert np.array_equal(np.flatnonzero(read_mask_file(saved)), g[mask])  # bool over base-global indices
@@ -980,8 +982,8 @@ def test_export_of_a_pre_pruned_checkpoint_keeps_its_pruning_stages(tmp_path):
 # Dtypes the reference writes: float16, bfloat16, float32, float64 end to end, at every file size.
 # ===================================================================================================
 import gradiend_core.checkpoint.tensor_files as tensor_files  # noqa: E402
-from gradiend_core.importance import weight_importance  # noqa: E402
-from gradiend_core.plan import plan_pruning  # noqa: E402
+from gradiend_core.pruning.plan import plan_pruning  # noqa: E402
+from gradiend_core.ranking.importance import weight_importance  # noqa: E402
 
 DTYPES = {
     "float16": (torch.float16, torch.int16),
@@ -996,7 +998,7 @@ def _reference_in(dtype_name: str, path: Path) -> RefModel:
     dtype counted up from 0.5's, float32's for float64, whose numbers then get float64 low bits),
     so that both packages must pick the same top-k.
 
-    Importance is ranked at float32 resolution (``gradiend_core.ranking``): float64 numbers that
+    Importance is ranked at float32 resolution (``gradiend_core.ranking.ranking``): float64 numbers that
     differ by less than that tie and rank by index, where the reference ranks them in float64.
     """
     dtype, as_int = DTYPES[dtype_name]

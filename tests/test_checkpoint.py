@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 import gradiend_core.checkpoint.writer as ckpt_writer
 from gradiend_core import CheckpointError, ParamMappedGradiendModel, export_pruned, read_checkpoint, write_checkpoint
 from gradiend_core.checkpoint import Architecture, safetensors_size
-from gradiend_core.param_map import ParamEntry, ParamMap
+from gradiend_core.space.param_map import ParamEntry, ParamMap
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64, torch.uint8, torch.bool]
 

@@ -17,26 +17,16 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gradiend_core.analysis.curve import (
-    BucketSums,
-    Encoder,
-    bucket_counts,
-    curve_csv,
-    cut_quality,
-    importance_buckets,
-    log_grid,
-    plan_curve,
-    pruning_curves,
-    ranked_order,
-    smallest_topk_for,
-)
 from gradiend_core.checkpoint import read_checkpoint
+from gradiend_core.checkpoint.records import load_validation_record
+from gradiend_core.curve.measures import Encoder, curve_csv, cut_quality, smallest_topk_for
+from gradiend_core.curve.sums import BucketSums, bucket_counts, log_grid, plan_curve, pruning_curves
 from gradiend_core.errors import SelectionError
-from gradiend_core.eval_gradients import from_validation_record
-from gradiend_core.export import export_pruned
-from gradiend_core.importance import PARTS, weight_importance
+from gradiend_core.gradients.eval_gradients import from_validation_record
 from gradiend_core.model import ParamMappedGradiendModel
-from gradiend_core.records import load_validation_record
+from gradiend_core.pruning.export import export_pruned
+from gradiend_core.ranking.importance import PARTS, weight_importance
+from gradiend_core.ranking.keys import bucket_of, ranked_order
 
 ROOT = Path(__file__).resolve().parent.parent
 OWN = ROOT / "sample_models" / "own-unpruned"
@@ -75,7 +65,7 @@ def test_bucket_sums_equal_direct_cumulative_sums_at_every_boundary(values, m, l
     x = torch.randn(m, n, generator=g, dtype=torch.float64)
     bias = np.arange(latent, dtype=np.float64) * 0.5
     counts = bucket_counts(imp)
-    bucket = importance_buckets(imp)
+    bucket = bucket_of(imp)
     boundaries = sorted({int((bucket >= b).sum()) for b in np.unique(bucket)})
     inside = data.draw(st.lists(st.integers(1, n), max_size=5))
     plan = plan_curve(counts, boundaries, exact=inside, member_cap=n)

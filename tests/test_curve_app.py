@@ -13,7 +13,7 @@ from gradiend import TextPredictionTrainer, TrainingArguments
 from safetensors.numpy import load_file
 from streamlit.testing.v1 import AppTest
 
-from gradiend_core.analysis.curve import log_grid
+from gradiend_core.curve.sums import log_grid
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")
@@ -43,7 +43,7 @@ def _metric(at: AppTest, prefix: str) -> str:
 
 
 def _wait_for_jobs(timeout: float = 240) -> None:
-    from dashboard.gradient_jobs import JOBS
+    from dashboard.services.gradient_jobs import JOBS
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -143,8 +143,8 @@ def test_a_masked_selection_is_measured_as_its_own_point():
     at.query_params["name_include"] = "layer\\.1\\."
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    from gradiend_core.analysis.names import name_mask
     from gradiend_core.checkpoint import read_checkpoint
+    from gradiend_core.selection.masks import name_mask
 
     data = read_checkpoint(path)
     mask = name_mask(data.param_map, "layer\\.1\\.", None)

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
+from gradiend_core.checkpoint.records import load_validation_record
 from gradiend_core.cli import main
-from gradiend_core.importance import PARTS
 from gradiend_core.model import ParamMappedGradiendModel
-from gradiend_core.records import load_validation_record
+from gradiend_core.ranking.importance import PARTS
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
@@ -91,7 +91,7 @@ def test_curve_from_a_data_file_to_an_out_file(capsys, tmp_path):
     assert row.selection.tolist() == [1]
     # independent: the pruned encoder on gradients computed again (now from the cache)
     from gradiend_core.checkpoint import read_checkpoint
-    from gradiend_core.eval_gradients import compute_eval_gradients
+    from gradiend_core.gradients.eval_gradients import compute_eval_gradients
 
     g = compute_eval_gradients(read_checkpoint(SAMPLES / "place-unpruned"), DATA / "place.csv")
     assert float(row.label_correlation.iloc[0]) == pytest.approx(

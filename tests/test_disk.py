@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from gradiend_core import read_checkpoint
+from gradiend_core.checkpoint.overview import checkpoint_overview
+from gradiend_core.checkpoint.sizes import directory_disk_size
 from gradiend_core.cli import main
-from gradiend_core.disk import directory_disk_size, preview_disk_sizes
-from gradiend_core.export import export_plan
-from gradiend_core.plan import plan_pruning
-from gradiend_core.summary import checkpoint_summary
-from gradiend_core.units import format_bytes, format_change
+from gradiend_core.pruning.export import export_plan
+from gradiend_core.pruning.plan import plan_pruning
+from gradiend_core.pruning.reduction import preview_disk_sizes
+from gradiend_core.util.units import format_bytes, format_change
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 
@@ -32,7 +33,7 @@ def model_file_bytes(directory: Path) -> int:
 def test_header_preview_and_export_agree(source, ref_variants, tmp_path, capsys):
     path = Path(ref_variants[source].path) if isinstance(source, str) else source
     data = read_checkpoint(path)
-    header = checkpoint_summary(data)
+    header = checkpoint_overview(data)
     assert header["disk_bytes"] == model_file_bytes(path)
     assert set(header["side_files"]) == {f.name for f in path.iterdir()} - set(directory_disk_size(path).model_files)
     plan = plan_pruning(data, topk=0.3)
@@ -40,7 +41,7 @@ def test_header_preview_and_export_agree(source, ref_variants, tmp_path, capsys)
     assert before.model_bytes == header["disk_bytes"]  # the preview's "before" is the header's number
     out = export_plan(plan, tmp_path / "export").path
     assert after.model_bytes == model_file_bytes(out)  # the preview's "after" is what the export wrote
-    assert checkpoint_summary(read_checkpoint(out))["disk_bytes"] == after.model_bytes  # and its own header
+    assert checkpoint_overview(read_checkpoint(out))["disk_bytes"] == after.model_bytes  # and its own header
     assert "pruning.json" in directory_disk_size(out).side_files
     # the CLI prints the same two sizes and the same signed change
     assert main(["prune", str(path), "--topk", "0.3", "--dry-run"]) == 0

@@ -14,17 +14,13 @@ import pytest
 import torch
 from gradiend import TextPredictionTrainer, TrainingArguments
 
-from gradiend_core.analysis.curve import Encoder, cut_quality
 from gradiend_core.checkpoint import read_checkpoint
+from gradiend_core.checkpoint.records import load_validation_record
+from gradiend_core.curve.checkpoint_curves import selection_quality
+from gradiend_core.curve.measures import Encoder, cut_quality
 from gradiend_core.errors import CheckpointError
-from gradiend_core.eval_gradients import (
-    GradientsCancelled,
-    compute_eval_gradients,
-    eval_gradients,
-)
-from gradiend_core.export import export_pruned
-from gradiend_core.pruning_curve import selection_quality
-from gradiend_core.records import load_validation_record
+from gradiend_core.gradients.eval_gradients import GradientsCancelled, compute_eval_gradients, eval_gradients
+from gradiend_core.pruning.export import export_pruned
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_models"
@@ -171,8 +167,8 @@ def test_base_model_from_metadata_is_found_from_the_checkpoints_parents(tmp_path
 def test_export_records_the_cuts_quality_in_pruning_json(tmp_path):
     data = read_checkpoint(SAMPLES / "own-unpruned")
     grads = eval_gradients(data)
-    from gradiend_core.importance import weight_importance
-    from gradiend_core.selection import select
+    from gradiend_core.ranking.importance import weight_importance
+    from gradiend_core.selection.rule import select
 
     keep = select(weight_importance(data.state_dict, "decoder-weight"), topk=0.01).keep
     quality = selection_quality(data, keep, grads)

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dashboard.figures.mask_builder import PICK_TRACE, add_pick_targets, picked_cells, picked_indices
+from dashboard.figures.mask_panel import PICK_TRACE, add_pick_targets, picked_cells, picked_indices
 
 
 def _heatmap(z, custom=None):

@@ -227,7 +227,7 @@ def test_unreadable_other_checkpoint_is_reported(checkpoints, tmp_path):
 
 def test_views_follow_a_gradient_mean_part():
     """The sidebar may rank by the pre-prune record ("gradient-mean", bundled pre-pruned samples)."""
-    from dashboard.loading import has_pre_prune_record, sample_models
+    from dashboard.services.loading import has_pre_prune_record, sample_models
 
     with_record = [p for _, p in sample_models() if has_pre_prune_record(str(p))]
     assert with_record, "no bundled sample with pre_prune.safetensors: build the samples (sample_models/)"

@@ -207,9 +207,9 @@ def test_url_expression_applies_and_a_bad_one_names_the_parameter():
 
 
 def test_saved_masks_save_switch_delete_download_and_reload():
-    from dashboard.masks import bundle_bytes
+    from dashboard.state.masks import bundle_bytes
     from gradiend_core import read_checkpoint
-    from gradiend_core.mask_expr import load_mask_bundle
+    from gradiend_core.selection.expr.bundle import load_mask_bundle
 
     at = open_app()
     at.text_area(key="mask_expr_text").set_value("top(decoder-weight, 5%) & ~name('embeddings')").run()
@@ -318,7 +318,8 @@ def test_uploading_a_mask_of_another_base_is_refused(tmp_path):
     import torch
 
     from gradiend_core import read_checkpoint
-    from gradiend_core.mask_expr import evaluate_mask_expr, make_mask_bundle
+    from gradiend_core.selection.expr.bundle import make_mask_bundle
+    from gradiend_core.selection.expr.evaluate import evaluate_mask_expr
 
     torch.manual_seed(0)
     other = tmp_path / "other"

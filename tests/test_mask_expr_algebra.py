@@ -31,20 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradiend_core.checkpoint import DEC_B, DEC_W, ENC_B, ENC_W, Architecture, CheckpointData
-from gradiend_core.mask_expr import (
-    Above,
-    And,
-    File,
-    MaskExprError,
-    Model,
-    Name,
-    Not,
-    Or,
-    Top,
-    evaluate_mask_expr,
-    to_text,
-)
-from gradiend_core.param_map import ParamEntry, ParamMap
+from gradiend_core.selection.expr.evaluate import evaluate_mask_expr
+from gradiend_core.selection.expr.syntax import Above, And, File, MaskExprError, Model, Name, Not, Or, Top, to_text
+from gradiend_core.space.param_map import ParamEntry, ParamMap
 
 SETTINGS = settings(
     max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]

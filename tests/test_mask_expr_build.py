@@ -12,25 +12,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradiend_core import read_checkpoint
-from gradiend_core.analysis.locate import parse_param_name
 from gradiend_core.analysis.overlap import intersection_patterns, part_topk_sets
 from gradiend_core.errors import SelectionError
-from gradiend_core.importance import PARTS, weight_importance
-from gradiend_core.mask_expr import (
+from gradiend_core.ranking.importance import PARTS, weight_importance
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.expr.build import (
     above_term,
     cell_term,
     combine,
-    evaluate_mask_expr,
     file_term,
     model_term,
     name_term,
     params_term,
-    parse,
     top_term,
     upset_term,
 )
-from gradiend_core.param_map import ParamMap
-from gradiend_core.selection import Ranking
+from gradiend_core.selection.expr.evaluate import evaluate_mask_expr
+from gradiend_core.selection.expr.syntax import parse
+from gradiend_core.space.layers import parse_param_name
+from gradiend_core.space.param_map import ParamMap
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 T1, T2, T3 = "top(decoder-weight, 5)", "top(encoder-weight, 0.1)", 'name("x")'

@@ -15,16 +15,16 @@ from safetensors.torch import save_file
 
 from gradiend_core import read_checkpoint
 from gradiend_core.errors import SelectionError
-from gradiend_core.mask_expr import (
+from gradiend_core.selection.expr.bundle import (
     BUNDLE_FORMAT,
     MaskBundle,
-    MaskExprError,
-    evaluate_mask_expr,
     load_mask_bundle,
     make_mask_bundle,
     save_mask_bundle,
 )
-from gradiend_core.masks import load_mask, read_mask_file
+from gradiend_core.selection.expr.evaluate import evaluate_mask_expr
+from gradiend_core.selection.expr.syntax import MaskExprError
+from gradiend_core.selection.masks import load_mask, read_mask_file
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 POST, NUMBER = SAMPLES / "number-post-pruned", SAMPLES / "number-unpruned"

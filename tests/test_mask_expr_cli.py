@@ -17,8 +17,8 @@ from refmodels import ref_global_index
 
 from gradiend_core import ParamMappedGradiendModel, export_pruned, read_checkpoint, reduction_report, select
 from gradiend_core.cli import main
-from gradiend_core.importance import weight_importance
-from gradiend_core.mask_expr import evaluate_mask_expr
+from gradiend_core.ranking.importance import weight_importance
+from gradiend_core.selection.expr.evaluate import evaluate_mask_expr
 
 EXPR = "top(decoder-weight, 0.5) & ~top(encoder-weight, 40) | name('query\\.bias')"
 
@@ -182,8 +182,8 @@ def test_recorded_command_names_the_mask_inputs_unless_they_will_be_gone(tmp_pat
     folder it would replace); only inputs that will be gone are replaced by the saved mask."""
     import shlex
 
-    from gradiend_core.export import reproduce_command
-    from gradiend_core.plan import plan_pruning
+    from gradiend_core.pruning.plan import plan_pruning
+    from gradiend_core.pruning.reproduce import reproduce_command
 
     src = Path(__file__).resolve().parent.parent / "sample_models" / "number-unpruned"
     expr = "top(decoder-weight, 5%) & top(encoder-weight, 5%)"
@@ -222,7 +222,7 @@ def test_nesting_too_deep_is_a_pointed_error_not_a_crash(ref_variants, capsys):
         code, out, err = run(capsys, "prune", src, "--mask-expr", expr, "--dry-run")
         assert code == 2 and out == "" and "Traceback" not in err
         assert "column 101: the expression nests '(' and '~' more than 100 levels deep" in err
-    from gradiend_core.mask_expr.syntax import parse, to_text
+    from gradiend_core.selection.expr.syntax import parse, to_text
 
     assert to_text(parse("~" * 100 + "name('x')")) == to_text(parse("name('x')"))  # 100 levels: legal
     assert to_text(parse("(" * 100 + "name('x')" + ")" * 100)) == to_text(parse("name('x')"))
@@ -248,7 +248,7 @@ def test_a_backtracking_name_pattern_ends_with_a_message(ref_variants, tmp_path)
 
 def test_a_name_pattern_that_takes_too_long_is_refused():
     from gradiend_core.errors import SelectionError
-    from gradiend_core.masks import search_names
+    from gradiend_core.selection.masks import search_names
 
     name = "bert.encoder.layer.10.attention.output.dense.weight" * 4  # about 0.1 s per search here
     assert not search_names(r"(\w+?\.?)*(?<!t)$", [name]).any()

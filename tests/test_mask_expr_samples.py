@@ -19,8 +19,9 @@ from refmodels import ref_global_index, ref_load
 from safetensors.numpy import load_file
 
 from gradiend_core import read_checkpoint
-from gradiend_core.mask_expr import MaskExprError, evaluate_mask_expr
-from gradiend_core.selection import Ranking
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.expr.evaluate import evaluate_mask_expr
+from gradiend_core.selection.expr.syntax import MaskExprError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 NUMBER, GENDER, POST = SAMPLES / "number-unpruned", SAMPLES / "gender-unpruned", SAMPLES / "number-post-pruned"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradiend_core.errors import SelectionError
-from gradiend_core.mask_expr import (
+from gradiend_core.selection.expr.syntax import (
     Above,
     And,
     File,

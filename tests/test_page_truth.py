@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from test_figures_views import charts
 
 from gradiend_core.cli import main
-from gradiend_core.units import format_bytes, format_percent
+from gradiend_core.util.units import format_bytes, format_percent
 
 REPO = Path(__file__).resolve().parent.parent
 APP = str(REPO / "dashboard" / "app.py")

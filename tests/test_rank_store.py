@@ -14,16 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gradiend_core.checkpoint.weights as weights_mod
-from gradiend_core import rank_store
 from gradiend_core.analysis.locate import selection_breakdown
-from gradiend_core.cache import dir_bytes, evict, parse_bytes
 from gradiend_core.checkpoint import open_checkpoint, read_checkpoint, write_checkpoint
 from gradiend_core.checkpoint.format import Architecture
-from gradiend_core.importance import PARTS, weight_importance
-from gradiend_core.param_map import ParamMap
-from gradiend_core.pruning import prune_state_dict
-from gradiend_core.ranking import Ranking
-from gradiend_core.selection import select
+from gradiend_core.pruning.prune import prune_state_dict
+from gradiend_core.ranking import store
+from gradiend_core.ranking.importance import PARTS, weight_importance
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.ranking.store import disk as store_disk
+from gradiend_core.selection.rule import select
+from gradiend_core.space.param_map import ParamMap
+from gradiend_core.util.cache import dir_bytes, evict
+from gradiend_core.util.units import parse_bytes
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -80,15 +82,15 @@ def test_streamed_rankings_select_exactly_what_in_memory_rankings_select(tmp_pat
     n = arch.input_dim
     for part in PARTS:
         mem = Ranking(weight_importance(loaded.state_dict, part), pmap.local_offsets)
-        rank_store.clear_memory()
+        store.clear_memory()
         layout = data.draw(st.sampled_from(["never", "now", "prefix"]))
         lazy = open_checkpoint(path)
-        streamed = rank_store.ranking_for(lazy, part, layout="now" if layout == "now" else "never")
+        streamed = store.ranking_for(lazy, part, layout="now" if layout == "now" else "never")
         assert not lazy.loaded and streamed.has_layout == (layout == "now")
         if layout == "prefix":  # the highest buckets only, down to a drawn bucket boundary
             ends = np.cumsum(streamed.counts[::-1])
             dims = int(data.draw(st.sampled_from(sorted(set(ends[ends > 0].tolist())))))
-            rank_store._attach_layout(lazy, part, streamed, None, dims)
+            store_disk.attach_layout(lazy, part, streamed, None, dims)
             assert streamed.layout_dims == dims and len(streamed.order) == dims
         np.testing.assert_array_equal(streamed.counts, mem.counts)
         assert streamed.n_zero == mem.n_zero and streamed.n_nan == mem.n_nan and streamed.n_inf == mem.n_inf
@@ -145,7 +147,7 @@ def test_gathered_pruned_weights_equal_the_sliced_loaded_weights(tmp_path, monke
         "decoder.0.linear.bias": torch.from_numpy(rng.standard_normal(n).astype(np.float32)),
     }
     path = _write(tmp_path, Architecture(n, latent), ParamMap.full([("w", (n,))]), state)
-    from gradiend_core.pruning import gather_pruned_weights
+    from gradiend_core.pruning.prune import gather_pruned_weights
 
     for keep in (np.arange(n), np.array([0]), np.array([3, 4, 5, 90, 102]), np.arange(0, n, 7)):
         got = gather_pruned_weights(open_checkpoint(path), keep)
@@ -165,15 +167,15 @@ def test_a_summarised_checkpoint_reopens_from_the_cache_without_reading_weights(
         "decoder.0.linear.bias": torch.zeros(n),
     }
     path = _write(tmp_path, Architecture(n, 1), ParamMap.full([("w", (n,))]), state)
-    rank_store.clear_memory()
-    first = rank_store.ranking_for(open_checkpoint(path), "decoder-weight", layout="now")
-    rank_store.clear_memory()
+    store.clear_memory()
+    first = store.ranking_for(open_checkpoint(path), "decoder-weight", layout="now")
+    store.clear_memory()
 
     def no_pass(*a, **k):
         raise AssertionError("the weights were streamed again")
 
-    monkeypatch.setattr(rank_store, "iter_part_importance", no_pass)
-    again = rank_store.ranking_for(open_checkpoint(path), "decoder-weight", layout="now")
+    monkeypatch.setattr(store_disk, "iter_part_importance", no_pass)
+    again = store.ranking_for(open_checkpoint(path), "decoder-weight", layout="now")
     np.testing.assert_array_equal(again.counts, first.counts)
     np.testing.assert_array_equal(select(again, topk=37).keep, select(first, topk=37).keep)
     # a changed weight file is another file: it is summarised anew
@@ -183,7 +185,7 @@ def test_a_summarised_checkpoint_reopens_from_the_cache_without_reading_weights(
 
     save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
     os.utime(path / "model.safetensors", ns=(1, 1))
-    changed = rank_store.ranking_for(open_checkpoint(path), "decoder-weight", layout="never")
+    changed = store.ranking_for(open_checkpoint(path), "decoder-weight", layout="never")
     assert changed.total == pytest.approx(2 * first.total, rel=1e-6)
 
 
@@ -247,10 +249,10 @@ def test_a_layout_too_large_for_the_cache_is_laid_out_for_the_highest_buckets(tm
     pmap = ParamMap.full([("a.weight", (40, 50)), ("b.weight", (2000,))])
     path = _write(tmp_path, Architecture(n, 1, torch_dtype="float32"), pmap, state)
     monkeypatch.setenv("GRADIEND_CORE_CACHE_BYTES", str(8 * n))  # half of it holds n / 2 dims
-    rank_store.clear_memory()
+    store.clear_memory()
     lazy = open_checkpoint(path)
-    streamed = rank_store.ranking_for(lazy, "decoder-weight", layout="background")
-    assert rank_store.wait_for_layouts(120)
+    streamed = store.ranking_for(lazy, "decoder-weight", layout="background")
+    assert store.wait_for_layouts(120)
     assert streamed.has_layout and 0 < streamed.layout_dims <= n // 4
     # the tables the layout pass brings serve the ranked dims made before it (O(buckets) per-parameter counts)
     assert streamed.params is not None and streamed.dims().params is streamed.params

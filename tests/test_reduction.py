@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from gradiend_core import export_pruned, read_checkpoint
-from gradiend_core.importance import PARTS
-from gradiend_core.plan import plan_pruning
+from gradiend_core.pruning.plan import plan_pruning
+from gradiend_core.ranking.importance import PARTS
 
 SELECTIONS = {
     "topk": lambda n, imp: {"topk": 0.2},

@@ -15,7 +15,7 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as RefModel
 from streamlit.testing.v1 import AppTest
 
 from gradiend_core import CheckpointError, export_pruned, read_checkpoint
-from gradiend_core.archive import extract_checkpoint_zip, zip_directory
+from gradiend_core.checkpoint.archive import extract_checkpoint_zip, zip_directory
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 import gradiend_core.checkpoint as checkpoint
-import gradiend_core.importance as importance
-import gradiend_core.ranking as ranking_mod
-import gradiend_core.selection as selection
+import gradiend_core.ranking.importance as importance
+import gradiend_core.ranking.ranked_dims as ranked_dims
+import gradiend_core.ranking.ranking as ranking_mod
+import gradiend_core.selection.rule as selection
 from gradiend_core import CheckpointError, read_checkpoint
-from gradiend_core.distribution import cut_value, log_histogram
+from gradiend_core.analysis.distribution import cut_value, log_histogram
 
 
 def test_buffered_safetensors_read_equals_library(tmp_path):
@@ -83,7 +84,7 @@ def test_bucketed_ranking_equals_full_sort_with_small_chunks(monkeypatch):
     imp[rng.integers(0, 5000, 50)] = 0.0
     imp[100:200] = imp[0]  # a block of exact ties
     monkeypatch.setattr(ranking_mod, "BLOCK", 97)
-    r = selection.Ranking(imp)
+    r = ranking_mod.Ranking(imp)
     # full order by (importance desc, index asc), NaN last, computed independently with Python's sort
     exp_order = sorted(range(imp.size), key=lambda i: (1, 0.0, i) if math.isnan(imp[i]) else (0, -float(imp[i]), i))
     for k in (1, 7, 100, 150, 2500, 4999, 5000):
@@ -100,7 +101,7 @@ def test_nan_payloads_rank_last_and_inf_first():
     # NaN bit patterns: quiet, signalling with a payload in the low bits, negative quiet
     bits = np.array([0x7FC00000, 0x7F800001, 0xFFC00000, 0x7F800000, 0x3F800000, 0], dtype=np.uint32)
     imp = bits.view(np.float32)  # nan, nan, nan, +inf, 1.0, 0.0
-    r = selection.Ranking(imp)
+    r = ranking_mod.Ranking(imp)
     assert r.n_nan == 3 and r.n_nonfinite == 4 and r.n_zero == 1
     assert r.dims().top(1).tolist() == [3] and r.dims().top(3).tolist() == [3, 4, 5]
     assert r.dims().top(4).tolist() == [0, 3, 4, 5]  # the first NaN by index fills the fourth place
@@ -112,8 +113,8 @@ def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
     imp = np.abs(rng.standard_cauchy(20_000)).astype(np.float32)
     imp[:300] = 0.0
     imp[300:320] = 1e-42  # denormals share the zero bucket
-    r = selection.Ranking(imp)
-    other = selection.Ranking(np.flip(imp).copy())  # a selection ranked by another part takes the slow path
+    r = ranking_mod.Ranking(imp)
+    other = ranking_mod.Ranking(np.flip(imp).copy())  # a selection ranked by another part takes the slow path
     for topk in (1, 10, 0.3, 19_690, 19_700, 19_990):
         sel = selection.select(r, topk=topk)
         by_keep = selection.Selection(
@@ -129,10 +130,10 @@ def test_histogram_and_cut_from_bucket_boundary_equal_a_pass_over_keep():
 def test_display_bins_are_never_narrower_than_a_bucket():
     """On a narrow range of values the kept bar must cover its cut, not sit beside it: display
     bins are at least one value bucket wide (values are placed at their bucket's middle)."""
-    from gradiend_core.distribution import BUCKET_LOG10_WIDTH
+    from gradiend_core.analysis.distribution import BUCKET_LOG10_WIDTH
 
     imp = np.array([0.0633, 0.0640, 0.0645, 0.0631, 0.0629, 0.0650, 0.0638, 0.0636], dtype=np.float32)
-    r = selection.Ranking(imp)
+    r = ranking_mod.Ranking(imp)
     sel = selection.select(r, topk=1)
     hist = log_histogram(r, sel)
     assert hist.width >= BUCKET_LOG10_WIDTH * 0.999
@@ -165,7 +166,7 @@ def test_last_answers_are_kept_within_one_byte_budget_for_the_process(monkeypatc
     rng = np.random.default_rng(5)
     a = ranking_mod.Ranking(rng.random(4000, dtype=np.float32))
     b = ranking_mod.Ranking(rng.random(4000, dtype=np.float32))
-    monkeypatch.setattr(ranking_mod, "LAST_ANSWER_BYTES", 1000 * 8 + 10)  # room for one answer of 1,000 dims
+    monkeypatch.setattr(ranked_dims, "LAST_ANSWER_BYTES", 1000 * 8 + 10)  # room for one answer of 1,000 dims
     ka = a.dims().top(1000)
     np.testing.assert_array_equal(ka, np.sort(np.argsort(-a.importance_vector(), kind="stable")[:1000]))
     assert a.dims().answer_bytes() == 8000 and a.dims().top(1000) is ka  # asked again: the kept answer

@@ -1,4 +1,4 @@
-"""Property tests of the one selection rule, ``gradiend_core.selection.select``, against a
+"""Property tests of the one selection rule, ``gradiend_core.selection.rule.select``, against a
 brute-force implementation written here from the rule's statement:
 
 1. mask: keep indices where the mask is True;

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from dashboard.figures.common import log_ticks, tick_text
-from dashboard.figures.distribution import importance_histogram, rank_figure
-from gradiend_core.distribution import cut_value, log_histogram, rank_curve
-from gradiend_core.ranking import Ranking
-from gradiend_core.selection import select
+from dashboard.figures.selection import importance_histogram, rank_figure
+from gradiend_core.analysis.distribution import cut_value, log_histogram, rank_curve
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.rule import select
 
 
 @pytest.fixture(scope="module")

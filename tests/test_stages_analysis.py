@@ -16,7 +16,7 @@ from dashboard.figures.stages import PANELS, recall_figure, reduction_figure
 from gradiend_core.analysis import stages
 from gradiend_core.analysis.stages import combined_reduction, curve_counts, membership, stage_recall
 from gradiend_core.checkpoint import Architecture, read_checkpoint
-from gradiend_core.importance import weight_importance
+from gradiend_core.ranking.importance import weight_importance
 from gradiend_core.trainer import load_pre_prune_record
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"

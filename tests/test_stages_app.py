@@ -16,8 +16,8 @@ from safetensors.numpy import load_file
 from streamlit.testing.v1 import AppTest
 
 from gradiend_core.cli import main
-from gradiend_core.importance import PARTS
-from gradiend_core.units import format_percent
+from gradiend_core.ranking.importance import PARTS
+from gradiend_core.util.units import format_percent
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "dashboard" / "app.py")

@@ -15,13 +15,14 @@ import torch
 from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref
 from safetensors.numpy import load_file
 
-from dashboard.views.export import python_snippet
 from gradiend_core.checkpoint import read_checkpoint
 from gradiend_core.cli import main
 from gradiend_core.errors import SelectionError
-from gradiend_core.export import GRADIENT_MEAN, cli_command, export_pruned, gradient_mean_importance
-from gradiend_core.plan import plan_pruning
-from gradiend_core.selection import Ranking
+from gradiend_core.pruning.export import export_pruned
+from gradiend_core.pruning.plan import plan_pruning
+from gradiend_core.pruning.reproduce import cli_command, python_snippet
+from gradiend_core.ranking.importance import GRADIENT_MEAN, gradient_mean_importance
+from gradiend_core.ranking.ranking import Ranking
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
 PRE = SAMPLES / "own-pre-pruned"

@@ -12,9 +12,9 @@ from pathlib import Path
 from gradiend_core import read_checkpoint
 from gradiend_core.analysis.tokens import load_tokenizer, resolve_base_model
 from gradiend_core.analysis.topk_table import CSV_COLUMNS, to_csv, to_json, topk_feature_table
-from gradiend_core.importance import source_importance
-from gradiend_core.ranking import Ranking
-from gradiend_core.selection import select
+from gradiend_core.ranking.importance import source_importance
+from gradiend_core.ranking.ranking import Ranking
+from gradiend_core.selection.rule import select
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_models" / "number-unpruned"

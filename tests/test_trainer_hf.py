@@ -16,6 +16,8 @@ from gradiend.model.param_mapped import ParamMappedGradiendModel as Ref  # noqa:
 from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast  # noqa: E402  (the dev extra installs it)
 
 from gradiend_core import ParamMappedGradiendModel, read_checkpoint  # noqa: E402
+from gradiend_core.gradients.gather import GradientSource, resolve_params  # noqa: E402
+from gradiend_core.gradients.masked_lm import backbone_params, masked_lm_loss  # noqa: E402
 from gradiend_core.trainer import (  # noqa: E402
     Example,
     PostPruneConfig,
@@ -24,8 +26,6 @@ from gradiend_core.trainer import (  # noqa: E402
     TrainingArguments,
     load_pre_prune_record,
 )
-from gradiend_core.trainer.gradients import GradientSource, resolve_params  # noqa: E402
-from gradiend_core.trainer.hf import backbone_params, masked_lm_loss  # noqa: E402
 
 # Tiny models: one torch thread is faster (see the fixture in conftest.py).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -1,4 +1,4 @@
-"""The one rule for shares and changes (gradiend_core.units): never 100 % unless all, never 0 %
+"""The one rule for shares and changes (gradiend_core.util.units): never 100 % unless all, never 0 %
 unless none, increases signed + and savings -, on numbers checked by hand and by Hypothesis."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gradiend_core.units import format_change, format_fraction, format_percent
+from gradiend_core.util.units import format_change, format_fraction, format_percent
 
 
 def number(text: str) -> float:

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from dashboard.figures.common import base_layout, log_axis
 from dashboard.figures.style import CUT_COLOR, OKABE_ITO, SEQUENCE
-from gradiend_core.analysis.curve import Curve
+from gradiend_core.curve.measures import Curve
 
 __all__ = ["MEASURE_LABELS", "curve_figure"]
 
@@ -34,7 +34,7 @@ def curve_figure(
     """The measure of each part's curve against the kept dims ``k``, log x axis.
 
     Args:
-        curves: one :class:`~gradiend_core.analysis.curve.Curve` per part (same checkpoint).
+        curves: one :class:`~gradiend_core.curve.measures.Curve` per part (same checkpoint).
         measure: ``label_correlation``, ``separation`` or ``agreement`` (latent unit 0).
         selection_k: the current selection's ``k``: a vertical line, and a marker on every curve
             that has that point.

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from dashboard.figures.common import base_layout
 from dashboard.figures.style import HEATMAP_SCALE
 from gradiend_core.analysis.overlap import OverlapMatrix
-from gradiend_core.units import format_fraction, format_percent
+from gradiend_core.util.units import format_fraction, format_percent
 
 __all__ = ["VALUES", "overlap_heatmap"]
 

@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from dashboard.figures.common import base_layout, log_axis
 from dashboard.figures.style import CUT_COLOR, DROPPED_COLOR, KEPT_COLOR, OKABE_ITO
 from gradiend_core.analysis.stages import ReductionStage, StageRecall
-from gradiend_core.units import format_bytes, format_count, format_percent
+from gradiend_core.util.units import format_bytes, format_count, format_percent
 
 __all__ = ["PANELS", "recall_figure", "reduction_figure", "stage_label"]
 

@@ -1,4 +1,4 @@
-"""The page's sections, one module per view, each drawn by its ``render`` (see ``dashboard/app.py``),
-and the helpers they share (caches, charts, tables, metrics, messages, widget state)."""
+"""The page's sections: ``sidebar/`` (what surrounds the tabs), ``tabs/`` (one module per tab, each
+drawn by its ``render``; see ``dashboard/app.py``) and ``widgets/`` (the helpers they share)."""
 
 __all__ = []  # the package exports nothing itself: import its modules

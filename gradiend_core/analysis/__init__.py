@@ -1,9 +1,10 @@
 """Importance analysis: the numbers behind the dashboard's analysis views.
 
 Every function here is pure (numpy in, numpy or small dataclasses out) and works from a
-:class:`gradiend_core.selection.Ranking` (importance sorted once) or a
-:class:`gradiend_core.selection.Selection` (the kept dims), so no module re-implements the
-selection rule. Modules:
+:class:`gradiend_core.ranking.ranking.Ranking` (importance sorted once) or a
+:class:`gradiend_core.selection.rule.Selection` (the kept dims), so no module re-implements the
+selection rule. The pipeline (checkpoint, space, ranking, selection, pruning) never imports this
+package. Modules:
 
 * :mod:`.mass` - ECDF and retained-mass curve of one part, the count of dims that keeps a given
   share of the importance mass.
@@ -12,10 +13,11 @@ selection rule. Modules:
 * :mod:`.correlation` - Spearman rank correlation between parts (exact, or on a seeded sample)
   and seeded paired samples for scatter plots.
 * :mod:`.locate` - where kept dims sit in the base model: per-parameter breakdown and a
-  layer x component grid parsed from parameter names.
-* :mod:`.names` - keep-masks from parameter-name patterns, and mask composition.
-* :mod:`.coords` - local indices -> parameter, flat index, base-global index, for just the
-  indices asked for (no ``input_dim``-sized index map).
+  layer x component grid (names parsed by :mod:`gradiend_core.space.layers`).
+* :mod:`.distribution` - log-spaced histograms of importance and cut values (the Selection view).
+* :mod:`.stages` - pre-pruning against post-pruning: what the pre-prune ranking found, what both save.
+* :mod:`.cut_cost` - what a cut costs the encoder on saved validation gradients.
+* :mod:`.tokens` - the vocabulary entry of a kept dim of a token embedding.
 * :mod:`.topk_table` - the kept dims as rows with the columns of the reference's
   ``export_topk_features``, as CSV or JSON.
 * :mod:`.models` - model against model: top-k overlap in base-global index space.

@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..ranking import Ranking
+from ..ranking.ranking import Ranking
 
 __all__ = [
     "EXACT_LIMIT",
@@ -28,7 +28,7 @@ __all__ = [
     "spearman_matrix",
 ]
 
-#: An importance vector, or a :class:`~gradiend_core.ranking.Ranking` read only at the dims used.
+#: An importance vector, or a :class:`~gradiend_core.ranking.ranking.Ranking` read only at the dims used.
 Importance = Union[np.ndarray, Ranking]
 
 #: Largest input_dim for which Spearman's rho is computed on every dim.

@@ -3,7 +3,7 @@
 A cut keeps the input dimensions ``keep``. The pruned encoder is the same encoder restricted to
 those columns (``prune`` keeps the encoder bias), applied to the same gradients restricted to
 those entries. On the validation gradients saved with the checkpoint
-(:class:`~gradiend_core.records.ValidationRecord`) we compare
+(:class:`~gradiend_core.checkpoint.records.ValidationRecord`) we compare
 
 * how the pruned encoder's outputs follow the unpruned ones (Pearson correlation), and
 * how far apart the two classes stay: ``|mean(class A) - mean(class B)| / pooled std``
@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ENC_B, ENC_W, CheckpointData
+from ..checkpoint.files import VALIDATION_FILE
+from ..checkpoint.records import ValidationRecord, align_columns
 from ..errors import SelectionError
 from ..model import ParamMappedGradiendModel
-from ..records import VALIDATION_FILE, ValidationRecord, align_columns
 
 __all__ = ["CutCost", "class_separation", "cut_cost", "pearson"]
 

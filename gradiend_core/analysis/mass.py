@@ -3,7 +3,7 @@
 The *retained mass* of the top ``k`` dims is the share of the part's total importance that they
 hold: ``cum(k) / total``, with ``cum(k)`` the float64 sum of the ``k`` most important values.
 
-Nothing here sorts the whole part. A :class:`gradiend_core.ranking.Ranking` holds the count and
+Nothing here sorts the whole part. A :class:`gradiend_core.ranking.ranking.Ranking` holds the count and
 the finite importance of each of its 65,536 value buckets (higher bucket = more important; within a
 bucket values differ by less than 1/128 relative), which gives the exact cumulative mass at every
 bucket boundary, which is a rank. Only where an exact rank is needed inside a bucket - the top
@@ -22,9 +22,10 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from ..ranking import INF_BUCKET, N_BUCKETS, NAN_BUCKET, ZERO_BUCKET, Ranking, bucket_bounds, finite_or_zero
-from ..reduction import importance_kept
-from ..selection import Selection
+from ..pruning.reduction import importance_kept
+from ..ranking.keys import INF_BUCKET, N_BUCKETS, NAN_BUCKET, ZERO_BUCKET, bucket_bounds, finite_or_zero
+from ..ranking.ranking import Ranking
+from ..selection.rule import Selection
 
 __all__ = ["MassProfile", "count_for_mass", "mass_profile", "selection_point"]
 
@@ -218,7 +219,7 @@ def selection_point(ranking: Ranking, selection: Selection, profile: MassProfile
 
     Returns:
         ``(dims_share, mass_share)``: ``k / n_total`` and the share of importance kept, the one
-        definition of the preview and the CLI (:func:`gradiend_core.reduction.importance_kept`:
+        definition of the preview and the CLI (:func:`gradiend_core.pruning.reduction.importance_kept`:
         finite importance of the kept dims over the finite importance of all dims; ``nan`` when
         the total is 0). Without a mask the selection is a prefix of the ranking, so the point lies
         on the curve; with a mask it lies below it. O(buckets) for a selection ranked by

@@ -13,8 +13,9 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from ..importance import PARTS
-from ..selection import Ranking, select
+from ..ranking.importance import PARTS
+from ..ranking.ranking import Ranking
+from ..selection.rule import select
 
 __all__ = [
     "IntersectionPatterns",
@@ -38,7 +39,7 @@ def part_topk_sets(rankings: Mapping[str, Ranking], topk: object) -> Dict[str, n
 
     Returns:
         ``{part: keep}`` with ``keep`` sorted local indices, int64 ``(k,)``, in the order of
-        :data:`gradiend_core.importance.PARTS` for known parts.
+        :data:`gradiend_core.ranking.importance.PARTS` for known parts.
 
     Raises:
         SelectionError: for an invalid ``topk``.

@@ -26,7 +26,7 @@ Recall (:func:`stage_recall`), for a count ``k`` (the dashboard's: the current s
 
 Combined reduction (:func:`combined_reduction`): input dims, GRADIEND parameters and parameter
 bytes in memory along the chain unpruned -> after pre-pruning -> this checkpoint (when it was
-pruned further) -> after the current selection, from :mod:`gradiend_core.reduction`.
+pruned further) -> after the current selection, from :mod:`gradiend_core.pruning.reduction`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 from ..checkpoint import Architecture
-from ..importance import DEFAULT_PART
-from ..reduction import gradiend_param_counts, memory_bytes
-from ..selection import Ranking, select
+from ..checkpoint.sizes import gradiend_param_counts, memory_bytes
+from ..ranking.importance import DEFAULT_PART
+from ..ranking.ranking import Ranking
+from ..selection.rule import select
 
 __all__ = [
     "MAX_TABLE",

@@ -30,10 +30,11 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
-from ..param_map import ParamMap
-from ..ranking import Ranking, sort_keys
-from ..selection import Selection
-from .coords import decode_local
+from ..ranking.keys import sort_keys
+from ..ranking.ranking import Ranking
+from ..selection.rule import Selection
+from ..space.coords import decode_local
+from ..space.param_map import ParamMap
 
 __all__ = ["CSV_COLUMNS", "TopkFeatureTable", "ranked_kept", "to_csv", "to_json", "topk_feature_table"]
 

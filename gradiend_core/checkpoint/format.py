@@ -28,23 +28,19 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..param_map import ParamEntry, ParamMap
+from ..space.param_map import ParamEntry, ParamMap
+from .files import CONFIG_FILE, MAPPING_INDICES, MAPPING_MASKS, SAFETENSORS_WEIGHTS
 from .tensor_files import safetensors_size
 
 __all__ = [
     "ACTIVATIONS",
     "Architecture",
-    "BIN_WEIGHTS",
-    "CARRIED_JSON_FILES",
-    "CONFIG_FILE",
     "DEC_B",
     "DEC_W",
     "DTYPES",
     "ENC_B",
     "ENC_W",
     "FORMAT_VERSION",
-    "PROVENANCE_FILE",
-    "SAFETENSORS_WEIGHTS",
     "build_mapping",
     "expected_weight_shapes",
     "parse_architecture",
@@ -55,12 +51,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 0
-CONFIG_FILE = "config.json"
-SAFETENSORS_WEIGHTS = "model.safetensors"
-BIN_WEIGHTS = "pytorch_model.bin"
-#: JSON side files carried over unchanged from a source checkpoint into its exports.
-CARRIED_JSON_FILES = ("training.json", "gradiend_context.json")
-PROVENANCE_FILE = "pruning.json"
 
 ENC_W = "encoder.0.linear.weight"
 ENC_B = "encoder.0.linear.bias"
@@ -307,9 +297,9 @@ def build_mapping(
     mapping: Dict[str, Any] = {"mode": mode, "param_map": entries}
     ext = "safetensors" if use_safetensors else "pth"
     if idx:
-        mapping["indices_file"] = f"mapping_indices.{ext}"
+        mapping["indices_file"] = f"{MAPPING_INDICES}.{ext}"
     if masks:
-        mapping["masks_file"] = f"mapping_masks.{ext}"
+        mapping["masks_file"] = f"{MAPPING_MASKS}.{ext}"
     return mapping, idx, masks
 
 

@@ -10,18 +10,9 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 
 from ..errors import CheckpointError
-from ..param_map import ParamMap
-from .format import (
-    BIN_WEIGHTS,
-    CARRIED_JSON_FILES,
-    CONFIG_FILE,
-    FORMAT_VERSION,
-    PROVENANCE_FILE,
-    SAFETENSORS_WEIGHTS,
-    Architecture,
-    parse_architecture,
-    parse_mapping,
-)
+from ..space.param_map import ParamMap
+from .files import BIN_WEIGHTS, CARRIED_JSON_FILES, CONFIG_FILE, PROVENANCE_FILE, SAFETENSORS_WEIGHTS
+from .format import FORMAT_VERSION, Architecture, parse_architecture, parse_mapping
 from .tensor_files import ProgressFn, load_tensor_file
 from .weights import WeightSource
 
@@ -125,7 +116,7 @@ def _resolve_checkpoint_dir(p: Path) -> Path:
     if p.is_file():
         raise CheckpointError(
             f"{p} is a file; give the checkpoint directory that holds config.json "
-            "(a .zip must be extracted first, e.g. with gradiend_core.archive.extract_checkpoint_zip)."
+            "(a .zip must be extracted first, e.g. with gradiend_core.checkpoint.archive.extract_checkpoint_zip)."
         )
     if (p / CONFIG_FILE).is_file():
         return p

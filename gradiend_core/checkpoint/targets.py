@@ -7,14 +7,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import CheckpointError
-from .format import (
-    BIN_WEIGHTS,
-    CARRIED_JSON_FILES,
-    CONFIG_FILE,
-    PROVENANCE_FILE,
-    SAFETENSORS_WEIGHTS,
-    parse_architecture,
-)
+from .files import CHECKPOINT_FILES, CONFIG_FILE, MAPPING_STEMS
+from .format import parse_architecture
 
 __all__ = ["PYTHON_REPLACE", "check_target"]
 
@@ -65,27 +59,12 @@ def check_target(
         )
 
 
-def _checkpoint_file_names() -> frozenset:
-    """Names of the files a GRADIEND checkpoint directory holds (written by ``gradiend`` or by this
-    package); the mapping files are ``<stem>.*`` for :data:`~gradiend_core.disk.MAPPING_STEMS`."""
-    from ..export import EXPORT_MASK_FILE  # the side files are named where they are written
-    from ..records import PRE_PRUNE_FILE, VALIDATION_FILE
-
-    return frozenset(
-        {CONFIG_FILE, SAFETENSORS_WEIGHTS, BIN_WEIGHTS, PROVENANCE_FILE, *CARRIED_JSON_FILES}
-        | {EXPORT_MASK_FILE, PRE_PRUNE_FILE, VALIDATION_FILE}
-    )
-
-
 def _strangers(t: Path) -> List[str]:
     """Entries of ``t`` that are not files of a GRADIEND checkpoint, sorted."""
-    from ..disk import MAPPING_STEMS
-
-    known = _checkpoint_file_names()
     out = []
     for entry in t.iterdir():
         mapping = entry.name.split(".", 1)[0] in MAPPING_STEMS
-        if entry.is_symlink() or not entry.is_file() or not (entry.name in known or mapping):
+        if entry.is_symlink() or not entry.is_file() or not (entry.name in CHECKPOINT_FILES or mapping):
             out.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
     return sorted(out)
 

@@ -125,7 +125,7 @@ class WeightSource:
     def sha256(self) -> str:
         """Hex sha256 of the weight file, computed once per file identity and kept in the user
         cache (a 10^9-dim checkpoint takes tens of seconds to hash; a second export takes none)."""
-        from ..cache import cache_dir
+        from ..util.cache import cache_dir
 
         where = cache_dir("sha256") / self.identity()
         try:

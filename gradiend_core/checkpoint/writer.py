@@ -27,17 +27,9 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..param_map import ParamMap
-from .format import (
-    BIN_WEIGHTS,
-    CONFIG_FILE,
-    SAFETENSORS_WEIGHTS,
-    Architecture,
-    MappingSpecs,
-    build_mapping,
-    render_config,
-    side_file_text,
-)
+from ..space.param_map import ParamMap
+from .files import BIN_WEIGHTS, CONFIG_FILE, SAFETENSORS_WEIGHTS
+from .format import Architecture, MappingSpecs, build_mapping, render_config, side_file_text
 from .targets import check_target
 
 __all__ = ["write_checkpoint"]

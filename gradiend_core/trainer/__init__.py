@@ -20,16 +20,10 @@ Hugging Face masked LMs: ``Trainer.for_masked_lm("path/to/model", examples, args
 """
 
 from ..analysis.cut_cost import CutCost, class_separation, cut_cost
-from ..records import (
-    PRE_PRUNE_FILE,
-    VALIDATION_FILE,
-    PrePruneRecord,
-    ValidationRecord,
-    load_pre_prune_record,
-    load_validation_record,
-)
+from ..checkpoint.files import PRE_PRUNE_FILE, VALIDATION_FILE
+from ..checkpoint.records import PrePruneRecord, ValidationRecord, load_pre_prune_record, load_validation_record
+from ..gradients.data import Example
 from .config import PostPruneConfig, PrePruneConfig, TrainingArguments, validate_selection
-from .data import Example
 from .model_with_gradiend import ModelWithGradiend
 from .trainer import Trainer
 

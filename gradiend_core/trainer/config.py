@@ -3,7 +3,7 @@
 Names, fields and defaults follow the reference package (``gradiend.trainer.core.pruning`` and
 ``gradiend.trainer.core.arguments`` in gradiend 0.2.3) so that a script written for it ports by
 changing the import. Every config is validated on construction; topk, threshold and mask go
-through :func:`validate_selection`, which uses the validators of :mod:`gradiend_core.selection`
+through :func:`validate_selection`, which uses the validators of :mod:`gradiend_core.selection.rule`
 (the ones every selection in this package uses), so a config that constructs is a config that
 prunes.
 
@@ -12,7 +12,7 @@ Deliberate differences from the reference (each one removes a way to fail late):
 * ``topk=0`` (int) is rejected when the config is built. The reference's config check accepts
   an int >= 0, but its ``prune()`` then refuses ``k <= 0`` when pruning runs, after the
   gradients have been computed or the model trained. Counts are ints >= 1, fractions are floats
-  in (0, 1] (``gradiend_core.selection.validate_topk``).
+  in (0, 1] (``gradiend_core.selection.rule.validate_topk``).
 * Invalid topk/threshold/mask values raise :class:`~gradiend_core.errors.SelectionError` (a
   ``ValueError``) for wrong types too, where the reference raises ``TypeError`` for some.
 * ``PostPruneConfig.mask`` is checked (bool dtype, 1-D, not all False) when the config is built;
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ..errors import SelectionError
-from ..importance import PARTS
-from ..selection import TopK, validate_mask, validate_threshold, validate_topk
+from ..ranking.importance import PARTS
+from ..selection.rule import TopK, validate_mask, validate_threshold, validate_topk
 
 __all__ = ["PostPruneConfig", "PrePruneConfig", "SOURCES", "TrainingArguments", "validate_selection"]
 

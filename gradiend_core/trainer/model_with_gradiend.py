@@ -2,7 +2,7 @@
 
 The method names follow the reference's ``gradiend.model.model_with_gradiend.ModelWithGradiend``
 (``prune_gradiend``, ``get_enhancer_mask``, ``rewrite_base_model``, ``save_pretrained``). Every
-selection goes through the GRADIEND's ``select`` (:func:`gradiend_core.selection.select`), so
+selection goes through the GRADIEND's ``select`` (:func:`gradiend_core.selection.rule.select`), so
 ``get_enhancer_mask(topk, part)`` keeps exactly what ``prune_gradiend(topk=topk, part=part)``
 keeps, also on pruned models. (The reference's enhancer mask rounds a fractional topk down and
 its prune rounds up.)
@@ -18,16 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..importance import DEFAULT_PART
+from ..checkpoint.files import CONTEXT_FILE, PRE_PRUNE_FILE, TRAINING_FILE, VALIDATION_FILE
+from ..checkpoint.records import PrePruneRecord, ValidationRecord
+from ..gradients.gather import GradientSource, LossFn, resolve_params
 from ..model import ParamMappedGradiendModel
-from ..records import PRE_PRUNE_FILE, VALIDATION_FILE, PrePruneRecord, ValidationRecord
+from ..ranking.importance import DEFAULT_PART
 from .config import SOURCES
-from .gradients import GradientSource, LossFn, resolve_params
 
 __all__ = ["ModelWithGradiend", "base_model_id"]
 
-CONTEXT_FILE = "gradiend_context.json"
-TRAINING_FILE = "training.json"
 
 
 def base_model_id(base_model: nn.Module) -> str:

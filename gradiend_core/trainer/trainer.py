@@ -4,7 +4,7 @@ One run, in order (``Trainer.train``):
 
 1. **Pre-prune** (``pre_prune_config``): average the source gradient of ``n_samples``
    stratified training examples over the full input space, importance = |mean|, select with
-   :func:`gradiend_core.selection.select`, and build the GRADIEND directly at the selected size
+   :func:`gradiend_core.selection.rule.select`, and build the GRADIEND directly at the selected size
    (``ParamMap.restrict`` + a fresh ``ParamMappedGradiendModel``): the full-size GRADIEND is never
    allocated.
 2. **Train**: per step one class-pure batch of ``train_batch_size`` examples; its factual and
@@ -38,13 +38,13 @@ import torch
 from torch import nn
 
 from ..analysis.cut_cost import pearson
+from ..checkpoint.records import PrePruneRecord, ValidationRecord, align_columns
+from ..gradients.data import Example, epoch_batches, label_of, resolve_classes, split_validation, stratified_indices
+from ..gradients.gather import GradientSource, LossFn, needs, pick, resolve_params
 from ..model import ParamMappedGradiendModel
-from ..param_map import ParamMap
-from ..records import PrePruneRecord, ValidationRecord, align_columns
-from ..selection import select
+from ..selection.rule import select
+from ..space.param_map import ParamMap
 from .config import PostPruneConfig, PrePruneConfig, TrainingArguments
-from .data import Example, epoch_batches, label_of, resolve_classes, split_validation, stratified_indices
-from .gradients import GradientSource, LossFn, needs, pick, resolve_params
 from .model_with_gradiend import ModelWithGradiend, base_model_id
 
 __all__ = ["Trainer"]
@@ -174,17 +174,18 @@ class Trainer:
             model: a path/name for ``AutoModelForMaskedLM.from_pretrained`` or a loaded model.
             tokenizer: required when ``model`` is a module.
         """
-        from . import hf
+        from ..gradients import masked_lm
 
         if isinstance(model, str):
-            model, loaded_tok = hf.load_masked_lm(model)
+            model, loaded_tok = masked_lm.load_masked_lm(model)
             tokenizer = tokenizer or loaded_tok
         if tokenizer is None:
             raise ValueError("pass tokenizer=... when model is a loaded module.")
         args = args if args is not None else TrainingArguments()
         if args.params is None:
-            args = dataclasses.replace(args, params=hf.backbone_params(model))
-        return cls(model, train_data, hf.masked_lm_loss(tokenizer), eval_data=eval_data, args=args, classes=classes)
+            args = dataclasses.replace(args, params=masked_lm.backbone_params(model))
+        loss = masked_lm.masked_lm_loss(tokenizer)
+        return cls(model, train_data, loss, eval_data=eval_data, args=args, classes=classes)
 
     @property
     def output_dir(self) -> Optional[str]:

@@ -1,0 +1,146 @@
+"""Rankings of a checkpoint's importance, built by streaming its weight file and kept on disk.
+
+:func:`ranking_for` gives the :class:`~gradiend_core.ranking.ranking.Ranking` of one importance source of
+a checkpoint. For a weight part of a checkpoint whose weights are not in memory it takes:
+
+1. **summary pass** - the importance is computed block by block from the weight file (only the
+   tensors the part needs) and counted per value bucket. Memory: one block. This alone answers
+   every count, share and histogram; the dims of the bucket a cut falls in (and the kept index
+   set, from which per-parameter counts follow) are found by one more pass.
+2. **layout pass** (optional, e.g. in the background) - the importance is streamed again and every
+   dim is written to its bucket's place in two files, ``order`` (local index) and ``values``, with
+   positional writes; the finished ranking reads them through read-only memory maps, so a cut,
+   a count above a threshold or the top of the ranking costs one bucket, not a pass. When the
+   whole layout (8 bytes per dim) would take more than half the cache budget, a background build
+   lays out only the highest buckets, up to a quarter of the dims and of that budget share: the
+   cuts users make (topk of a few percent) stay one-bucket reads; cuts below stream a pass.
+
+Both are kept in the user cache (:mod:`gradiend_core.util.cache`), keyed by the weight file's identity
+(path, size, modification time and its first MiB) and the source, and reused by later runs: a
+checkpoint summarised before opens without reading its weights. Each entry is written into a
+temporary directory and renamed into place, so a crash leaves no half-written entry, and two
+processes building the same entry at once both succeed.
+
+The pre-prune ``gradient-mean`` and checkpoints held in memory are ranked in memory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from functools import partial
+from typing import Dict, Optional, Tuple
+
+from ...checkpoint import CheckpointData
+from ...util.cache import cache_dir
+from ..importance import GRADIENT_MEAN, source_importance, validate_source
+from ..ranking import Ranking
+from .disk import ProgressFn, attach_layout, layout_fits, partial_layout_dims, summarised
+from .prefetch import cancel, schedule
+
+__all__ = ["clear_memory", "discard", "forget", "prefetch", "ranking_for", "resident_bytes"]
+
+_registry: Dict[Tuple[str, str], Ranking] = {}
+_registry_lock = threading.Lock()
+_key_locks: Dict[Tuple[str, str], threading.Lock] = {}
+
+
+def clear_memory() -> None:
+    """Forget the rankings held in this process (the disk cache stays)."""
+    with _registry_lock:
+        _registry.clear()
+
+
+def forget(identity: str) -> None:
+    """Forget the rankings of one weight file (by :meth:`WeightSource.identity`) in this process."""
+    with _registry_lock:
+        for key in [k for k in _registry if k[0] == identity]:
+            del _registry[key]
+
+
+def discard(identity: str, timeout: float = 600.0) -> None:
+    """Forget the rankings of one weight file in this process and delete its cache entries on disk
+    (e.g. an uploaded checkpoint that is deleted: nothing derived from it stays behind). Queued
+    background builds of it are dropped; one in progress is waited for (up to ``timeout`` s)."""
+    cancel(identity, timeout)
+    forget(identity)
+    shutil.rmtree(cache_dir("rankings", identity), ignore_errors=True)
+
+
+def resident_bytes(identity: Optional[str] = None) -> int:
+    """Bytes held in memory by this process's rankings (of one weight file, or all)."""
+    with _registry_lock:
+        rankings = [r for k, r in _registry.items() if identity is None or k[0] == identity]
+    return sum(r.resident_bytes() for r in rankings)
+
+
+# ------------------------------------------------------------------------------------ public
+def _in_memory(data: CheckpointData, source: str) -> Ranking:
+    return Ranking(source_importance(data, source), data.param_map.local_offsets)
+
+
+def ranking_for(
+    data: CheckpointData, source: str, *, layout: str = "now", progress: Optional[ProgressFn] = None
+) -> Ranking:
+    """The ranking of ``source``'s importance for a checkpoint, from the cache or built now.
+
+    Args:
+        data: the checkpoint (opened with :func:`~gradiend_core.checkpoint.open_checkpoint` to keep
+            the weights out of memory).
+        source: a weight part or ``gradient-mean``.
+        layout: ``"now"`` - build (or load) the layout before returning; ``"background"`` - return
+            after the summary and attach the layout when a background thread has built it (only
+            when the layout takes at most half the cache budget, 8 bytes per dim);
+            ``"never"`` - summary only (every dim-level question streams the weights once).
+        progress: optional ``progress(fraction, text)`` while passes run.
+
+    Returns:
+        A :class:`~gradiend_core.ranking.ranking.Ranking`, shared by every caller in this process.
+
+    Raises:
+        ValueError: for an unknown source or layout; CheckpointError: for unreadable weights or a
+        missing pre-prune record.
+    """
+    source = validate_source(source)
+    if layout not in ("now", "background", "never"):
+        raise ValueError(f"layout must be 'now', 'background' or 'never', got {layout!r}.")
+    if data.weights is None:
+        return _in_memory(data, source)  # a model built in memory: nothing to key it by
+    in_memory = source == GRADIENT_MEAN or data.loaded
+    key = (data.weights.identity(), source)
+    with _registry_lock:
+        lock = _key_locks.setdefault(key, threading.Lock())
+    with lock:
+        ranking = _registry.get(key)
+        if ranking is None:
+            ranking = _in_memory(data, source) if in_memory else summarised(data, source, progress)
+            with _registry_lock:
+                _registry[key] = ranking
+        if layout == "now" and not ranking.has_layout:
+            attach_layout(data, source, ranking, progress)
+        elif layout == "background" and not ranking.has_layout and partial_layout_dims(ranking.summary) > 0:
+            schedule(key, partial(_lay_out, data, source))
+    return ranking
+
+
+def _lay_out(data: CheckpointData, source: str) -> None:
+    """The background build of ``source``: its ranking (summarised first when new), then as much of
+    its layout as the cache budget allows."""
+    ranking = ranking_for(data, source, layout="never")
+    if not ranking.has_layout:
+        attach_layout(data, source, ranking, None, partial_layout_dims(ranking.summary))
+
+
+def prefetch(data: CheckpointData, sources, max_layout_bytes: Optional[int] = None) -> None:
+    """Build the rankings (summary and layout) of ``sources`` in the background, so switching to
+    one of them later costs a bucket, not a pass. Skipped when their layouts would take more than
+    ``max_layout_bytes`` of cache (default: a quarter of the cache budget)."""
+    if data.weights is None or data.loaded:
+        return
+    wanted = [validate_source(s) for s in sources if validate_source(s) != GRADIENT_MEAN]
+    if max_layout_bytes is not None and 8 * data.architecture.input_dim * len(wanted) > max_layout_bytes:
+        return
+    if max_layout_bytes is None and not layout_fits(data, len(wanted), 4):
+        return
+    for s in wanted:
+        schedule((data.weights.identity(), s), partial(_lay_out, data, s))
