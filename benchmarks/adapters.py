@@ -17,7 +17,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any
 
 __all__ = [
     "DEFAULT_PART",
@@ -56,28 +56,28 @@ APP = REPO / "dashboard" / "app.py"
 # ---- gradiend-core: command line -------------------------------------------------------------
 
 
-def cli_program() -> List[str]:
+def cli_program() -> list[str]:
     """The ``gradiend-core`` console script of this interpreter's environment."""
     exe = Path(sys.executable).with_name("gradiend-core")
     return [str(exe)] if exe.exists() else [shutil.which("gradiend-core") or "gradiend-core"]
 
 
-def cli_info(path: str) -> List[str]:
+def cli_info(path: str) -> list[str]:
     """``gradiend-core info PATH``."""
     return cli_program() + ["info", path]
 
 
-def cli_dry_run(path: str, topk: str, part: str = DEFAULT_PART) -> List[str]:
+def cli_dry_run(path: str, topk: str, part: str = DEFAULT_PART) -> list[str]:
     """``gradiend-core prune PATH --topk K --dry-run``."""
     return cli_program() + ["prune", path, "--part", part, "--topk", topk, "--dry-run"]
 
 
-def cli_export(path: str, out: str, topk: str, part: str = DEFAULT_PART) -> List[str]:
+def cli_export(path: str, out: str, topk: str, part: str = DEFAULT_PART) -> list[str]:
     """``gradiend-core prune PATH --topk K --out OUT``."""
     return cli_program() + ["prune", path, "--part", part, "--topk", topk, "--out", out]
 
 
-def dashboard_command(path: Optional[str], port: int) -> List[str]:
+def dashboard_command(path: str | None, port: int) -> list[str]:
     """``gradiend-core dashboard [PATH] --port N --headless --address 127.0.0.1``.
 
     The CLI replaces itself with ``streamlit run`` (``execv``), so the process started is the
@@ -137,7 +137,7 @@ def ours_layout(state: OursOpen) -> None:
 
 
 def ours_change(
-    state: OursOpen, topk: Union[int, float, None] = None, threshold: Optional[float] = None, mask: Any = None
+    state: OursOpen, topk: int | float | None = None, threshold: float | None = None, mask: Any = None
 ) -> int:
     """One selection change as the dashboard computes it: the pruning plan (selection and preview)
     and the Selection view's histogram with the cut.
@@ -156,7 +156,7 @@ def ours_change(
     return int(sel.k)
 
 
-def ours_export(path: str, out: str, topk: Union[int, float], part: str = DEFAULT_PART) -> int:
+def ours_export(path: str, out: str, topk: int | float, part: str = DEFAULT_PART) -> int:
     """Export as a user of the Python API does: ``export_pruned(path, out, topk=..., part=...)``; returns kept dims."""
     from gradiend_core import export_pruned
 
@@ -175,7 +175,7 @@ def apptest_open(path: str, timeout_s: float = 1800.0):
 # ---- reference package gradiend 0.2.3 --------------------------------------------------------
 
 
-def ref_open(path: str, part: str = DEFAULT_PART, topk: Union[int, float] = 0.05):
+def ref_open(path: str, part: str = DEFAULT_PART, topk: int | float = 0.05):
     """The reference's nearest to opening a checkpoint for a look: ``from_pretrained`` plus one ``get_topk_weights``."""
     from gradiend.model.param_mapped import ParamMappedGradiendModel
 
@@ -184,12 +184,12 @@ def ref_open(path: str, part: str = DEFAULT_PART, topk: Union[int, float] = 0.05
     return model
 
 
-def ref_change(model: Any, topk: Union[int, float], part: str = DEFAULT_PART) -> int:
+def ref_change(model: Any, topk: int | float, part: str = DEFAULT_PART) -> int:
     """The reference's nearest to a selection change: one ``get_topk_weights``; returns its length."""
     return len(model.get_topk_weights(part=part, topk=topk))
 
 
-def ref_export(path: str, out: str, topk: Union[int, float], part: str = DEFAULT_PART) -> int:
+def ref_export(path: str, out: str, topk: int | float, part: str = DEFAULT_PART) -> int:
     """The reference's export: ``from_pretrained``, ``prune``, ``save_pretrained``; returns kept dims."""
     from gradiend.model.param_mapped import ParamMappedGradiendModel
 
@@ -200,12 +200,12 @@ def ref_export(path: str, out: str, topk: Union[int, float], part: str = DEFAULT
     return int(pruned.input_dim)
 
 
-def topk_value(text: str) -> Union[int, float]:
+def topk_value(text: str) -> int | float:
     """``"100"`` -> 100 (a count), ``"0.05"``/``"1e-3"``/``"1.0"`` -> a fraction, as both packages read topk."""
     return int(text) if text.isdigit() else float(text)
 
 
-def env_with_repo(extra: Optional[dict] = None) -> dict:
+def env_with_repo(extra: dict | None = None) -> dict:
     """The environment for child processes: this checkout first on ``PYTHONPATH``."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
@@ -227,12 +227,12 @@ def apptest_part(at, part: str):
     return at.selectbox(key="part").set_value(part).run()
 
 
-def apptest_threshold(at, value: Optional[float]):
+def apptest_threshold(at, value: float | None):
     """Set (or clear, with ``None``) the threshold and rerun."""
     return at.number_input(key="threshold").set_value(value).run()
 
 
-def apptest_mask(at, name: Optional[str], content: Optional[bytes] = None):
+def apptest_mask(at, name: str | None, content: bytes | None = None):
     """Upload a mask file (or remove it, with ``None``) and rerun."""
     value = None if name is None else (name, content, "application/octet-stream")
     return at.file_uploader(key="mask_file").set_value(value).run()
@@ -245,11 +245,11 @@ def apptest_export(at, out: str):
     return at.button(key="export").click().run()
 
 
-def apptest_problems(at) -> List[str]:
+def apptest_problems(at) -> list[str]:
     """Error and exception texts the page shows."""
     return [e.value for e in at.error] + [str(e.value) for e in at.exception]
 
 
-def apptest_kept(at) -> Optional[str]:
+def apptest_kept(at) -> str | None:
     """The preview's "Input dims kept" as shown (a check that a change took effect)."""
     return next((str(m.value) for m in at.metric if m.label == "Input dims kept"), None)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Optional
 
 __all__ = ["generate"]
 
 
-def generate(path: Path, input_dim: Optional[int] = None) -> None:
+def generate(path: Path, input_dim: int | None = None) -> None:
     """Write a GRADIEND over every weight of a bert-base-uncased-shaped model with the reference's ``save_pretrained``.
 
     input_dim 109,482,240, latent_dim 1, float32 (1.3 GB). Decoder weights are multiplied by

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 
 def bert_base_shapes(
     layers: int = 12, hidden: int = 768, intermediate: int = 3072, vocab: int = 30522
-) -> List[Tuple[str, Tuple[int, ...]]]:
+) -> list[tuple[str, tuple[int, ...]]]:
     """``(name, shape)`` of every parameter of a BERT-base-shaped encoder with pooler, in model order."""
     h, i = hidden, intermediate
-    out: List[Tuple[str, Tuple[int, ...]]] = [
+    out: list[tuple[str, tuple[int, ...]]] = [
         ("bert.embeddings.word_embeddings.weight", (vocab, h)),
         ("bert.embeddings.position_embeddings.weight", (512, h)),
         ("bert.embeddings.token_type_embeddings.weight", (2, h)),

@@ -23,9 +23,10 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 from benchmarks.adapters import REPO, dashboard_command, env_with_repo
 from benchmarks.memlimit import MemoryCgroup, format_bytes_short, proc_status_bytes
@@ -94,12 +95,12 @@ class DashboardServer:
 
     def __init__(
         self,
-        path: Optional[str],
+        path: str | None,
         limit_bytes: int,
         *,
-        env: Optional[Dict[str, str]] = None,
-        cwd: Optional[Path] = None,
-        log: Optional[Path] = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        log: Path | None = None,
         sample_s: float = 0.2,
     ) -> None:
         self.path, self.limit_bytes, self.sample_s = path, int(limit_bytes), sample_s
@@ -115,8 +116,8 @@ class DashboardServer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self.samples: List[Dict[str, Any]] = []
-        self.marks: List[Dict[str, Any]] = []
+        self.samples: list[dict[str, Any]] = []
+        self.marks: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample_loop, daemon=True)
         self._sampler.start()
@@ -148,7 +149,7 @@ class DashboardServer:
         return f"server exited with status {self.proc.returncode}"
 
     # -- memory ----------------------------------------------------------------------------------
-    def memory(self) -> Dict[str, Optional[int]]:
+    def memory(self) -> dict[str, int | None]:
         """Current ``VmRSS``, ``VmHWM`` of the server and the group's charge / peak / anonymous memory, bytes."""
         pid = self.proc.pid
         return {
@@ -173,20 +174,20 @@ class DashboardServer:
                 )
             self._stop.wait(self.sample_s)
 
-    def mark(self, label: str) -> Dict[str, Any]:
+    def mark(self, label: str) -> dict[str, Any]:
         """Record the memory now under ``label`` (also kept in :attr:`marks`)."""
         m = {"label": label, "t": round(time.perf_counter() - self.t0, 2), **self.memory()}
         self.marks.append(m)
         return m
 
-    def peak_rss_between(self, t_from: float, t_to: float) -> Optional[int]:
+    def peak_rss_between(self, t_from: float, t_to: float) -> int | None:
         vals = [s["rss"] for s in self.samples if t_from <= s["t"] <= t_to]
         return max(vals) if vals else None
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
 
-    def stop(self) -> Dict[str, Any]:
+    def stop(self) -> dict[str, Any]:
         """Stop the server; return its exit, OOM state and peaks (``peak_rss_bytes``: the largest sampled ``VmHWM``)."""
         self.mark("stop")
         if self.alive():
@@ -263,7 +264,7 @@ def time_to_histogram(page: Any, server: DashboardServer, url: str, timeout_s: f
 
 
 def time_rerun(
-    page: Any, server: DashboardServer, action: Callable[[], Any], timeout_s: float = 1800, then: Optional[str] = None
+    page: Any, server: DashboardServer, action: Callable[[], Any], timeout_s: float = 1800, then: str | None = None
 ) -> float:
     """Seconds from ``action()`` until the page's script has run again and is idle.
 
@@ -278,12 +279,12 @@ def time_rerun(
     return time.perf_counter() - t0
 
 
-def view_names(page: Any) -> List[str]:
+def view_names(page: Any) -> list[str]:
     """Names of the dashboard's view tabs, as shown."""
     return [t.inner_text().strip() for t in page.get_by_role("tab").all()]
 
 
-def page_problems(page: Any) -> List[str]:
+def page_problems(page: Any) -> list[str]:
     """Texts of exceptions and error boxes the page shows."""
     loc = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
     return [loc.nth(i).inner_text()[:300] for i in range(loc.count())]

@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator
+from typing import Any
 
 from benchmarks import adapters as A
 
 __all__ = ["KINDS", "step", "main"]
 
 
-def _emit(obj: Dict[str, Any]) -> None:
+def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
@@ -35,7 +36,7 @@ def step(name: str) -> Iterator[None]:
     _emit({"end": name, "s": time.perf_counter() - t0})
 
 
-def _rss() -> Dict[str, int]:
+def _rss() -> dict[str, int]:
     out = {}
     with open("/proc/self/status") as f:
         for line in f:
@@ -47,7 +48,7 @@ def _rss() -> Dict[str, int]:
 # ---- generation ------------------------------------------------------------------------------
 
 
-def generate_bert(args: Dict[str, Any]) -> Dict[str, Any]:
+def generate_bert(args: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.bert_checkpoint import generate
 
     with step("generate"):
@@ -55,7 +56,7 @@ def generate_bert(args: Dict[str, Any]) -> Dict[str, Any]:
     return {}
 
 
-def generate_llama(args: Dict[str, Any]) -> Dict[str, Any]:
+def generate_llama(args: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.llama_shapes import llama_shapes
     from benchmarks.streaming_checkpoint import write_streamed_checkpoint
 
@@ -74,7 +75,7 @@ def generate_llama(args: Dict[str, Any]) -> Dict[str, Any]:
 # ---- gradiend-core, Python API ---------------------------------------------------------------
 
 
-def ours_open(args: Dict[str, Any]) -> Dict[str, Any]:
+def ours_open(args: dict[str, Any]) -> dict[str, Any]:
     """Open to first histogram; with ``topks``, then one in-process selection change per topk."""
     with step("import"):
         A.ours_import()
@@ -92,7 +93,7 @@ def ours_open(args: Dict[str, Any]) -> Dict[str, Any]:
     return {"changes_s": changes, **_rss()}
 
 
-def ours_export(args: Dict[str, Any]) -> Dict[str, Any]:
+def ours_export(args: dict[str, Any]) -> dict[str, Any]:
     with step("import"):
         A.ours_import()
     with step("export_pruned"):
@@ -103,7 +104,7 @@ def ours_export(args: Dict[str, Any]) -> Dict[str, Any]:
 # ---- reference -------------------------------------------------------------------------------
 
 
-def ref_open(args: Dict[str, Any]) -> Dict[str, Any]:
+def ref_open(args: dict[str, Any]) -> dict[str, Any]:
     """Load plus one top-k query (the reference's nearest to a first look), then one query per topk."""
     with step("import"):
         A.ref_import()
@@ -118,7 +119,7 @@ def ref_open(args: Dict[str, Any]) -> Dict[str, Any]:
     return {"changes_s": changes, **_rss()}
 
 
-def ref_export(args: Dict[str, Any]) -> Dict[str, Any]:
+def ref_export(args: dict[str, Any]) -> dict[str, Any]:
     with step("import"):
         A.ref_import()
     with step("load_prune_save"):
@@ -129,7 +130,7 @@ def ref_export(args: Dict[str, Any]) -> Dict[str, Any]:
 # ---- dashboard under AppTest -----------------------------------------------------------------
 
 
-def _timed(name: str, fn: Callable[[], Any], problems: Dict[str, Any]) -> float:
+def _timed(name: str, fn: Callable[[], Any], problems: dict[str, Any]) -> float:
     with step(name):
         t0 = time.perf_counter()
         at = fn()
@@ -140,7 +141,7 @@ def _timed(name: str, fn: Callable[[], Any], problems: Dict[str, Any]) -> float:
     return dt
 
 
-def apptest(args: Dict[str, Any]) -> Dict[str, Any]:
+def apptest(args: dict[str, Any]) -> dict[str, Any]:
     """Server time of the dashboard's reruns (AppTest runs the page in this process).
 
     For every topk: the topk change, a part change and back, a threshold set and cleared, a mask
@@ -148,7 +149,7 @@ def apptest(args: Dict[str, Any]) -> Dict[str, Any]:
     """
     path, other = args["path"], args.get("other_part", "encoder-weight")
     at = A.apptest_open(path)
-    problems: Dict[str, Any] = {}
+    problems: dict[str, Any] = {}
     first = _timed("first_run", at.run, problems)
     rows = []
     if args.get("topks"):
@@ -189,7 +190,7 @@ def apptest(args: Dict[str, Any]) -> Dict[str, Any]:
     return {"first_run_s": first, "changes": rows, "download": download, "problems": problems, **_rss()}
 
 
-def read_speed(args: Dict[str, Any]) -> Dict[str, Any]:
+def read_speed(args: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.read_speed import read_speeds
 
     with step("read"):
@@ -197,7 +198,7 @@ def read_speed(args: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-KINDS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "generate-bert": generate_bert,
     "generate-llama": generate_llama,
     "ours-open": ours_open,

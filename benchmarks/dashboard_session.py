@@ -10,8 +10,9 @@ checkpoint at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 from benchmarks.browser_timing import (
     HISTOGRAM_DRAWN_JS,
@@ -52,7 +53,7 @@ def _download(page: Any) -> int:
 
 
 def _run_steps(
-    server: DashboardServer, steps: List[Tuple[str, Callable[[], Any]]], out: Dict[str, Any], page: Any = None
+    server: DashboardServer, steps: list[tuple[str, Callable[[], Any]]], out: dict[str, Any], page: Any = None
 ) -> bool:
     """Run ``(name, fn)`` steps in order; ``fn`` returns seconds (or a dict with ``s``). False after a failure."""
     for i, (name, fn) in enumerate(steps):
@@ -81,9 +82,9 @@ def dashboard_visit(
     workdir: Path,
     *,
     topk: str = "0.01",
-    env: Optional[Dict[str, str]] = None,
+    env: dict[str, str] | None = None,
     timeout_s: float = 1800,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """A user's visit on ``path`` (see the module docstring), the server limited to ``limit_bytes``.
 
     ``topk`` is typed into the topk box (it must differ from the page's default, 0.05) and the
@@ -92,7 +93,7 @@ def dashboard_visit(
     Returns ``{"steps": {name: {"s", "memory", ...}}, "failed_step", "failure", "not_reached", "server": {...}}``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    out: Dict[str, Any] = {"steps": {}, "failed_step": None, "failure": None, "not_reached": []}
+    out: dict[str, Any] = {"steps": {}, "failed_step": None, "failure": None, "not_reached": []}
     server = DashboardServer(path, limit_bytes, env=env, cwd=workdir, log=workdir / "server.log")
     try:
         with chromium() as browser:
@@ -147,18 +148,18 @@ def dashboard_visit(
     return out
 
 
-def _timed_download(page: Any) -> Dict[str, Any]:
+def _timed_download(page: Any) -> dict[str, Any]:
     t0 = time.perf_counter()
     size = _download(page)
     return {"s": time.perf_counter() - t0, "bytes": size}
 
 
 def reopen_visit(
-    path: str, limit_bytes: int, workdir: Path, *, env: Optional[Dict[str, str]] = None, timeout_s: float = 1800
-) -> Dict[str, Any]:
+    path: str, limit_bytes: int, workdir: Path, *, env: dict[str, str] | None = None, timeout_s: float = 1800
+) -> dict[str, Any]:
     """A fresh server on ``path`` and one navigation to the first histogram (a second open: warm caches)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    out: Dict[str, Any] = {"steps": {}, "failed_step": None, "failure": None, "not_reached": []}
+    out: dict[str, Any] = {"steps": {}, "failed_step": None, "failure": None, "not_reached": []}
     server = DashboardServer(path, limit_bytes, env=env, cwd=workdir, log=workdir / "server-reopen.log")
     try:
         with chromium() as browser:
@@ -184,9 +185,9 @@ def upload_sessions(
     workdir: Path,
     *,
     after_s: float = 150,
-    env: Optional[Dict[str, str]] = None,
+    env: dict[str, str] | None = None,
     timeout_s: float = 1800,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """``n`` users upload ``zip_path`` at once ("Upload .zip"); server memory during, and after they leave.
 
     Each page opens the dashboard, picks "Upload .zip" and sets the file; all uploads start within
@@ -201,10 +202,10 @@ def upload_sessions(
     tmp = workdir / "tmp"
     tmp.mkdir(exist_ok=True)
     env = dict(env or {}, TMPDIR=str(tmp))
-    out: Dict[str, Any] = {"users": n, "zip_bytes": zip_path.stat().st_size, "failed_step": None, "failure": None}
+    out: dict[str, Any] = {"users": n, "zip_bytes": zip_path.stat().st_size, "failed_step": None, "failure": None}
     server = DashboardServer(None, limit_bytes, env=env, cwd=workdir, log=workdir / "server-uploads.log")
-    done: Dict[int, float] = {}
-    t_start: Optional[float] = None
+    done: dict[int, float] = {}
+    t_start: float | None = None
     step = "open the pages"
     try:
         server.wait_ready()

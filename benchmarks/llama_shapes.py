@@ -7,8 +7,6 @@ is no separate ``lm_head.weight``). Names and order follow Hugging Face ``LlamaF
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 __all__ = ["llama_shapes", "LLAMA_3_2_1B_ENTRIES"]
 
 #: Entries of every parameter of :func:`llama_shapes` with its defaults (tied embedding counted once).
@@ -23,7 +21,7 @@ def llama_shapes(
     kv_heads: int = 8,
     head_dim: int = 64,
     vocab: int = 128_256,
-) -> List[Tuple[str, Tuple[int, ...]]]:
+) -> list[tuple[str, tuple[int, ...]]]:
     """``(name, shape)`` of every parameter of a LLaMA-shaped causal LM with tied embeddings, in model order.
 
     Per layer: ``self_attn.{q,k,v,o}_proj.weight`` (q/o: ``(heads*head_dim, hidden)`` and its
@@ -33,7 +31,7 @@ def llama_shapes(
     ``model.norm.weight``. No biases (LLaMA has none).
     """
     h, q, kv = hidden, heads * head_dim, kv_heads * head_dim
-    out: List[Tuple[str, Tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, h))]
+    out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (vocab, h))]
     for n in range(layers):
         p = f"model.layers.{n}"
         out += [

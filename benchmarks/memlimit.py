@@ -35,9 +35,10 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 __all__ = [
     "CGROUP_ROOT",
@@ -84,7 +85,7 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def format_bytes_short(n: Optional[int]) -> str:
+def format_bytes_short(n: int | None) -> str:
     """Bytes as ``"3.2 GiB"`` / ``"512 MiB"`` (``"-"`` for ``None``)."""
     if n is None:
         return "-"
@@ -99,7 +100,7 @@ def cgroup_available(root: Path = CGROUP_ROOT) -> bool:
     return os.geteuid() == 0 and (root / "memory.limit_in_bytes").is_file() and os.access(root, os.W_OK)
 
 
-def proc_status_bytes(pid: int, field_name: str) -> Optional[int]:
+def proc_status_bytes(pid: int, field_name: str) -> int | None:
     """A ``kB`` field of ``/proc/<pid>/status`` (``VmHWM``, ``VmRSS``, ...) in bytes.
 
     ``None`` once the process is gone.
@@ -126,7 +127,7 @@ class MemoryCgroup:
         PermissionError: when not root or there is no cgroup v1 memory hierarchy at ``root``.
     """
 
-    def __init__(self, limit_bytes: int, name: Optional[str] = None, root: Path = CGROUP_ROOT) -> None:
+    def __init__(self, limit_bytes: int, name: str | None = None, root: Path = CGROUP_ROOT) -> None:
         if not cgroup_available(root):
             raise PermissionError(
                 f"cannot create memory cgroups under {root}: needs root and cgroup v1 (memory controller)."
@@ -142,23 +143,23 @@ class MemoryCgroup:
     def _write(self, name: str, value: Any) -> None:
         (self.path / name).write_text(f"{value}\n")
 
-    def _read_int(self, name: str) -> Optional[int]:
+    def _read_int(self, name: str) -> int | None:
         try:
             return int((self.path / name).read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
 
-    def _stat(self, name: str) -> Optional[int]:
+    def _stat(self, name: str) -> int | None:
         return self._kv("memory.stat").get(name)
 
-    def _kv(self, file: str) -> Dict[str, int]:
+    def _kv(self, file: str) -> dict[str, int]:
         try:
             pairs = (line.split() for line in (self.path / file).read_text().splitlines())
             return {k: int(v) for k, v in pairs}
         except (FileNotFoundError, ValueError):
             return {}
 
-    def wrap(self, cmd: Sequence[str]) -> List[str]:
+    def wrap(self, cmd: Sequence[str]) -> list[str]:
         """``cmd`` prefixed so that the process joins this group before it ``exec``s (same PID)."""
         return ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.path / "cgroup.procs"), *map(str, cmd)]
 
@@ -166,15 +167,15 @@ class MemoryCgroup:
         """Move a running process into the group (its earlier allocations stay charged elsewhere)."""
         self._write("cgroup.procs", pid)
 
-    def usage(self) -> Optional[int]:
+    def usage(self) -> int | None:
         """Current charge in bytes (anonymous memory plus page cache)."""
         return self._read_int("memory.usage_in_bytes")
 
-    def max_usage(self) -> Optional[int]:
+    def max_usage(self) -> int | None:
         """Peak charge in bytes since creation (includes page cache)."""
         return self._read_int("memory.max_usage_in_bytes")
 
-    def anon(self) -> Optional[int]:
+    def anon(self) -> int | None:
         """Current anonymous memory of the group (``memory.stat`` ``total_rss``), bytes."""
         return self._stat("total_rss")
 
@@ -182,7 +183,7 @@ class MemoryCgroup:
         """Processes the OOM killer killed in this group (``memory.oom_control``'s ``oom_kill``)."""
         return self._kv("memory.oom_control").get("oom_kill", 0)
 
-    def pids(self) -> List[int]:
+    def pids(self) -> list[int]:
         try:
             return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
         except FileNotFoundError:
@@ -207,7 +208,7 @@ class MemoryCgroup:
             except OSError:  # EBUSY while the kernel finishes moving charges to the parent
                 time.sleep(0.1)
 
-    def __enter__(self) -> "MemoryCgroup":
+    def __enter__(self) -> MemoryCgroup:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -222,24 +223,24 @@ class LimitedRun:
     ``extra["cgroup"]`` is the path the (now removed) group had.
     """
 
-    cmd: List[str]
+    cmd: list[str]
     limit_bytes: int
-    returncode: Optional[int]
+    returncode: int | None
     wall_s: float
-    peak_rss_bytes: Optional[int]
-    cgroup_peak_bytes: Optional[int]
-    cgroup_peak_anon_bytes: Optional[int]
+    peak_rss_bytes: int | None
+    cgroup_peak_bytes: int | None
+    cgroup_peak_anon_bytes: int | None
     oom_killed: bool
     timed_out: bool
     stdout: str = ""
     stderr: str = ""
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0 and not self.oom_killed and not self.timed_out
 
-    def failure(self) -> Optional[str]:
+    def failure(self) -> str | None:
         """A one-line reason for a failed run (``None`` when it succeeded)."""
         if self.ok:
             return None
@@ -250,7 +251,7 @@ class LimitedRun:
         tail = (self.stderr.strip().splitlines() or ["(no stderr)"])[-1]
         return f"exit status {self.returncode}: {tail[:300]}"
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("stdout")
         d["stderr"] = d["stderr"][-2000:]
@@ -261,9 +262,9 @@ def run_limited(
     cmd: Sequence[str],
     limit_bytes: int,
     *,
-    env: Optional[Mapping[str, str]] = None,
-    cwd: Optional[os.PathLike | str] = None,
-    timeout_s: Optional[float] = None,
+    env: Mapping[str, str] | None = None,
+    cwd: os.PathLike | str | None = None,
+    timeout_s: float | None = None,
     sample_s: float = 0.05,
     on_line=None,
 ) -> LimitedRun:
@@ -294,8 +295,8 @@ def run_limited(
             text=True,
             bufsize=1,
         )
-        out: List[str] = []
-        err: List[str] = []
+        out: list[str] = []
+        err: list[str] = []
 
         def pump(stream, sink, cb) -> None:
             for line in stream:

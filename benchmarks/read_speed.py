@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Dict, Union
 
 __all__ = ["evict", "read_speeds", "sequential_read"]
 
 BLOCK = 16 * 1024**2
 
 
-def evict(path: Union[str, os.PathLike]) -> None:
+def evict(path: str | os.PathLike) -> None:
     """Drop ``path``'s clean pages from the page cache (pages other processes map stay)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -27,7 +26,7 @@ def evict(path: Union[str, os.PathLike]) -> None:
         os.close(fd)
 
 
-def sequential_read(path: Union[str, os.PathLike], block: int = BLOCK) -> Dict[str, float]:
+def sequential_read(path: str | os.PathLike, block: int = BLOCK) -> dict[str, float]:
     """Read ``path`` start to end; ``{"bytes", "s", "mb_per_s"}`` (MB = 10**6 bytes)."""
     buf = bytearray(block)
     view = memoryview(buf)
@@ -43,7 +42,7 @@ def sequential_read(path: Union[str, os.PathLike], block: int = BLOCK) -> Dict[s
     return {"bytes": total, "s": round(s, 3), "mb_per_s": round(total / s / 1e6, 1)}
 
 
-def read_speeds(path: Union[str, os.PathLike]) -> Dict[str, object]:
+def read_speeds(path: str | os.PathLike) -> dict[str, object]:
     """Cold then warm sequential read of ``path``; the file's pages are dropped again afterwards."""
     evict(path)
     cold = sequential_read(path)

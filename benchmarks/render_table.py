@@ -16,14 +16,15 @@ import argparse
 import json
 import statistics
 import sys
-from typing import Any, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["load_json_line", "render"]
 
 DASH = "-"
 
 
-def load_json_line(lines: Iterable[str]) -> Dict[str, Any]:
+def load_json_line(lines: Iterable[str]) -> dict[str, Any]:
     """The last line that parses as a JSON object."""
     found = None
     for line in lines:
@@ -46,17 +47,17 @@ def _get(d: Any, *keys: Any) -> Any:
     return d
 
 
-def _s(x: Optional[float]) -> str:
+def _s(x: float | None) -> str:
     if x is None:
         return DASH
     return f"{x:.3f}" if x < 0.1 else f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
-def _gib(b: Optional[int]) -> str:
+def _gib(b: int | None) -> str:
     return DASH if b is None else f"{b / 1024**3:.2f} GiB"
 
 
-def _step(rec: Any, name: str) -> Optional[float]:
+def _step(rec: Any, name: str) -> float | None:
     return _get(rec, "steps", name) if _get(rec, "ok") else None
 
 
@@ -66,7 +67,7 @@ def _spread(rec: Any) -> str:
     return f" [{_s(min(runs))}-{_s(max(runs))}]" if len(runs) > 1 else ""
 
 
-def _failed(rec: Dict[str, Any]) -> str:
+def _failed(rec: dict[str, Any]) -> str:
     step = rec.get("failed_step")
     return f"fails: {rec.get('failure')}" + (f" (in {step})" if step else "")
 
@@ -80,23 +81,23 @@ def _run_cell(rec: Any) -> str:
     return f"{_s(rec.get('wall_s'))} s, peak RSS {_gib(rec.get('peak_rss_bytes'))}"
 
 
-def _med_max(values: List[float]) -> str:
+def _med_max(values: list[float]) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return DASH
     return f"{_s(statistics.median(values))} (max {_s(max(values))})"
 
 
-def _ratio(ref: Optional[float], ours: Optional[float]) -> str:
+def _ratio(ref: float | None, ours: float | None) -> str:
     return f"{ref / ours:.1f}x" if ref and ours else DASH
 
 
-def _bert(b: Dict[str, Any]) -> List[str]:
+def _bert(b: dict[str, Any]) -> list[str]:
     ck = b.get("checkpoint", {})
     ours, ref = b.get("ours", {}), b.get("reference", {})
-    rows: List[tuple] = []
+    rows: list[tuple] = []
 
-    def pair(label: str, r: Optional[float], o: Optional[float], fmt=_s, r_rec=None, o_rec=None) -> None:
+    def pair(label: str, r: float | None, o: float | None, fmt=_s, r_rec=None, o_rec=None) -> None:
         rows.append(
             (
                 label,
@@ -106,7 +107,7 @@ def _bert(b: Dict[str, Any]) -> List[str]:
             )
         )
 
-    def timed(label: str, key: str, ref_step: Optional[str], our_step: str) -> None:
+    def timed(label: str, key: str, ref_step: str | None, our_step: str) -> None:
         r_rec, o_rec = ref.get(key), ours.get(key)
         pair(label, _step(r_rec, ref_step) if ref_step else None, _step(o_rec, our_step), r_rec=r_rec, o_rec=o_rec)
 
@@ -187,7 +188,7 @@ def _bert(b: Dict[str, Any]) -> List[str]:
     return _table(head, ["", "`gradiend` 0.2.3", "`gradiend-core`", "reference / ours"], rows)
 
 
-def _download(d: Dict[str, Any]) -> List[str]:
+def _download(d: dict[str, Any]) -> list[str]:
     entries = _get(d, "result", "download") or []
     if not entries:
         return [f"Download archive: {_failed(d)}", ""] if isinstance(d, dict) and d.get("failure") else []
@@ -207,7 +208,7 @@ def _download(d: Dict[str, Any]) -> List[str]:
     )
 
 
-def _uploads(u: Dict[str, Any]) -> List[str]:
+def _uploads(u: dict[str, Any]) -> list[str]:
     if not u:
         return []
     rows = [("users", str(u.get("users")))]
@@ -244,7 +245,7 @@ def _visit_cell(v: Any) -> str:
     return "; ".join(parts) + (f"; server peak RSS {_gib(peak)}" if peak else "")
 
 
-def _llama(results: Dict[str, Any]) -> List[str]:
+def _llama(results: dict[str, Any]) -> list[str]:
     variants = [
         (k, results[k]) for k in ("llama-float32", "llama-bfloat16") if k in results and "checkpoint" in results[k]
     ]
@@ -279,7 +280,7 @@ def _llama(results: Dict[str, Any]) -> List[str]:
     return _table(head, [""] + heads, rows)
 
 
-def _machine(results: Dict[str, Any]) -> List[str]:
+def _machine(results: dict[str, Any]) -> list[str]:
     m = results.get("machine", {})
     line = (
         f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('mem_total_bytes', 0) / 1024**3:.1f} GiB RAM "
@@ -310,13 +311,13 @@ def _machine(results: Dict[str, Any]) -> List[str]:
     return out + [""]
 
 
-def _table(head: str, cols: List[str], rows: List[tuple]) -> List[str]:
+def _table(head: str, cols: list[str], rows: list[tuple]) -> list[str]:
     out = [head, "", "| " + " | ".join(cols) + " |", "| " + " | ".join("---" for _ in cols) + " |"]
     out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return out + [""]
 
 
-def render(results: Dict[str, Any]) -> str:
+def render(results: dict[str, Any]) -> str:
     """The Markdown tables of one benchmark run's JSON (``bench_vs_reference.py``'s last line)."""
     sc = results.get("scenarios", {})
     lines = _machine(results)
@@ -333,7 +334,7 @@ def render(results: Dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Render the README's performance tables from bench_vs_reference.py's JSON line."
     )

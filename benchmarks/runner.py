@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from benchmarks.adapters import REPO, env_with_repo
 from benchmarks.memlimit import LimitedRun, run_limited
@@ -22,9 +23,9 @@ from benchmarks.memlimit import LimitedRun, run_limited
 __all__ = ["parse_steps", "record", "run_child", "run_command"]
 
 
-def parse_steps(stdout: str) -> Tuple[Dict[str, float], Optional[str], Optional[Dict[str, Any]]]:
+def parse_steps(stdout: str) -> tuple[dict[str, float], str | None, dict[str, Any] | None]:
     """``(seconds by finished step, step begun but not finished, result)`` from a child's stdout."""
-    steps: Dict[str, float] = {}
+    steps: dict[str, float] = {}
     open_step = None
     result = None
     for line in stdout.splitlines():
@@ -44,7 +45,7 @@ def parse_steps(stdout: str) -> Tuple[Dict[str, float], Optional[str], Optional[
     return steps, open_step, result
 
 
-def record(run: LimitedRun, steps: Dict[str, float], failed_step: Optional[str], result: Any) -> Dict[str, Any]:
+def record(run: LimitedRun, steps: dict[str, float], failed_step: str | None, result: Any) -> dict[str, Any]:
     """The uniform record of one run (see the module docstring)."""
     ok = run.ok and result is not None
     return {
@@ -70,8 +71,8 @@ def _log(msg: str) -> None:
 
 
 def run_child(
-    kind: str, args: Dict[str, Any], limit_bytes: int, *, timeout_s: float = 3600, env: Optional[Dict[str, str]] = None
-) -> Dict[str, Any]:
+    kind: str, args: dict[str, Any], limit_bytes: int, *, timeout_s: float = 3600, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``benchmarks.child`` measurement ``kind`` with ``args`` under ``limit_bytes``; return its record."""
     cmd = [sys.executable, "-m", "benchmarks.child", kind, json.dumps(args)]
 
@@ -90,8 +91,8 @@ def run_child(
 
 
 def run_command(
-    name: str, cmd: Sequence[str], limit_bytes: int, *, timeout_s: float = 3600, env: Optional[Dict[str, str]] = None
-) -> Dict[str, Any]:
+    name: str, cmd: Sequence[str], limit_bytes: int, *, timeout_s: float = 3600, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Run a product command (e.g. ``gradiend-core info``) under ``limit_bytes``; one step named ``name``.
 
     On failure ``failed_step`` is ``name`` plus the last progress line the command printed to stderr.

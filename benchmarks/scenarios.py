@@ -29,7 +29,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Settings:
     """What to run and under which limits (bytes, seconds)."""
 
     data_dir: Path
-    scenarios: List[str]
+    scenarios: list[str]
     reference: bool = True
     browser: bool = True
     user_limit: int = 4 * 1024**3
@@ -65,9 +65,9 @@ class Settings:
     #: runs of each in-process BERT measurement (the median is reported; a shared machine is noisy).
     repeat: int = 1
     #: a scaled-down stand-in for the BERT-base checkpoint (about this many dims), for trying the harness.
-    bert_input_dim: Optional[int] = None
+    bert_input_dim: int | None = None
     timeout_s: float = 3600.0
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def work(self) -> Path:
@@ -92,7 +92,7 @@ def protective_cap(wanted: int, reserve: int = 3 * 1024**3) -> int:
     return min(wanted, max(1024**3, mem_available() - reserve))
 
 
-def machine_info() -> Dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
         platform.processor(),
@@ -122,7 +122,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
 
 
-def _checkpoint_info(path: Path) -> Dict[str, Any]:
+def _checkpoint_info(path: Path) -> dict[str, Any]:
     arch = json.loads((path / "config.json").read_text())["architecture"]
     return {
         "path": str(path),
@@ -218,7 +218,7 @@ def median_importance(ckpt: Path, sample: int = 1_000_000) -> float:
 # ---- scenarios -------------------------------------------------------------------------------
 
 
-def median_record(records: List[Dict[str, Any]], step: str) -> Dict[str, Any]:
+def median_record(records: list[dict[str, Any]], step: str) -> dict[str, Any]:
     """Of repeated runs, the record whose ``step`` took the median time (the lower middle for an
     even count), with every run's time of ``step`` in ``repeats_s`` (``None`` for a failed run).
     All runs failed: the last record."""
@@ -228,7 +228,7 @@ def median_record(records: List[Dict[str, Any]], step: str) -> Dict[str, Any]:
     return chosen
 
 
-def scenario_readspeed(s: Settings) -> Dict[str, Any]:
+def scenario_readspeed(s: Settings) -> dict[str, Any]:
     """Sequential read speed of the BERT-base weights and of the bfloat16 LLaMA weights (when generated)."""
     out = {}
     files = [ensure_bert(s) / "model.safetensors", s.data_dir / "llama-1b-bfloat16" / "model.safetensors"]
@@ -242,11 +242,11 @@ def scenario_readspeed(s: Settings) -> Dict[str, Any]:
     return out
 
 
-def scenario_bert(s: Settings) -> Dict[str, Any]:
+def scenario_bert(s: Settings) -> dict[str, Any]:
     ckpt = ensure_bert(s)
     info = _checkpoint_info(ckpt)
     cap = protective_cap(s.bert_cap)
-    out: Dict[str, Any] = {"checkpoint": info, "cap_bytes": cap, "ours": {}, "reference": {}}
+    out: dict[str, Any] = {"checkpoint": info, "cap_bytes": cap, "ours": {}, "reference": {}}
     ours, ref = out["ours"], out["reference"]
     cache = s.work / "user-cache-bert"
 
@@ -349,13 +349,13 @@ def scenario_bert(s: Settings) -> Dict[str, Any]:
     return out
 
 
-def scenario_llama(s: Settings, dtype: str) -> Dict[str, Any]:
+def scenario_llama(s: Settings, dtype: str) -> dict[str, Any]:
     ckpt = ensure_llama(s, dtype)
     info = _checkpoint_info(ckpt)
     limit = s.user_limit
     cache = _fresh(s.work / f"user-cache-llama-{dtype}")
     env = {"GRADIEND_CORE_CACHE": str(cache)}
-    out: Dict[str, Any] = {"checkpoint": info, "limit_bytes": limit, "cli": {}, "api": {}}
+    out: dict[str, Any] = {"checkpoint": info, "limit_bytes": limit, "cli": {}, "api": {}}
     path, topk = str(ckpt), s.llama_topk
     _log(f"llama {dtype}: gradiend-core CLI in {format_bytes_short(limit)}")
     _evict_dir(ckpt)
@@ -398,7 +398,7 @@ def scenario_llama(s: Settings, dtype: str) -> Dict[str, Any]:
     return out
 
 
-def scenario_uploads(s: Settings) -> Dict[str, Any]:
+def scenario_uploads(s: Settings) -> dict[str, Any]:
     from benchmarks.dashboard_session import upload_sessions
 
     ckpt = ensure_bert(s)
@@ -423,7 +423,7 @@ def scenario_uploads(s: Settings) -> Dict[str, Any]:
     return out
 
 
-def scenario_download(s: Settings) -> Dict[str, Any]:
+def scenario_download(s: Settings) -> dict[str, Any]:
     ckpt = ensure_bert(s)
     cap = protective_cap(s.bert_cap)
     work = _fresh(s.work / "download")
@@ -449,10 +449,10 @@ SCENARIOS = {
 }
 
 
-def run_scenarios(s: Settings) -> Dict[str, Any]:
+def run_scenarios(s: Settings) -> dict[str, Any]:
     """Run the chosen scenarios in a fixed order; a scenario that raises is recorded and the rest go on."""
     s.work.mkdir(parents=True, exist_ok=True)
-    results: Dict[str, Any] = {}
+    results: dict[str, Any] = {}
     order = [n for n in SCENARIOS if n in s.scenarios]
     # Generate first so that the read-speed scenario finds every file.
     for name in order:

@@ -30,8 +30,9 @@ import math
 import os
 import shutil
 import struct
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 #: safetensors dtype code and bytes per element of the supported GRADIEND dtypes.
-DTYPE_CODES: Dict[str, Tuple[str, int]] = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
+DTYPE_CODES: dict[str, tuple[str, int]] = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
 _TORCH = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: Elements generated and written per step (64 MiB of float32).
 CHUNK_ELEMENTS = 1 << 24
@@ -55,14 +56,14 @@ FLUSH_BYTES = 1 << 30
 
 
 def checkpoint_config(
-    shapes: Sequence[Tuple[str, Tuple[int, ...]]],
+    shapes: Sequence[tuple[str, tuple[int, ...]]],
     latent_dim: int = 1,
     dtype: str = "float32",
     bias_decoder: bool = True,
-    metadata: Optional[Mapping[str, Any]] = None,
+    metadata: Mapping[str, Any] | None = None,
     activation_encoder: str = "tanh",
     activation_decoder: str = "id",
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """The ``config.json`` content of an unpruned GRADIEND over every entry of ``shapes``.
 
     Args:
@@ -95,7 +96,7 @@ def checkpoint_config(
     }
 
 
-def tensor_specs(input_dim: int, latent_dim: int = 1, bias_decoder: bool = True) -> List[Tuple[str, Tuple[int, ...]]]:
+def tensor_specs(input_dim: int, latent_dim: int = 1, bias_decoder: bool = True) -> list[tuple[str, tuple[int, ...]]]:
     """``(key, shape)`` of the GRADIEND's tensors in file order (by name; one dtype)."""
     specs = [
         ("encoder.0.linear.weight", (latent_dim, input_dim)),
@@ -107,10 +108,10 @@ def tensor_specs(input_dim: int, latent_dim: int = 1, bias_decoder: bool = True)
     return sorted(specs)
 
 
-def safetensors_header(specs: Sequence[Tuple[str, Tuple[int, ...]]], dtype: str) -> bytes:
+def safetensors_header(specs: Sequence[tuple[str, tuple[int, ...]]], dtype: str) -> bytes:
     """The 8-byte length prefix plus the space-padded JSON header for ``specs`` stored back to back."""
     code, size = DTYPE_CODES[dtype]
-    header: Dict[str, Any] = {}
+    header: dict[str, Any] = {}
     offset = 0
     for key, shape in specs:
         n = math.prod(shape) * size
@@ -158,12 +159,12 @@ def _encode(x: np.ndarray, dtype: str) -> bytes:
 
 def write_streamed_checkpoint(
     path: os.PathLike | str,
-    shapes: Sequence[Tuple[str, Tuple[int, ...]]],
+    shapes: Sequence[tuple[str, tuple[int, ...]]],
     *,
     latent_dim: int = 1,
     dtype: str = "float32",
     bias_decoder: bool = True,
-    metadata: Optional[Mapping[str, Any]] = None,
+    metadata: Mapping[str, Any] | None = None,
     seed: int = 0,
     chunk: int = CHUNK_ELEMENTS,
     progress=None,

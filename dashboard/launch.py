@@ -13,8 +13,8 @@ import importlib
 import logging
 import pkgutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 __all__ = ["dashboard_command", "main"]
 
@@ -22,8 +22,8 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 
 def dashboard_command(
-    path: Optional[str], port: Optional[int] = None, headless: bool = False, address: str = "localhost"
-) -> List[str]:
+    path: str | None, port: int | None = None, headless: bool = False, address: str = "localhost"
+) -> list[str]:
     """The ``streamlit run`` command that opens the dashboard on ``path``."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP)]
     if port is not None:
@@ -53,7 +53,7 @@ def _preload_page_modules() -> None:
         quiet.setLevel(level)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, import the page's modules and run the server (returns when it stops)."""
     p = argparse.ArgumentParser(prog="python -m dashboard", description="Start the GRADIEND pruning dashboard.")
     p.add_argument("path", nargs="?", help="checkpoint to open")

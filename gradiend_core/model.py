@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def activation_module(name: str, encoder: bool) -> nn.Module:
 class _MappedLinear(nn.Module):
     """A linear layer held as ``.linear`` so state-dict keys read ``encoder.0.linear.weight``."""
 
-    def __init__(self, weight: torch.Tensor, bias: Optional[torch.Tensor]):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         super().__init__()
         out_f, in_f = weight.shape
         self.linear = nn.Linear(in_f, out_f, bias=bias is not None, device="meta", dtype=weight.dtype)
@@ -78,7 +79,7 @@ class _MappedLinear(nn.Module):
 
 
 def _as_param_map(
-    param_map: Union[ParamMap, Mapping[str, Mapping[str, Any]], Sequence[Tuple[str, Sequence[int]]]],
+    param_map: ParamMap | Mapping[str, Mapping[str, Any]] | Sequence[tuple[str, Sequence[int]]],
 ) -> ParamMap:
     """Accept our :class:`ParamMap`, the reference's ``name -> spec`` dict, or ``(name, shape)`` pairs."""
     if isinstance(param_map, ParamMap):
@@ -123,12 +124,12 @@ class ParamMappedGradiendModel(nn.Module):
         self,
         input_dim: int,
         latent_dim: int,
-        param_map: Union[ParamMap, Mapping[str, Mapping[str, Any]], Sequence[Tuple[str, Sequence[int]]]],
+        param_map: ParamMap | Mapping[str, Mapping[str, Any]] | Sequence[tuple[str, Sequence[int]]],
         activation_encoder: str = "tanh",
         activation_decoder: str = "id",
         bias_decoder: bool = True,
         torch_dtype: torch.dtype = torch.float32,
-        weights: Optional[Mapping[str, torch.Tensor]] = None,
+        weights: Mapping[str, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -149,15 +150,15 @@ class ParamMappedGradiendModel(nn.Module):
             dtype_name,
         )
         self._map = pmap
-        self.kwargs: Dict[str, Any] = dict(kwargs)
-        self.side_files: Dict[str, Any] = {}
-        self.name_or_path: Optional[str] = None
+        self.kwargs: dict[str, Any] = dict(kwargs)
+        self.side_files: dict[str, Any] = {}
+        self.name_or_path: str | None = None
         if weights is None:
             weights = self._random_weights()
         self._set_weights(weights)
 
     # ------------------------------------------------------------------ construction helpers
-    def _random_weights(self) -> Dict[str, torch.Tensor]:
+    def _random_weights(self) -> dict[str, torch.Tensor]:
         """A fresh initialisation like ``nn.Linear``'s; the decoder is drawn on the encoder's scale."""
         a = self._arch
         enc = nn.Linear(a.input_dim, a.latent_dim, dtype=a.dtype)
@@ -185,7 +186,7 @@ class ParamMappedGradiendModel(nn.Module):
             self.encoder[1].load_state_dict({"weight": w["encoder.1.weight"], "bias": w["encoder.1.bias"]})
 
     @classmethod
-    def from_checkpoint_data(cls, data: CheckpointData) -> "ParamMappedGradiendModel":
+    def from_checkpoint_data(cls, data: CheckpointData) -> ParamMappedGradiendModel:
         """Build a model from :class:`CheckpointData` (shares its tensors)."""
         a = data.architecture
         m = cls(
@@ -205,7 +206,7 @@ class ParamMappedGradiendModel(nn.Module):
         return m
 
     @classmethod
-    def from_pretrained(cls, load_directory: Union[str, os.PathLike]) -> "ParamMappedGradiendModel":
+    def from_pretrained(cls, load_directory: str | os.PathLike) -> ParamMappedGradiendModel:
         """Load a checkpoint directory written by ``gradiend`` or by us.
 
         Args:
@@ -230,10 +231,10 @@ class ParamMappedGradiendModel(nn.Module):
 
     def save_pretrained(
         self,
-        save_directory: Union[str, os.PathLike],
-        use_safetensors: Optional[bool] = None,
+        save_directory: str | os.PathLike,
+        use_safetensors: bool | None = None,
         overwrite: bool = False,
-        tensor_files: Optional[Mapping[str, Tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]] = None,
+        tensor_files: Mapping[str, tuple[Mapping[str, torch.Tensor], Mapping[str, str]]] | None = None,
         **kwargs: Any,
     ) -> Path:
         """Write the model in the reference format, atomically.
@@ -311,7 +312,7 @@ class ParamMappedGradiendModel(nn.Module):
         return self._map
 
     @property
-    def param_map(self) -> Dict[str, Dict[str, Any]]:
+    def param_map(self) -> dict[str, dict[str, Any]]:
         """The parameter map in the reference's ``name -> spec`` form (a fresh copy)."""
         return self._map.to_reference_dict()
 
@@ -331,7 +332,7 @@ class ParamMappedGradiendModel(nn.Module):
         return torch.from_numpy(self._map.base_global_index())
 
     # ------------------------------------------------------------------ importance and selection
-    def _weights(self) -> Dict[str, torch.Tensor]:
+    def _weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.state_dict().items()}
 
     def get_weight_importance(self, part: str = DEFAULT_PART) -> torch.Tensor:
@@ -353,8 +354,8 @@ class ParamMappedGradiendModel(nn.Module):
         threshold: object = None,
         mask: object = None,
         part: str = DEFAULT_PART,
-        importance: Optional[Union[torch.Tensor, np.ndarray]] = None,
-        mask_expr: Optional[str] = None,
+        importance: torch.Tensor | np.ndarray | None = None,
+        mask_expr: str | None = None,
     ) -> Selection:
         """Which input dimensions mask -> threshold -> topk keeps (without pruning).
 
@@ -379,14 +380,14 @@ class ParamMappedGradiendModel(nn.Module):
                 imp = Ranking(weight_importance(self._weights(), part))
         return select(imp, input_dim=self.input_dim, mask=mask, threshold=threshold, topk=topk)
 
-    def get_topk_weights(self, part: str = DEFAULT_PART, topk: Union[int, float] = 1000) -> List[int]:
+    def get_topk_weights(self, part: str = DEFAULT_PART, topk: int | float = 1000) -> list[int]:
         """Local indices of the ``topk`` most important dimensions, most important first.
 
         ``topk`` is a count (int >= 1, clipped to input_dim) or a fraction in (0, 1] (rounded up).
         """
         return topk_indices(weight_importance(self._weights(), part), topk).tolist()
 
-    def get_enhancer_mask(self, topk: Union[int, float], part: str = DEFAULT_PART) -> torch.Tensor:
+    def get_enhancer_mask(self, topk: int | float, part: str = DEFAULT_PART) -> torch.Tensor:
         """Bool mask ``(input_dim,)`` of the dimensions ``prune(topk=topk, part=part)`` keeps.
 
         It lives in the current input space, so it is valid for pruned models too.
@@ -400,11 +401,11 @@ class ParamMappedGradiendModel(nn.Module):
         threshold: object = None,
         mask: object = None,
         part: str = DEFAULT_PART,
-        importance: Optional[Union[torch.Tensor, np.ndarray]] = None,
+        importance: torch.Tensor | np.ndarray | None = None,
         inplace: bool = False,
         return_mask: bool = False,
-        mask_expr: Optional[str] = None,
-    ) -> Union["ParamMappedGradiendModel", Tuple["ParamMappedGradiendModel", torch.Tensor]]:
+        mask_expr: str | None = None,
+    ) -> ParamMappedGradiendModel | tuple[ParamMappedGradiendModel, torch.Tensor]:
         """Keep the selected input dimensions and physically shrink encoder, decoder and map.
 
         Args:
@@ -456,7 +457,7 @@ class ParamMappedGradiendModel(nn.Module):
             parts.append(flat if e.positions is None else flat[torch.from_numpy(e.positions).to(flat.device)])
         return torch.cat(parts)
 
-    def _prepare(self, x: Union[torch.Tensor, Mapping[str, torch.Tensor]]) -> torch.Tensor:
+    def _prepare(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         if isinstance(x, Mapping):
             x = self.flatten_gradient_dict(x)
         if not torch.is_tensor(x):
@@ -465,13 +466,13 @@ class ParamMappedGradiendModel(nn.Module):
             raise ValueError(f"input has final dimension {x.shape[-1]}, expected input_dim={self.input_dim}")
         return x.to(self.torch_dtype)
 
-    def forward_encoder(self, x: Union[torch.Tensor, Mapping[str, torch.Tensor]]) -> torch.Tensor:
+    def forward_encoder(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Encode ``x`` of shape ``(..., input_dim)`` to ``(..., latent_dim)``."""
         return self.encoder(self._prepare(x))
 
     def forward(
-        self, x: Union[torch.Tensor, Mapping[str, torch.Tensor]], return_encoded: bool = False
-    ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        self, x: torch.Tensor | Mapping[str, torch.Tensor], return_encoded: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Decode the encoding of ``x``: ``(..., input_dim) -> (..., input_dim)``.
 
         ``x`` may also be a dict of full per-parameter gradients; the decoded output is then a
@@ -484,12 +485,12 @@ class ParamMappedGradiendModel(nn.Module):
             decoded = self.unflatten_to_dict(decoded)
         return (decoded, encoded) if return_encoded else decoded
 
-    def unflatten_to_dict(self, vector: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def unflatten_to_dict(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scatter a ``(input_dim,)`` vector back to per-parameter tensors of the full shapes.
 
         Entries the map does not select are 0 (the reference's dict output of ``forward``).
         """
-        out: Dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
         for i, e in enumerate(self._map):
             lo, hi = int(self._map.local_offsets[i]), int(self._map.local_offsets[i + 1])
             seg = vector[..., lo:hi]

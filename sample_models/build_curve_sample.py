@@ -44,7 +44,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -105,7 +104,7 @@ def place_data() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_data() -> Dict[str, Path]:
+def write_data() -> dict[str, Path]:
     out = REPO_ROOT / DATA_DIR_REL
     out.mkdir(parents=True, exist_ok=True)
     files = {"place": out / "place.csv", "number": out / "number.csv", "gender": out / "gender.csv"}
@@ -115,7 +114,7 @@ def write_data() -> Dict[str, Path]:
     return files
 
 
-def train() -> Dict[str, object]:
+def train() -> dict[str, object]:
     out_rel = f"sample_models/{NAME}"
     if (REPO_ROOT / out_rel).exists():
         shutil.rmtree(REPO_ROOT / out_rel)
@@ -149,7 +148,7 @@ def train() -> Dict[str, object]:
     }
 
 
-def measure(data_file: Path) -> Dict[str, object]:
+def measure(data_file: Path) -> dict[str, object]:
     """Curves of the four parts on the validation split, from gradients computed by gradiend_core."""
     from gradiend.model.param_mapped import ParamMappedGradiendModel
 
@@ -184,7 +183,7 @@ def measure(data_file: Path) -> Dict[str, object]:
 
 
 def write_readme(
-    facts: Dict[str, object], trained: Dict[str, object], data_files: Dict[str, Path], seconds: float
+    facts: dict[str, object], trained: dict[str, object], data_files: dict[str, Path], seconds: float
 ) -> None:
     df = place_data()
     counts = df["split"].value_counts().to_dict()

@@ -35,7 +35,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -112,7 +111,7 @@ ADV_SPLIT = {a: ("train" if i < 4 else "validation" if i < 5 else "test") for i,
 GRADIEND_ARGS = dict(learning_rate=1e-3, max_steps=300, train_batch_size=8, eval_steps=25, seed=SEED)
 PRE = PrePruneConfig(n_samples=16, topk=0.1, seed=SEED)
 POST = PostPruneConfig(topk=0.05, part="decoder-weight")
-SAMPLES: List[Tuple[str, object, object, str]] = [
+SAMPLES: list[tuple[str, object, object, str]] = [
     ("own-unpruned", None, None, "no pruning"),
     (
         "own-pre-pruned",
@@ -214,7 +213,7 @@ def base_model_dir() -> str:
 
 
 # ------------------------------------------------------------------ GRADIEND data
-def number_examples() -> Dict[str, List[Example]]:
+def number_examples() -> dict[str, list[Example]]:
     """Grammatical number, two templates, targets per example:
 
     * ``the cat [MASK] happy .`` -> ``is`` (singular) / ``are`` (plural),
@@ -223,7 +222,7 @@ def number_examples() -> Dict[str, List[Example]]:
     The alternative is the other number's form of the same word (``are``, ``run``), which is why
     the trainer takes targets per example rather than one token per class.
     """
-    splits: Dict[str, List[Example]] = {"train": [], "validation": [], "test": []}
+    splits: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
     for sg, pl in zip(SINGULAR_NOUNS, PLURAL_NOUNS):
         for adj in ADJECTIVES:
             for very in ("", "very "):
@@ -283,7 +282,7 @@ def human(n: int) -> str:
     return f"{n / 1024:.0f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
 
 
-def write_readme_section(facts: Dict[str, object]) -> None:
+def write_readme_section(facts: dict[str, object]) -> None:
     rows = []
     for name, _, _, desc in SAMPLES:
         r = facts["samples"][name]
@@ -360,7 +359,7 @@ def main() -> None:
     base, tokenizer = load_masked_lm(base_rel)
     check_vocabulary(tokenizer)
     data = number_examples()
-    facts: Dict[str, object] = {
+    facts: dict[str, object] = {
         "base": base_rel,
         "samples": {},
         "n_train": len(data["train"]),

@@ -36,9 +36,9 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List
 
 # One thread everywhere: float reductions then do not depend on the number of
 # cores, so rebuilding on another machine gives the same bytes. Must be set
@@ -183,11 +183,11 @@ class SampleSpec:
 
     name: str
     feature: str
-    target_classes: List[str]
+    target_classes: list[str]
     make_data: Callable[[], pd.DataFrame]
     description: str
     learning_rate: float
-    training_overrides: Dict[str, object] = field(default_factory=dict)
+    training_overrides: dict[str, object] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -236,13 +236,13 @@ def generate_sentence(rng: random.Random) -> str:
     return f"{subject} {rng.choice(SPEECH_VERBS)} that {pronoun} is {rng.choice(ADJECTIVES)} ."
 
 
-def generate_corpus(n: int, seed: int) -> List[str]:
+def generate_corpus(n: int, seed: int) -> list[str]:
     """Generate ``n`` sentences with a private RNG (independent of global state)."""
     rng = random.Random(seed)
     return [generate_sentence(rng) for _ in range(n)]
 
 
-def build_tokenizer(corpus: List[str], out_dir: Path) -> BertTokenizerFast:
+def build_tokenizer(corpus: list[str], out_dir: Path) -> BertTokenizerFast:
     """Write a word-level ``vocab.txt`` (every corpus word is one token) and
     return a BERT WordPiece tokenizer over it.
 
@@ -288,7 +288,7 @@ def mask_for_mlm(
     return masked, labels
 
 
-def train_base_model(corpus: List[str], tokenizer: BertTokenizerFast, seed: int) -> BertForMaskedLM:
+def train_base_model(corpus: list[str], tokenizer: BertTokenizerFast, seed: int) -> BertForMaskedLM:
     """Train a tiny BERT MLM on ``corpus`` (AdamW, linear warmup and decay).
 
     With ``initializer_range=0.1`` and extra masking of agreement words, 800
@@ -321,7 +321,7 @@ def train_base_model(corpus: List[str], tokenizer: BertTokenizerFast, seed: int)
     return model
 
 
-def agreement_probe(model: BertForMaskedLM, tokenizer: BertTokenizerFast) -> Dict[str, float]:
+def agreement_probe(model: BertForMaskedLM, tokenizer: BertTokenizerFast) -> dict[str, float]:
     """Mean probability the base model gives the *correct* agreement token on
     probes built with the test-split adjectives; shows the model is not random."""
     probes = {
@@ -351,7 +351,7 @@ def agreement_probe(model: BertForMaskedLM, tokenizer: BertTokenizerFast) -> Dic
     return result
 
 
-def build_base_model() -> Dict[str, object]:
+def build_base_model() -> dict[str, object]:
     """Build and save ``sample_models/base/tiny-bert``; return facts for the README."""
     out_dir = REPO_ROOT / BASE_MODEL_REL
     if out_dir.exists():
@@ -483,7 +483,7 @@ def describe_training_args(spec: SampleSpec) -> str:
     return ", ".join(parts)
 
 
-def train_sample(spec: SampleSpec) -> Dict[str, object]:
+def train_sample(spec: SampleSpec) -> dict[str, object]:
     """Train one GRADIEND with ``gradiend.TextPredictionTrainer`` and evaluate
     its encoder on the test split.
 
@@ -548,7 +548,7 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def verify_sample(name: str) -> Dict[str, object]:
+def verify_sample(name: str) -> dict[str, object]:
     """Load a sample with ``ParamMappedGradiendModel.from_pretrained`` and
     return its input_dim, unpruned length, files and size."""
     path = SAMPLES_DIR / name
@@ -564,7 +564,7 @@ def verify_sample(name: str) -> Dict[str, object]:
     }
 
 
-def check_post_prune_against_prune() -> Dict[str, object]:
+def check_post_prune_against_prune() -> dict[str, object]:
     """Compare the trainer's post-pruned checkpoint with the reference
     ``ParamMappedGradiendModel.prune()`` applied to the unpruned checkpoint.
 
@@ -595,7 +595,7 @@ def check_post_prune_against_prune() -> Dict[str, object]:
 # --------------------------------------------------------------------------
 
 
-def observed_quirks(results: Dict[str, Dict[str, object]]) -> List[str]:
+def observed_quirks(results: dict[str, dict[str, object]]) -> list[str]:
     """Reference-package quirks met while writing this script; the ones about
     the saved files are checked against the files just written."""
     quirks = [
@@ -648,7 +648,7 @@ def foreign_readme_section() -> str:
 
 
 def write_readme(
-    base: Dict[str, object], results: Dict[str, Dict[str, object]], checks: Dict[str, object], total_seconds: float
+    base: dict[str, object], results: dict[str, dict[str, object]], checks: dict[str, object], total_seconds: float
 ) -> None:
     """Write ``sample_models/README.md`` from the numbers of this run, keeping
     the section between the ``own-samples`` markers untouched."""
@@ -831,7 +831,7 @@ def main() -> int:
     print("[1/4] base model", flush=True)
     base = build_base_model()
 
-    results: Dict[str, Dict[str, object]] = {}
+    results: dict[str, dict[str, object]] = {}
     for i, spec in enumerate(SAMPLES, start=1):
         print(f"[2/4] GRADIEND {i}/{len(SAMPLES)}: {spec.name}", flush=True)
         results[spec.name] = train_sample(spec)

@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,7 +29,7 @@ def dashboard_server(
     checkpoint: Path,
     *,
     cwd: Path = REPO,
-    env: Optional[Dict[str, str]] = None,
+    env: dict[str, str] | None = None,
     options: Sequence[str] = (),
     start_timeout_s: float = 90.0,
 ) -> Iterator[str]:

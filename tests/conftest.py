@@ -8,7 +8,6 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict
 
 import pytest
 
@@ -23,7 +22,7 @@ from refmodels import VARIANT_NAMES, Variant, make_variant  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def ref_variants(tmp_path_factory) -> Dict[str, Variant]:
+def ref_variants(tmp_path_factory) -> dict[str, Variant]:
     """All reference checkpoints by name (built once per session; treat them as read-only)."""
     root = tmp_path_factory.mktemp("reference_checkpoints")
     return {name: make_variant(name, root) for name in VARIANT_NAMES}

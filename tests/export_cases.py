@@ -13,7 +13,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 
@@ -23,7 +22,7 @@ PINNED_SUFFIXES = (".safetensors", ".bin", ".pth", ".json")
 UNPINNED = {"pruning.json", "pre_prune.safetensors", "validation_gradients.safetensors", "mask.safetensors"}
 
 #: name -> (sample, keyword arguments of export_pruned; "mask" is built by ``_mask``)
-CASES: Dict[str, tuple] = {
+CASES: dict[str, tuple] = {
     "unpruned-dw-top5pct": ("number-unpruned", {"part": "decoder-weight", "topk": 0.05}),
     "unpruned-ew-top1000": ("number-unpruned", {"part": "encoder-weight", "topk": 1000}),
     "unpruned-ds-threshold": ("number-unpruned", {"part": "decoder-sum", "threshold": 1e-3}),
@@ -43,7 +42,7 @@ def _mask(kind: str, input_dim: int) -> np.ndarray:
     return m
 
 
-def export_case(name: str, out_root: Path, lazy: bool = False) -> Dict[str, str]:
+def export_case(name: str, out_root: Path, lazy: bool = False) -> dict[str, str]:
     """Export one case into ``out_root/name`` and return sha256 of its pinned files by name.
 
     ``lazy`` opens the source without loading its weights (the export then gathers the kept

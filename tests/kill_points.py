@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 PATH_EVENTS = {
     "open",
@@ -40,11 +40,11 @@ PATH_EVENTS = {
 }
 
 
-def describe(target: Path) -> Optional[Dict[str, Any]]:
+def describe(target: Path) -> dict[str, Any] | None:
     """sha256 of every file but ``pruning.json`` (timestamped), and pruning.json's kept_dims."""
     if not target.exists():
         return None
-    state: Dict[str, Any] = {}
+    state: dict[str, Any] = {}
     for p in sorted(target.iterdir()):
         if p.name == "pruning.json":
             try:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ POST_FRACTIONS = (0.6, 1.0, 1.0, 0.1)
 CPU = torch.device("cpu")
 
 
-def reference_param_map() -> Dict[str, dict]:
+def reference_param_map() -> dict[str, dict]:
     """The reference's in-memory param_map selecting every entry of :data:`PARAMS`."""
     return {name: {"shape": shape, "repr": "all"} for name, shape in PARAMS}
 

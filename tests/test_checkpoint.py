@@ -8,8 +8,8 @@ import os
 import shutil
 import string
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, Tuple, Union
 
 import numpy as np
 import pytest
@@ -296,7 +296,7 @@ def _unlink(fname: str) -> Callable[[Path], None]:
     return lambda d: (d / fname).unlink()
 
 
-def _write(fname: str, content: Union[str, bytes]) -> Callable[[Path], None]:
+def _write(fname: str, content: str | bytes) -> Callable[[Path], None]:
     if isinstance(content, str):
         return lambda d: (d / fname).write_text(content)
     return lambda d: (d / fname).write_bytes(content)
@@ -323,7 +323,7 @@ def _edit_config(edit: Callable[[dict], None]) -> Callable[[Path], None]:
     return damage
 
 
-def _change_config(keys: Tuple[Union[str, int], ...], change: Callable[[object], object]) -> Callable[[Path], None]:
+def _change_config(keys: tuple[str | int, ...], change: Callable[[object], object]) -> Callable[[Path], None]:
     """Replace the config value at ``keys`` (a path of keys and list positions) by ``change(old value)``."""
 
     def edit(cfg: dict) -> None:
@@ -385,7 +385,7 @@ def _first_mask_shorter(t: dict) -> None:
 
 
 #: kind -> (how it damages a checkpoint directory, the file the error message must name)
-DAMAGE: Dict[str, Tuple[Callable[[Path], None], str]] = {
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "missing_config": (_unlink(CONFIG), CONFIG),
     "invalid_json": (_write(CONFIG, '{"format_version": 0, "architecture": '), CONFIG),
     "config_not_object": (_write(CONFIG, "[1, 2]"), CONFIG),

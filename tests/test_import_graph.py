@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Dict, List, Set
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("gradiend_core", "dashboard")
@@ -58,7 +57,7 @@ LAYERS = [
 ]
 
 
-def _modules() -> Dict[str, Path]:
+def _modules() -> dict[str, Path]:
     out = {}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
@@ -95,7 +94,7 @@ def _known(name: str) -> str:
     return name
 
 
-def _targets(module: str, path: Path, node: ast.AST) -> List[str]:
+def _targets(module: str, path: Path, node: ast.AST) -> list[str]:
     if isinstance(node, ast.Import):
         return [_known(a.name) for a in node.names]
     base = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
@@ -107,7 +106,7 @@ def _targets(module: str, path: Path, node: ast.AST) -> List[str]:
     return [_known(f"{source}.{a.name}") for a in node.names]
 
 
-def _graph() -> Dict[str, Set[str]]:
+def _graph() -> dict[str, set[str]]:
     graph = {}
     for module, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -129,13 +128,13 @@ def _layer(module: str) -> int:
     return best
 
 
-def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), sorted."""
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    stack: List[str] = []
-    on_stack: Set[str] = set()
-    found: List[List[str]] = []
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
@@ -164,12 +163,12 @@ def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
     return sorted(found)
 
 
-def _to_dashboard(graph: Dict[str, Set[str]]) -> List[str]:
+def _to_dashboard(graph: dict[str, set[str]]) -> list[str]:
     core = {m: ts for m, ts in graph.items() if m.startswith("gradiend_core")}
     return sorted(f"{m} -> {t}" for m, ts in core.items() for t in ts if t.startswith("dashboard"))
 
 
-def _upward(graph: Dict[str, Set[str]]) -> List[str]:
+def _upward(graph: dict[str, set[str]]) -> list[str]:
     """Imports of a core module from a layer listed after its own."""
     wrong = []
     for module, targets in sorted(graph.items()):

@@ -21,8 +21,8 @@ import hashlib
 import math
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -52,7 +52,7 @@ value = st.one_of(st.sampled_from(POOL), st.floats(-3, 3, width=32))
 
 # ------------------------------------------------------------------------------ model strategy
 @st.composite
-def base_shapes(draw) -> List[Tuple[str, Tuple[int, ...]]]:
+def base_shapes(draw) -> list[tuple[str, tuple[int, ...]]]:
     n = draw(st.integers(1, 4))
     shapes = []
     for name in NAMES[:n]:
@@ -90,7 +90,7 @@ def checkpoint(draw, shapes, tag: str = "this") -> CheckpointData:
 
 
 # ------------------------------------------------------------------------------ the oracle
-def oracle_bgi(pmap: ParamMap) -> List[int]:
+def oracle_bgi(pmap: ParamMap) -> list[int]:
     """Base-global index of each local dim, from the positions (a second method)."""
     out, offset = [], 0
     for e in pmap.entries:
@@ -101,7 +101,7 @@ def oracle_bgi(pmap: ParamMap) -> List[int]:
     return out
 
 
-def oracle_importance(data: CheckpointData, part: str) -> List[float]:
+def oracle_importance(data: CheckpointData, part: str) -> list[float]:
     enc = data.state_dict[ENC_W].numpy()[0]
     dec = data.state_dict[DEC_W].numpy()[:, 0]
     bias = data.state_dict[DEC_B].numpy()
@@ -115,14 +115,14 @@ def oracle_importance(data: CheckpointData, part: str) -> List[float]:
     return [float(x) for x in v.astype(np.float32)]
 
 
-def oracle_topk(imp: Sequence[float], topk) -> List[int]:
+def oracle_topk(imp: Sequence[float], topk) -> list[int]:
     n = len(imp)
     k = min(topk, n) if isinstance(topk, int) else math.ceil(topk * n)
     order = sorted(range(n), key=lambda i: (math.isnan(imp[i]), 0.0 if math.isnan(imp[i]) else -imp[i], i))
     return order[:k]
 
 
-def oracle_set(node, data: CheckpointData, files: Dict[str, np.ndarray], others: Dict[str, CheckpointData]) -> set:
+def oracle_set(node, data: CheckpointData, files: dict[str, np.ndarray], others: dict[str, CheckpointData]) -> set:
     pmap = data.param_map
     universe = set(range(pmap.unpruned_length))
     bgi = oracle_bgi(pmap)
@@ -179,7 +179,7 @@ def problem(draw):
     data = draw(checkpoint(shapes, "this"))
     n, full = data.param_map.input_dim, data.param_map.unpruned_length
     others = {f"other{i}": draw(checkpoint(shapes, f"other{i}")) for i in range(draw(st.integers(0, 2)))}
-    files: Dict[str, np.ndarray] = {}
+    files: dict[str, np.ndarray] = {}
     for i in range(draw(st.integers(0, 2))):
         length = draw(st.sampled_from([n, full]))
         files[f"mask{i}.npy"] = np.array(draw(st.lists(st.booleans(), min_size=length, max_size=length)), dtype=bool)

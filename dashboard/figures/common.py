@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ __all__ = [
 HOVER_LABEL = dict(namelength=-1)
 
 
-def chart_config(filename: str, scale: int = 2) -> Dict[str, Any]:
+def chart_config(filename: str, scale: int = 2) -> dict[str, Any]:
     """Plotly ``config`` for ``st.plotly_chart``: the modebar's camera button downloads a PNG
     named ``<filename>.png`` at ``scale`` times the on-screen size; no Plotly logo.
 
@@ -53,7 +53,7 @@ def _value_text(v: float) -> str:
     return tick_text(f"{m:g}", e)
 
 
-def log_ticks(lo: float, hi: float, max_ticks: int = 9) -> Dict[str, Any]:
+def log_ticks(lo: float, hi: float, max_ticks: int = 9) -> dict[str, Any]:
     """``tickvals``/``ticktext`` of a log axis spanning ``[lo, hi]`` (data units, > 0): powers of ten,
     every few decades over a wide range, and 2 and 5 times them over a narrow one, so at least two
     ticks are labelled; labels from :func:`tick_text`."""
@@ -71,7 +71,7 @@ def log_ticks(lo: float, hi: float, max_ticks: int = 9) -> Dict[str, Any]:
     return dict(tickvals=[m * 10.0**e for m, e in ticks], ticktext=[tick_text(m, e) for m, e in ticks])
 
 
-def positive_range(values) -> Tuple[Optional[float], Optional[float]]:
+def positive_range(values) -> tuple[float | None, float | None]:
     """``(smallest, largest)`` positive finite value of ``values``, ``(None, None)`` without any:
     the range a log axis can show."""
     v = np.asarray(values, dtype=np.float64).ravel()
@@ -79,17 +79,17 @@ def positive_range(values) -> Tuple[Optional[float], Optional[float]]:
     return (float(v.min()), float(v.max())) if v.size else (None, None)
 
 
-def log_axis(title: str, lo: Optional[float] = None, hi: Optional[float] = None) -> Dict[str, Any]:
+def log_axis(title: str, lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     """A log-scale axis whose title says so, ticks from :func:`log_ticks` when the range is known."""
     if "log scale" not in title:
         title = f"{title} (log scale)"
-    axis: Dict[str, Any] = dict(title=title, type="log", exponentformat="e")
+    axis: dict[str, Any] = dict(title=title, type="log", exponentformat="e")
     if lo is not None and hi is not None and hi > 0:
         axis.update(log_ticks(lo if lo > 0 else hi / 10, hi))
     return axis
 
 
-def base_layout(title: str, height: int = 420, subtitle: str = "") -> Dict[str, Any]:
+def base_layout(title: str, height: int = 420, subtitle: str = "") -> dict[str, Any]:
     """Layout defaults: title (and a smaller second line), margins, height, and a horizontal
     legend below the plot, where it cannot cover the title."""
     text = f"{title}<br><sup>{subtitle}</sup>" if subtitle else title
@@ -102,7 +102,7 @@ def base_layout(title: str, height: int = 420, subtitle: str = "") -> Dict[str, 
     )
 
 
-def percent_log_ticks(smallest: float) -> Dict[str, Any]:
+def percent_log_ticks(smallest: float) -> dict[str, Any]:
     """Tick values and labels for a log axis of shares from ``smallest`` to 1: 0.001 %, 0.01 %, ... 100 %."""
     lo = int(math.floor(math.log10(max(smallest, 1e-12))))
     vals = [10.0**e for e in range(lo, 1)]

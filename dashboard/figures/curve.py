@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -25,10 +25,10 @@ def curve_figure(
     curves: Sequence[Curve],
     measure: str = "label_correlation",
     *,
-    selection_k: Optional[int] = None,
-    selection_part: Optional[str] = None,
-    masked_point: Optional[Tuple[int, float]] = None,
-    target: Optional[float] = None,
+    selection_k: int | None = None,
+    selection_part: str | None = None,
+    masked_point: tuple[int, float] | None = None,
+    target: float | None = None,
     subtitle: str = "",
 ) -> go.Figure:
     """The measure of each part's curve against the kept dims ``k``, log x axis.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import numpy as np
 import plotly.graph_objects as go
 
@@ -17,7 +15,7 @@ __all__ = ["ecdf_figure", "retained_mass_figure"]
 _SHARE_COLORS = (OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["sky"], OKABE_ITO["grey"])
 
 
-def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) -> go.Figure:
+def ecdf_figure(profile: MassProfile, part: str, cut: float | None = None) -> go.Figure:
     """ECDF of a part's importance on a log x axis.
 
     Args:
@@ -73,7 +71,7 @@ def ecdf_figure(profile: MassProfile, part: str, cut: Optional[float] = None) ->
 def retained_mass_figure(
     profile: MassProfile,
     part: str,
-    selection: Optional[Tuple[float, float]] = None,
+    selection: tuple[float, float] | None = None,
     selection_label: str = "current selection",
 ) -> go.Figure:
     """Retained importance mass against the share of dims kept, log x axis.

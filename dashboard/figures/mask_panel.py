@@ -11,7 +11,8 @@ selects every cell whose centre it covers. The selected cells get an outline.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -86,14 +87,14 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _points(selection: Optional[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+def _points(selection: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     if not selection:
         return []
     sel = selection.get("selection", selection)
     return list(sel.get("points") or [])
 
 
-def picked_cells(selection: Optional[Mapping[str, Any]]) -> List[Tuple[int, int]]:
+def picked_cells(selection: Mapping[str, Any] | None) -> list[tuple[int, int]]:
     """The ``(row, column)`` cells picked on a figure made with :func:`add_pick_targets`.
 
     Args:
@@ -111,7 +112,7 @@ def picked_cells(selection: Optional[Mapping[str, Any]]) -> List[Tuple[int, int]
     return sorted(cells)
 
 
-def picked_indices(selection: Optional[Mapping[str, Any]]) -> List[int]:
+def picked_indices(selection: Mapping[str, Any] | None) -> list[int]:
     """Sorted distinct integer ``customdata`` of the selected points (e.g. the UpSet pattern row
     of a bar or of a dot column); points without an integer ``customdata`` are ignored."""
     out = set()

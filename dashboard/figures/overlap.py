@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -49,9 +49,9 @@ def _cell_text(overlap: OverlapMatrix, value: str) -> list:
 def overlap_heatmap(
     overlap: OverlapMatrix,
     value: str = "jaccard",
-    title: Optional[str] = None,
+    title: str | None = None,
     axis_title: str = "part",
-    labels: Optional[Sequence[str]] = None,
+    labels: Sequence[str] | None = None,
 ) -> go.Figure:
     """Pairwise overlap of named sets as an annotated heatmap.
 

@@ -4,7 +4,6 @@ the top of the ranking, where the kept dims are visible at any topk."""
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 import plotly.graph_objects as go
@@ -32,7 +31,7 @@ def _count_axis(top: int, log: bool) -> dict:
 
 
 def importance_histogram(
-    hist: LogHistogram, part: str, cut: Optional[float] = None, title: Optional[str] = None
+    hist: LogHistogram, part: str, cut: float | None = None, title: str | None = None
 ) -> go.Figure:
     """Histogram of importance on a log x axis: every dim in blue, the kept dims in orange in front.
 

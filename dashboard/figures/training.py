@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -14,7 +12,7 @@ from gradiend_core.analysis.training import TrainingRecord, moving_average
 __all__ = ["training_figure"]
 
 
-def training_figure(record: TrainingRecord, smooth: Optional[int] = None) -> go.Figure:
+def training_figure(record: TrainingRecord, smooth: int | None = None) -> go.Figure:
     """Score (encoder correlation) and training loss over steps, best step marked.
 
     Args:

@@ -35,9 +35,9 @@ import time
 import uuid
 import weakref
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set
 
 import streamlit as st
 
@@ -95,7 +95,7 @@ class Budgets:
     upload_bytes: int = DEFAULT_UPLOAD_BYTES
 
     @classmethod
-    def from_env(cls) -> "Budgets":
+    def from_env(cls) -> Budgets:
         """The limits set by ``GRADIEND_DASHBOARD_SESSION_BYTES`` / ``..._UPLOAD_BYTES`` (or defaults).
 
         Raises:
@@ -115,9 +115,9 @@ class _Upload:
 
     digest: str
     folder: Path
-    checkpoint: Optional[Path] = None
+    checkpoint: Path | None = None
     nbytes: int = 0
-    users: Set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -137,12 +137,12 @@ class SessionDir:
 
     key: str
     path: Path
-    streamlit_id: Optional[str] = None
-    upload: Optional[str] = None
-    upload_ids: Dict[str, str] = field(default_factory=dict)  # upload's file id -> sha256 (hashed once)
-    own_bytes: Dict[str, int] = field(default_factory=dict)
-    failed: Dict[str, str] = field(default_factory=dict)
-    detached_at: Optional[float] = None
+    streamlit_id: str | None = None
+    upload: str | None = None
+    upload_ids: dict[str, str] = field(default_factory=dict)  # upload's file id -> sha256 (hashed once)
+    own_bytes: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    detached_at: float | None = None
 
 
 def _lock_is_free(folder: Path) -> bool:
@@ -185,10 +185,10 @@ class SessionRegistry:
         self,
         root: Path,
         budgets: Budgets,
-        grace_seconds: Optional[float] = None,
-        is_active: Optional[Callable[[str], bool]] = None,
-        on_upload_removed: Optional[Callable[[Path], None]] = None,
-        on_session_ended: Optional[Callable[[str], None]] = None,
+        grace_seconds: float | None = None,
+        is_active: Callable[[str], bool] | None = None,
+        on_upload_removed: Callable[[Path], None] | None = None,
+        on_session_ended: Callable[[str], None] | None = None,
     ) -> None:
         self.budgets = budgets
         self._on_session_ended = on_session_ended or _drop_streamlit_uploads
@@ -196,8 +196,8 @@ class SessionRegistry:
         self._is_active = is_active or _streamlit_session_active
         self._on_upload_removed = on_upload_removed
         self._lock = threading.RLock()
-        self._sessions: Dict[str, SessionDir] = {}
-        self._uploads: Dict[str, _Upload] = {}
+        self._sessions: dict[str, SessionDir] = {}
+        self._uploads: dict[str, _Upload] = {}
         self._reserved = 0
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._remove_stale(root)
@@ -215,7 +215,7 @@ class SessionRegistry:
                 shutil.rmtree(d, ignore_errors=True)
 
     # ------------------------------------------------------------------------- sessions
-    def session(self, key: str, streamlit_id: Optional[str] = None) -> SessionDir:
+    def session(self, key: str, streamlit_id: str | None = None) -> SessionDir:
         """The files of session ``key`` (created on first use); marks it connected."""
         with self._lock:
             s = self._sessions.get(key)
@@ -227,7 +227,7 @@ class SessionRegistry:
             s.streamlit_id = streamlit_id or s.streamlit_id
             return s
 
-    def sessions(self) -> List[str]:
+    def sessions(self) -> list[str]:
         """Keys of the sessions that have files."""
         with self._lock:
             return list(self._sessions)
@@ -253,7 +253,7 @@ class SessionRegistry:
             self._on_session_ended(s.streamlit_id)
         release_freed_memory()  # what the session held goes back to the system, not just to the heap
 
-    def sweep(self) -> List[str]:
+    def sweep(self) -> list[str]:
         """End every released session that has not come back within the grace period.
 
         Returns:
@@ -298,7 +298,7 @@ class SessionRegistry:
     def _session_room(self, s: SessionDir) -> int:
         return self.budgets.session_bytes - self.session_bytes(s)
 
-    def _too_big(self, what: str, nbytes: int, s: SessionDir) -> Optional[str]:
+    def _too_big(self, what: str, nbytes: int, s: SessionDir) -> str | None:
         room = self._session_room(s)
         if nbytes > room:
             return (
@@ -349,7 +349,7 @@ class SessionRegistry:
         (s.path / relative).unlink(missing_ok=True)
 
     # -------------------------------------------------------------------------- uploads
-    def open_upload(self, s: SessionDir, data: memoryview, name: str, file_id: Optional[str] = None) -> Path:
+    def open_upload(self, s: SessionDir, data: memoryview, name: str, file_id: str | None = None) -> Path:
         """The checkpoint directory of an uploaded .zip for session ``s``, unpacked once per content.
 
         The session drops the upload it used before. Identical bytes from several sessions share
@@ -398,13 +398,13 @@ class SessionRegistry:
                 s.failed[s.upload] = message
         self.release_upload(s)
 
-    def upload_folders(self, s: SessionDir) -> List[Path]:
+    def upload_folders(self, s: SessionDir) -> list[Path]:
         """Folders of the upload the session uses (for :func:`check_allowed`)."""
         with self._lock:
             up = self._uploads.get(s.upload) if s.upload else None
             return [up.folder] if up is not None else []
 
-    def _drop_upload(self, s: SessionDir) -> List[_Upload]:
+    def _drop_upload(self, s: SessionDir) -> list[_Upload]:
         """Drop the session's use of its upload (lock held); returns uploads no one uses."""
         digest, s.upload = s.upload, None
         up = self._uploads.get(digest) if digest else None
@@ -416,7 +416,7 @@ class SessionRegistry:
         del self._uploads[digest]
         return [up]
 
-    def _delete_uploads(self, gone: List[_Upload]) -> None:
+    def _delete_uploads(self, gone: list[_Upload]) -> None:
         for up in gone:
             if self._on_upload_removed is not None and up.checkpoint is not None:
                 self._on_upload_removed(up.checkpoint)  # first: caches may need to read the files once more
@@ -532,7 +532,7 @@ def default_root() -> Path:
     return root
 
 
-_REGISTRY: Optional[SessionRegistry] = None
+_REGISTRY: SessionRegistry | None = None
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -632,7 +632,7 @@ def upload_checkpoint(uploaded) -> Path:
     return registry().open_upload(s, uploaded.getbuffer(), uploaded.name, getattr(uploaded, "file_id", None))
 
 
-def allowed_roots() -> Optional[List[Path]]:
+def allowed_roots() -> list[Path] | None:
     """Directories the dashboard may read and write, from ``GRADIEND_DASHBOARD_ROOTS``
     (``os.pathsep``-separated); ``None`` means unrestricted (a single-user local run)."""
     raw = os.environ.get("GRADIEND_DASHBOARD_ROOTS")

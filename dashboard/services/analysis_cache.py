@@ -8,8 +8,6 @@ of input_dim size.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
-
 import streamlit as st
 
 from dashboard.services.loading import load_checkpoint, load_ranking
@@ -30,7 +28,7 @@ __all__ = [
 ]
 
 
-def selection_key(ctx: ViewContext) -> Tuple:
+def selection_key(ctx: ViewContext) -> tuple:
     """What determines ``ctx.selection``: source, topk, threshold and the mask's digest."""
     plan = ctx.plan
     return (plan.source, plan.topk, plan.threshold, plan.selection.k, plan.mask_spec.sha256)
@@ -42,7 +40,7 @@ def mass_profile(path: str, mtime: float, part: str) -> mass.MassProfile:
 
 
 @st.cache_data(max_entries=16, show_spinner="Taking every part's top-k and counting overlaps...")
-def part_comparison(path: str, mtime: float, topk) -> Tuple[overlap.OverlapMatrix, overlap.IntersectionPatterns]:
+def part_comparison(path: str, mtime: float, topk) -> tuple[overlap.OverlapMatrix, overlap.IntersectionPatterns]:
     """Overlap matrix and exact intersection patterns of the four parts' top-k sets (the sets
     themselves, up to 4 x input_dim indices, are not kept)."""
     sets = overlap.part_topk_sets({p: load_ranking(path, p) for p in PARTS}, topk)
@@ -61,13 +59,13 @@ def part_scatter(path: str, mtime: float, part_x: str, part_y: str) -> correlati
 
 
 @st.cache_data(max_entries=16)
-def breakdown(path: str, mtime: float, key: Tuple, _selection: Selection, part: str) -> locate.ParamBreakdown:
+def breakdown(path: str, mtime: float, key: tuple, _selection: Selection, part: str) -> locate.ParamBreakdown:
     return locate.selection_breakdown(load_checkpoint(path).param_map, load_ranking(path, part), _selection)
 
 
 @st.cache_data(max_entries=8, show_spinner="Building the top-k table...")
 def topk_rows(
-    path: str, mtime: float, key: Tuple, _selection: Selection, part: str, limit: Optional[int]
+    path: str, mtime: float, key: tuple, _selection: Selection, part: str, limit: int | None
 ) -> topk_table.TopkFeatureTable:
     return topk_table.topk_feature_table(
         load_checkpoint(path).param_map, load_ranking(path, part), _selection, part, limit
@@ -75,7 +73,7 @@ def topk_rows(
 
 
 @st.cache_data(max_entries=8, show_spinner="Comparing models in base-global space...")
-def model_overlap(entries: Tuple[Tuple[str, str, float], ...], part: str, topk) -> models.ModelOverlap:
+def model_overlap(entries: tuple[tuple[str, str, float], ...], part: str, topk) -> models.ModelOverlap:
     """``entries``: ``(label, resolved path, mtime)`` per model."""
     maps = {label: (load_checkpoint(p).param_map, load_ranking(p, part)) for label, p, _ in entries}
     sigs = {

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Optional
+from typing import Any
 
 __all__ = ["Job", "JobStore", "JOBS"]
 
@@ -35,9 +36,9 @@ class Job:
     done: int = 0
     total: int = 0
     result: Any = None
-    error: Optional[str] = None
+    error: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    thread: Optional[threading.Thread] = None
+    thread: threading.Thread | None = None
 
 
 class JobStore:
@@ -45,10 +46,10 @@ class JobStore:
 
     def __init__(self, max_entries: int = 8) -> None:
         self.max_entries = max_entries
-        self._jobs: "OrderedDict[Hashable, Job]" = OrderedDict()
+        self._jobs: OrderedDict[Hashable, Job] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Optional[Job]:
+    def get(self, key: Hashable) -> Job | None:
         with self._lock:
             return self._jobs.get(key)
 

@@ -13,7 +13,6 @@ import sys
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import streamlit as st
 
@@ -53,7 +52,7 @@ SAMPLES_DIR = REPO_ROOT / "sample_models"
 APP_PATH = (REPO_ROOT / "dashboard" / "app.py").resolve()
 
 
-def sample_models() -> List[Tuple[str, Path]]:
+def sample_models() -> list[tuple[str, Path]]:
     """Bundled sample checkpoints as ``(name, directory)``, sorted by name."""
     out = []
     if SAMPLES_DIR.is_dir():
@@ -63,7 +62,7 @@ def sample_models() -> List[Tuple[str, Path]]:
     return out
 
 
-def path_from_argv(argv: Optional[List[str]] = None) -> Optional[str]:
+def path_from_argv(argv: list[str] | None = None) -> str | None:
     """The checkpoint given as ``streamlit run dashboard/app.py -- PATH`` (``None`` if absent).
 
     ``streamlit run`` sets ``sys.argv`` to the script path followed by the arguments after ``--``;
@@ -76,7 +75,7 @@ def path_from_argv(argv: Optional[List[str]] = None) -> Optional[str]:
     return args[0] if args else None
 
 
-def checkpoint_key(path: str) -> Tuple[str, float]:
+def checkpoint_key(path: str) -> tuple[str, float]:
     """Cache key of a checkpoint: resolved directory and the newest modification time in it."""
     d = resolve_checkpoint_dir(path)
     mtime = max((f.stat().st_mtime for f in d.iterdir() if f.is_file()), default=0.0)
@@ -111,13 +110,13 @@ class CheckpointStore:
     A lock per checkpoint makes concurrent sessions wait for one open instead of opening twice.
     """
 
-    def __init__(self, budget: Optional[int] = None) -> None:
+    def __init__(self, budget: int | None = None) -> None:
         self.budget = budget
-        self._items: "OrderedDict[Tuple[str, float], CheckpointData]" = OrderedDict()
+        self._items: OrderedDict[tuple[str, float], CheckpointData] = OrderedDict()
         self._lock = threading.Lock()
-        self._key_locks: Dict[Tuple[str, float], threading.Lock] = {}
+        self._key_locks: dict[tuple[str, float], threading.Lock] = {}
 
-    def get(self, key: Tuple[str, float]) -> CheckpointData:
+    def get(self, key: tuple[str, float]) -> CheckpointData:
         """The checkpoint for ``key`` (see :func:`checkpoint_key`), opened on first use."""
         with self._lock:
             if key in self._items:
@@ -134,7 +133,7 @@ class CheckpointStore:
             self.trim(keep=key)
             return data
 
-    def trim(self, keep: Optional[Tuple[str, float]] = None) -> None:
+    def trim(self, keep: tuple[str, float] | None = None) -> None:
         """Close least recently used checkpoints until the rest fit the byte budget."""
         budget = self.budget if self.budget is not None else memory_budget()
         with self._lock:
@@ -155,7 +154,7 @@ class CheckpointStore:
                 store.forget(d.weights.identity())
             total -= sizes[k]
 
-    def discard(self, directory: Path) -> List[Tuple[Tuple[str, float], CheckpointData]]:
+    def discard(self, directory: Path) -> list[tuple[tuple[str, float], CheckpointData]]:
         """Close the checkpoints at or below ``directory``; returns them with their keys."""
         root = Path(directory).resolve()
         with self._lock:
@@ -202,12 +201,12 @@ def load_ranking(path: str, source: str) -> Ranking:
 
 
 @st.cache_resource(show_spinner="Reading the pre-prune record...", max_entries=8)
-def _pre_prune(path: str, mtime: float) -> Optional[PrePruneRecord]:
+def _pre_prune(path: str, mtime: float) -> PrePruneRecord | None:
     return load_pre_prune_record(path)
 
 
 @st.cache_resource(show_spinner="Reading the validation gradients...", max_entries=8)
-def _validation(path: str, mtime: float) -> Optional[ValidationRecord]:
+def _validation(path: str, mtime: float) -> ValidationRecord | None:
     return load_validation_record(path)
 
 
@@ -216,12 +215,12 @@ def has_pre_prune_record(path: str) -> bool:
     return (resolve_checkpoint_dir(path) / PRE_PRUNE_FILE).is_file()
 
 
-def load_pre_prune(path: str) -> Optional[PrePruneRecord]:
+def load_pre_prune(path: str) -> PrePruneRecord | None:
     """The checkpoint's pre-prune record (``None`` without one), cached until its files change."""
     return _pre_prune(*checkpoint_key(path))
 
 
-def load_validation(path: str) -> Optional[ValidationRecord]:
+def load_validation(path: str) -> ValidationRecord | None:
     """The checkpoint's saved validation gradients (``None`` without them), cached."""
     return _validation(*checkpoint_key(path))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from dashboard.services.loading import load_ranking
 from dashboard.state.inputs import SelectionInputs
@@ -47,7 +46,7 @@ class ViewContext:
         """The importance source the selection ranks by."""
         return self.plan.source
 
-    def ranking(self, source: Optional[str] = None) -> Ranking:
+    def ranking(self, source: str | None = None) -> Ranking:
         """Cached ranking of ``source`` (default: the selected source)."""
         if source is None or source == self.plan.source:
             return self.plan.ranking

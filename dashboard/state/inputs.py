@@ -4,7 +4,6 @@ carried as ``error``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import numpy as np
 
@@ -20,12 +19,12 @@ class SelectionInputs:
     """
 
     source: str
-    topk: Optional[Union[int, float]]
+    topk: int | float | None
     topk_text: str
-    threshold: Optional[float]
-    mask: Optional[np.ndarray]
-    mask_name: Optional[str]
-    mask_path: Optional[str]
-    error: Optional[str] = None
-    name_include: Optional[str] = None
-    name_exclude: Optional[str] = None
+    threshold: float | None
+    mask: np.ndarray | None
+    mask_name: str | None
+    mask_path: str | None
+    error: str | None = None
+    name_include: str | None = None
+    name_exclude: str | None = None

@@ -8,7 +8,6 @@ disables the export until the input is valid again.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import streamlit as st
 
@@ -24,7 +23,7 @@ def remember(path: str, inputs: SelectionInputs) -> None:
     st.session_state[KEY] = (path, inputs)
 
 
-def recall(path: str, error: str) -> Optional[SelectionInputs]:
+def recall(path: str, error: str) -> SelectionInputs | None:
     """The last valid selection of ``path`` carrying ``error`` (so that the export stays disabled),
     or ``None`` when this checkpoint has none yet."""
     last = st.session_state.get(KEY)

@@ -17,7 +17,6 @@ The URL carries the applied expression as ``?mask_expr=...``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 import streamlit as st
@@ -83,7 +82,7 @@ def _load_other(path: str) -> CheckpointData:
     return STORE.get(checkpoint_key(path))
 
 
-def _dependency(term) -> Tuple[str, float]:
+def _dependency(term) -> tuple[str, float]:
     """What a cached evaluation depends on besides the checkpoint: a file's or checkpoint's
     resolved path and modification time (``("", 0.0)`` when it cannot be read; evaluating then
     raises the pointed error, and errors are not cached)."""
@@ -99,7 +98,7 @@ def _dependency(term) -> Tuple[str, float]:
 # Each entry holds one bool per input dim (the mask), so few are kept: the applied expression of a
 # few sessions and the saved masks being downloaded.
 @st.cache_resource(max_entries=6, show_spinner="Evaluating the mask expression...")
-def _evaluate(path: str, mtime: float, expression: str, deps: Tuple, _data: CheckpointData) -> MaskResult:
+def _evaluate(path: str, mtime: float, expression: str, deps: tuple, _data: CheckpointData) -> MaskResult:
     return evaluate_mask_expr(
         expression,
         _data,
@@ -121,7 +120,7 @@ def evaluate(path: str, data: CheckpointData, expression: str) -> MaskResult:
     return _evaluate(*checkpoint_key(path), expression, deps, data)
 
 
-def propose(text: Optional[str], origin: str = "mask expression") -> None:
+def propose(text: str | None, origin: str = "mask expression") -> None:
     """Ask the next run to apply ``text`` (``None`` or blank: no mask expression).
 
     ``origin`` names where it came from in an error message (e.g. ``"URL parameter mask_expr"``).
@@ -137,7 +136,7 @@ def pick_generation() -> int:
     return int(st.session_state.get(_GEN, 0))
 
 
-def error() -> Optional[Tuple[str, str]]:
+def error() -> tuple[str, str] | None:
     """``(origin, message)`` of the last rejected proposal, ``None`` when it was applied."""
     return st.session_state.get(_ERROR)
 
@@ -165,7 +164,7 @@ def _settle(path: str, data: CheckpointData) -> None:
     ss[APPLIED], ss[_ERROR], ss[TEXT] = result.expression, None, result.expression
 
 
-def applied(path: str, data: CheckpointData) -> Optional[MaskResult]:
+def applied(path: str, data: CheckpointData) -> MaskResult | None:
     """The applied expression evaluated on the open checkpoint (``None`` without one).
 
     Settles a pending :func:`propose` first, and mirrors the applied text into the URL. An
@@ -201,7 +200,7 @@ def take_pick(term: str, op: str) -> None:
         st.session_state[_ERROR] = (f"{op} of a picked term", str(e))
 
 
-def _grid_of(data: CheckpointData, mask: Optional[np.ndarray]) -> LayerComponentGrid:
+def _grid_of(data: CheckpointData, mask: np.ndarray | None) -> LayerComponentGrid:
     """Layer x component totals of the dims ``mask`` keeps (``None``: every dim), counted per
     parameter on slices of the mask: no index set is built. Importance is not summed (zero): the
     preview shows counts."""
@@ -229,11 +228,11 @@ def _grid_of(data: CheckpointData, mask: Optional[np.ndarray]) -> LayerComponent
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _grid(path: str, mtime: float, sha256: Optional[str], _data: CheckpointData, _mask) -> LayerComponentGrid:
+def _grid(path: str, mtime: float, sha256: str | None, _data: CheckpointData, _mask) -> LayerComponentGrid:
     return _grid_of(_data, _mask)
 
 
-def mask_grid(path: str, data: CheckpointData, result: Optional[MaskResult]) -> LayerComponentGrid:
+def mask_grid(path: str, data: CheckpointData, result: MaskResult | None) -> LayerComponentGrid:
     """Layer x component counts of the dims the mask keeps on its own (every input dim without
     one), cached by the mask's digest; one pass over the mask per new mask."""
     if result is None:
@@ -252,6 +251,6 @@ def bundle_bytes(path: str, data: CheckpointData, name: str, expression: str) ->
     return make_mask_bundle(name, result, data.metadata.get("base_model")).to_bytes()
 
 
-def saved() -> Dict[str, str]:
+def saved() -> dict[str, str]:
     """The session's saved masks, ``{name: canonical expression}``."""
     return st.session_state.setdefault(SAVED, {})

@@ -9,7 +9,7 @@ again when it is drawn next.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import streamlit as st
 

@@ -9,8 +9,8 @@ is below 1e-3 at that sample size).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 #: An importance vector, or a :class:`~gradiend_core.ranking.ranking.Ranking` read only at the dims used.
-Importance = Union[np.ndarray, Ranking]
+Importance = np.ndarray | Ranking
 
 #: Largest input_dim for which Spearman's rho is computed on every dim.
 EXACT_LIMIT = 2_000_000
@@ -49,11 +49,11 @@ def sample_indices(n: int, size: int, seed: int = SEED) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
-def _length(v: Importance) -> Tuple[int, ...]:
+def _length(v: Importance) -> tuple[int, ...]:
     return (v.size,) if isinstance(v, Ranking) else np.asarray(v).shape
 
 
-def _take(v: Importance, idx: Optional[np.ndarray]) -> np.ndarray:
+def _take(v: Importance, idx: np.ndarray | None) -> np.ndarray:
     """float64 values of ``v`` at ``idx`` (all when ``None``); a Ranking reads just those dims."""
     if isinstance(v, Ranking):
         return (v.importance_vector() if idx is None else v.values_at(idx)).astype(np.float64)
@@ -75,12 +75,12 @@ class SpearmanMatrix:
         n_nan_dropped: sampled dims left out because some vector is NaN there.
     """
 
-    names: Tuple[str, ...]
+    names: tuple[str, ...]
     rho: np.ndarray
     n_total: int
     n_used: int
     exact: bool
-    seed: Optional[int]
+    seed: int | None
     n_nan_dropped: int
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,14 +91,14 @@ class CutCost:
     separation_retained: float
     max_abs_change: float
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain numbers by field name."""
         return asdict(self)
 
 
 def cut_cost(
-    checkpoint_data: Union[CheckpointData, ParamMappedGradiendModel],
-    keep: Union[np.ndarray, torch.Tensor],
+    checkpoint_data: CheckpointData | ParamMappedGradiendModel,
+    keep: np.ndarray | torch.Tensor,
     validation_record: ValidationRecord,
     *,
     latent_unit: int = 0,

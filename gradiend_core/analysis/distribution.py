@@ -6,7 +6,6 @@ Figures in the dashboard only draw these arrays; all numbers come from here.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -101,7 +100,7 @@ def _kept_buckets(ranking: Ranking, selection: Selection) -> tuple:
     return np.bincount(bucket_of(values), minlength=N_BUCKETS), int(np.count_nonzero(values == 0))
 
 
-def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins: int = 80) -> LogHistogram:
+def log_histogram(ranking: Ranking, selection: Selection | None = None, bins: int = 80) -> LogHistogram:
     """Histogram of ``ranking``'s importance on a log axis, with the selection's share per bin.
 
     Built from the ranking's 65,536 value buckets (each 1/128 of an octave wide) rather than from
@@ -133,7 +132,7 @@ def log_histogram(ranking: Ranking, selection: Optional[Selection] = None, bins:
     )
 
 
-def cut_value(ranking: Ranking, selection: Selection) -> Optional[float]:
+def cut_value(ranking: Ranking, selection: Selection) -> float | None:
     """The effective threshold of a selection that ranked by ``ranking``: its lowest kept importance.
 
     ``None`` when the selection did not rank by this part (a mask alone, or another part), or keeps
@@ -193,7 +192,7 @@ def _bucket_points(counts: np.ndarray, start: int, upto: int, max_points: int):
     return ranks.astype(np.int64), bucket_bounds(buckets)[0]
 
 
-def rank_curve(selection: Selection, span: int = 10, head: int = RANK_HEAD) -> Optional[RankCurve]:
+def rank_curve(selection: Selection, span: int = 10, head: int = RANK_HEAD) -> RankCurve | None:
     """The top of the ranking a selection cut: ranks ``1..upto`` with ``upto = min(n, max(span * k, 100))``,
     so the ``k`` kept dims take a fixed share of a log rank axis whatever ``topk`` is.
 

@@ -4,7 +4,6 @@ by :func:`gradiend_core.space.layers.parse_param_name`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -54,10 +53,10 @@ class ParamBreakdown:
         importance_kept: float64, finite importance of its kept dims.
     """
 
-    names: List[str]
-    layers: List[str]
-    components: List[str]
-    shapes: List[Tuple[int, ...]]
+    names: list[str]
+    layers: list[str]
+    components: list[str]
+    shapes: list[tuple[int, ...]]
     numel: np.ndarray
     in_input: np.ndarray
     kept: np.ndarray
@@ -77,7 +76,7 @@ class ParamBreakdown:
         total = float(self.importance_total.sum())
         return self.importance_total / total if total > 0 else np.full(self.kept.shape, np.nan)
 
-    def columns(self) -> Dict[str, object]:
+    def columns(self) -> dict[str, object]:
         """Table columns (for a DataFrame): counts in dims, shares in [0, 1]."""
         with np.errstate(invalid="ignore", divide="ignore"):
             kept_of_input = np.where(self.in_input > 0, self.kept / np.maximum(self.in_input, 1), np.nan)
@@ -110,7 +109,7 @@ def param_importance_totals(param_map: ParamMap, importance: np.ndarray) -> np.n
 
 
 def param_breakdown(
-    param_map: ParamMap, importance: np.ndarray, keep: np.ndarray, importance_total: Optional[np.ndarray] = None
+    param_map: ParamMap, importance: np.ndarray, keep: np.ndarray, importance_total: np.ndarray | None = None
 ) -> ParamBreakdown:
     """Break a selection down by base-model parameter, O(k) plus O(input_dim) for the totals.
 
@@ -193,8 +192,8 @@ class LayerComponentGrid:
         n_params: int64 ``(L, C)``, parameters in the cell (0 = no such parameter).
     """
 
-    layers: List[str]
-    components: List[str]
+    layers: list[str]
+    components: list[str]
     kept: np.ndarray
     in_input: np.ndarray
     importance_kept: np.ndarray

@@ -17,8 +17,8 @@ are reported as counts, so one broken weight cannot make every share ``nan``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class MassProfile:
     ecdf_y: np.ndarray
     bucket_counts: np.ndarray
     bucket_mass: np.ndarray
-    share_points: Dict[float, Tuple[int, float]]
+    share_points: dict[float, tuple[int, float]]
 
     @property
     def dims_share(self) -> np.ndarray:
@@ -193,7 +193,7 @@ def count_for_mass(ranking: Ranking, share: float, profile: MassProfile) -> int:
     return _locate_share(ranking, share, profile)[0]
 
 
-def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> Tuple[int, float]:
+def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> tuple[int, float]:
     """``(k, cum(k))`` for :func:`count_for_mass`."""
     s = _check_share(share)
     if profile.total <= 0:
@@ -214,7 +214,7 @@ def _locate_share(ranking: Ranking, share: float, profile: MassProfile) -> Tuple
     return above + j + 1, float(cum[j])
 
 
-def selection_point(ranking: Ranking, selection: Selection, profile: MassProfile) -> Tuple[float, float]:
+def selection_point(ranking: Ranking, selection: Selection, profile: MassProfile) -> tuple[float, float]:
     """Where a selection sits on the retained-mass plane.
 
     Returns:

@@ -11,8 +11,8 @@ param_maps list the same parameters with the same shapes share that space.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -51,9 +51,9 @@ class ModelOverlap:
 
 
 def model_overlap(
-    models: Mapping[str, Tuple[ParamMap, Ranking]],
+    models: Mapping[str, tuple[ParamMap, Ranking]],
     topk: object,
-    signatures: Optional[Mapping[str, BaseSignature]] = None,
+    signatures: Mapping[str, BaseSignature] | None = None,
 ) -> ModelOverlap:
     """Pairwise top-k overlap of models of one base model.
 
@@ -77,6 +77,6 @@ def model_overlap(
     if mismatch:
         raise ValueError("models do not share one base-global index space: " + " ".join(mismatch))
     universe = next(iter(models.values()))[0].unpruned_length
-    sets: Dict[str, np.ndarray] = {k: global_topk(pm, r, topk) for k, (pm, r) in models.items()}
+    sets: dict[str, np.ndarray] = {k: global_topk(pm, r, topk) for k, (pm, r) in models.items()}
     dims = np.array([pm.input_dim for pm, _ in models.values()], dtype=np.int64)
     return ModelOverlap(overlap_matrix(sets, universe), dims, topk)

@@ -8,8 +8,8 @@ an O(universe) reset and nothing is sorted.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +30,7 @@ __all__ = [
 MAX_PATTERN_SETS = 8
 
 
-def part_topk_sets(rankings: Mapping[str, Ranking], topk: object) -> Dict[str, np.ndarray]:
+def part_topk_sets(rankings: Mapping[str, Ranking], topk: object) -> dict[str, np.ndarray]:
     """The top-k set of each part, by the one selection rule.
 
     Args:
@@ -48,7 +48,7 @@ def part_topk_sets(rankings: Mapping[str, Ranking], topk: object) -> Dict[str, n
     return {p: select(rankings[p], topk=topk).keep for p in names}
 
 
-def _check_sets(sets: Mapping[str, np.ndarray], universe: int) -> Tuple[Tuple[str, ...], list]:
+def _check_sets(sets: Mapping[str, np.ndarray], universe: int) -> tuple[tuple[str, ...], list]:
     if not sets:
         raise ValueError("give at least one index set.")
     names = tuple(sets)
@@ -76,7 +76,7 @@ class OverlapMatrix:
         universe: size of the index space.
     """
 
-    names: Tuple[str, ...]
+    names: tuple[str, ...]
     sizes: np.ndarray
     intersection: np.ndarray
     universe: int
@@ -143,7 +143,7 @@ class IntersectionPatterns:
         set_sizes: int64 ``(m,)``.
     """
 
-    names: Tuple[str, ...]
+    names: tuple[str, ...]
     membership: np.ndarray
     counts: np.ndarray
     set_sizes: np.ndarray

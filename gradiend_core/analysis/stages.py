@@ -32,8 +32,8 @@ pruned further) -> after the current selection, from :mod:`gradiend_core.pruning
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ class StageRecall:
         """Expected ranking recall of a random ranking, ``k / n``."""
         return self.k / self.n_dims
 
-    def to_dict(self) -> Dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         """The scalar numbers as plain JSON (no index arrays)."""
         return {
             "k": self.k,
@@ -163,13 +163,13 @@ class StageRecall:
 
 def stage_recall(
     base_global: np.ndarray,
-    post_importance: Union[Ranking, np.ndarray, torch.Tensor],
-    pre_importance: Union[Ranking, np.ndarray, torch.Tensor],
+    post_importance: Ranking | np.ndarray | torch.Tensor,
+    pre_importance: Ranking | np.ndarray | torch.Tensor,
     pre_kept_base_global: np.ndarray,
     k: int,
     *,
     post_part: str = DEFAULT_PART,
-    n_pre_measured: Optional[int] = None,
+    n_pre_measured: int | None = None,
     curve_points: int = CURVE_POINTS,
 ) -> StageRecall:
     """Recall of the pre-prune selection against the post-prune top-k, in base-global space.
@@ -275,9 +275,9 @@ def combined_reduction(
     unpruned_length: int,
     selected: int,
     *,
-    pre_kept: Optional[int] = None,
-    dtypes: Optional[Mapping[str, torch.dtype]] = None,
-) -> List[ReductionStage]:
+    pre_kept: int | None = None,
+    dtypes: Mapping[str, torch.dtype] | None = None,
+) -> list[ReductionStage]:
     """Sizes along unpruned -> after pre-pruning -> this checkpoint -> after the current selection.
 
     The checkpoint stage is merged into the stage before it when their input dims agree (an

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence, Union
+from typing import Any
 
 __all__ = ["EMBEDDING_NAME", "load_tokenizer", "resolve_base_model", "token_texts"]
 
@@ -26,7 +27,7 @@ EMBEDDING_NAME = re.compile(
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model")
 
 
-def resolve_base_model(metadata: Mapping[str, Any], checkpoint_dir: Union[str, os.PathLike]) -> Optional[Path]:
+def resolve_base_model(metadata: Mapping[str, Any], checkpoint_dir: str | os.PathLike) -> Path | None:
     """The local directory of the checkpoint's base model, or ``None`` when it is not on this machine.
 
     ``metadata["base_model"]`` (else ``"base_model_id"``) is tried as given (absolute, or relative
@@ -46,7 +47,7 @@ def resolve_base_model(metadata: Mapping[str, Any], checkpoint_dir: Union[str, o
     return None
 
 
-def load_tokenizer(directory: Union[str, os.PathLike]):
+def load_tokenizer(directory: str | os.PathLike):
     """``transformers.AutoTokenizer`` from a local directory (``local_files_only=True``), or ``None``
     when ``transformers`` is missing or the directory holds no loadable tokenizer."""
     try:
@@ -61,7 +62,7 @@ def load_tokenizer(directory: Union[str, os.PathLike]):
 
 def token_texts(
     param_names: Sequence[str], coords: Sequence[Sequence[int]], param_shapes: Sequence[Sequence[int]], tokenizer
-) -> List[str]:
+) -> list[str]:
     """The token of each row that lies in a token embedding, ``""`` for the other rows.
 
     Args:

@@ -26,7 +26,7 @@ import csv
 import io
 import json
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +72,7 @@ JSON_KEYS = (
 )
 
 
-def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: Optional[int] = None) -> np.ndarray:
+def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: int | None = None) -> np.ndarray:
     """The kept local indices in rank order (most important first), at most ``limit`` of them.
 
     O(k) to look up and partition the kept dims' importance, plus a sort of the ``limit`` first;
@@ -99,7 +99,7 @@ def ranked_kept(ranking: Ranking, keep: np.ndarray, limit: Optional[int] = None)
     return cand[np.lexsort((cand, ~keys))][:want]
 
 
-def _ranked_rows(ranking: Ranking, kept: Union[Selection, np.ndarray], limit: Optional[int]):
+def _ranked_rows(ranking: Ranking, kept: Selection | np.ndarray, limit: int | None):
     """``(local indices, importance, n_selected)`` of the first ``limit`` kept dims in rank order."""
     if isinstance(kept, Selection):
         if kept.dims is not None and kept.dims.ranking is ranking:
@@ -131,13 +131,13 @@ class TopkFeatureTable:
     importance: np.ndarray
     local_input_index: np.ndarray
     base_global_index: np.ndarray
-    param_name: List[str]
+    param_name: list[str]
     flat_index_in_param: np.ndarray
-    coords: List[List[int]]
-    param_shape: List[List[int]]
+    coords: list[list[int]]
+    param_shape: list[list[int]]
     param_numel: np.ndarray
     n_selected: int
-    token: Optional[List[str]] = None
+    token: list[str] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -148,7 +148,7 @@ class TopkFeatureTable:
         """True when the table holds fewer rows than the selection keeps."""
         return self.n_rows < self.n_selected
 
-    def with_tokens(self, tokenizer) -> "TopkFeatureTable":
+    def with_tokens(self, tokenizer) -> TopkFeatureTable:
         """This table with the ``token`` column filled from ``tokenizer`` (see
         :func:`gradiend_core.analysis.tokens.token_texts`)."""
         from .tokens import token_texts
@@ -159,13 +159,13 @@ class TopkFeatureTable:
         """The CSV columns of this table: the reference's, then ``token`` when filled."""
         return CSV_COLUMNS + ((TOKEN_COLUMN,) if self.token is not None else ())
 
-    def param_row(self) -> List[Optional[int]]:
+    def param_row(self) -> list[int | None]:
         return [c[0] if len(c) >= 1 else None for c in self.coords]
 
-    def param_col(self) -> List[Optional[int]]:
+    def param_col(self) -> list[int | None]:
         return [c[1] if len(c) >= 2 else None for c in self.coords]
 
-    def records(self) -> List[Dict[str, Any]]:
+    def records(self) -> list[dict[str, Any]]:
         """Rows as dicts with the reference's keys and plain Python values (JSON-ready)."""
         cols = {
             "rank": self.rank.tolist(),
@@ -189,7 +189,7 @@ class TopkFeatureTable:
 
 
 def topk_feature_table(
-    param_map: ParamMap, ranking: Ranking, keep: Union[Selection, np.ndarray], part: str, limit: Optional[int] = None
+    param_map: ParamMap, ranking: Ranking, keep: Selection | np.ndarray, part: str, limit: int | None = None
 ) -> TopkFeatureTable:
     """The kept dims of a selection as feature rows, most important first.
 
@@ -212,7 +212,7 @@ def topk_feature_table(
     local, values, n_selected = _ranked_rows(ranking, keep, limit)
     d = decode_local(param_map, local)
     shapes = [list(e.shape) for e in param_map.entries]
-    coords: List[List[int]] = [[] for _ in range(local.size)]
+    coords: list[list[int]] = [[] for _ in range(local.size)]
     for p in np.unique(d.param):
         rows = np.flatnonzero(d.param == p)
         shape = param_map.entries[int(p)].shape

@@ -27,8 +27,9 @@ from __future__ import annotations
 import ast
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class PruningConfig:
 
     stage: str
     source: str
-    settings: Dict[str, Any]
+    settings: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -98,31 +99,31 @@ class TrainingRecord:
     scores: np.ndarray
     loss_steps: np.ndarray
     losses: np.ndarray
-    best_step: Optional[int] = None
-    best_epoch: Optional[int] = None
-    best_score: Optional[float] = None
-    final_step: Optional[int] = None
-    convergence: Dict[str, Any] = field(default_factory=dict)
-    settings: Dict[str, Any] = field(default_factory=dict)
-    pruning: List[PruningConfig] = field(default_factory=list)
-    time_seconds: Dict[str, float] = field(default_factory=dict)
-    input_dims: Dict[str, int] = field(default_factory=dict)
-    post_prune_result: Dict[str, Any] = field(default_factory=dict)
-    notes: List[str] = field(default_factory=list)
+    best_step: int | None = None
+    best_epoch: int | None = None
+    best_score: float | None = None
+    final_step: int | None = None
+    convergence: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    pruning: list[PruningConfig] = field(default_factory=list)
+    time_seconds: dict[str, float] = field(default_factory=dict)
+    input_dims: dict[str, int] = field(default_factory=dict)
+    post_prune_result: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def has_curves(self) -> bool:
         return bool(self.eval_steps.size or self.loss_steps.size)
 
 
-def _number(x: Any) -> Optional[float]:
+def _number(x: Any) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return None
     x = float(x)
     return x if math.isfinite(x) else None
 
 
-def _int(x: Any) -> Optional[int]:
+def _int(x: Any) -> int | None:
     if isinstance(x, bool):
         return None
     if isinstance(x, int):
@@ -134,7 +135,7 @@ def _int(x: Any) -> Optional[int]:
     return None
 
 
-def step_series(series: Any) -> Tuple[np.ndarray, np.ndarray]:
+def step_series(series: Any) -> tuple[np.ndarray, np.ndarray]:
     """``{"<step>": value}`` (JSON object keys are strings) -> sorted int64 steps and float64
     values; entries whose step or value is not a number are skipped."""
     if not isinstance(series, Mapping):
@@ -145,7 +146,7 @@ def step_series(series: Any) -> Tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.float64)
 
 
-def parse_config_repr(text: str) -> Dict[str, Any]:
+def parse_config_repr(text: str) -> dict[str, Any]:
     """Fields of a dataclass repr such as ``"PrePruneConfig(n_samples=16, topk=0.1, source='diff')"``.
 
     Values that are Python literals are parsed (numbers, strings, None, booleans); others are
@@ -156,7 +157,7 @@ def parse_config_repr(text: str) -> Dict[str, Any]:
     if not m:
         return {}
     body, closed = m.group(1), bool(m.group(2))
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, raw in re.findall(r"(\w+)=((?:'[^']*'|\"[^\"]*\"|\[[^\]]*\]|[^,])*)", body):
         raw = raw.strip()
         try:
@@ -168,7 +169,7 @@ def parse_config_repr(text: str) -> Dict[str, Any]:
     return out
 
 
-def _config_settings(value: Any) -> Optional[Dict[str, Any]]:
+def _config_settings(value: Any) -> dict[str, Any] | None:
     if isinstance(value, Mapping):
         if "_repr" in value:
             parsed = parse_config_repr(str(value["_repr"]))
@@ -181,7 +182,7 @@ def _config_settings(value: Any) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _pruning_from(args: Any, source: str) -> List[PruningConfig]:
+def _pruning_from(args: Any, source: str) -> list[PruningConfig]:
     out = []
     if isinstance(args, Mapping):
         for key, stage in _PRUNE_KEYS.items():
@@ -192,10 +193,10 @@ def _pruning_from(args: Any, source: str) -> List[PruningConfig]:
 
 
 def training_record(
-    training: Optional[Mapping[str, Any]],
-    metadata: Optional[Mapping[str, Any]] = None,
-    provenance: Optional[Mapping[str, Any]] = None,
-    context: Optional[Mapping[str, Any]] = None,
+    training: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> TrainingRecord:
     """Read a training record, tolerating absent or partial files.
 
@@ -208,7 +209,7 @@ def training_record(
     Returns:
         A :class:`TrainingRecord`; ``notes`` says what was missing.
     """
-    notes: List[str] = []
+    notes: list[str] = []
     t = training if isinstance(training, Mapping) else {}
     if training is None:
         notes.append("This checkpoint has no training.json.")

@@ -16,9 +16,10 @@ import io
 import os
 import stat
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, List, Mapping, Optional, Union
+from typing import BinaryIO
 
 from ..errors import CheckpointError
 from ..util.units import format_bytes
@@ -49,7 +50,7 @@ RATIO_FLOOR_BYTES = 64 * 1024**2
 #: Bytes copied per read while extracting.
 _CHUNK = 1 << 20
 
-ArchiveSource = Union[str, os.PathLike, io.BytesIO, BinaryIO, bytes]
+ArchiveSource = str | os.PathLike | io.BytesIO | BinaryIO | bytes
 
 
 def _unsafe_name(name: str) -> bool:
@@ -72,8 +73,8 @@ def _inside(path: str, root: str) -> bool:
 class _Plan:
     """What an archive will write, checked before anything is written."""
 
-    files: List[zipfile.ZipInfo] = field(default_factory=list)
-    dirs: List[str] = field(default_factory=list)
+    files: list[zipfile.ZipInfo] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
     declared: int = 0
     compressed: int = 0
 
@@ -137,7 +138,7 @@ class _Writer:
     def __init__(self, root: str, name: str, max_bytes: int) -> None:
         self.root, self.name, self.max_bytes = root, name, max_bytes
         self.written = 0
-        self.created: List[str] = []
+        self.created: list[str] = []
 
     def makedirs(self, rel: str) -> str:
         path = self.root
@@ -193,7 +194,7 @@ class _Writer:
 
 def extract_checkpoint_zip(
     archive: ArchiveSource,
-    dest: Union[str, os.PathLike],
+    dest: str | os.PathLike,
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     max_entries: int = DEFAULT_MAX_ENTRIES,
@@ -271,7 +272,7 @@ def _checkpoint_dir(real_dest: str, plan: _Plan) -> Path:
     return resolve_checkpoint_dir(Path(real_dest, *configs[0].parent.parts))
 
 
-def zip_directory(directory: Union[str, os.PathLike]) -> bytes:
+def zip_directory(directory: str | os.PathLike) -> bytes:
     """The files of ``directory`` (not recursive) as an in-memory .zip under its own name.
 
     Stored uncompressed: weight files barely compress and this keeps downloads quick.
@@ -286,10 +287,10 @@ def zip_directory(directory: Union[str, os.PathLike]) -> bytes:
 
 
 def zip_verified(
-    directory: Union[str, os.PathLike],
+    directory: str | os.PathLike,
     expected_sha256: Mapping[str, str],
-    out: Union[str, os.PathLike],
-    arcname: Optional[str] = None,
+    out: str | os.PathLike,
+    arcname: str | None = None,
 ) -> int:
     """Pack exactly the files whose checksums are known into the .zip ``out``, checking each byte.
 

@@ -20,9 +20,10 @@ This module parses and renders the JSON parts and plans the mapping files; it re
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class Architecture:
     bias_decoder: bool = True
     torch_dtype: str = "float32"
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "input_dim": self.input_dim,
             "latent_dim": self.latent_dim,
@@ -110,7 +111,7 @@ def _flag(arch: Mapping[str, Any], key: str, default: bool, cfg_path: Path) -> b
     return value
 
 
-def _shape(value: Any, where: str) -> Tuple[int, ...]:
+def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
         raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {value!r}.")
     return tuple(value)
@@ -147,7 +148,7 @@ def parse_architecture(cfg: Mapping[str, Any], cfg_path: Path) -> Architecture:
     )
 
 
-def expected_weight_shapes(arch: Architecture) -> Dict[str, Tuple[int, ...]]:
+def expected_weight_shapes(arch: Architecture) -> dict[str, tuple[int, ...]]:
     """State-dict keys and shapes a checkpoint with this architecture must hold."""
     shapes = {
         ENC_W: (arch.latent_dim, arch.input_dim),
@@ -184,7 +185,7 @@ def _indices_positions(t: torch.Tensor, numel: int, where: str) -> np.ndarray:
     return positions
 
 
-def _mask_positions(t: torch.Tensor, shape: Tuple[int, ...], numel: int, where: str) -> np.ndarray:
+def _mask_positions(t: torch.Tensor, shape: tuple[int, ...], numel: int, where: str) -> np.ndarray:
     if tuple(t.shape) != shape and t.numel() != numel:
         raise CheckpointError(
             f"{where}: mask tensor has shape {tuple(t.shape)} but the parameter shape is {list(shape)}."
@@ -203,7 +204,7 @@ def _parse_entry(
     shape = _shape(entry["shape"], where)
     rep = entry["repr"]
     numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    positions: Optional[np.ndarray] = None
+    positions: np.ndarray | None = None
     if rep in ("indices", "mask"):
         file_field = "indices_file" if rep == "indices" else "masks_file"
         if file_field not in tensors:
@@ -248,7 +249,7 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int, load: 
             "not a ParamMappedGradiendModel, and cannot be mapped onto a base model."
         )
     tensors = {f: load(str(mapping[f])) for f in ("indices_file", "masks_file") if f in mapping}
-    entries: List[ParamEntry] = [
+    entries: list[ParamEntry] = [
         _parse_entry(i, e, mapping, tensors, cfg_path) for i, e in enumerate(mapping["param_map"])
     ]
     try:
@@ -264,12 +265,12 @@ def parse_mapping(cfg: Mapping[str, Any], ckpt_dir: Path, input_dim: int, load: 
 
 
 #: ``key -> (dtype, shape, entry)`` of one mapping file's tensors, planned before any is built.
-MappingSpecs = Dict[str, Tuple[torch.dtype, Tuple[int, ...], ParamEntry]]
+MappingSpecs = dict[str, tuple[torch.dtype, tuple[int, ...], ParamEntry]]
 
 
 def build_mapping(
     param_map: ParamMap, use_safetensors: bool = True
-) -> Tuple[Dict[str, Any], MappingSpecs, MappingSpecs]:
+) -> tuple[dict[str, Any], MappingSpecs, MappingSpecs]:
     """The ``mapping`` block of ``config.json`` and what the two mapping files will hold.
 
     No tensor is built here, so previews of huge models stay cheap.
@@ -283,7 +284,7 @@ def build_mapping(
     idx: MappingSpecs = {}
     masks: MappingSpecs = {}
     for e, rep, key in param_map.storage_plan():
-        item: Dict[str, Any] = {"name": e.name, "shape": list(e.shape), "repr": rep}
+        item: dict[str, Any] = {"name": e.name, "shape": list(e.shape), "repr": rep}
         if rep == "indices":
             idx[key] = (torch.int32 if e.numel <= 2**31 - 1 else torch.int64, (e.num_selected,), e)
             item["key"] = key
@@ -294,7 +295,7 @@ def build_mapping(
         entries.append(item)
     reprs = sorted({item["repr"] for item in entries})
     mode = reprs[0] if len(reprs) == 1 else "mixed"
-    mapping: Dict[str, Any] = {"mode": mode, "param_map": entries}
+    mapping: dict[str, Any] = {"mode": mode, "param_map": entries}
     ext = "safetensors" if use_safetensors else "pth"
     if idx:
         mapping["indices_file"] = f"{MAPPING_INDICES}.{ext}"
@@ -322,10 +323,10 @@ def side_file_text(obj: Any) -> str:
 def planned_file_sizes(
     architecture: Architecture,
     param_map: ParamMap,
-    weight_shapes: Mapping[str, Tuple[torch.dtype, Tuple[int, ...]]],
+    weight_shapes: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
     metadata: Mapping[str, Any],
-    side_files: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, int]:
+    side_files: Mapping[str, Any] | None = None,
+) -> dict[str, int]:
     """Bytes of every file :func:`~gradiend_core.checkpoint.write_checkpoint` writes with safetensors.
 
     Args:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from .files import CONTEXT_FILE, PROVENANCE_FILE
 from .format import build_mapping
@@ -12,7 +12,7 @@ from .sizes import directory_disk_size, gradiend_param_counts, memory_bytes
 __all__ = ["checkpoint_overview"]
 
 
-def checkpoint_overview(data: CheckpointData) -> Dict[str, Any]:
+def checkpoint_overview(data: CheckpointData) -> dict[str, Any]:
     """Plain-JSON summary: base model, dims, dtype, activations, source/target, mapping, sizes.
 
     Returns:
@@ -25,7 +25,7 @@ def checkpoint_overview(data: CheckpointData) -> Dict[str, Any]:
     meta = data.metadata
     disk = directory_disk_size(data.path)
     mapping, _, _ = build_mapping(data.param_map)
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         "path": str(data.path),
         "base_model": meta.get("base_model") or meta.get("base_model_id") or "unknown",
         "input_dim": a.input_dim,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 import torch
 
@@ -51,11 +52,11 @@ class CheckpointData:
         path: Path,
         architecture: Architecture,
         param_map: ParamMap,
-        state_dict: Optional[Dict[str, torch.Tensor]] = None,
-        metadata: Optional[Dict[str, Any]] = None,
-        side_files: Optional[Dict[str, Any]] = None,
-        weights_file: Optional[Path] = None,
-        weights: Optional[WeightSource] = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        metadata: dict[str, Any] | None = None,
+        side_files: dict[str, Any] | None = None,
+        weights_file: Path | None = None,
+        weights: WeightSource | None = None,
     ):
         self.path = path
         self.architecture = architecture
@@ -69,7 +70,7 @@ class CheckpointData:
             raise ValueError("a CheckpointData needs its weights: a state_dict or a WeightSource.")
 
     @property
-    def state_dict(self) -> Dict[str, torch.Tensor]:
+    def state_dict(self) -> dict[str, torch.Tensor]:
         """GRADIEND weights by key, in the architecture's dtype; loaded whole on first use."""
         if self._state_dict is None:
             self._state_dict = self.weights.read_all()
@@ -80,11 +81,11 @@ class CheckpointData:
         """Whether the weights are held in memory."""
         return self._state_dict is not None
 
-    def carried_side_files(self) -> Dict[str, Any]:
+    def carried_side_files(self) -> dict[str, Any]:
         """The JSON side files an export of this checkpoint carries over unchanged."""
         return {k: v for k, v in self.side_files.items() if k in CARRIED_JSON_FILES}
 
-    def weight_dtypes(self) -> Dict[str, torch.dtype]:
+    def weight_dtypes(self) -> dict[str, torch.dtype]:
         """The dtype of each weight tensor, by key (without loading the weights)."""
         if self._state_dict is not None:
             return {k: v.dtype for k, v in self._state_dict.items()}
@@ -137,7 +138,7 @@ def read_json(path: Path, what: str) -> Any:
         CheckpointError: for an unreadable file or invalid UTF-8 JSON, naming ``what`` it is.
     """
     try:
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: {what} is not valid UTF-8 JSON ({e}). Re-save the checkpoint.") from e
@@ -159,7 +160,7 @@ def find_weights(ckpt_dir: Path) -> Path:
     )
 
 
-def read_config(ckpt_dir: Path) -> Dict[str, Any]:
+def read_config(ckpt_dir: Path) -> dict[str, Any]:
     """``config.json`` of a resolved checkpoint directory, checked to be a format_version 0 object.
 
     Raises:
@@ -178,7 +179,7 @@ def read_config(ckpt_dir: Path) -> Dict[str, Any]:
     return dict(cfg)
 
 
-def read_side_files(ckpt_dir: Path) -> Dict[str, Any]:
+def read_side_files(ckpt_dir: Path) -> dict[str, Any]:
     """The JSON side files present (carried files and ``pruning.json``), parsed; broken ones are
     skipped, since they are informational and must not block opening the model."""
     side = {}
@@ -219,7 +220,7 @@ def open_checkpoint(path: os.PathLike | str) -> CheckpointData:
     )
 
 
-def read_checkpoint(path: os.PathLike | str, progress: Optional[ProgressFn] = None) -> CheckpointData:
+def read_checkpoint(path: os.PathLike | str, progress: ProgressFn | None = None) -> CheckpointData:
     """Read a GRADIEND checkpoint directory (or an experiment directory with ``model/``) into memory.
 
     Args:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ __all__ = [
 PRE_PRUNE_FORMAT = "gradiend_core.pre_prune/1"
 VALIDATION_FORMAT = "gradiend_core.validation_gradients/1"
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 @dataclass
@@ -67,7 +68,7 @@ class PrePruneRecord:
     importance: np.ndarray
     kept: np.ndarray
     base_global_index: np.ndarray
-    config: Dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
     source: str = "alternative"
     n_samples: int = 0
 
@@ -95,14 +96,14 @@ class PrePruneRecord:
         out[found] = self.importance[order[pos_c[found]]]
         return out
 
-    def tensors(self) -> Dict[str, torch.Tensor]:
+    def tensors(self) -> dict[str, torch.Tensor]:
         out = {
             "importance": torch.from_numpy(np.ascontiguousarray(self.importance, dtype=np.float32)),
             "kept": torch.from_numpy(np.array(self.kept, dtype=np.int64)),  # a copy: index sets may be read-only
         }
         return _with_index(out, self.base_global_index)
 
-    def header(self) -> Dict[str, str]:
+    def header(self) -> dict[str, str]:
         return {
             "format": PRE_PRUNE_FORMAT,
             "config": json.dumps(self.config),
@@ -126,20 +127,20 @@ class ValidationRecord:
     gradients: torch.Tensor
     labels: torch.Tensor
     base_global_index: np.ndarray
-    classes: Tuple[str, str] = ("positive", "negative")
+    classes: tuple[str, str] = ("positive", "negative")
     source: str = "alternative"
 
-    def tensors(self) -> Dict[str, torch.Tensor]:
+    def tensors(self) -> dict[str, torch.Tensor]:
         out = {
             "gradients": self.gradients.detach().to(torch.float32).contiguous(),
             "labels": self.labels.detach().to(torch.float32).contiguous(),
         }
         return _with_index(out, self.base_global_index)
 
-    def header(self) -> Dict[str, str]:
+    def header(self) -> dict[str, str]:
         return {"format": VALIDATION_FORMAT, "classes": json.dumps(list(self.classes)), "source": self.source}
 
-    def restricted(self, base_global_index: np.ndarray) -> "ValidationRecord":
+    def restricted(self, base_global_index: np.ndarray) -> ValidationRecord:
         """The record on the columns of the given base-global dimensions (a subset of its own).
 
         Raises:
@@ -155,7 +156,7 @@ class ValidationRecord:
         )
 
 
-def _with_index(tensors: Dict[str, torch.Tensor], base_global_index: np.ndarray) -> Dict[str, torch.Tensor]:
+def _with_index(tensors: dict[str, torch.Tensor], base_global_index: np.ndarray) -> dict[str, torch.Tensor]:
     """Add ``base_global_index`` unless it is ``0..n-1`` (an unpruned space; 8 bytes a dimension saved)."""
     g = np.asarray(base_global_index, dtype=np.int64)
     if not np.array_equal(g, np.arange(g.size, dtype=np.int64)):
@@ -192,7 +193,7 @@ def align_columns(have: np.ndarray, want: np.ndarray, what: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ read
-def _read_safetensors(path: Path, expected_format: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+def _read_safetensors(path: Path, expected_format: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     try:
@@ -222,7 +223,7 @@ def _need(tensors: Mapping[str, torch.Tensor], key: str, path: Path, dtype: torc
     return t
 
 
-def load_pre_prune_record(checkpoint_dir: PathLike) -> Optional[PrePruneRecord]:
+def load_pre_prune_record(checkpoint_dir: PathLike) -> PrePruneRecord | None:
     """Read ``pre_prune.safetensors`` of a checkpoint (or experiment) directory.
 
     Returns:
@@ -253,7 +254,7 @@ def load_pre_prune_record(checkpoint_dir: PathLike) -> Optional[PrePruneRecord]:
     return PrePruneRecord(imp, kept, bgi, config, meta.get("source", "alternative"), n_samples)
 
 
-def load_validation_record(checkpoint_dir: PathLike) -> Optional[ValidationRecord]:
+def load_validation_record(checkpoint_dir: PathLike) -> ValidationRecord | None:
     """Read ``validation_gradients.safetensors`` of a checkpoint (or experiment) directory.
 
     Returns:

@@ -12,9 +12,9 @@ definition for the checkpoint header, the preview, the export banner and the CLI
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-def gradiend_param_counts(arch: Architecture) -> Dict[str, int]:
+def gradiend_param_counts(arch: Architecture) -> dict[str, int]:
     """Parameters of each GRADIEND tensor (encoder weight/bias, decoder weight/bias, activation)."""
     counts = {
         "encoder_weight": arch.latent_dim * arch.input_dim,
@@ -44,11 +44,11 @@ def gradiend_param_counts(arch: Architecture) -> Dict[str, int]:
     return counts
 
 
-def weight_specs(arch: Architecture, dtypes: Optional[Mapping[str, torch.dtype]] = None):
+def weight_specs(arch: Architecture, dtypes: Mapping[str, torch.dtype] | None = None):
     return {key: ((dtypes or {}).get(key, arch.dtype), shape) for key, shape in expected_weight_shapes(arch).items()}
 
 
-def memory_bytes(arch: Architecture, dtypes: Optional[Mapping[str, torch.dtype]] = None) -> int:
+def memory_bytes(arch: Architecture, dtypes: Mapping[str, torch.dtype] | None = None) -> int:
     """Bytes of the GRADIEND's parameters in memory at their dtypes (``key -> dtype``; the
     architecture's dtype for keys not given)."""
     total = 0
@@ -71,11 +71,11 @@ class DiskSize:
         side_files: every other file name -> bytes.
     """
 
-    model_files: Dict[str, int] = field(default_factory=dict)
-    side_files: Dict[str, int] = field(default_factory=dict)
+    model_files: dict[str, int] = field(default_factory=dict)
+    side_files: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_sizes(cls, sizes: Mapping[str, int]) -> "DiskSize":
+    def from_sizes(cls, sizes: Mapping[str, int]) -> DiskSize:
         """Split ``file name -> bytes`` into model and side files."""
         model = {k: int(v) for k, v in sizes.items() if is_model_file(k)}
         side = {k: int(v) for k, v in sizes.items() if not is_model_file(k)}
@@ -94,7 +94,7 @@ class DiskSize:
     def describe(self) -> str:
         """One line naming every file and its bytes: model files first, side files apart."""
 
-        def listed(files: Dict[str, int]) -> str:
+        def listed(files: dict[str, int]) -> str:
             return ", ".join(f"{k} {v:,} B" for k, v in sorted(files.items()))
 
         text = "Model files (config, weights, mapping): " + listed(self.model_files)
@@ -103,7 +103,7 @@ class DiskSize:
         return text + "."
 
 
-def directory_disk_size(path: Union[str, os.PathLike]) -> DiskSize:
+def directory_disk_size(path: str | os.PathLike) -> DiskSize:
     """The files of a checkpoint directory as they are on disk (sub-directories are ignored).
 
     Raises:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 from ..errors import CheckpointError
 from .files import CHECKPOINT_FILES, CONFIG_FILE, MAPPING_STEMS
@@ -18,7 +17,7 @@ PYTHON_REPLACE = "pass overwrite=True"
 
 
 def check_target(
-    target: Path, overwrite: bool, source: Optional[Path] = None, *, how_to_replace: str = PYTHON_REPLACE
+    target: Path, overwrite: bool, source: Path | None = None, *, how_to_replace: str = PYTHON_REPLACE
 ) -> None:
     """Refuse export targets that could lose data.
 
@@ -59,7 +58,7 @@ def check_target(
         )
 
 
-def _strangers(t: Path) -> List[str]:
+def _strangers(t: Path) -> list[str]:
     """Entries of ``t`` that are not files of a GRADIEND checkpoint, sorted."""
     out = []
     for entry in t.iterdir():

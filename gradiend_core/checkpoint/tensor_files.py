@@ -17,9 +17,10 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ __all__ = [
 ProgressFn = Callable[[int, int], None]
 
 #: safetensors dtype names and the torch dtypes they hold.
-_FROM_ST: Dict[str, torch.dtype] = {
+_FROM_ST: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
     "U8": torch.uint8,
     "I8": torch.int8,
@@ -72,7 +73,7 @@ class TensorInfo:
 
     name: str
     dtype: torch.dtype
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     start: int
     stop: int
 
@@ -87,7 +88,7 @@ class TensorInfo:
         return math.prod(self.shape)
 
 
-def _parse_info(name: str, info: Any, data_len: int, path: Path) -> Tuple[torch.dtype, Tuple[int, ...], int, int]:
+def _parse_info(name: str, info: Any, data_len: int, path: Path) -> tuple[torch.dtype, tuple[int, ...], int, int]:
     try:
         dtype = _FROM_ST[info["dtype"]]
         shape = tuple(int(x) for x in info["shape"])
@@ -155,7 +156,7 @@ class SafetensorsFile:
                 f"{self.path}: corrupted safetensors header (not a JSON object); copy the file again."
             )
         meta = header.pop("__metadata__", None)
-        self.metadata: Dict[str, str] = dict(meta) if isinstance(meta, dict) else {}
+        self.metadata: dict[str, str] = dict(meta) if isinstance(meta, dict) else {}
         self.data_start = 8 + hlen
         data_len = self.size - self.data_start
         infos = []
@@ -168,11 +169,11 @@ class SafetensorsFile:
             raise CheckpointError(f"{self.path}: tensors overlap in the file; it is corrupted.")
         if max((t.stop for t in infos), default=self.data_start) != self.size:
             raise CheckpointError(f"{self.path}: data after the last tensor; the file is corrupted, copy it again.")
-        self.tensors: Dict[str, TensorInfo] = {t.name: t for t in infos}
+        self.tensors: dict[str, TensorInfo] = {t.name: t for t in infos}
 
     # ------------------------------------------------------------------------------ reading
     def _pread_into(
-        self, fd: int, view: memoryview, offset: int, progress: Optional[ProgressFn], done0: int, total: int
+        self, fd: int, view: memoryview, offset: int, progress: ProgressFn | None, done0: int, total: int
     ) -> None:
         done = 0
         while done < len(view):
@@ -183,7 +184,7 @@ class SafetensorsFile:
             if progress is not None:
                 progress(done0 + done, total)
 
-    def read_all(self, progress: Optional[ProgressFn] = None) -> Dict[str, torch.Tensor]:
+    def read_all(self, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
         """Every tensor, read with one sequential pass into one buffer (tensors are views of it).
 
         Args:
@@ -203,7 +204,7 @@ class SafetensorsFile:
             out[t.name] = (chunk.view(t.dtype) if aligned else chunk.clone().view(t.dtype)).reshape(t.shape)
         return out
 
-    def read_range(self, name: str, start: int, stop: int, fd: Optional[int] = None) -> torch.Tensor:
+    def read_range(self, name: str, start: int, stop: int, fd: int | None = None) -> torch.Tensor:
         """Elements ``[start, stop)`` of tensor ``name`` in row-major order, as a fresh 1-D tensor.
 
         Args:
@@ -241,7 +242,7 @@ class SafetensorsFile:
         return self._open()
 
 
-def _load_pickle(path: Path) -> Dict[str, torch.Tensor]:
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:
@@ -259,7 +260,7 @@ def _load_pickle(path: Path) -> Dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def load_tensor_file(path: os.PathLike | str, progress: Optional[ProgressFn] = None) -> Dict[str, torch.Tensor]:
+def load_tensor_file(path: os.PathLike | str, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
     """Load a ``.safetensors`` or pickle-based (``.bin``/``.pth``) tensor dict, never executing code.
 
     Pickle-based files are loaded with ``torch.load(weights_only=True, mmap=True)``, which refuses
@@ -282,7 +283,7 @@ def load_tensor_file(path: os.PathLike | str, progress: Optional[ProgressFn] = N
     return _load_pickle(path)
 
 
-def safetensors_size(tensors: Mapping[str, Tuple[torch.dtype, Tuple[int, ...]]]) -> int:
+def safetensors_size(tensors: Mapping[str, tuple[torch.dtype, tuple[int, ...]]]) -> int:
     """Exact size in bytes of the safetensors file that ``safetensors.torch.save_file`` writes.
 
     Computed from names, dtypes and shapes only (no data), so that a preview can report disk
@@ -292,7 +293,7 @@ def safetensors_size(tensors: Mapping[str, Tuple[torch.dtype, Tuple[int, ...]]])
     this against files that safetensors actually writes.
     """
     order = sorted(tensors.items(), key=lambda kv: (-_ST_ORDER[_ST_DTYPE[kv[1][0]]], kv[0]))
-    header: Dict[str, Any] = {}
+    header: dict[str, Any] = {}
     offset = 0
     for name, (dtype, shape) in order:
         n = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()

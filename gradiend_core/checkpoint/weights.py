@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -59,9 +59,9 @@ class WeightBlock:
 
     start: int
     stop: int
-    enc_w: Optional[torch.Tensor]
-    dec_w: Optional[torch.Tensor]
-    dec_b: Optional[torch.Tensor]
+    enc_w: torch.Tensor | None
+    dec_w: torch.Tensor | None
+    dec_b: torch.Tensor | None
 
 
 class WeightSource:
@@ -79,9 +79,9 @@ class WeightSource:
     def __init__(self, path: Path, architecture: Architecture):
         self.path = Path(path)
         self.architecture = architecture
-        self._st: Optional[SafetensorsFile] = None
-        self._pickled: Optional[Dict[str, torch.Tensor]] = None
-        self._identity: Optional[str] = None
+        self._st: SafetensorsFile | None = None
+        self._pickled: dict[str, torch.Tensor] | None = None
+        self._identity: str | None = None
         if self.path.suffix == ".safetensors":
             if not self.path.is_file():
                 raise CheckpointError(f"{self.path}: file is missing; the checkpoint is incomplete, copy it again.")
@@ -90,7 +90,7 @@ class WeightSource:
         else:
             self._pickled = load_tensor_file(self.path)
             infos = {k: (t.dtype, tuple(t.shape)) for k, t in self._pickled.items()}
-        self.stored_dtypes: Dict[str, torch.dtype] = {}
+        self.stored_dtypes: dict[str, torch.dtype] = {}
         for key, shape in expected_weight_shapes(architecture).items():
             if key not in infos:
                 raise CheckpointError(f"{self.path}: tensor {key!r} is missing; the weight file is incomplete.")
@@ -112,12 +112,12 @@ class WeightSource:
         """Bytes of the weight file."""
         return self.path.stat().st_size
 
-    def keys(self) -> Tuple[str, ...]:
+    def keys(self) -> tuple[str, ...]:
         """The weight tensors' keys in the order of the file (the order a loaded state dict has)."""
         names = self._st.tensors if self._st is not None else self._pickled
         return tuple(k for k in names if k in self.stored_dtypes)
 
-    def dtypes(self) -> Dict[str, torch.dtype]:
+    def dtypes(self) -> dict[str, torch.dtype]:
         """The dtype of each weight tensor once loaded (the architecture's; ``encoder.1.*`` as stored)."""
         a = self.architecture.dtype
         return {k: (d if k.startswith("encoder.1.") else a) for k, d in self.stored_dtypes.items()}
@@ -157,7 +157,7 @@ class WeightSource:
             t if key.startswith("encoder.1.") or t.dtype == self.architecture.dtype else t.to(self.architecture.dtype)
         )
 
-    def _range(self, key: str, start: int, stop: int, fd: Optional[int]) -> torch.Tensor:
+    def _range(self, key: str, start: int, stop: int, fd: int | None) -> torch.Tensor:
         """Flat elements ``[start, stop)`` of ``key``, cast."""
         if self._st is not None:
             return self._cast(key, self._st.read_range(key, start, stop, fd))
@@ -169,7 +169,7 @@ class WeightSource:
         n = int(np.prod(shape, dtype=np.int64)) if shape else 1
         return self._range(key, 0, n, None).reshape(shape)
 
-    def read_all(self, progress: Optional[ProgressFn] = None) -> Dict[str, torch.Tensor]:
+    def read_all(self, progress: ProgressFn | None = None) -> dict[str, torch.Tensor]:
         """Every tensor of the file, cast (the whole model in memory)."""
         if self._st is not None:
             state = self._st.read_all(progress)
@@ -178,7 +178,7 @@ class WeightSource:
         return {k: self._cast(k, v) for k, v in state.items()}
 
     def block(
-        self, start: int, stop: int, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B), fd: Optional[int] = None
+        self, start: int, stop: int, parts: tuple[str, ...] = (ENC_W, DEC_W, DEC_B), fd: int | None = None
     ) -> WeightBlock:
         """The weights of dims ``start .. stop`` (only the tensors named in ``parts``)."""
         a = self.architecture
@@ -194,7 +194,7 @@ class WeightSource:
         return WeightBlock(start, stop, enc, dec, bias)
 
     def blocks(
-        self, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B), block_dims: int = BLOCK_DIMS
+        self, parts: tuple[str, ...] = (ENC_W, DEC_W, DEC_B), block_dims: int = BLOCK_DIMS
     ) -> Iterator[WeightBlock]:
         """Every block of the input space in order (one open file for the whole pass)."""
         fd = self._st.open() if self._st is not None else None
@@ -205,7 +205,7 @@ class WeightSource:
             if fd is not None:
                 os.close(fd)
 
-    def gather(self, idx: np.ndarray, parts: Tuple[str, ...] = (ENC_W, DEC_W, DEC_B)) -> WeightBlock:
+    def gather(self, idx: np.ndarray, parts: tuple[str, ...] = (ENC_W, DEC_W, DEC_B)) -> WeightBlock:
         """The weights of the dims ``idx`` (sorted unique int64), as one block in that order.
 
         Neighbouring indices are read in one go (gaps under a few thousand elements are read
@@ -246,7 +246,7 @@ class WeightSource:
         return WeightBlock(0, int(idx.size), cat(0, 1), cat(1, 0), cat(2, 0))
 
 
-def part_tensors(part: str) -> Tuple[str, ...]:
+def part_tensors(part: str) -> tuple[str, ...]:
     """The weight tensors a part's importance reads."""
     return {
         "encoder-weight": (ENC_W,),

@@ -20,8 +20,9 @@ import struct
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,10 +36,10 @@ from .targets import check_target
 __all__ = ["write_checkpoint"]
 
 #: Extra safetensors files: file name -> ``(tensors, header metadata)``.
-TensorFiles = Mapping[str, Tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]
+TensorFiles = Mapping[str, tuple[Mapping[str, torch.Tensor], Mapping[str, str]]]
 
 
-def _materialise(specs: MappingSpecs) -> Dict[str, torch.Tensor]:
+def _materialise(specs: MappingSpecs) -> dict[str, torch.Tensor]:
     out = {}
     for key, (dtype, shape, e) in specs.items():
         if dtype == torch.uint8:
@@ -105,9 +106,9 @@ def _stage_files(
     param_map: ParamMap,
     state_dict: Mapping[str, torch.Tensor],
     metadata: Mapping[str, Any],
-    side_files: Optional[Mapping[str, Any]],
+    side_files: Mapping[str, Any] | None,
     use_safetensors: bool,
-    tensor_files: Optional[TensorFiles],
+    tensor_files: TensorFiles | None,
 ) -> None:
     """Write every file of the checkpoint into the staging directory ``tmp``."""
     mapping, idx, masks = build_mapping(param_map, use_safetensors)
@@ -175,7 +176,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-_LIBC: Optional[ctypes.CDLL] = None
+_LIBC: ctypes.CDLL | None = None
 
 
 def _libc() -> ctypes.CDLL:
@@ -280,12 +281,12 @@ def write_checkpoint(
     param_map: ParamMap,
     state_dict: Mapping[str, torch.Tensor],
     metadata: Mapping[str, Any],
-    side_files: Optional[Mapping[str, Any]] = None,
+    side_files: Mapping[str, Any] | None = None,
     use_safetensors: bool = True,
     overwrite: bool = False,
-    source: Optional[os.PathLike | str] = None,
-    tensor_files: Optional[TensorFiles] = None,
-    verify: Optional[Callable[[Path], None]] = None,
+    source: os.PathLike | str | None = None,
+    tensor_files: TensorFiles | None = None,
+    verify: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically.
 

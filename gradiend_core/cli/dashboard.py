@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
 
 from ..errors import CheckpointError
 
@@ -22,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SAMPLE = REPO_ROOT / "sample_models" / "number-unpruned"
 
 
-def launcher_command(args: argparse.Namespace) -> List[str]:
+def launcher_command(args: argparse.Namespace) -> list[str]:
     """``python -m dashboard [PATH] [--port N] [--headless] --address A``: the dashboard's own
     launcher (:mod:`dashboard.launch`) with this command's arguments.
 

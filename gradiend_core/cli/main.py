@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ..errors import CheckpointError, SelectionError
 from ..version import __version__
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradiend-core`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)

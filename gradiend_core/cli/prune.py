@@ -7,7 +7,6 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Optional, Tuple, Union
 
 import numpy as np
 
@@ -26,14 +25,14 @@ from ..util.units import format_bytes, format_change, format_count, format_perce
 __all__ = ["add_parser", "format_report", "run"]
 
 
-def _topk_arg(text: str) -> Union[int, float]:
+def _topk_arg(text: str) -> int | float:
     try:
         return parse_topk(text)
     except SelectionError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def format_report(report: ReductionReport, disk: Optional[Tuple[DiskSize, DiskSize]] = None) -> str:
+def format_report(report: ReductionReport, disk: tuple[DiskSize, DiskSize] | None = None) -> str:
     """The preview as an aligned text table: before, after and the signed change of each size.
 
     Args:

@@ -10,7 +10,7 @@ The CLI's ``curve`` command (:mod:`gradiend_core.cli.curve`) prints them as CSV
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -46,12 +46,12 @@ def importance_of(data: CheckpointData, part: str) -> np.ndarray:
 def checkpoint_curves(
     data: CheckpointData,
     gradients: EvalGradients,
-    parts: Optional[Sequence[str]] = None,
+    parts: Sequence[str] | None = None,
     *,
     points: int = DEFAULT_POINTS,
-    selection_k: Optional[int] = None,
-    importances: Optional[Dict[str, np.ndarray]] = None,
-) -> List[Curve]:
+    selection_k: int | None = None,
+    importances: dict[str, np.ndarray] | None = None,
+) -> list[Curve]:
     """The pruning curve of each part of a checkpoint on the given gradients.
 
     Args:
@@ -74,7 +74,7 @@ def checkpoint_curves(
     return [curves[p] for p in parts]
 
 
-def selection_quality(data: CheckpointData, keep: np.ndarray, gradients: EvalGradients) -> Dict[str, object]:
+def selection_quality(data: CheckpointData, keep: np.ndarray, gradients: EvalGradients) -> dict[str, object]:
     """What a cut keeps of the encoder's quality, ready for ``pruning.json`` (``cut_quality``).
 
     Pass it to :func:`gradiend_core.pruning.export.export_pruned` as ``cut_quality=``. Adds where the

@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ class Encoder:
         return int(self.weight.shape[1])
 
     @classmethod
-    def of(cls, data: CheckpointData) -> "Encoder":
+    def of(cls, data: CheckpointData) -> Encoder:
         """The encoder of a checkpoint (weights shared with ``data``, not copied)."""
         from ..model import activation_module
 
@@ -104,7 +104,7 @@ def label_correlation(encoded: np.ndarray, labels: np.ndarray) -> float:
     return pearson(np.asarray(labels, dtype=np.float64), np.asarray(encoded, dtype=np.float64))
 
 
-def point_measures(pre: np.ndarray, encoded: np.ndarray, full: np.ndarray, labels: np.ndarray) -> Dict[str, np.ndarray]:
+def point_measures(pre: np.ndarray, encoded: np.ndarray, full: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """The measures of one point per latent unit: ``pre``, ``encoded``, ``full`` ``(latent_dim, m)``."""
     lat = pre.shape[0]
     return {
@@ -145,14 +145,14 @@ class Curve:
     label_correlation: np.ndarray
     separation: np.ndarray
     agreement: np.ndarray
-    selection_k: Optional[int] = None
+    selection_k: int | None = None
 
     @property
-    def full(self) -> Dict[str, float]:
+    def full(self) -> dict[str, float]:
         """The unpruned encoder's measures (unit 0)."""
         return {m: float(getattr(self, m)[-1, 0]) for m in MEASURES}
 
-    def at(self, k: int) -> Dict[str, float]:
+    def at(self, k: int) -> dict[str, float]:
         """The measures (unit 0) at a ``k`` that is one of the points.
 
         Raises:
@@ -164,9 +164,8 @@ class Curve:
         return {m: float(getattr(self, m)[hit[0], 0]) for m in MEASURES}
 
 
-
 # ------------------------------------------------------------------------------ in memory
-def check_inputs(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray) -> Tuple[torch.Tensor, np.ndarray]:
+def check_inputs(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     g = torch.as_tensor(gradients)
     lab = np.asarray(labels, dtype=np.float64).reshape(-1)
     if g.ndim != 2 or g.shape[1] != encoder.input_dim:
@@ -178,7 +177,7 @@ def check_inputs(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray) 
     return g, lab
 
 
-def cut_quality(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray, keep: np.ndarray) -> Dict[str, object]:
+def cut_quality(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray, keep: np.ndarray) -> dict[str, object]:
     """The curve's measures for one kept set (any set, e.g. a selection with a mask).
 
     A direct computation: the encoder restricted to the kept columns on the gradients restricted
@@ -224,10 +223,10 @@ def cut_quality(encoder: Encoder, gradients: torch.Tensor, labels: np.ndarray, k
     m_cut = point_measures(pre_cut, cut, full, lab)
     m_full = point_measures(pre_full, full, full, lab)
 
-    def num(x: float) -> Optional[float]:
+    def num(x: float) -> float | None:
         return float(x) if math.isfinite(x) else None
 
-    out: Dict[str, object] = {"k": int(keep.size), "input_dim": n, "n_samples": int(lab.size)}
+    out: dict[str, object] = {"k": int(keep.size), "input_dim": n, "n_samples": int(lab.size)}
     for name in MEASURES:
         out[name] = num(m_cut[name][0])
     out["label_correlation_full"] = num(m_full["label_correlation"][0])

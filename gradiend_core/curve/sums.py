@@ -55,10 +55,10 @@ cut falls inside, and one chunk of gradients at a time; never ``m x input_dim`` 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import scipy.sparse
@@ -88,7 +88,7 @@ MEMBER_CAP = 1 << 14
 #: Threads for the per-bucket products of one chunk (dims below this many per thread stay on one).
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _MIN_DIMS_PER_THREAD = 1 << 16
-_POOL: Optional[ThreadPoolExecutor] = None
+_POOL: ThreadPoolExecutor | None = None
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -98,7 +98,7 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
-def _split(c: int, workers: int) -> List[Tuple[int, int]]:
+def _split(c: int, workers: int) -> list[tuple[int, int]]:
     """``[start, stop)`` spans cutting ``c`` dims into at most ``workers`` pieces of at least
     :data:`_MIN_DIMS_PER_THREAD` dims (one piece for small chunks)."""
     k = max(1, min(workers, c // _MIN_DIMS_PER_THREAD))
@@ -107,7 +107,7 @@ def _split(c: int, workers: int) -> List[Tuple[int, int]]:
 
 
 def _bucket_product(
-    vals: np.ndarray, rows: np.ndarray, x: np.ndarray, n_rows: int, span: Tuple[int, int]
+    vals: np.ndarray, rows: np.ndarray, x: np.ndarray, n_rows: int, span: tuple[int, int]
 ) -> np.ndarray:
     """Sums per bucket of the dims ``span`` = ``[a, e)``: ``(n_rows, m)``, row ``rows[i]`` adds
     ``vals[i] * x[i]`` (``vals``: one latent's W_enc entries, ``rows``: each dim's bucket row,
@@ -117,7 +117,7 @@ def _bucket_product(
     return h @ x[a:e]
 
 
-def bucket_counts(importance: Union[np.ndarray, Iterable[np.ndarray]]) -> np.ndarray:
+def bucket_counts(importance: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
     """Dims per value bucket, int64 ``(65536,)``.
 
     Args:
@@ -184,7 +184,7 @@ def _above(counts: np.ndarray) -> np.ndarray:
     return np.cumsum(counts[::-1])[::-1] - counts
 
 
-def _cut(counts: np.ndarray, above: np.ndarray, k: int) -> Tuple[int, int]:
+def _cut(counts: np.ndarray, above: np.ndarray, k: int) -> tuple[int, int]:
     """``(bucket, taken)`` of the top ``k``: the bucket of the ``k``-th ranked dim and how many of
     its members are in the top ``k``."""
     b = int(np.flatnonzero((above < k) & (above + counts >= k))[-1])
@@ -225,7 +225,7 @@ def plan_curve(
         if not 1 <= k <= n:
             raise SelectionError(f"k must be in [1, {n}] (the input_dim); got {k}.")
     asked = set(wanted) | set(forced)
-    points: Dict[int, Tuple[int, int]] = {}
+    points: dict[int, tuple[int, int]] = {}
     for k in wanted:
         b, r = _cut(counts, above, k)
         if r < counts[b] and counts[b] > member_cap:
@@ -275,8 +275,8 @@ class BucketSums:
         self._row = np.zeros(N_BUCKETS, dtype=np.int32)  # bucket -> row of the chunk's occupied buckets
         self._record = np.zeros(N_BUCKETS, dtype=bool)
         self._record[plan.recorded] = True
-        self._members: Dict[int, List[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = {int(b): [] for b in plan.recorded}
-        self._spans: List[Tuple[int, int]] = []
+        self._members: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {int(b): [] for b in plan.recorded}
+        self._spans: list[tuple[int, int]] = []
 
     def add(self, start: int, importance: np.ndarray, enc_w: torch.Tensor, gradients: torch.Tensor) -> None:
         """Add the dims ``[start, start + c)``.
@@ -373,7 +373,7 @@ class BucketSums:
         # from_top[b] = sum over all buckets >= b
         from_top = np.cumsum(self.sums[::-1], axis=0)[::-1]
         out = np.empty((plan.ks.size, self.latent_dim, self.m), dtype=np.float64)
-        cache: Dict[int, np.ndarray] = {}
+        cache: dict[int, np.ndarray] = {}
         for p, (b, r) in enumerate(zip(plan.buckets, plan.taken)):
             b, r = int(b), int(r)
             if r == plan.counts[b]:
@@ -385,7 +385,7 @@ class BucketSums:
             out[p] = total + np.asarray(bias, dtype=np.float64).reshape(-1, 1)
         return out
 
-    def finish(self, encoder: Encoder, labels: np.ndarray, part: str, selection_k: Optional[int] = None) -> "Curve":
+    def finish(self, encoder: Encoder, labels: np.ndarray, part: str, selection_k: int | None = None) -> Curve:
         """The :class:`Curve` of the accumulated sums.
 
         Args:
@@ -398,9 +398,8 @@ class BucketSums:
         return _curve(pre, encoder.activation, np.asarray(labels, dtype=np.float64), self.plan, part, selection_k)
 
 
-
 def _curve(
-    pre: np.ndarray, activation: Activation, labels: np.ndarray, plan: CurvePlan, part: str, selection_k: Optional[int]
+    pre: np.ndarray, activation: Activation, labels: np.ndarray, plan: CurvePlan, part: str, selection_k: int | None
 ) -> Curve:
     if labels.shape != (pre.shape[2],):
         raise SelectionError(f"labels must have shape ({pre.shape[2]},), got {labels.shape}.")
@@ -428,10 +427,10 @@ def pruning_curves(
     importances: Mapping[str, np.ndarray],
     *,
     points: int = DEFAULT_POINTS,
-    selection_k: Optional[int] = None,
+    selection_k: int | None = None,
     chunk: int = CHUNK,
     member_cap: int = MEMBER_CAP,
-) -> Dict[str, Curve]:
+) -> dict[str, Curve]:
     """Pruning curves of several parts on gradients held in memory (streamed in chunks of dims).
 
     Args:
@@ -453,7 +452,7 @@ def pruning_curves(
     g, lab = check_inputs(encoder, gradients, labels)
     n = encoder.input_dim
     grid = log_grid(n, points)
-    out: Dict[str, Curve] = {}
+    out: dict[str, Curve] = {}
     for part, imp in importances.items():
         imp = np.asarray(imp, dtype=np.float32)
         if imp.shape != (n,):

@@ -11,8 +11,9 @@ Labels follow the reference: the first class encodes ``+1``, the second ``-1``.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 __all__ = ["Example", "epoch_batches", "label_of", "resolve_classes", "split_validation", "stratified_indices"]
 
@@ -34,7 +35,7 @@ class Example:
     feature_class: str
 
 
-def resolve_classes(examples: Sequence[Example], classes: Optional[Sequence[str]] = None) -> Tuple[str, str]:
+def resolve_classes(examples: Sequence[Example], classes: Sequence[str] | None = None) -> tuple[str, str]:
     """The two class names, in label order (first -> +1, second -> -1).
 
     Args:
@@ -45,7 +46,7 @@ def resolve_classes(examples: Sequence[Example], classes: Optional[Sequence[str]
         ValueError: when there are not exactly two classes, or an example's class is not one of
             ``classes``.
     """
-    seen: List[str] = []
+    seen: list[str] = []
     for i, ex in enumerate(examples):
         if not isinstance(ex, Example):
             raise TypeError(
@@ -73,21 +74,21 @@ def resolve_classes(examples: Sequence[Example], classes: Optional[Sequence[str]
     return cls[0], cls[1]
 
 
-def label_of(feature_class: str, classes: Tuple[str, str]) -> float:
+def label_of(feature_class: str, classes: tuple[str, str]) -> float:
     """``+1.0`` for the first class, ``-1.0`` for the second."""
     return 1.0 if feature_class == classes[0] else -1.0
 
 
-def indices_by_class(examples: Sequence[Example], classes: Tuple[str, str]) -> Dict[str, List[int]]:
+def indices_by_class(examples: Sequence[Example], classes: tuple[str, str]) -> dict[str, list[int]]:
     """Positions of the examples of each class, in data order."""
-    out: Dict[str, List[int]] = {c: [] for c in classes}
+    out: dict[str, list[int]] = {c: [] for c in classes}
     for i, ex in enumerate(examples):
         if ex.feature_class in out:
             out[ex.feature_class].append(i)
     return out
 
 
-def stratified_indices(examples: Sequence[Example], classes: Tuple[str, str], n: int, seed: Optional[int]) -> List[int]:
+def stratified_indices(examples: Sequence[Example], classes: tuple[str, str], n: int, seed: int | None) -> list[int]:
     """``n`` example positions split evenly over the two classes (the reference's draw).
 
     Each class gets ``n // 2`` (the first class one more when ``n`` is odd). Each class pool is
@@ -102,7 +103,7 @@ def stratified_indices(examples: Sequence[Example], classes: Tuple[str, str], n:
     """
     rng = random.Random(seed)
     pools = indices_by_class(examples, classes)
-    out: List[int] = []
+    out: list[int] = []
     for i, c in enumerate(classes):
         need = n // 2 + (1 if i < n % 2 else 0)
         pool = list(pools[c])
@@ -119,8 +120,8 @@ def stratified_indices(examples: Sequence[Example], classes: Tuple[str, str], n:
 
 
 def split_validation(
-    examples: Sequence[Example], classes: Tuple[str, str], fraction: float, seed: Optional[int]
-) -> Tuple[List[Example], List[Example]]:
+    examples: Sequence[Example], classes: tuple[str, str], fraction: float, seed: int | None
+) -> tuple[list[Example], list[Example]]:
     """Hold out ``fraction`` of each class (at least one example each) as a validation split.
 
     Returns:
@@ -130,8 +131,8 @@ def split_validation(
         ValueError: when a class has fewer than two examples.
     """
     rng = random.Random(seed)
-    train_idx: List[int] = []
-    val_idx: List[int] = []
+    train_idx: list[int] = []
+    val_idx: list[int] = []
     for c, pool in indices_by_class(examples, classes).items():
         if len(pool) < 2:
             raise ValueError(f"class {c!r} has {len(pool)} example(s); give eval_data or at least 2 per class.")
@@ -144,8 +145,8 @@ def split_validation(
 
 
 def epoch_batches(
-    examples: Sequence[Example], classes: Tuple[str, str], batch_size: int, rng: random.Random
-) -> List[List[int]]:
+    examples: Sequence[Example], classes: tuple[str, str], batch_size: int, rng: random.Random
+) -> list[list[int]]:
     """One epoch of class-pure batches, alternating the two classes.
 
     Each class is shuffled and cut into batches of ``batch_size`` (the last one may be smaller);
@@ -155,7 +156,7 @@ def epoch_batches(
     Returns:
         Batches of positions into ``examples``: ``[a0, b0, a1, b1, ...]``.
     """
-    per_class: List[List[List[int]]] = []
+    per_class: list[list[list[int]]] = []
     pools = indices_by_class(examples, classes)
     for c in classes:
         pool = list(pools[c])
@@ -168,7 +169,7 @@ def epoch_batches(
             rng.shuffle(pool)
             batches.extend(pool[i : i + batch_size] for i in range(0, len(pool), batch_size))
         del batches[n:]
-    out: List[List[int]] = []
+    out: list[list[int]] = []
     for a, b in zip(*per_class):
         out.extend([a, b])
     return out

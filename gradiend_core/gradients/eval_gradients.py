@@ -31,9 +31,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ SOURCES = ("factual", "alternative", "diff")
 #: ``progress(done_examples, total_examples)``, called between examples.
 Progress = Callable[[int, int], None]
 #: A callable returning True to stop, or an object with ``is_set()`` (``threading.Event``).
-Cancel = Union[Callable[[], bool], Any]
+Cancel = Callable[[], bool] | Any
 
 
 class GradientsCancelled(Exception):
@@ -91,18 +92,18 @@ class EvalGradients:
 
     gradients: torch.Tensor
     labels: np.ndarray
-    classes: Tuple[str, str]
+    classes: tuple[str, str]
     source: str
     origin: str
     split: str = ""
-    cache_file: Optional[Path] = None
+    cache_file: Path | None = None
 
     @property
     def n_samples(self) -> int:
         return int(self.labels.size)
 
 
-def _is_cancelled(cancel: Optional[Cancel]) -> bool:
+def _is_cancelled(cancel: Cancel | None) -> bool:
     if cancel is None:
         return False
     if hasattr(cancel, "is_set"):
@@ -110,7 +111,7 @@ def _is_cancelled(cancel: Optional[Cancel]) -> bool:
     return bool(cancel())
 
 
-def trained_pair_and_source(data: CheckpointData) -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+def trained_pair_and_source(data: CheckpointData) -> tuple[tuple[str, str] | None, str | None]:
     """The trained pair and the source from ``gradiend_context.json`` (either may be ``None``).
 
     The pair is read from ``feature_class_encoding_direction`` (class -> +1 / -1, the reference's
@@ -162,7 +163,7 @@ def from_validation_record(data: CheckpointData, record: Any) -> EvalGradients:
     )
 
 
-def resolve_base_model(data: CheckpointData, base_model: Optional[Union[str, os.PathLike]] = None) -> Path:
+def resolve_base_model(data: CheckpointData, base_model: str | os.PathLike | None = None) -> Path:
     """The local directory of the checkpoint's base model.
 
     Args:
@@ -210,7 +211,7 @@ def _sha256(p: Path) -> str:
     return h.hexdigest()
 
 
-def gradients_cache_key(data: CheckpointData, data_file: Path, base_model: Path, settings: Dict[str, Any]) -> str:
+def gradients_cache_key(data: CheckpointData, data_file: Path, base_model: Path, settings: dict[str, Any]) -> str:
     """The cache key of computed gradients (hex sha256).
 
     Covers the checkpoint's weight file, ``config.json`` and mapping files (path, size,
@@ -231,7 +232,7 @@ def gradients_cache_key(data: CheckpointData, data_file: Path, base_model: Path,
     return h.hexdigest()
 
 
-def _read_cache(path: Path, data_file: Path) -> Optional[EvalGradients]:
+def _read_cache(path: Path, data_file: Path) -> EvalGradients | None:
     from safetensors import safe_open
 
     try:
@@ -256,7 +257,7 @@ def _read_cache(path: Path, data_file: Path) -> Optional[EvalGradients]:
     )
 
 
-def _write_cache(path: Path, grads: torch.Tensor, labels: np.ndarray, order: List[int], info: Dict[str, Any]) -> None:
+def _write_cache(path: Path, grads: torch.Tensor, labels: np.ndarray, order: list[int], info: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -309,12 +310,12 @@ def _prepare(data: CheckpointData, data_file, split, classes, source):
 
 def describe_data(
     data: CheckpointData,
-    data_file: Union[str, os.PathLike],
+    data_file: str | os.PathLike,
     *,
-    split: Optional[Union[str, Sequence[str]]] = None,
-    classes: Optional[Tuple[str, str]] = None,
-    source: Optional[str] = None,
-) -> Dict[str, Any]:
+    split: str | Sequence[str] | None = None,
+    classes: tuple[str, str] | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
     """What :func:`compute_eval_gradients` would compute, without computing it.
 
     Returns:
@@ -330,17 +331,17 @@ def describe_data(
 
 def compute_eval_gradients(
     data: CheckpointData,
-    data_file: Union[str, os.PathLike],
+    data_file: str | os.PathLike,
     *,
-    base_model: Optional[Union[str, os.PathLike]] = None,
-    split: Optional[Union[str, Sequence[str]]] = None,
-    classes: Optional[Tuple[str, str]] = None,
-    source: Optional[str] = None,
-    progress: Optional[Progress] = None,
-    cancel: Optional[Cancel] = None,
+    base_model: str | os.PathLike | None = None,
+    split: str | Sequence[str] | None = None,
+    classes: tuple[str, str] | None = None,
+    source: str | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
     use_cache: bool = True,
     cache_only: bool = False,
-) -> Optional[EvalGradients]:
+) -> EvalGradients | None:
     """Source gradients of a labelled text file's examples, as the reference's trainer computes them.
 
     Args:
@@ -407,7 +408,7 @@ def compute_eval_gradients(
     return EvalGradients(grads, labels, pair, source, str(data_path), split_text, cache_file)
 
 
-def _mapped_parameters(model: torch.nn.Module, pmap: ParamMap, base_dir: Path) -> List[Tuple[str, torch.nn.Parameter]]:
+def _mapped_parameters(model: torch.nn.Module, pmap: ParamMap, base_dir: Path) -> list[tuple[str, torch.nn.Parameter]]:
     """``(name, parameter)`` of the base model for every parameter the param_map lists, in its order.
 
     Raises:
@@ -430,8 +431,8 @@ def _source_gradients(
     examples: Sequence[Example],
     source: str,
     pmap: ParamMap,
-    progress: Optional[Progress],
-    cancel: Optional[Cancel],
+    progress: Progress | None,
+    cancel: Cancel | None,
 ) -> torch.Tensor:
     """The ``source`` gradient of each example at the mapped dims: float32 ``(len(examples), input_dim)``.
 
@@ -459,7 +460,7 @@ def _source_gradients(
 def eval_gradients(
     data: CheckpointData,
     *,
-    data_file: Optional[Union[str, os.PathLike]] = None,
+    data_file: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> EvalGradients:
     """Gradients for a checkpoint: computed from ``data_file`` when given, else its saved record.

@@ -12,8 +12,8 @@ pre-pruned run never holds a full-size vector except while averaging the pre-pru
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -23,10 +23,10 @@ from .data import Example
 
 __all__ = ["GradientSource", "LossFn", "needs", "pick", "resolve_params"]
 
-LossFn = Callable[[nn.Module, List[Example], str], torch.Tensor]
+LossFn = Callable[[nn.Module, list[Example], str], torch.Tensor]
 
 
-def resolve_params(model: nn.Module, patterns: Optional[Sequence[str]]) -> List[Tuple[str, nn.Parameter]]:
+def resolve_params(model: nn.Module, patterns: Sequence[str] | None) -> list[tuple[str, nn.Parameter]]:
     """The base-model parameters a GRADIEND maps, in ``named_parameters`` order.
 
     Args:
@@ -67,17 +67,17 @@ class GradientSource:
         params: ``(name, parameter)`` pairs from :func:`resolve_params`.
     """
 
-    def __init__(self, base_model: nn.Module, loss_fn: LossFn, params: Sequence[Tuple[str, nn.Parameter]]):
+    def __init__(self, base_model: nn.Module, loss_fn: LossFn, params: Sequence[tuple[str, nn.Parameter]]):
         self.base_model = base_model
         self.loss_fn = loss_fn
-        self.params: Dict[str, nn.Parameter] = dict(params)
-        self._index_cache: Dict[int, Tuple[ParamMap, List[Tuple[str, Optional[torch.Tensor]]]]] = {}
+        self.params: dict[str, nn.Parameter] = dict(params)
+        self._index_cache: dict[int, tuple[ParamMap, list[tuple[str, torch.Tensor | None]]]] = {}
 
     def full_map(self) -> ParamMap:
         """A map selecting every entry of the chosen parameters (the unpruned input space)."""
         return ParamMap.full((n, tuple(p.shape)) for n, p in self.params.items())
 
-    def _plan(self, pmap: ParamMap) -> List[Tuple[str, Optional[torch.Tensor]]]:
+    def _plan(self, pmap: ParamMap) -> list[tuple[str, torch.Tensor | None]]:
         key = id(pmap)
         hit = self._index_cache.get(key)
         if hit is not None and hit[0] is pmap:
@@ -118,7 +118,7 @@ class GradientSource:
                 p.requires_grad_(flags[n])
             self.base_model.train(was_training)
 
-    def gradient(self, batch: List[Example], which: str, pmap: ParamMap) -> torch.Tensor:
+    def gradient(self, batch: list[Example], which: str, pmap: ParamMap) -> torch.Tensor:
         """Gradient of ``loss_fn(model, batch, which)`` at the entries ``pmap`` selects.
 
         Returns:
@@ -148,14 +148,14 @@ class GradientSource:
             parts.append(flat if pos is None else flat[pos.to(flat.device)])
         return torch.cat(parts).to(device="cpu", dtype=torch.float32)
 
-    def pair(self, batch: List[Example], need_factual: bool, need_alternative: bool, pmap: ParamMap):
+    def pair(self, batch: list[Example], need_factual: bool, need_alternative: bool, pmap: ParamMap):
         """``(factual, alternative)`` gradients; an unneeded one is ``None``."""
         f = self.gradient(batch, "factual", pmap) if need_factual else None
         a = self.gradient(batch, "alternative", pmap) if need_alternative else None
         return f, a
 
 
-def needs(*keywords: str) -> Tuple[bool, bool]:
+def needs(*keywords: str) -> tuple[bool, bool]:
     """Whether factual and alternative gradients are needed for these source/target keywords."""
     return (
         any(k in ("factual", "diff") for k in keywords),
@@ -163,7 +163,7 @@ def needs(*keywords: str) -> Tuple[bool, bool]:
     )
 
 
-def pick(kind: str, factual: Optional[torch.Tensor], alternative: Optional[torch.Tensor]) -> torch.Tensor:
+def pick(kind: str, factual: torch.Tensor | None, alternative: torch.Tensor | None) -> torch.Tensor:
     """The ``factual``, ``alternative`` or ``diff`` (= factual - alternative) vector."""
     if kind == "factual":
         return factual

@@ -11,7 +11,7 @@ The loss is the model's masked-LM cross-entropy at the mask for the chosen targe
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from .gather import LossFn
 __all__ = ["backbone_params", "load_masked_lm", "masked_lm_loss"]
 
 
-def load_masked_lm(path: str) -> Tuple[nn.Module, Any]:
+def load_masked_lm(path: str) -> tuple[nn.Module, Any]:
     """Load a masked LM and its tokenizer from a local directory (no network is needed for a
     local path). ``model.name_or_path`` is ``path``, which ends up in ``metadata.base_model``.
 
@@ -41,7 +41,7 @@ def load_masked_lm(path: str) -> Tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-def backbone_params(model: nn.Module) -> List[str]:
+def backbone_params(model: nn.Module) -> list[str]:
     """Wildcards selecting the backbone of a Hugging Face model (``"bert.*"`` for BERT), i.e.
     everything but the task head, which is what the reference maps by default."""
     prefix = getattr(model, "base_model_prefix", "") or ""
@@ -65,7 +65,7 @@ def masked_lm_loss(tokenizer: Any, *, max_length: int = 512) -> LossFn:
     mask_id = tokenizer.mask_token_id
     if mask_id is None:
         raise ValueError("the tokenizer has no mask token; the masked-LM adapter needs one.")
-    target_ids: Dict[str, int] = {}
+    target_ids: dict[str, int] = {}
 
     def token_id(word: str) -> int:
         if word not in target_ids:
@@ -79,7 +79,7 @@ def masked_lm_loss(tokenizer: Any, *, max_length: int = 512) -> LossFn:
             target_ids[word] = int(tid)
         return target_ids[word]
 
-    def loss_fn(model: nn.Module, batch: List[Example], which: str) -> torch.Tensor:
+    def loss_fn(model: nn.Module, batch: list[Example], which: str) -> torch.Tensor:
         texts = [ex.inputs for ex in batch]
         words = [ex.factual if which == "factual" else ex.alternative for ex in batch]
         enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)

@@ -29,8 +29,9 @@ the alternative one, because the alternative gradient belongs to the other class
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,7 @@ SPLITS = ("train", "validation", "test")
 _SPLIT_NAMES = {"val": "validation", "validation": "validation", "train": "train", "test": "test"}
 
 
-def read_text_data(path: Union[str, Path]) -> pd.DataFrame:
+def read_text_data(path: str | Path) -> pd.DataFrame:
     """Read a labelled data table: ``.csv`` or ``.parquet``, or a directory with ``training.csv``
     or ``training.parquet`` (as ``gradiend``'s ``resolve_training_data_path`` does).
 
@@ -120,8 +121,8 @@ def _factual_casing(factual: str, alternative: str) -> str:
 
 
 def _pair_rows(
-    df: pd.DataFrame, classes: pd.Series, pair: Tuple[str, str], split: Optional[Union[str, Sequence[str]]]
-) -> Tuple[pd.DataFrame, List[str]]:
+    df: pd.DataFrame, classes: pd.Series, pair: tuple[str, str], split: str | Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
     """``(rows of pair's classes in the chosen splits, the chosen splits)`` (see :func:`text_examples`)."""
     splits = df["split"].map(_split_name) if "split" in df.columns else pd.Series(["train"] * len(df), index=df.index)
     in_pair = classes.isin(pair)
@@ -147,8 +148,8 @@ def _pair_rows(
 
 
 def text_examples(
-    df: pd.DataFrame, pair: Tuple[str, str], split: Optional[Union[str, Sequence[str]]] = None
-) -> Tuple[List[Example], str]:
+    df: pd.DataFrame, pair: tuple[str, str], split: str | Sequence[str] | None = None
+) -> tuple[list[Example], str]:
     """The rows of the trained pair's classes in ``split`` as examples, in data order.
 
     Args:
@@ -171,7 +172,7 @@ def text_examples(
     for c in pair:
         words = df.loc[classes == c, "label"].dropna()
         first_word[c] = str(words.iloc[0]) if len(words) else None
-    out: List[Example] = []
+    out: list[Example] = []
     for i, row in rows.iterrows():
         own = str(row["label_class"])
         other = pair[1] if own == pair[0] else pair[0]
@@ -194,7 +195,7 @@ def text_examples(
     return out, ", ".join(chosen)
 
 
-def reference_labels(examples: Sequence[Example], pair: Tuple[str, str], source: str) -> np.ndarray:
+def reference_labels(examples: Sequence[Example], pair: tuple[str, str], source: str) -> np.ndarray:
     """The reference's label of each example's encoded gradient, float64 ``(m,)``.
 
     +1 for the first class of ``pair``, -1 for the second; negated when ``source`` is
@@ -205,7 +206,7 @@ def reference_labels(examples: Sequence[Example], pair: Tuple[str, str], source:
     return -lab if source == "alternative" else lab
 
 
-def eval_order(examples: Sequence[Example], pair: Tuple[str, str], source: str) -> List[int]:
+def eval_order(examples: Sequence[Example], pair: tuple[str, str], source: str) -> list[int]:
     """Which examples the reference's encoder evaluation encodes, in its order (repeats included).
 
     ``TextBatchedDatasetBase`` (batch size 1) groups the rows by class (``factual_id`` for the
@@ -222,7 +223,7 @@ def eval_order(examples: Sequence[Example], pair: Tuple[str, str], source: str) 
         key_of = {c: i for i, c in enumerate(keys)}
     else:  # feature_class_id: 0 for pair[0] -> pair[1], 1 for the reverse
         key_of = {pair[0]: 0, pair[1]: 1}
-    groups: Dict[int, List[int]] = {}
+    groups: dict[int, list[int]] = {}
     for i, ex in enumerate(examples):
         groups.setdefault(key_of[ex.feature_class], []).append(i)
     members = [groups[k] for k in sorted(groups)]
@@ -235,7 +236,7 @@ def eval_order(examples: Sequence[Example], pair: Tuple[str, str], source: str) 
 
 def mlm_item(
     tokenizer: Any, masked: str, target: str, *, mask_placeholder: str = MASK_PLACEHOLDER, max_length: int = MAX_LENGTH
-) -> Dict[str, torch.Tensor]:
+) -> dict[str, torch.Tensor]:
     """The reference's masked-LM item for one sentence and target word (``_create_item``).
 
     Returns:
@@ -274,7 +275,7 @@ def mlm_loss(tokenizer: Any, *, mask_placeholder: str = MASK_PLACEHOLDER, max_le
     """``(model, batch, which) -> loss`` for :class:`~gradiend_core.gradients.gather.GradientSource`:
     the masked-LM loss of one example's :func:`mlm_item` for its factual or alternative word."""
 
-    def loss_fn(model: nn.Module, batch: List[Example], which: str) -> torch.Tensor:
+    def loss_fn(model: nn.Module, batch: list[Example], which: str) -> torch.Tensor:
         if len(batch) != 1:
             raise ValueError("the reference's evaluation takes one example per gradient; pass batches of one.")
         ex = batch[0]

@@ -14,11 +14,12 @@ the recorded command reproduces the export from the export directory alone.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,19 +67,19 @@ class ExportResult:
     path: Path
     selection: Selection
     report: ReductionReport
-    provenance: Dict[str, Any]
-    file_sha256: Dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any]
+    file_sha256: dict[str, str] = field(default_factory=dict)
 
 
 def _provenance(
     plan: PruningPlan,
-    target: Union[str, os.PathLike],
-    source_sha256: Optional[str],
-    saved_mask: Optional[MaskBundle],
-    records: Dict[str, str],
-    transient: Sequence[Union[str, os.PathLike]] = (),
-    cut_quality: Optional[Dict[str, Any]] = None,
-) -> Dict[str, Any]:
+    target: str | os.PathLike,
+    source_sha256: str | None,
+    saved_mask: MaskBundle | None,
+    records: dict[str, str],
+    transient: Sequence[str | os.PathLike] = (),
+    cut_quality: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     data, spec = plan.checkpoint, plan.mask_spec
     mask_copy = str(Path(target) / EXPORT_MASK_FILE) if saved_mask is not None else None
     return {
@@ -110,7 +111,7 @@ def _provenance(
     }
 
 
-def _saved_mask(plan: PruningPlan) -> Optional[MaskBundle]:
+def _saved_mask(plan: PruningPlan) -> MaskBundle | None:
     """The plan's composed mask as a saved mask over base-global indices (``None`` without one).
 
     Only the mask itself is recorded (not how it was specified), so two exports with the same
@@ -125,15 +126,15 @@ def _saved_mask(plan: PruningPlan) -> Optional[MaskBundle]:
     return MaskBundle("export mask", "", bits, str(base) if base else None, space_digest(pmap))
 
 
-def _carried_records(data: CheckpointData, pruned: CheckpointData) -> Tuple[Dict[str, Any], Dict[str, str]]:
+def _carried_records(data: CheckpointData, pruned: CheckpointData) -> tuple[dict[str, Any], dict[str, str]]:
     """The source's training records for the export, and what happened to each.
 
     ``pre_prune.safetensors`` describes the pre-pruning input space, so it is carried whole;
     ``validation_gradients.safetensors`` is restricted to the kept dims' columns (with their
     base-global indices). A record that cannot be read is not carried; the reason is returned.
     """
-    files: Dict[str, Any] = {}
-    notes: Dict[str, str] = {}
+    files: dict[str, Any] = {}
+    notes: dict[str, str] = {}
     for name, load in ((PRE_PRUNE_FILE, load_pre_prune_record), (VALIDATION_FILE, load_validation_record)):
         try:
             record = load(data.path)
@@ -150,13 +151,13 @@ def _carried_records(data: CheckpointData, pruned: CheckpointData) -> Tuple[Dict
 
 def export_plan(
     plan: PruningPlan,
-    target: Union[str, os.PathLike],
+    target: str | os.PathLike,
     *,
     overwrite: bool = False,
     use_safetensors: bool = True,
-    source_sha256: Optional[str] = None,
-    transient: Sequence[Union[str, os.PathLike]] = (),
-    cut_quality: Optional[Dict[str, Any]] = None,
+    source_sha256: str | None = None,
+    transient: Sequence[str | os.PathLike] = (),
+    cut_quality: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Write the pruned checkpoint a plan describes to ``target``, then reload and verify it.
 
@@ -201,7 +202,7 @@ def export_plan(
     provenance = _provenance(plan, target, source_sha256, saved_mask, records, transient, cut_quality)
     side = data.carried_side_files()
     side[PROVENANCE_FILE] = provenance
-    sums: Dict[str, str] = {}
+    sums: dict[str, str] = {}
 
     def verify(staged: Path) -> None:
         verify_export(staged, pruned)
@@ -226,23 +227,23 @@ def export_plan(
 
 
 def export_pruned(
-    source: Union[CheckpointData, str, os.PathLike],
-    target: Union[str, os.PathLike],
+    source: CheckpointData | str | os.PathLike,
+    target: str | os.PathLike,
     *,
     part: str = DEFAULT_PART,
     topk: object = None,
     threshold: object = None,
-    mask: Optional[np.ndarray] = None,
-    importance: Union[Ranking, np.ndarray, None] = None,
-    importance_label: Optional[str] = None,
+    mask: np.ndarray | None = None,
+    importance: Ranking | np.ndarray | None = None,
+    importance_label: str | None = None,
     overwrite: bool = False,
     use_safetensors: bool = True,
-    mask_path: Optional[str] = None,
-    name_include: Optional[str] = None,
-    name_exclude: Optional[str] = None,
-    source_sha256: Optional[str] = None,
+    mask_path: str | None = None,
+    name_include: str | None = None,
+    name_exclude: str | None = None,
+    source_sha256: str | None = None,
     mask_expr: Any = None,
-    cut_quality: Optional[Dict[str, Any]] = None,
+    cut_quality: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Prune ``source`` by mask -> threshold -> topk and write it to ``target``, in one call
     (:func:`~gradiend_core.pruning.plan.plan_pruning` then :func:`export_plan`).

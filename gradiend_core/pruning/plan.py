@@ -7,8 +7,8 @@ previews, what ``gradiend-core prune --dry-run`` prints and what an export write
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -40,12 +40,12 @@ class MaskSpec:
         expression_sha256: the digest of the expression's own mask.
     """
 
-    file: Optional[str] = None
-    name_include: Optional[str] = None
-    name_exclude: Optional[str] = None
-    sha256: Optional[str] = None
-    expression: Optional[str] = None
-    expression_sha256: Optional[str] = None
+    file: str | None = None
+    name_include: str | None = None
+    name_exclude: str | None = None
+    sha256: str | None = None
+    expression: str | None = None
+    expression_sha256: str | None = None
 
 
 def default_ranking_for(data: CheckpointData, source: str) -> Ranking:
@@ -77,14 +77,14 @@ class PruningPlan:
     checkpoint: CheckpointData
     source: str
     ranking: Ranking
-    mask: Optional[np.ndarray]
+    mask: np.ndarray | None
     mask_spec: MaskSpec
-    threshold: Optional[float]
-    topk: Optional[Union[int, float]]
+    threshold: float | None
+    topk: int | float | None
     selection: Selection
     report: ReductionReport
-    warnings: Tuple[str, ...] = field(default_factory=tuple)
-    expression: Optional[object] = None
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    expression: object | None = None
 
     @property
     def ranks(self) -> bool:
@@ -94,11 +94,11 @@ class PruningPlan:
 
 def _compose_mask(
     data: CheckpointData,
-    mask: Optional[np.ndarray],
-    mask_file: Optional[str],
-    include: Optional[str],
-    exclude: Optional[str],
-) -> Optional[np.ndarray]:
+    mask: np.ndarray | None,
+    mask_file: str | None,
+    include: str | None,
+    exclude: str | None,
+) -> np.ndarray | None:
     if mask is None and mask_file:
         mask = load_mask(mask_file, data.param_map)
     names = name_mask(data.param_map, include, exclude) if (include or exclude) else None
@@ -130,7 +130,7 @@ def _label(source: object) -> str:
         return source.strip()  # a custom importance passed with its own label
 
 
-def _warnings(source: str, ranking: Ranking, selection: Selection) -> Tuple[str, ...]:
+def _warnings(source: str, ranking: Ranking, selection: Selection) -> tuple[str, ...]:
     out = []
     text = nonfinite_warning(source, ranking.n_nan, ranking.n_inf, ranking.size)
     if text:
@@ -149,13 +149,13 @@ def plan_pruning(
     source: str = DEFAULT_PART,
     topk: object = None,
     threshold: object = None,
-    mask: Optional[np.ndarray] = None,
-    mask_file: Optional[str] = None,
-    name_include: Optional[str] = None,
-    name_exclude: Optional[str] = None,
+    mask: np.ndarray | None = None,
+    mask_file: str | None = None,
+    name_include: str | None = None,
+    name_exclude: str | None = None,
     mask_expr=None,
-    ranking: Optional[Ranking] = None,
-    ranking_for: Optional[RankingFor] = None,
+    ranking: Ranking | None = None,
+    ranking_for: RankingFor | None = None,
     resolve_path=None,
 ) -> PruningPlan:
     """Plan a pruning: rank ``source``, apply mask -> threshold -> topk, report the savings.

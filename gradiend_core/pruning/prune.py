@@ -13,7 +13,7 @@ always stores positions in each base-model parameter's own flat space.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from ..checkpoint import DEC_B, DEC_W, ENC_W, CheckpointData
 __all__ = ["prune_state_dict", "prune_checkpoint", "gather_pruned_weights"]
 
 
-def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -> Dict[str, torch.Tensor]:
+def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -> dict[str, torch.Tensor]:
     """Slice GRADIEND weights to the kept input dimensions.
 
     Args:
@@ -36,7 +36,7 @@ def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -
         A new state dict (new, contiguous tensors in the original dtype; the input is untouched).
     """
     idx = torch.from_numpy(np.array(keep, dtype=np.int64))  # a copy: kept index sets are shared and read-only
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     for key, t in state_dict.items():
         if key == ENC_W:
             out[key] = t.index_select(1, idx).contiguous()
@@ -47,7 +47,7 @@ def prune_state_dict(state_dict: Mapping[str, torch.Tensor], keep: np.ndarray) -
     return out
 
 
-def gather_pruned_weights(ckpt: CheckpointData, keep: np.ndarray) -> Dict[str, torch.Tensor]:
+def gather_pruned_weights(ckpt: CheckpointData, keep: np.ndarray) -> dict[str, torch.Tensor]:
     """The pruned weights read from the checkpoint's weight file in one streaming pass over the
     kept dims (memory: the pruned model plus one block), equal to :func:`prune_state_dict` of the
     loaded weights bit for bit."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any
 
 import numpy as np
 
@@ -48,13 +48,13 @@ class ReductionReport:
     input_dim_before: int
     input_dim_after: int
     unpruned_length: int
-    params_before: Dict[str, int]
-    params_after: Dict[str, int]
+    params_before: dict[str, int]
+    params_after: dict[str, int]
     memory_bytes_before: int
     memory_bytes_after: int
-    disk_files_before: Dict[str, int]
-    disk_files_after: Dict[str, int]
-    source: Optional[str]
+    disk_files_before: dict[str, int]
+    disk_files_after: dict[str, int]
+    source: str | None
     importance_kept: float
     dtype: str
 
@@ -89,7 +89,7 @@ class ReductionReport:
         """Kept input dims / input dims before."""
         return self.input_dim_after / self.input_dim_before
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (for ``pruning.json``, the CLI's ``--json`` and tests)."""
         d = dataclasses.asdict(self)
         d.update(
@@ -114,7 +114,7 @@ def kept_per_param(data: CheckpointData, selection: Selection) -> np.ndarray:
     return data.param_map.per_param_counts(selection.keep)
 
 
-def importance_kept(selection: Selection, ranking: Optional[Ranking]) -> float:
+def importance_kept(selection: Selection, ranking: Ranking | None) -> float:
     """Finite importance of the kept dims over the finite importance of all dims (``nan`` without a
     ranking or when its total is 0). O(buckets) when the selection ranked by ``ranking``."""
     if ranking is None or ranking.total <= 0:
@@ -129,8 +129,8 @@ def importance_kept(selection: Selection, ranking: Optional[Ranking]) -> float:
 def reduction_report(
     data: CheckpointData,
     selection: Selection,
-    ranking: Union[Ranking, np.ndarray, None] = None,
-    source: Optional[str] = None,
+    ranking: Ranking | np.ndarray | None = None,
+    source: str | None = None,
 ) -> ReductionReport:
     """Compute the savings of a selection on checkpoint ``data``, before anything is written.
 
@@ -176,7 +176,7 @@ def export_disk_size(report: ReductionReport) -> DiskSize:
     return DiskSize.from_sizes(report.disk_files_after)
 
 
-def preview_disk_sizes(data: CheckpointData, report: ReductionReport) -> Tuple[DiskSize, DiskSize]:
+def preview_disk_sizes(data: CheckpointData, report: ReductionReport) -> tuple[DiskSize, DiskSize]:
     """``(before, after)`` of the preview: the source checkpoint's files on disk (the size the
     checkpoint header shows) and the files an export of the selection writes."""
     return directory_disk_size(data.path), export_disk_size(report)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from ..errors import SelectionError
 from ..ranking.importance import GRADIENT_MEAN, SOURCES
@@ -24,15 +25,15 @@ __all__ = [
 
 
 def cli_command(
-    source: Union[str, os.PathLike],
-    out: Union[str, os.PathLike],
+    source: str | os.PathLike,
+    out: str | os.PathLike,
     importance: str,
     topk: Any,
     threshold: Any,
-    mask_path: Optional[str],
-    name_include: Optional[str] = None,
-    name_exclude: Optional[str] = None,
-    mask_expr: Optional[str] = None,
+    mask_path: str | None,
+    name_include: str | None = None,
+    name_exclude: str | None = None,
+    mask_expr: str | None = None,
 ) -> str:
     """The ``gradiend-core prune`` command line for these settings.
 
@@ -57,7 +58,7 @@ def cli_command(
     return " ".join(shlex.quote(a) for a in args)
 
 
-def expression_reads_under(expression: Optional[str], roots: Sequence[Union[str, os.PathLike]]) -> bool:
+def expression_reads_under(expression: str | None, roots: Sequence[str | os.PathLike]) -> bool:
     """Whether a mask expression reads a file (``file()``, ``model()``) at or below one of ``roots``."""
     if not expression or not roots:
         return False
@@ -72,7 +73,7 @@ def expression_reads_under(expression: Optional[str], roots: Sequence[Union[str,
     return any(p == r or r in p.parents for p in paths for r in resolved)
 
 
-def _under(path: Optional[str], roots: Sequence[Union[str, os.PathLike]]) -> bool:
+def _under(path: str | None, roots: Sequence[str | os.PathLike]) -> bool:
     if not path or not roots:
         return False
     p = Path(path).expanduser().resolve()
@@ -80,8 +81,8 @@ def _under(path: Optional[str], roots: Sequence[Union[str, os.PathLike]]) -> boo
 
 
 def mask_inputs(
-    plan: PruningPlan, mask_path: Optional[str] = None, transient: Sequence[Union[str, os.PathLike]] = ()
-) -> Tuple[Optional[str], Optional[str], Optional[str], Optional[str]]:
+    plan: PruningPlan, mask_path: str | None = None, transient: Sequence[str | os.PathLike] = ()
+) -> tuple[str | None, str | None, str | None, str | None]:
     """``(mask file, include, exclude, expression)`` a reproduction should name for the mask step.
 
     The inputs the user gave, as long as they will still be there (not under ``transient``, e.g. a
@@ -97,10 +98,10 @@ def mask_inputs(
 
 def reproduce_command(
     plan: PruningPlan,
-    out: Union[str, os.PathLike],
-    mask_path: Optional[str] = None,
-    transient: Sequence[Union[str, os.PathLike]] = (),
-) -> Optional[str]:
+    out: str | os.PathLike,
+    mask_path: str | None = None,
+    transient: Sequence[str | os.PathLike] = (),
+) -> str | None:
     """The ``gradiend-core prune`` command that writes ``plan`` to ``out`` (``None`` when the
     importance is not one the command line can name, e.g. a custom vector).
 
@@ -122,9 +123,9 @@ def reproduce_command(
 
 def python_snippet(
     plan: PruningPlan,
-    out: Union[str, os.PathLike],
-    mask_path: Optional[str] = None,
-    transient: Sequence[Union[str, os.PathLike]] = (),
+    out: str | os.PathLike,
+    mask_path: str | None = None,
+    transient: Sequence[str | os.PathLike] = (),
 ) -> str:
     """The Python API calls that produce the same export (``mask_path``, ``transient``: as for
     :func:`reproduce_command`)."""
@@ -165,7 +166,7 @@ def python_snippet(
     return "\n".join(lines)
 
 
-def export_folder_name(plan: PruningPlan, topk_text: Optional[str] = None) -> str:
+def export_folder_name(plan: PruningPlan, topk_text: str | None = None) -> str:
     """``<model>-<source>-top<topk>[-thr<threshold>][-mask][-names][-expr]``: a folder name that says
     what the export keeps (``topk_text``: the topk as the user wrote it; default: ``plan.topk``)."""
     path = plan.checkpoint.path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Union
 
 import torch
 
@@ -23,7 +22,7 @@ __all__ = [
 HASH_CHUNK = 1 << 24
 
 
-def sha256_file(path: Union[str, os.PathLike]) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 16 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -23,7 +23,8 @@ of input dimensions so that peak extra memory stays bounded for very large model
 from __future__ import annotations
 
 import warnings
-from typing import Any, Iterator, Mapping, Optional, Tuple
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ SOURCES = PARTS + (GRADIENT_MEAN,)
 CHUNK = 1 << 22
 
 
-def validate_part(part: Optional[str]) -> str:
+def validate_part(part: str | None) -> str:
     """Normalise ``part`` (case-insensitive; ``None`` means ``decoder-weight``).
 
     Raises:
@@ -71,7 +72,7 @@ def validate_part(part: Optional[str]) -> str:
     return p
 
 
-def validate_source(source: Optional[str]) -> str:
+def validate_source(source: str | None) -> str:
     """Normalise an importance ``source`` (a part or ``gradient-mean``; ``None`` means ``decoder-weight``).
 
     Raises:
@@ -86,7 +87,7 @@ def validate_source(source: Optional[str]) -> str:
 
 
 def part_importance(
-    enc_w: Optional[torch.Tensor], dec_w: Optional[torch.Tensor], dec_b: Optional[torch.Tensor], part: str, length: int
+    enc_w: torch.Tensor | None, dec_w: torch.Tensor | None, dec_b: torch.Tensor | None, part: str, length: int
 ) -> torch.Tensor:
     """Importance of a block of ``length`` input dims from that block's weights (the definitions above).
 
@@ -143,8 +144,8 @@ def weight_importance(state_dict: Mapping[str, torch.Tensor], part: str = DEFAUL
 
 
 def iter_part_importance(
-    data: CheckpointData, part: str, block_dims: Optional[int] = None
-) -> Iterator[Tuple[int, np.ndarray]]:
+    data: CheckpointData, part: str, block_dims: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
     """``(start, float32 importance of dims start..start+len)`` over the whole input space, in order.
 
     Reads the checkpoint's weight file block by block (only the tensors ``part`` needs), so memory
@@ -220,7 +221,7 @@ def source_importance(data: CheckpointData, source: str = DEFAULT_PART, record: 
     return out
 
 
-def nonfinite_warning(source: str, n_nan: int, n_inf: int, n: int) -> Optional[str]:
+def nonfinite_warning(source: str, n_nan: int, n_inf: int, n: int) -> str | None:
     """The one warning text for NaN or infinite importance (``None`` when there is none)."""
     if source == GRADIENT_MEAN:
         if not n_nan:

@@ -9,8 +9,6 @@ pruning curve (:mod:`gradiend_core.curve.sums`) count and order dims with these 
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 __all__ = [
@@ -79,7 +77,7 @@ def bucket_of(values: np.ndarray) -> np.ndarray:
     return b
 
 
-def bucket_bounds(buckets: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def bucket_bounds(buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smallest and largest float32 value (as float64) of each bucket of non-negative values.
 
     Args:

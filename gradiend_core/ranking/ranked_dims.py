@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,10 +32,10 @@ __all__ = [
 #: Bytes of last answers (see :class:`RankedDims`) kept in all, least recently kept dropped first.
 LAST_ANSWER_BYTES = 192 << 20
 _answers_lock = threading.Lock()
-_answers: "OrderedDict[int, Tuple[weakref.ref, int]]" = OrderedDict()  # id(view) -> (view, bytes kept)
+_answers: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()  # id(view) -> (view, bytes kept)
 
 
-def _kept_answers(view: "RankedDims") -> None:
+def _kept_answers(view: RankedDims) -> None:
     """Account ``view``'s last answers in the process-wide :data:`LAST_ANSWER_BYTES`: the views
     that kept theirs least recently forget them (a page compares several parts: only the answers
     asked again are worth memory)."""
@@ -81,12 +81,12 @@ class RankedDims:
             same pass for a mask when the ranking has tables), or ``None``.
     """
 
-    def __init__(self, ranking: Ranking, mask: Optional[np.ndarray]):
+    def __init__(self, ranking: Ranking, mask: np.ndarray | None):
         self.ranking = ranking
         self.mask = mask
         #: int64 ``(P,)`` members per parameter (``None`` when the ranking knows no parameters)
-        self.param_members: Optional[np.ndarray] = None
-        self._params: Optional[ParamTables] = None  # a mask's own tables (without one: the ranking's)
+        self.param_members: np.ndarray | None = None
+        self._params: ParamTables | None = None  # a mask's own tables (without one: the ranking's)
         if mask is None:
             self.counts, self.mass = ranking.counts, ranking.mass
             if ranking.param_offsets is not None:
@@ -116,12 +116,12 @@ class RankedDims:
         self._above = np.concatenate([desc[::-1][1:], [0]])  # members in buckets above b
         # The last answers of top() and ranked_with_values(): a page asks the same on every rerun,
         # and without a layout each answer is a pass over the weights. Replaced, never grown.
-        self._last_top: Optional[Tuple[int, np.ndarray]] = None
-        self._last_ranked: Optional[Tuple[int, np.ndarray, np.ndarray]] = None
-        self._last_top_members: Optional[Tuple[int, np.ndarray, np.ndarray]] = None  # (k, dims, values)
+        self._last_top: tuple[int, np.ndarray] | None = None
+        self._last_ranked: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._last_top_members: tuple[int, np.ndarray, np.ndarray] | None = None  # (k, dims, values)
 
     @property
-    def params(self) -> Optional[ParamTables]:
+    def params(self) -> ParamTables | None:
         """The members' per-parameter tables: the ranking's (which a layout may bring later)
         without a mask, the mask's own (built with it when the ranking had tables) with one."""
         return self.ranking.params if self.mask is None else self._params
@@ -151,7 +151,7 @@ class RankedDims:
         return int(last + own)
 
     # ------------------------------------------------------------------------ bucket access
-    def members(self, bucket: int) -> Tuple[np.ndarray, np.ndarray]:
+    def members(self, bucket: int) -> tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of the members in ``bucket``, in exact rank order."""
         idx, vals = self.ranking.bucket_sorted(bucket)
         if self.mask is None:
@@ -159,7 +159,7 @@ class RankedDims:
         keep = np.asarray(self.mask)[idx]
         return idx[keep], vals[keep]
 
-    def boundary(self, k: int) -> Tuple[int, int]:
+    def boundary(self, k: int) -> tuple[int, int]:
         """``(bucket, r)``: the bucket holding rank ``k - 1`` and how many of its members the top
         ``k`` take (``1 <= r <= counts[bucket]``). Requires ``1 <= k <= n``."""
         if not 1 <= k <= self.n:
@@ -203,7 +203,7 @@ class RankedDims:
         """Local indices (int64) of the top ``k`` members in rank order."""
         return self.ranked_with_values(k)[0]
 
-    def ranked_with_values(self, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    def ranked_with_values(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``(local indices int64, importance float32)`` of the top ``k`` members in rank order
         (sorts only the buckets they occupy)."""
         k = min(int(k), self.n)
@@ -294,7 +294,7 @@ class RankedDims:
             return zeros
         return max(0, r - (vals.size - zeros))
 
-    def param_counts_top(self, k: int, with_mass: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def param_counts_top(self, k: int, with_mass: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Per parameter, the top ``k`` members and their finite importance: ``(int64 (P,),
         float64 (P,) or None)`` (``None`` when the tables hold no mass, or ``with_mass`` is False).
         O(buckets) with :attr:`params`; else from the kept index set, O(k) (and a lookup of the

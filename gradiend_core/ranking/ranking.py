@@ -32,7 +32,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from typing import Callable, Iterable, Iterator, Optional, Tuple, Union
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ BLOCK = 1 << 22
 SORTED_CACHE_DIMS = 1 << 24
 
 
-def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+def _as_importance(importance: np.ndarray | torch.Tensor) -> np.ndarray:
     if torch.is_tensor(importance):
         importance = importance.detach().cpu().to(torch.float32).numpy()
     try:
@@ -70,7 +70,7 @@ def _as_importance(importance: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
 #: ``values_at(local indices) -> float32 importance`` of arbitrary dims.
 ValuesAt = Callable[[np.ndarray], np.ndarray]
 #: ``stream()`` -> ``(start, float32 importance of dims start..)`` blocks over the input space, in order.
-Stream = Callable[[], Iterable[Tuple[int, np.ndarray]]]
+Stream = Callable[[], Iterable[tuple[int, np.ndarray]]]
 
 
 class Ranking:
@@ -91,7 +91,7 @@ class Ranking:
         params: :class:`ParamTables` or ``None`` (per-parameter answers then come from index sets).
     """
 
-    def __init__(self, importance: Union[np.ndarray, torch.Tensor], param_offsets: Optional[np.ndarray] = None):
+    def __init__(self, importance: np.ndarray | torch.Tensor, param_offsets: np.ndarray | None = None):
         """Rank an importance vector held in memory.
 
         Args:
@@ -123,10 +123,10 @@ class Ranking:
         cls,
         summary: BucketSummary,
         stream: Stream,
-        params: Optional[ParamTables] = None,
-        values_at: Optional[ValuesAt] = None,
-        param_offsets: Optional[np.ndarray] = None,
-    ) -> "Ranking":
+        params: ParamTables | None = None,
+        values_at: ValuesAt | None = None,
+        param_offsets: np.ndarray | None = None,
+    ) -> Ranking:
         """A ranking known by its summary alone; dims are found by streaming the importance again.
 
         Until a layout is attached (:meth:`attach_layout`), every question that needs particular
@@ -156,8 +156,8 @@ class Ranking:
         self.n_inf = int(summary.counts[INF_BUCKET] + summary.counts[NEG_INF_BUCKET])
         self.n_nonfinite = self.n_nan + self.n_inf
         self.total = float(summary.mass.sum())
-        self.order: Optional[np.ndarray] = None
-        self.values: Optional[np.ndarray] = None
+        self.order: np.ndarray | None = None
+        self.values: np.ndarray | None = None
         self.layout_dims = 0  # dims in the layout: size, or those of the highest buckets
         self.params = params
         #: start of each parameter in the input space (``P + 1``), when known
@@ -167,9 +167,9 @@ class Ranking:
         desc = np.concatenate([[0], np.cumsum(self.counts[::-1])])
         self._seg_start = desc[::-1][1:].copy()  # start of bucket b's segment = dims in buckets above b
         self._lock = threading.Lock()  # sessions of one server share rankings
-        self._sorted: "OrderedDict[int, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+        self._sorted: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._sorted_dims = 0
-        self._views: "OrderedDict[bytes, RankedDims]" = OrderedDict()
+        self._views: OrderedDict[bytes, RankedDims] = OrderedDict()
         self._all = RankedDims(self, None)
 
     def attach_layout(self, order: np.ndarray, values: np.ndarray) -> None:
@@ -217,17 +217,17 @@ class Ranking:
         return self.order is not None and int(self._seg_start[bucket]) + int(self.counts[bucket]) <= self.layout_dims
 
     @classmethod
-    def coerce(cls, importance: Union["Ranking", np.ndarray, torch.Tensor]) -> "Ranking":
+    def coerce(cls, importance: Ranking | np.ndarray | torch.Tensor) -> Ranking:
         """``importance`` itself if it is a :class:`Ranking`, else a ranking of the vector."""
         return importance if isinstance(importance, Ranking) else cls(importance)
 
     # ------------------------------------------------------------------------------ layout
-    def segment(self, bucket: int) -> Tuple[int, int]:
+    def segment(self, bucket: int) -> tuple[int, int]:
         """``(start, stop)`` of ``bucket``'s dims in :attr:`order` / :attr:`values`."""
         s = int(self._seg_start[bucket])
         return s, s + int(self.counts[bucket])
 
-    def scan(self) -> Iterator[Tuple[int, np.ndarray]]:
+    def scan(self) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, float32 importance)`` blocks over the whole input space, in local order."""
         if self._stream is not None:
             yield from self._stream()
@@ -241,8 +241,8 @@ class Ranking:
             yield s, imp[s : s + BLOCK]
 
     def collect(
-        self, bucket: int, above: bool = True, mask: Optional[np.ndarray] = None
-    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self, bucket: int, above: bool = True, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(dims in buckets above bucket (any order), their values, members of bucket
         (ascending), their values)``.
 
@@ -279,7 +279,7 @@ class Ranking:
         cat = lambda parts, dt: np.concatenate(parts).astype(dt, copy=False) if parts else np.empty(0, dtype=dt)  # noqa: E731
         return cat(hi, np.int64), cat(hi_vals, np.float32), cat(idx, np.int64), cat(vals, np.float32)
 
-    def collect_from(self, lowest: int) -> Tuple[np.ndarray, np.ndarray]:
+    def collect_from(self, lowest: int) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, values)`` of every dim in buckets ``>= lowest``, in exact rank order: the top
         of the ranking in one read of the layout, or one streaming pass without one."""
         if self.layout_covers(lowest):
@@ -299,8 +299,8 @@ class Ranking:
         return idx[perm], vals[perm]
 
     def bucket_sorted(
-        self, bucket: int, members: Optional[Tuple[np.ndarray, np.ndarray]] = None
-    ) -> Tuple[np.ndarray, np.ndarray]:
+        self, bucket: int, members: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(local indices, values)`` of ``bucket``'s dims in exact rank order.
 
         Recently used buckets are kept, up to :data:`SORTED_CACHE_DIMS` dims in all.
@@ -341,7 +341,7 @@ class Ranking:
             out[start : start + v.size] = v
         return out
 
-    def largest_finite_decade(self) -> Optional[int]:
+    def largest_finite_decade(self) -> int | None:
         """``floor(log10(v))`` of the largest positive finite importance ``v``, ``None`` without one.
         From the bucket counts when that bucket lies within one decade (almost always), else from
         the bucket's members."""
@@ -355,7 +355,7 @@ class Ranking:
         return math.floor(math.log10(float(self.dims().members(top)[1][0])))
 
     # ------------------------------------------------------------------------------- views
-    def dims(self, mask: Optional[np.ndarray] = None) -> "RankedDims":
+    def dims(self, mask: np.ndarray | None = None) -> RankedDims:
         """The dims a selection ranks among: all (``mask=None``) or those ``mask`` keeps.
 
         Args:

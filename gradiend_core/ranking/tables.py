@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -57,7 +56,7 @@ class ParamTables:
             counted (per-parameter importance then comes from index sets).
     """
 
-    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: Optional[np.ndarray]):
+    def __init__(self, offsets: np.ndarray, occupied: np.ndarray, counts: np.ndarray, mass: np.ndarray | None):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.occupied = np.asarray(occupied, dtype=np.int64)
         self.counts = counts
@@ -66,11 +65,11 @@ class ParamTables:
         self._column[self.occupied] = np.arange(self.occupied.size)
 
     @classmethod
-    def accumulator(cls, offsets: np.ndarray, occupied: np.ndarray) -> "ParamTables":
+    def accumulator(cls, offsets: np.ndarray, occupied: np.ndarray) -> ParamTables:
         p, b = len(offsets) - 1, len(occupied)
         return cls(offsets, occupied, np.zeros((p, b), dtype=np.int64), np.zeros((p, b), dtype=np.float64))
 
-    def add(self, start: int, values: np.ndarray, buckets: np.ndarray, keep: Optional[np.ndarray] = None) -> None:
+    def add(self, start: int, values: np.ndarray, buckets: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Count the block of dims ``start .. start + len(keep or values)`` (local order); with
         ``keep`` (bool, the block's length) only the kept dims, whose ``values`` and ``buckets``
         are given."""
@@ -92,7 +91,7 @@ class ParamTables:
         """Bytes the tables hold."""
         return int(self.counts.nbytes + (self.mass.nbytes if self.mass is not None else 0))
 
-    def above(self, bucket: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    def above(self, bucket: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-parameter dims and mass (``None`` without a mass table) in the buckets above
         ``bucket`` (int64 ``(P,)``, float64 ``(P,)``)."""
         j = int(np.searchsorted(-self.occupied, -bucket, side="left"))  # columns of buckets > bucket

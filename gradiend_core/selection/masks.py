@@ -11,8 +11,8 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, List, Optional, Union
 
 import numpy as np
 import regex
@@ -72,7 +72,7 @@ def search_names(pattern: str, names: Iterable[str], seconds: float = NAME_MATCH
     return np.array(hits, dtype=bool)
 
 
-def sha256_mask(mask: Optional[np.ndarray]) -> Optional[str]:
+def sha256_mask(mask: np.ndarray | None) -> str | None:
     """Hex sha256 of a bool mask's packed bits (``None`` for no mask): the digest recorded for a
     mask in ``pruning.json`` and in saved masks."""
     if mask is None:
@@ -141,7 +141,7 @@ def _bool_vector(arr: object, p: Path) -> np.ndarray:
     return arr
 
 
-def read_mask_file(path: Union[str, os.PathLike]) -> np.ndarray:
+def read_mask_file(path: str | os.PathLike) -> np.ndarray:
     """Read a 1-D bool mask from ``.pt``/``.pth`` (torch.save, loaded with weights_only=True),
     ``.safetensors`` (one tensor, or one named ``mask``) or ``.npy`` (no pickles).
 
@@ -188,12 +188,12 @@ def to_local_mask(mask: np.ndarray, param_map: ParamMap, source: str = "mask") -
     )
 
 
-def load_mask(path: Union[str, os.PathLike], param_map: ParamMap) -> np.ndarray:
+def load_mask(path: str | os.PathLike, param_map: ParamMap) -> np.ndarray:
     """:func:`read_mask_file` then :func:`to_local_mask`."""
     return to_local_mask(read_mask_file(path), param_map, str(path))
 
 
-def name_filter_mask(param_map: ParamMap, include: Optional[str] = None, exclude: Optional[str] = None) -> np.ndarray:
+def name_filter_mask(param_map: ParamMap, include: str | None = None, exclude: str | None = None) -> np.ndarray:
     """Keep-mask of the input dims whose base-model parameter name matches ``include`` and not
     ``exclude`` (Python regular expressions, searched anywhere in the name).
 
@@ -210,11 +210,11 @@ def name_filter_mask(param_map: ParamMap, include: Optional[str] = None, exclude
     return np.repeat(keep_param, param_map.per_param_counts())
 
 
-def _clean(pattern: Optional[str]) -> Optional[str]:
+def _clean(pattern: str | None) -> str | None:
     return pattern.strip() if pattern and pattern.strip() else None
 
 
-def matching_parameters(param_map: ParamMap, include: Optional[str] = None, exclude: Optional[str] = None) -> List[str]:
+def matching_parameters(param_map: ParamMap, include: str | None = None, exclude: str | None = None) -> list[str]:
     """Names of the mapped parameters the patterns keep, in map order.
 
     Raises:
@@ -224,9 +224,7 @@ def matching_parameters(param_map: ParamMap, include: Optional[str] = None, excl
     return [name for name, k in zip(param_map.names, keep) if k]
 
 
-def name_mask(
-    param_map: ParamMap, include: Optional[str] = None, exclude: Optional[str] = None
-) -> Optional[np.ndarray]:
+def name_mask(param_map: ParamMap, include: str | None = None, exclude: str | None = None) -> np.ndarray | None:
     """Keep-mask of the input dims whose parameter name matches ``include`` and not ``exclude``.
 
     Args:
@@ -255,7 +253,7 @@ def name_mask(
     return mask
 
 
-def compose_masks(*masks: Optional[np.ndarray]) -> Optional[np.ndarray]:
+def compose_masks(*masks: np.ndarray | None) -> np.ndarray | None:
     """AND of the given bool masks of one shape, ignoring ``None``; ``None`` if all are ``None``.
 
     Raises:

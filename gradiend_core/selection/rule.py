@@ -30,7 +30,6 @@ import math
 import numbers
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -54,10 +53,10 @@ __all__ = [
     "validate_topk",
 ]
 
-TopK = Union[int, float]
+TopK = int | float
 
 
-def validate_topk(topk: object) -> Optional[TopK]:
+def validate_topk(topk: object) -> TopK | None:
     """Check ``topk``: ``None``, an int >= 1 (a count) or a float in (0, 1] (a fraction).
 
     Returns:
@@ -86,7 +85,7 @@ def validate_topk(topk: object) -> Optional[TopK]:
     raise SelectionError(f"topk must be an int or a float, got {type(topk).__name__} ({topk!r}).")
 
 
-def validate_threshold(threshold: object) -> Optional[float]:
+def validate_threshold(threshold: object) -> float | None:
     """Check ``threshold``: ``None`` or a finite-or-infinite number >= 0.
 
     Raises:
@@ -102,7 +101,7 @@ def validate_threshold(threshold: object) -> Optional[float]:
     return t
 
 
-def validate_mask(mask: object, input_dim: int) -> Optional[np.ndarray]:
+def validate_mask(mask: object, input_dim: int) -> np.ndarray | None:
     """Check a keep-mask and return it as a numpy bool array of shape ``(input_dim,)``.
 
     Accepts a torch or numpy bool tensor of shape ``(input_dim,)``.
@@ -194,9 +193,9 @@ class Selection:
     n_after_mask: int
     n_after_threshold: int
     k: int
-    topk: Optional[TopK] = None
-    dims: Optional[RankedDims] = None
-    mask_array: Optional[np.ndarray] = None
+    topk: TopK | None = None
+    dims: RankedDims | None = None
+    mask_array: np.ndarray | None = None
 
     @cached_property
     def keep(self) -> np.ndarray:
@@ -211,12 +210,12 @@ class Selection:
         return isinstance(self.topk, int) and self.topk > self.n_after_threshold
 
     @cached_property
-    def cut(self) -> Optional[float]:
+    def cut(self) -> float | None:
         """Lowest kept importance (the effective threshold); ``None`` without importance."""
         return self.dims.value_at(self.k - 1) if self.dims is not None else None
 
     @cached_property
-    def kept_mass(self) -> Optional[float]:
+    def kept_mass(self) -> float | None:
         """float64 sum of the kept dims' finite importance; ``None`` without importance."""
         return self.dims.mass_top(self.k) if self.dims is not None else None
 
@@ -228,9 +227,9 @@ class Selection:
 
 
 def select(
-    importance: Union[Ranking, np.ndarray, torch.Tensor, None],
+    importance: Ranking | np.ndarray | torch.Tensor | None,
     *,
-    input_dim: Optional[int] = None,
+    input_dim: int | None = None,
     mask: object = None,
     threshold: object = None,
     topk: object = None,
@@ -296,7 +295,7 @@ def _nothing_passes(threshold: float, dims: RankedDims, masked: bool) -> None:
     )
 
 
-def topk_indices(importance: Union[Ranking, np.ndarray, torch.Tensor], topk: object) -> np.ndarray:
+def topk_indices(importance: Ranking | np.ndarray | torch.Tensor, topk: object) -> np.ndarray:
     """Local indices of the ``topk`` most important dimensions, most important first (int64)."""
     ranking = Ranking.coerce(importance)
     t = validate_topk(topk)

@@ -31,7 +31,7 @@ sub-block, whether it is applied after it (BERT, DistilBERT) or before it (GPT-2
 from __future__ import annotations
 
 import re
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 __all__ = [
     "COMPONENTS",
@@ -71,7 +71,7 @@ def _rule(pattern: str) -> re.Pattern:
 
 
 # In-block rules, first match wins (LayerNorm rules come before the dense rules they would hit).
-_BLOCK_RULES: Sequence[Tuple[re.Pattern, str]] = [
+_BLOCK_RULES: Sequence[tuple[re.Pattern, str]] = [
     (_rule(r"attention\.output\.LayerNorm|sa_layer_norm|ln_1|input_layernorm"), "attention LayerNorm"),
     (_rule(r"output\.LayerNorm|output_layer_norm|ln_2|post_attention_layernorm"), "MLP LayerNorm"),
     (_rule(r"attention\.self\.query|q_lin|q_proj"), "query"),
@@ -84,7 +84,7 @@ _BLOCK_RULES: Sequence[Tuple[re.Pattern, str]] = [
     (_rule(r"output\.dense|ffn\.lin2|mlp\.c_proj|down_proj|fc2"), "output"),
 ]
 # Rules for parameters outside the blocks, first match wins.
-_TOP_RULES: Sequence[Tuple[re.Pattern, str]] = [
+_TOP_RULES: Sequence[tuple[re.Pattern, str]] = [
     (_rule(r"embeddings\.LayerNorm|embeddings\.layer_norm|embedding_layernorm"), "embeddings LayerNorm"),
     (
         _rule(
@@ -98,7 +98,7 @@ _TOP_RULES: Sequence[Tuple[re.Pattern, str]] = [
 ]
 
 
-def parse_param_name(name: str) -> Tuple[str, str]:
+def parse_param_name(name: str) -> tuple[str, str]:
     """``(layer, component)`` of a base-model parameter name (see the module table).
 
     Examples:
@@ -120,7 +120,7 @@ def parse_param_name(name: str) -> Tuple[str, str]:
     return NO_LAYER, "other"
 
 
-def layer_sort_key(layer: str) -> Tuple[int, int, str]:
+def layer_sort_key(layer: str) -> tuple[int, int, str]:
     """Sort ``"-"`` first, then block numbers ascending, then anything else by name."""
     if layer == NO_LAYER:
         return (0, 0, "")

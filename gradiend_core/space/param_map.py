@@ -18,8 +18,8 @@ reference's rule, so that our exports are byte-for-byte the layout the reference
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,9 +61,9 @@ class ParamEntry:
     """
 
     name: str
-    shape: Tuple[int, ...]
-    positions: Optional[np.ndarray] = None
-    planned: Optional[int] = None
+    shape: tuple[int, ...]
+    positions: np.ndarray | None = None
+    planned: int | None = None
 
     @property
     def numel(self) -> int:
@@ -101,7 +101,7 @@ class ParamMap:
     """
 
     def __init__(self, entries: Iterable[ParamEntry]):
-        self.entries: List[ParamEntry] = list(entries)
+        self.entries: list[ParamEntry] = list(entries)
         seen = set()
         for e in self.entries:
             if e.name in seen:
@@ -116,7 +116,7 @@ class ParamMap:
         self.local_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         #: start of each parameter in the base-global space, length len(entries) + 1
         self.global_offsets = np.concatenate([[0], np.cumsum(totals)]).astype(np.int64)
-        self._global_index: Optional[np.ndarray] = None
+        self._global_index: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[ParamEntry]:
         return iter(self.entries)
@@ -135,10 +135,10 @@ class ParamMap:
         return int(self.global_offsets[-1])
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         return [e.name for e in self.entries]
 
-    def per_param_counts(self, keep: Optional[np.ndarray] = None) -> np.ndarray:
+    def per_param_counts(self, keep: np.ndarray | None = None) -> np.ndarray:
         """Selected entries per parameter, int64 of shape ``(len(entries),)``.
 
         Args:
@@ -161,7 +161,7 @@ class ParamMap:
             self._global_index = np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
         return self._global_index
 
-    def same_selection(self, other: "ParamMap") -> bool:
+    def same_selection(self, other: ParamMap) -> bool:
         """True when both maps list the same parameters, shapes and selected positions."""
         if len(self.entries) != len(other.entries):
             return False
@@ -174,7 +174,7 @@ class ParamMap:
                 return False
         return True
 
-    def planned(self, kept_per_param: np.ndarray) -> "ParamMap":
+    def planned(self, kept_per_param: np.ndarray) -> ParamMap:
         """The map after a selection that keeps ``kept_per_param[i]`` entries of parameter ``i``,
         known before the entries themselves are chosen: enough to plan the mapping files and their
         sizes (see :func:`gradiend_core.checkpoint.planned_file_sizes`), not to write them.
@@ -192,7 +192,7 @@ class ParamMap:
             out.append(e if k == e.num_selected else ParamEntry(e.name, e.shape, None, k))
         return ParamMap(out)
 
-    def restrict(self, keep: np.ndarray) -> "ParamMap":
+    def restrict(self, keep: np.ndarray) -> ParamMap:
         """The map of the input space that keeps only the local indices ``keep`` (sorted unique, int64).
 
         This is how pruning composes: positions are always stored in each parameter's own flat
@@ -212,14 +212,14 @@ class ParamMap:
         return ParamMap(new_entries)
 
     # ------------------------------------------------------------------ storage representation
-    def storage_plan(self) -> List[Tuple[ParamEntry, str, str]]:
+    def storage_plan(self) -> list[tuple[ParamEntry, str, str]]:
         """``(entry, repr, key)`` per parameter as ``save_pretrained`` stores it.
 
         Keys are ``L{i}`` with ``i`` the parameter's position in the map (the reference's naming).
         """
         return [(e, choose_repr(e.numel, e.num_selected), f"L{i}") for i, e in enumerate(self.entries)]
 
-    def to_reference_dict(self) -> Dict[str, Dict[str, object]]:
+    def to_reference_dict(self) -> dict[str, dict[str, object]]:
         """The map in the reference package's in-memory form (``name -> spec``).
 
         Specs hold ``shape``, ``repr`` and a torch ``mask`` (bool, param shape) or ``indices``
@@ -227,9 +227,9 @@ class ParamMap:
         """
         import torch
 
-        out: Dict[str, Dict[str, object]] = {}
+        out: dict[str, dict[str, object]] = {}
         for e, r, _ in self.storage_plan():
-            spec: Dict[str, object] = {"shape": tuple(e.shape), "repr": r}
+            spec: dict[str, object] = {"shape": tuple(e.shape), "repr": r}
             if r == "indices":
                 spec["indices"] = torch.from_numpy(e.selected_positions().copy())
             elif r == "mask":
@@ -240,6 +240,6 @@ class ParamMap:
         return out
 
     @classmethod
-    def full(cls, shapes: Iterable[Tuple[str, Sequence[int]]]) -> "ParamMap":
+    def full(cls, shapes: Iterable[tuple[str, Sequence[int]]]) -> ParamMap:
         """A map that selects every entry of the given ``(name, shape)`` parameters."""
         return cls(ParamEntry(n, tuple(int(s) for s in shape)) for n, shape in shapes)

@@ -7,8 +7,9 @@ same shapes share that space.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,8 @@ class BaseSignature:
         params: ``(name, shape)`` of every mapped parameter, in map order.
     """
 
-    base_model: Optional[str]
-    params: Tuple[Tuple[str, Tuple[int, ...]], ...]
+    base_model: str | None
+    params: tuple[tuple[str, tuple[int, ...]], ...]
 
     @property
     def unpruned_length(self) -> int:
@@ -64,7 +65,7 @@ class Incompatibility:
     message: str
 
 
-def compatibility_problems(signatures: Mapping[str, BaseSignature]) -> List[Incompatibility]:
+def compatibility_problems(signatures: Mapping[str, BaseSignature]) -> list[Incompatibility]:
     """Why models cannot be compared in one base-global space (empty list: they can).
 
     Every model is compared with the first one. A base model recorded by one checkpoint but not

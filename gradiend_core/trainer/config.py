@@ -26,7 +26,7 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ def validate_selection(
     threshold: object = None,
     mask: object = None,
     allow_mask: bool = True,
-) -> Tuple[Optional[TopK], Optional[float], Any]:
+) -> tuple[TopK | None, float | None, Any]:
     """Validate the selection criteria of a pruning config; the one check every config uses.
 
     Args:
@@ -102,7 +102,7 @@ def _check_bool(owner: str, name: str, value: object) -> None:
         raise TypeError(f"{owner}: {name} must be True or False, got {type(value).__name__} ({value!r}).")
 
 
-def _check_choice(owner: str, name: str, value: object, choices: Tuple[str, ...]) -> None:
+def _check_choice(owner: str, name: str, value: object, choices: tuple[str, ...]) -> None:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {', '.join(choices)}; got {value!r}.")
 
@@ -127,11 +127,11 @@ class PrePruneConfig:
     """
 
     n_samples: int = 8
-    topk: Optional[TopK] = 0.1
-    threshold: Optional[float] = None
+    topk: TopK | None = 0.1
+    threshold: float | None = None
     source: str = "alternative"
     batch_size: int = 8
-    seed: Optional[int] = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         owner = "PrePruneConfig"
@@ -148,7 +148,7 @@ class PrePruneConfig:
         """True when the config keeps every dimension (``topk=1.0``, no threshold)."""
         return self.threshold is None and isinstance(self.topk, float) and self.topk >= 1.0
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (the reference writes its configs with ``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
 
@@ -167,9 +167,9 @@ class PostPruneConfig:
         return_mask: ``post_prune`` also gives back the keep-mask.
     """
 
-    topk: Optional[TopK] = 0.01
-    threshold: Optional[float] = None
-    mask: Optional[Any] = field(default=None, repr=False)
+    topk: TopK | None = 0.01
+    threshold: float | None = None
+    mask: Any | None = field(default=None, repr=False)
     part: str = "decoder-weight"
     inplace: bool = True
     return_mask: bool = False
@@ -183,7 +183,7 @@ class PostPruneConfig:
         _check_bool(owner, "inplace", self.inplace)
         _check_bool(owner, "return_mask", self.return_mask)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form; ``mask`` is written as ``None`` (as the reference does)."""
         return {
             "topk": self.topk,
@@ -240,11 +240,11 @@ class TrainingArguments:
         TypeError, ValueError: naming the field, for an invalid value.
     """
 
-    experiment_dir: Optional[str] = None
-    output_dir: Optional[str] = None
+    experiment_dir: str | None = None
+    output_dir: str | None = None
     source: str = "alternative"
     target: str = "diff"
-    params: Optional[List[str]] = None
+    params: list[str] | None = None
     latent_dim: int = 1
     activation_encoder: str = "tanh"
     activation_decoder: str = "id"
@@ -257,18 +257,18 @@ class TrainingArguments:
     optim: str = "adamw"
     num_train_epochs: int = 3
     max_steps: int = -1
-    seed: Optional[int] = 0
+    seed: int | None = 0
     eval_steps: int = 250
     do_eval: bool = True
-    encoder_eval_max_size: Optional[int] = None
+    encoder_eval_max_size: int | None = None
     save_only_best: bool = True
     normalize_gradiend: bool = True
     convergent_score_threshold: float = 0.5
-    convergent_mean_by_class_threshold: Optional[float] = 0.5
+    convergent_mean_by_class_threshold: float | None = 0.5
     save_validation_gradients: int = 0
-    pre_prune_config: Optional[PrePruneConfig] = None
-    post_prune_config: Optional[PostPruneConfig] = None
-    metadata: Dict[str, Any] = field(default_factory=dict)
+    pre_prune_config: PrePruneConfig | None = None
+    post_prune_config: PostPruneConfig | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # one validator per group of the docstring, in field order: the first invalid field is reported
@@ -344,7 +344,7 @@ class TrainingArguments:
                 f"{owner}: post_prune_config must be a PostPruneConfig, got {type(self.post_prune_config).__name__}."
             )
 
-    def resolved_output_dir(self) -> Optional[str]:
+    def resolved_output_dir(self) -> str | None:
         """``output_dir``, else ``experiment_dir/model``, else ``None``."""
         if self.output_dir is not None:
             return self.output_dir
@@ -352,9 +352,9 @@ class TrainingArguments:
             return os.path.join(self.experiment_dir, "model")
         return None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form written to ``training.json`` (``training_args``)."""
-        out: Dict[str, Any] = {}
+        out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, (PrePruneConfig, PostPruneConfig)):
@@ -366,13 +366,13 @@ class TrainingArguments:
             out[f.name] = v
         return out
 
-    def cache_fingerprint(self) -> Dict[str, Any]:
+    def cache_fingerprint(self) -> dict[str, Any]:
         """What decides whether a saved run answers this configuration (the reference's fields).
 
         The reference normalises a pre-prune ``topk`` to float; we keep it as given, because an
         int count and a float fraction mean different things (``1`` vs ``1.0``).
         """
-        fp: Dict[str, Any] = {}
+        fp: dict[str, Any] = {}
         if self.pre_prune_config is not None:
             fp["pre_prune_config"] = self.pre_prune_config.to_dict()
         if self.post_prune_config is not None:

@@ -11,8 +11,9 @@ its prune rounds up.)
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,6 @@ from ..ranking.importance import DEFAULT_PART
 from .config import SOURCES
 
 __all__ = ["ModelWithGradiend", "base_model_id"]
-
 
 
 def base_model_id(base_model: nn.Module) -> str:
@@ -65,8 +65,8 @@ class ModelWithGradiend:
         *,
         source: str = "alternative",
         target: str = "diff",
-        feature_class_encoding_direction: Optional[Dict[str, int]] = None,
-        loss_fn: Optional[LossFn] = None,
+        feature_class_encoding_direction: dict[str, int] | None = None,
+        loss_fn: LossFn | None = None,
     ) -> None:
         if source not in SOURCES or target not in SOURCES:
             raise ValueError(f"source and target must be one of {', '.join(SOURCES)}; got {source!r}, {target!r}.")
@@ -76,8 +76,8 @@ class ModelWithGradiend:
         self.target = target
         self.feature_class_encoding_direction = dict(feature_class_encoding_direction or {}) or None
         self.loss_fn = loss_fn
-        self.pre_prune_record: Optional[PrePruneRecord] = None
-        self.validation_record: Optional[ValidationRecord] = None
+        self.pre_prune_record: PrePruneRecord | None = None
+        self.validation_record: ValidationRecord | None = None
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -123,21 +123,21 @@ class ModelWithGradiend:
             self.gradiend.decoder[0].linear.weight.neg_()
 
     # ------------------------------------------------------------------ pruning
-    def get_enhancer_mask(self, topk: Union[int, float], part: str = DEFAULT_PART) -> torch.Tensor:
+    def get_enhancer_mask(self, topk: int | float, part: str = DEFAULT_PART) -> torch.Tensor:
         """Bool ``(input_dim,)``: the dimensions ``prune_gradiend(topk=topk, part=part)`` keeps."""
         return self.gradiend.get_enhancer_mask(topk, part)
 
     def prune_gradiend(
         self,
         *,
-        mask: Optional[Any] = None,
-        threshold: Optional[float] = None,
-        topk: Optional[Union[int, float]] = None,
+        mask: Any | None = None,
+        threshold: float | None = None,
+        topk: int | float | None = None,
         part: str = DEFAULT_PART,
-        importance: Optional[Union[torch.Tensor, np.ndarray]] = None,
+        importance: torch.Tensor | np.ndarray | None = None,
         inplace: bool = True,
         return_mask: bool = False,
-    ) -> Union["ModelWithGradiend", Tuple["ModelWithGradiend", torch.Tensor]]:
+    ) -> ModelWithGradiend | tuple[ModelWithGradiend, torch.Tensor]:
         """Prune the GRADIEND's input space by mask -> threshold -> topk.
 
         Args:
@@ -170,7 +170,7 @@ class ModelWithGradiend:
         return (out, keep_mask) if return_mask else out
 
     # ------------------------------------------------------------------ rewriting the base model
-    def rewrite_base_model(self, learning_rate: float, feature_factor: Union[float, Sequence[float]]) -> nn.Module:
+    def rewrite_base_model(self, learning_rate: float, feature_factor: float | Sequence[float]) -> nn.Module:
         """A copy of the base model with ``learning_rate * decoder(feature_factor)`` added to the
         mapped entries.
 
@@ -211,14 +211,14 @@ class ModelWithGradiend:
         return new_model
 
     # ------------------------------------------------------------------ saving
-    def context(self) -> Dict[str, Any]:
+    def context(self) -> dict[str, Any]:
         """The content of ``gradiend_context.json`` (the reference's fields)."""
-        ctx: Dict[str, Any] = {"source": self.source, "target": self.target}
+        ctx: dict[str, Any] = {"source": self.source, "target": self.target}
         if self.feature_class_encoding_direction:
             ctx["feature_class_encoding_direction"] = dict(self.feature_class_encoding_direction)
         return ctx
 
-    def save_pretrained(self, save_directory: Union[str, Path], *, training: Optional[Dict[str, Any]] = None) -> Path:
+    def save_pretrained(self, save_directory: str | Path, *, training: dict[str, Any] | None = None) -> Path:
         """Write the checkpoint directory in the reference format, atomically.
 
         Writes ``config.json`` (``metadata.base_model`` names the base model), the weights,

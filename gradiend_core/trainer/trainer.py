@@ -30,8 +30,9 @@ import itertools
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ class _Run:
     opt: torch.optim.Optimizer
     do_eval: bool
     loss_fn: nn.Module = field(default_factory=nn.MSELoss)
-    stats: Dict[str, Any] = field(
+    stats: dict[str, Any] = field(
         default_factory=lambda: {
             "global_step": 0,
             "correlation": None,
@@ -76,9 +77,9 @@ class _Run:
             "decoder_norms": {},
         }
     )
-    losses: List[float] = field(default_factory=list)
-    best: Dict[str, Any] = field(default_factory=lambda: {"correlation": None, "global_step": None, "epoch": None})
-    best_state: Optional[Dict[str, torch.Tensor]] = None
+    losses: list[float] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"correlation": None, "global_step": None, "epoch": None})
+    best_state: dict[str, torch.Tensor] | None = None
     step: int = 0
     epoch: int = 0
 
@@ -103,18 +104,18 @@ class Trainer:
 
     def __init__(
         self,
-        model: Union[nn.Module, ModelWithGradiend],
+        model: nn.Module | ModelWithGradiend,
         train_data: Sequence[Example],
-        loss_fn: Optional[LossFn] = None,
+        loss_fn: LossFn | None = None,
         *,
-        eval_data: Optional[Sequence[Example]] = None,
-        args: Optional[TrainingArguments] = None,
-        classes: Optional[Sequence[str]] = None,
+        eval_data: Sequence[Example] | None = None,
+        args: TrainingArguments | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         self.args = args if args is not None else TrainingArguments()
         if not isinstance(self.args, TrainingArguments):
             raise TypeError(f"args must be gradiend_core.trainer.TrainingArguments, got {type(self.args).__name__}.")
-        self._model: Optional[ModelWithGradiend] = None
+        self._model: ModelWithGradiend | None = None
         if isinstance(model, ModelWithGradiend):
             self._model = model
             self.base_model = model.base_model
@@ -132,38 +133,38 @@ class Trainer:
         self.classes = resolve_classes(train_data, classes)
         if eval_data is None:
             train_data, eval_data = split_validation(train_data, self.classes, VALIDATION_FRACTION, self.args.seed)
-        self.train_data: List[Example] = train_data
-        self.eval_data: List[Example] = list(eval_data)
+        self.train_data: list[Example] = train_data
+        self.eval_data: list[Example] = list(eval_data)
         resolve_classes(self.eval_data, self.classes)
         names = None if self._model is None else [e.name for e in self._model.gradiend.mapping]
         self.gradients = GradientSource(
             self.base_model, loss_fn, resolve_params(self.base_model, names or self.args.params)
         )
-        self.training_stats: Optional[Dict[str, Any]] = None
-        self.post_prune_mask: Optional[torch.Tensor] = None
+        self.training_stats: dict[str, Any] | None = None
+        self.post_prune_mask: torch.Tensor | None = None
         # validation source gradients (X, labels) and the map they were taken over
-        self._val_cache: Optional[Tuple[ParamMap, torch.Tensor, torch.Tensor]] = None
-        self._time: Dict[str, float] = {
+        self._val_cache: tuple[ParamMap, torch.Tensor, torch.Tensor] | None = None
+        self._time: dict[str, float] = {
             "pre_prune": 0.0,
             "data_preparation": 0.0,
             "model_with_gradiend": 0.0,
             "eval": 0.0,
         }
-        self._dims: Dict[str, Optional[int]] = {"unpruned": None, "after_pre_prune": None, "final": None}
-        self._post_prune_info: Optional[Dict[str, Any]] = None
+        self._dims: dict[str, int | None] = {"unpruned": None, "after_pre_prune": None, "final": None}
+        self._post_prune_info: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
     def for_masked_lm(
         cls,
-        model: Union[str, nn.Module],
+        model: str | nn.Module,
         train_data: Sequence[Example],
         *,
         tokenizer: Any = None,
-        eval_data: Optional[Sequence[Example]] = None,
-        args: Optional[TrainingArguments] = None,
-        classes: Optional[Sequence[str]] = None,
-    ) -> "Trainer":
+        eval_data: Sequence[Example] | None = None,
+        args: TrainingArguments | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> Trainer:
         """A trainer for a Hugging Face masked LM (needs ``transformers``).
 
         ``Example.inputs`` is a text with one mask token, ``factual``/``alternative`` are the
@@ -188,13 +189,13 @@ class Trainer:
         return cls(model, train_data, loss, eval_data=eval_data, args=args, classes=classes)
 
     @property
-    def output_dir(self) -> Optional[str]:
+    def output_dir(self) -> str | None:
         """Where ``train()`` writes the model (``output_dir`` or ``experiment_dir/model``)."""
         return self.args.resolved_output_dir()
 
     model_path = output_dir  # the reference Trainer's name, for scripts ported from it
 
-    def _direction(self) -> Dict[str, int]:
+    def _direction(self) -> dict[str, int]:
         return {self.classes[0]: 1, self.classes[1]: -1}
 
     def _seed_torch(self) -> None:
@@ -231,7 +232,7 @@ class Trainer:
         return self._model
 
     # ------------------------------------------------------------------ pre-pruning
-    def gradient_mean(self, cfg: PrePruneConfig, pmap: ParamMap) -> Tuple[np.ndarray, List[int]]:
+    def gradient_mean(self, cfg: PrePruneConfig, pmap: ParamMap) -> tuple[np.ndarray, list[int]]:
         """|mean ``cfg.source`` gradient| over ``cfg.n_samples`` stratified training examples.
 
         Each example is one batch of one (one gradient per example, as the reference). The sum is
@@ -249,9 +250,7 @@ class Trainer:
             total += pick(cfg.source, f, a).to(torch.float64)
         return (total / len(idx)).abs().to(torch.float32).numpy(), idx
 
-    def pre_prune(
-        self, pre_cfg: Optional[PrePruneConfig] = None, *, inplace: bool = True
-    ) -> Union["Trainer", ModelWithGradiend]:
+    def pre_prune(self, pre_cfg: PrePruneConfig | None = None, *, inplace: bool = True) -> Trainer | ModelWithGradiend:
         """Pre-prune by gradient importance before training.
 
         Args:
@@ -300,8 +299,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ post-pruning
     def post_prune(
-        self, post_cfg: Optional[PostPruneConfig] = None
-    ) -> Union["Trainer", ModelWithGradiend, Tuple[ModelWithGradiend, torch.Tensor]]:
+        self, post_cfg: PostPruneConfig | None = None
+    ) -> Trainer | ModelWithGradiend | tuple[ModelWithGradiend, torch.Tensor]:
         """Post-prune the trained model by weight importance of ``part``.
 
         Args:
@@ -325,14 +324,14 @@ class Trainer:
         if not cfg.inplace:
             return (pruned, mask) if cfg.return_mask else pruned
         self.post_prune_mask = mask if cfg.return_mask else None
-        info: Dict[str, Any] = {"input_dim_before": before, "input_dim_after": pruned.gradiend.input_dim}
+        info: dict[str, Any] = {"input_dim_before": before, "input_dim_after": pruned.gradiend.input_dim}
         if self.args.do_eval and self.eval_data:
             info["validation_correlation"] = self.evaluate_encoder()["correlation"]
         self._post_prune_info = info
         return self
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_examples(self) -> List[Example]:
+    def _eval_examples(self) -> list[Example]:
         cap = self.args.encoder_eval_max_size
         if cap is None or cap >= len(self.eval_data):
             return self.eval_data
@@ -340,7 +339,7 @@ class Trainer:
             self.eval_data[i] for i in sorted(stratified_indices(self.eval_data, self.classes, cap, self.args.seed))
         ]
 
-    def validation_gradients(self, pmap: Optional[ParamMap] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def validation_gradients(self, pmap: ParamMap | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Source gradients of the validation examples over ``pmap`` (default: the model's map).
 
         The base model is frozen, so they are computed once per input space and cached; a
@@ -368,7 +367,7 @@ class Trainer:
         self._val_cache = (pmap, x, labels)
         return x, labels
 
-    def evaluate_encoder(self, model: Optional[ModelWithGradiend] = None) -> Dict[str, Any]:
+    def evaluate_encoder(self, model: ModelWithGradiend | None = None) -> dict[str, Any]:
         """Encoder metrics on the validation split (the reference's keys).
 
         Returns:
@@ -386,7 +385,7 @@ class Trainer:
         g.train(was)
         e = enc[:, 0].to(torch.float64).numpy()
         lab = labels.numpy()
-        out: Dict[str, Any] = {
+        out: dict[str, Any] = {
             "correlation": pearson(e, lab),
             "mean_by_class": {},
             "std_by_class": {},
@@ -422,14 +421,14 @@ class Trainer:
             if st and "exp_avg" in st:
                 st["exp_avg"].neg_()
 
-    def _record_eval(self, stats: Dict[str, Any], step: int, result: Dict[str, Any]) -> None:
+    def _record_eval(self, stats: dict[str, Any], step: int, result: dict[str, Any]) -> None:
         stats["correlation"] = result["correlation"]
         stats["scores"][step] = result["correlation"]
         for key in ("mean_by_class", "std_by_class", "n_by_class", "mean_by_feature_class"):
             stats.setdefault(key, {})[step] = result[key]
         stats["label_value_to_class_name"] = result["label_value_to_class_name"]
 
-    def train(self) -> "Trainer":
+    def train(self) -> Trainer:
         """Pre-prune (if configured), train, post-prune (if configured) and save.
 
         Returns:
@@ -477,7 +476,7 @@ class Trainer:
             self._dims["after_pre_prune"] = g.input_dim
         return model
 
-    def _evaluate(self, run: "_Run", step: int, epoch: int) -> None:
+    def _evaluate(self, run: _Run, step: int, epoch: int) -> None:
         """Evaluate the encoder, orient it (normalize_gradiend) and remember the best state."""
         a, model, g = self.args, run.model, run.model.gradiend
         t = time.time()
@@ -493,7 +492,7 @@ class Trainer:
             run.best_state = {k: v.detach().clone() for k, v in g.state_dict().items()}
         self._time["eval"] += time.time() - t
 
-    def _train_step(self, run: "_Run", batch_idx: List[int], need_f: bool, need_a: bool) -> None:
+    def _train_step(self, run: _Run, batch_idx: list[int], need_f: bool, need_a: bool) -> None:
         """One optimiser step on one batch: gradients of the base model in, source -> target."""
         a, g = self.args, run.model.gradiend
         t = time.time()
@@ -514,7 +513,7 @@ class Trainer:
             run.stats["encoder_norms"][run.step] = float(torch.linalg.vector_norm(g.encoder[0].linear.weight.float()))
             run.stats["decoder_norms"][run.step] = float(torch.linalg.vector_norm(g.decoder[0].linear.weight.float()))
 
-    def _train_loop(self, run: "_Run") -> None:
+    def _train_loop(self, run: _Run) -> None:
         """Epochs (or max_steps) of batches, evaluating every ``eval_steps`` and at the end."""
         a, g = self.args, run.model.gradiend
         need_f, need_a = needs(a.source, a.target)
@@ -537,7 +536,7 @@ class Trainer:
                     return
         g.eval()
 
-    def _keep_best(self, run: "_Run") -> None:
+    def _keep_best(self, run: _Run) -> None:
         """Restore the best evaluated state (save_only_best), oriented like the final one."""
         a, model, g = self.args, run.model, run.model.gradiend
         if a.save_only_best and run.best_state is not None:
@@ -570,12 +569,12 @@ class Trainer:
             self.args.source,
         )
 
-    def _training_json(self, stats: Dict[str, Any], best: Dict[str, Any], losses: List[float]) -> Dict[str, Any]:
+    def _training_json(self, stats: dict[str, Any], best: dict[str, Any], losses: list[float]) -> dict[str, Any]:
         """``training.json`` in the reference's layout (plus ``input_dims`` and ``post_prune``)."""
         a = self.args
         fp = a.cache_fingerprint()
         fp["gradiend_input_dim"] = self._dims["final"]
-        out: Dict[str, Any] = {
+        out: dict[str, Any] = {
             "training_stats": _jsonable(stats),
             "best_score_checkpoint": _jsonable(best),
             "training_args": _jsonable(a.to_dict()),
@@ -589,7 +588,7 @@ class Trainer:
             out["post_prune"] = _jsonable(self._post_prune_info)
         return out
 
-    def _convergence(self, stats: Dict[str, Any], best: Dict[str, Any]) -> Dict[str, Any]:
+    def _convergence(self, stats: dict[str, Any], best: dict[str, Any]) -> dict[str, Any]:
         """The reference's convergence test at the best step: |correlation| >= threshold, the two
         class means of opposite sign and each at least ``convergent_mean_by_class_threshold``."""
         a = self.args

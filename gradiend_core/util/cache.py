@@ -15,7 +15,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
 
 from .units import parse_bytes
 
@@ -75,7 +74,7 @@ def _last_used(entry: Path) -> float:
         return entry.stat().st_mtime if entry.exists() else 0.0
 
 
-def evict(root: Path, budget: Optional[int] = None, keep: Tuple[Path, ...] = ()) -> List[Path]:
+def evict(root: Path, budget: int | None = None, keep: tuple[Path, ...] = ()) -> list[Path]:
     """Remove the least recently used entries (subdirectories two levels below ``root``) until the
     rest fit in ``budget`` bytes; entries in ``keep`` stay. Returns the removed entries."""
     budget = cache_budget() if budget is None else budget

@@ -13,7 +13,6 @@ Two rules hold for every share and change the page or the CLI prints, and they l
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 __all__ = ["format_bytes", "format_change", "format_count", "format_fraction", "format_percent", "parse_bytes"]
 
@@ -57,7 +56,7 @@ def _fixed(p: float, start: int, avoid_hundred: bool) -> str:
     return f"{max(a, step):.{digits}f}"
 
 
-def format_percent(x: Optional[float]) -> str:
+def format_percent(x: float | None) -> str:
     """A share (``0.206 -> '20.6 %'``), with enough digits that it reads ``100 %`` only when ``x``
     is 1 and ``0 %`` only when ``x`` is 0; ``'n/a'`` for ``None`` or NaN.
 
@@ -78,7 +77,7 @@ def format_percent(x: Optional[float]) -> str:
     return f"{'-' if p < 0 else ''}{_fixed(p, start, avoid_hundred=True)} %"
 
 
-def format_fraction(x: Optional[float], digits: int = 3) -> str:
+def format_fraction(x: float | None, digits: int = 3) -> str:
     """A share in [0, 1] as a plain number (a Jaccard index): ``digits`` decimals, more where rounding
     would read 1 (``x`` is not 1) or 0 (``x`` is not 0); ``'n/a'`` for ``None`` or NaN."""
     if x is None or (isinstance(x, float) and math.isnan(x)):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import streamlit as st
@@ -34,7 +33,7 @@ DEFAULT_TOPK = "0.05"
 DEFAULT_STEP = 1e-3
 
 
-def source_options(data: CheckpointData) -> Tuple[str, ...]:
+def source_options(data: CheckpointData) -> tuple[str, ...]:
     """The importance sources of the selectbox: the four parts, plus ``gradient-mean`` when the
     checkpoint has a pre-prune record."""
     return PARTS + (GRADIENT_MEAN,) if has_pre_prune_record(str(data.path)) else PARTS
@@ -52,7 +51,7 @@ def threshold_step(path: str, part: str) -> float:
     return DEFAULT_STEP if decade is None else 10.0 ** (decade - 1)
 
 
-def url_threshold(text: str) -> Tuple[Optional[float], Optional[str]]:
+def url_threshold(text: str) -> tuple[float | None, str | None]:
     """The threshold of ``?threshold=text``: ``(value, None)``, or ``(None, why it is ignored)``
     for a value the threshold input cannot hold (not a number, NaN, infinite, negative)."""
     try:
@@ -67,11 +66,11 @@ def url_threshold(text: str) -> Tuple[Optional[float], Optional[str]]:
     return value, None
 
 
-def _init_from_query(options: Tuple[str, ...]) -> Dict[str, str]:
+def _init_from_query(options: tuple[str, ...]) -> dict[str, str]:
     """Seed the inputs from the URL on a session's first run; returns messages about URL values
     that were ignored, by input."""
     qp = st.query_params
-    problems: Dict[str, str] = {}
+    problems: dict[str, str] = {}
     if "part" not in st.session_state:
         part = qp.get("part")
         if part is not None and part not in options:
@@ -102,7 +101,7 @@ def _init_from_query(options: Tuple[str, ...]) -> Dict[str, str]:
     return problems
 
 
-def _show_url_problems(options: Tuple[str, ...]) -> None:
+def _show_url_problems(options: tuple[str, ...]) -> None:
     """Report ignored URL values until the user sets the input they were meant for."""
     problems = st.session_state.setdefault("_url_problems", {})
     problems.update(_init_from_query(options))
@@ -148,7 +147,7 @@ def render(data: CheckpointData) -> SelectionInputs:
     return SelectionInputs(part, topk, topk_text, threshold, mask, mask_name, mask_path, error, include, exclude)
 
 
-def _part_input(options: Tuple[str, ...]) -> str:
+def _part_input(options: tuple[str, ...]) -> str:
     """The importance-part selectbox."""
     return st.sidebar.selectbox(
         "Importance part",
@@ -165,7 +164,7 @@ def _part_input(options: Tuple[str, ...]) -> str:
     )
 
 
-def _record_caption(data: CheckpointData) -> Optional[str]:
+def _record_caption(data: CheckpointData) -> str | None:
     """Describe the pre-prune record ``gradient-mean`` ranks by; the error message when it cannot be read."""
     try:
         record = load_pre_prune(str(data.path))
@@ -180,7 +179,7 @@ def _record_caption(data: CheckpointData) -> Optional[str]:
     return None
 
 
-def _threshold_input(part: str, step: float) -> Optional[float]:
+def _threshold_input(part: str, step: float) -> float | None:
     """The threshold number input, whose +/- buttons move by ``step``."""
     return st.sidebar.number_input(
         "Threshold (optional)",
@@ -194,7 +193,7 @@ def _threshold_input(part: str, step: float) -> Optional[float]:
     )
 
 
-def _parse_topk_input(topk_text: str) -> Tuple[Optional[Union[int, float]], Optional[str]]:
+def _parse_topk_input(topk_text: str) -> tuple[int | float | None, str | None]:
     """``(topk, None)``, ``(None, None)`` for an empty input, or ``(None, error message)``; the message
     names the URL parameter when the text came from the URL."""
     if not topk_text.strip():
@@ -208,9 +207,7 @@ def _parse_topk_input(topk_text: str) -> Tuple[Optional[Union[int, float]], Opti
         return None, error
 
 
-def _uploaded_mask(
-    mask_file, data: CheckpointData
-) -> Tuple[Optional[np.ndarray], Optional[str], Optional[str], Optional[str]]:
+def _uploaded_mask(mask_file, data: CheckpointData) -> tuple[np.ndarray | None, str | None, str | None, str | None]:
     """``(mask, file name, session copy path, None)`` for an uploaded mask, ``(None, None, None, error
     message)`` when it cannot be used, all ``None`` without an upload."""
     if mask_file is None:
@@ -226,7 +223,7 @@ def _uploaded_mask(
         return None, None, None, error
 
 
-def _name_filter_caption(data: CheckpointData, include: Optional[str], exclude: Optional[str]) -> Optional[str]:
+def _name_filter_caption(data: CheckpointData, include: str | None, exclude: str | None) -> str | None:
     """Describe the parameter-name filter with a button that clears it; the error message of a bad pattern."""
     try:
         names = name_mask(data.param_map, include, exclude)
@@ -241,7 +238,7 @@ def _name_filter_caption(data: CheckpointData, include: Optional[str], exclude: 
 
 
 def _mirror_to_url(
-    part: str, include: Optional[str], exclude: Optional[str], topk_text: str, threshold: Optional[float]
+    part: str, include: str | None, exclude: str | None, topk_text: str, threshold: float | None
 ) -> None:
     """Write the inputs into the URL query (an empty input removes its parameter)."""
     st.query_params["part"] = part

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import streamlit as st
 
@@ -43,7 +43,7 @@ def default_export_dir(plan: PruningPlan, inputs: SelectionInputs) -> str:
     return str(EXPORT_ROOT / export_folder_name(plan, inputs.topk_text))
 
 
-def export_settings(plan: PruningPlan, inputs: SelectionInputs) -> Dict[str, Any]:
+def export_settings(plan: PruningPlan, inputs: SelectionInputs) -> dict[str, Any]:
     """What an export was made of: model, importance source, topk, threshold and mask (with its
     digest), for comparing with the current selection and for telling the user."""
     spec = plan.mask_spec
@@ -59,7 +59,7 @@ def export_settings(plan: PruningPlan, inputs: SelectionInputs) -> Dict[str, Any
     }
 
 
-def _describe(settings: Dict[str, Any]) -> str:
+def _describe(settings: dict[str, Any]) -> str:
     bits = [f"model `{settings['model']}`", f"ranked by {settings['source']}"]
     if settings["topk"] is not None:
         bits.append(f"topk {settings['topk']}")
@@ -74,7 +74,7 @@ def _describe(settings: Dict[str, Any]) -> str:
     return ", ".join(bits)
 
 
-def _signature(path: Path) -> Dict[str, Tuple[int, int, int]]:
+def _signature(path: Path) -> dict[str, tuple[int, int, int]]:
     """Identity of a directory's files: inode, size, modification time (cheap to compare on reruns)."""
     out = {}
     try:
@@ -87,7 +87,7 @@ def _signature(path: Path) -> Dict[str, Tuple[int, int, int]]:
     return out
 
 
-def _pack(result: ExportResult) -> Tuple[Optional[str], Optional[str], Dict[str, Tuple[int, int, int]]]:
+def _pack(result: ExportResult) -> tuple[str | None, str | None, dict[str, tuple[int, int, int]]]:
     """Pack the export once, from its files checked against the verified checksums.
 
     Returns:
@@ -167,7 +167,7 @@ def render(ctx: ViewContext) -> None:
         _show_last(last, export_settings(plan, inputs))
 
 
-def _show_last(last: Dict[str, Any], current: Dict[str, Any]) -> None:
+def _show_last(last: dict[str, Any], current: dict[str, Any]) -> None:
     path = Path(last["path"])
     is_current = last["settings"] == current
     changed = _signature(path) != last["signature"]

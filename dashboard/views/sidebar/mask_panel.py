@@ -12,7 +12,8 @@ view whichever tab a term is picked in.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -58,7 +59,7 @@ def pick_chart(fig: go.Figure, key: str, filename: str, modes: Sequence[str] = (
     return event.get("selection") if event else None
 
 
-def offer(term: str, what: str, n_dims: Optional[int], key: str, note: str = "") -> None:
+def offer(term: str, what: str, n_dims: int | None, key: str, note: str = "") -> None:
     """Show a picked term and the one-click buttons that combine it with the applied expression."""
     with st.container(border=True):
         dims = f" - {n_dims:,} input dims" if n_dims is not None else ""
@@ -130,7 +131,7 @@ def _term_table(result: MaskResult) -> None:
     )
 
 
-def _preview(ctx: ViewContext, result: Optional[MaskResult]) -> None:
+def _preview(ctx: ViewContext, result: MaskResult | None) -> None:
     grid = masks.mask_grid(ctx.path, ctx.data, result)
     kept = result.kept if result is not None else ctx.data.param_map.input_dim
     fig = mask_preview_heatmap(grid, kept, ctx.data.param_map.input_dim)
@@ -244,7 +245,7 @@ def _saved_masks(ctx: ViewContext) -> None:
     _upload(ctx)
 
 
-def _label(result: Optional[MaskResult], others: bool = False) -> str:
+def _label(result: MaskResult | None, others: bool = False) -> str:
     """The panel's title; ``others``: a mask file or the name filter also acts in the mask step."""
     if result is None:
         if others:
@@ -282,7 +283,7 @@ def render_editor() -> None:
     _editor()
 
 
-def sidebar_note(result: Optional[MaskResult]) -> None:
+def sidebar_note(result: MaskResult | None) -> None:
     """One line in the sidebar's Selection section naming the applied expression."""
     if result is not None:
         st.sidebar.caption(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import streamlit as st
 
@@ -19,11 +18,11 @@ MODEL_SOURCES = ("Bundled sample", "Local path", "Upload .zip")
 MAX_UPLOAD_BYTES = 2 * 1024**3
 
 
-def _initial_path() -> Optional[str]:
+def _initial_path() -> str | None:
     return st.query_params.get("model") or path_from_argv()
 
 
-def render() -> Optional[str]:
+def render() -> str | None:
     """Draw the model picker and return the chosen checkpoint path (``None`` if none yet)."""
     samples = sample_models()
     by_name = {name: str(path) for name, path in samples}
@@ -42,7 +41,7 @@ def render() -> Optional[str]:
 
     st.sidebar.header("Model")
     source = st.sidebar.radio("Source", MODEL_SOURCES, key="model_source", horizontal=False)
-    path: Optional[str] = None
+    path: str | None = None
     if source == MODEL_SOURCES[0]:
         if not samples:
             st.sidebar.warning("No bundled samples found; run `python sample_models/build_samples.py`.")
@@ -63,7 +62,7 @@ def render() -> Optional[str]:
     return path
 
 
-def _uploaded() -> Optional[str]:
+def _uploaded() -> str | None:
     """The uploaded checkpoint, unpacked and opened once (see :mod:`dashboard.server.sessions`)."""
     up = st.sidebar.file_uploader("Zipped checkpoint directory", type=["zip"], key="model_zip")
     if up is None:

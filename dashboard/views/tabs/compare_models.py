@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import pandas as pd
 import streamlit as st
@@ -45,7 +44,7 @@ def _shares_space(path: str, params) -> bool:
         return False
 
 
-def _others(ctx: ViewContext) -> List[str]:
+def _others(ctx: ViewContext) -> list[str]:
     here = checkpoint_key(ctx.path)[0]
     samples = {name: str(p) for name, p in sample_models() if checkpoint_key(str(p))[0] != here}
     params = base_signature(ctx.data.param_map, {}).params
@@ -104,8 +103,8 @@ def render(ctx: ViewContext) -> None:
         key="models_part",
         help="A weight part, which every checkpoint has; follows the sidebar part when that is one.",
     )
-    entries: List[Tuple[str, str, float]] = []
-    sigs: Dict[str, object] = {}
+    entries: list[tuple[str, str, float]] = []
+    sigs: dict[str, object] = {}
     rows = []
     taken: set = set()
     for path in [ctx.path] + paths:

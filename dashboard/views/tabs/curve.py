@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -53,7 +53,7 @@ TARGET_KEY = "curve_target_pct"
 BUNDLED_DATA = SAMPLES_DIR / "data"
 
 
-def bundled_data_for(path: str) -> Optional[Path]:
+def bundled_data_for(path: str) -> Path | None:
     """A bundled data file (``sample_models/data/*.csv``) holding the checkpoint's trained pair."""
     from dashboard.services.loading import load_checkpoint
     from gradiend_core.gradients.reference_text import read_text_data
@@ -78,11 +78,11 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _gradients_key(ctx: ViewContext, source: str, data_file: str = "", base_model: str = "", split=None) -> Tuple:
+def _gradients_key(ctx: ViewContext, source: str, data_file: str = "", base_model: str = "", split=None) -> tuple:
     return (checkpoint_key(ctx.path), source, data_file, base_model, split)
 
 
-def _saved_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
+def _saved_gradients(ctx: ViewContext) -> EvalGradients | None:
     key = _gradients_key(ctx, SAVED)
     job = JOBS.get(key)
     if job is not None and job.status == "done":
@@ -99,7 +99,7 @@ def _saved_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
 
 
 @st.fragment(run_every=1.0)
-def _job_progress(key: Tuple) -> None:
+def _job_progress(key: tuple) -> None:
     """Progress of a running job, refreshed every second; a full rerun when it ends."""
     job = JOBS.get(key)
     if job is None or job.status != "running":
@@ -114,7 +114,7 @@ def _job_progress(key: Tuple) -> None:
     )
 
 
-def _computed_gradients(ctx: ViewContext) -> Optional[EvalGradients]:
+def _computed_gradients(ctx: ViewContext) -> EvalGradients | None:
     """Gradients computed from a labelled data file; ``None`` while there are none (the inputs, a
     problem, the job's progress or the offer to compute are shown instead)."""
     data = ctx.data
@@ -158,7 +158,7 @@ def _default_gradient_inputs(ctx: ViewContext) -> None:
             st.session_state["curve_base_model"] = ""
 
 
-def _gradient_inputs(ctx: ViewContext) -> Tuple[str, str, Optional[str]]:
+def _gradient_inputs(ctx: ViewContext) -> tuple[str, str, str | None]:
     """The inputs of a computation: ``(data file, base model directory, split)`` as typed (stripped)."""
     cols = st.columns([3, 3, 2])
     data_file = (
@@ -187,7 +187,7 @@ def _gradient_inputs(ctx: ViewContext) -> Tuple[str, str, Optional[str]]:
     return data_file, base_model, split
 
 
-def _job_or_cached(key: Tuple, ctx: ViewContext, data_file: str, base: Path, split: Optional[str]) -> Optional[Job]:
+def _job_or_cached(key: tuple, ctx: ViewContext, data_file: str, base: Path, split: str | None) -> Job | None:
     """The job of ``key``; without one, a finished job made from the gradients the user cache holds,
     or ``None``. Raises CheckpointError for data the computation cannot use."""
     job = JOBS.get(key)
@@ -199,7 +199,7 @@ def _job_or_cached(key: Tuple, ctx: ViewContext, data_file: str, base: Path, spl
 
 
 def _offer_computation(
-    key: Tuple, ctx: ViewContext, info: Dict[str, Any], data_file: str, base: Path, split: Optional[str]
+    key: tuple, ctx: ViewContext, info: dict[str, Any], data_file: str, base: Path, split: str | None
 ) -> None:
     """What a computation would do, and the button that starts it as a background job."""
     st.caption(
@@ -224,19 +224,19 @@ def _offer_computation(
 def _curves(
     path: str,
     mtime: float,
-    grads_key: Tuple,
-    parts: Tuple[str, ...],
+    grads_key: tuple,
+    parts: tuple[str, ...],
     points: int,
-    k: Optional[int],
+    k: int | None,
     _grads: EvalGradients,
-) -> Tuple[Curve, ...]:
+) -> tuple[Curve, ...]:
     from dashboard.services.loading import load_checkpoint
 
     return tuple(checkpoint_curves(load_checkpoint(path), _grads, parts, points=points, selection_k=k))
 
 
 @st.cache_data(max_entries=16, show_spinner="Running the encoder on the selection's dims...")
-def _masked_quality(path: str, mtime: float, grads_key: Tuple, digest: str, _keep: np.ndarray, _grads: EvalGradients):
+def _masked_quality(path: str, mtime: float, grads_key: tuple, digest: str, _keep: np.ndarray, _grads: EvalGradients):
     from dashboard.services.loading import load_checkpoint
 
     return selection_quality(load_checkpoint(path), _keep, _grads)
@@ -414,7 +414,7 @@ def render(ctx: ViewContext) -> None:
     )
 
 
-def _smallest(curve: Curve, share: float, measure: str) -> Optional[int]:
+def _smallest(curve: Curve, share: float, measure: str) -> int | None:
     try:
         return smallest_topk_for(curve, share, measure)
     except SelectionError:

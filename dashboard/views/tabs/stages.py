@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -79,7 +78,7 @@ def _load(what: str, loader, path: str):
         return None
 
 
-def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optional[StageRecall]:
+def _recall_section(ctx: ViewContext, record: PrePruneRecord | None) -> StageRecall | None:
     st.markdown("#### Did pre-pruning keep what the trained model needs?")
     if record is None:
         if (ctx.data.path / PRE_PRUNE_FILE).is_file():
@@ -159,7 +158,7 @@ def _recall_section(ctx: ViewContext, record: Optional[PrePruneRecord]) -> Optio
     return r
 
 
-def _reduction_section(ctx: ViewContext, record: Optional[PrePruneRecord], recall: Optional[StageRecall]) -> None:
+def _reduction_section(ctx: ViewContext, record: PrePruneRecord | None, recall: StageRecall | None) -> None:
     st.markdown("#### Combined reduction of both stages")
     data = ctx.data
     # Pre-pruning is a stage of this checkpoint's chain only when it was trained on the kept dims.

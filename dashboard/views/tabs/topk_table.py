@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 import pandas as pd
 import streamlit as st
@@ -26,12 +25,12 @@ STATE_KEYS = ("topk_rows",)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the base model's tokenizer...")
-def base_tokenizer(directory: Optional[str]):
+def base_tokenizer(directory: str | None):
     """The tokenizer in a local base-model directory, shared by every session (``None`` without one)."""
     return None if directory is None else load_tokenizer(directory)
 
 
-def _tokenizer_dir(path: str) -> Optional[str]:
+def _tokenizer_dir(path: str) -> str | None:
     data = load_checkpoint(path)
     found = resolve_base_model(data.metadata, data.path)
     return str(found) if found is not None else None

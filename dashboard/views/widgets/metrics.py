@@ -7,8 +7,6 @@ each metric is as wide as its content: what does not fit moves to the next line.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import streamlit as st
 
 __all__ = ["change_metric", "metric_row", "note_metric"]
@@ -19,12 +17,12 @@ def metric_row(key: str):
     return st.container(horizontal=True, gap="medium", key=key)
 
 
-def change_metric(label: str, value, change: str = "", help: Optional[str] = None) -> None:
+def change_metric(label: str, value, change: str = "", help: str | None = None) -> None:
     """A metric whose delta is a signed change (:func:`gradiend_core.util.units.format_change`): ``+`` an
     increase, drawn red, ``-`` a saving, drawn green."""
     st.metric(label, value, delta=change or None, delta_color="inverse", help=help, width="content")
 
 
-def note_metric(label: str, value, note: str = "", help: Optional[str] = None) -> None:
+def note_metric(label: str, value, note: str = "", help: str | None = None) -> None:
     """A metric whose delta is a plain note (grey, no arrow)."""
     st.metric(label, value, delta=note or None, delta_color="off", delta_arrow="off", help=help, width="content")

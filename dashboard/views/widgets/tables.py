@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,7 @@ def _number(fmt: str) -> Callable[[float], str]:
     return show
 
 
-def display_table(df: pd.DataFrame, percent: Sequence[str] = (), formats: Optional[Dict[str, str]] = None) -> Styler:
+def display_table(df: pd.DataFrame, percent: Sequence[str] = (), formats: dict[str, str] | None = None) -> Styler:
     """``df`` with display text for every cell.
 
     Args:
@@ -63,7 +63,7 @@ def display_table(df: pd.DataFrame, percent: Sequence[str] = (), formats: Option
         and a missing text is ``n/a``.
     """
     out = df.copy()
-    formatters: Dict[str, Callable] = {}
+    formatters: dict[str, Callable] = {}
     for col in out.columns:
         series = out[col]
         if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
@@ -79,7 +79,7 @@ def display_table(df: pd.DataFrame, percent: Sequence[str] = (), formats: Option
 
 
 def show_table(
-    df: pd.DataFrame, key: str, percent: Sequence[str] = (), formats: Optional[Dict[str, str]] = None, **kwargs
+    df: pd.DataFrame, key: str, percent: Sequence[str] = (), formats: dict[str, str] | None = None, **kwargs
 ) -> None:
     """Draw ``df`` with :func:`display_table` (``kwargs`` go to ``st.dataframe``; hide_index by default)."""
     kwargs.setdefault("hide_index", True)

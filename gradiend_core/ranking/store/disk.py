@@ -15,8 +15,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -47,7 +47,7 @@ LAYOUT_FORMAT = "gradiend_core.rank/1"
 
 
 # ------------------------------------------------------------------------------------ passes
-def _summary_pass(data: CheckpointData, part: str, progress: Optional[ProgressFn]) -> BucketSummary:
+def _summary_pass(data: CheckpointData, part: str, progress: ProgressFn | None) -> BucketSummary:
     counts = np.zeros(N_BUCKETS, dtype=np.int64)
     mass = np.zeros(N_BUCKETS, dtype=np.float64)
     n_zero = 0
@@ -73,7 +73,7 @@ def _npy(path: Path, dtype: np.dtype, n: int) -> int:
 
 
 def _layout_pass(
-    data: CheckpointData, part: str, summary: BucketSummary, dest: Path, progress: Optional[ProgressFn], dims: int
+    data: CheckpointData, part: str, summary: BucketSummary, dest: Path, progress: ProgressFn | None, dims: int
 ) -> ParamTables:
     """Write ``order.npy`` and ``values.npy`` into ``dest`` with the first ``dims`` dims of the
     layout (all, or the highest buckets down to a bucket boundary); return the per-parameter
@@ -116,7 +116,7 @@ def _layout_pass(
 
 
 # ------------------------------------------------------------------------------------ disk
-def _save_summary(dest: Path, summary: BucketSummary, params: Optional[ParamTables], meta: dict) -> None:
+def _save_summary(dest: Path, summary: BucketSummary, params: ParamTables | None, meta: dict) -> None:
     arrays = {
         "counts": summary.counts,
         "mass": summary.mass,
@@ -131,7 +131,7 @@ def _save_summary(dest: Path, summary: BucketSummary, params: Optional[ParamTabl
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def _load_summary(entry: Path) -> Tuple[BucketSummary, Optional[ParamTables], dict]:
+def _load_summary(entry: Path) -> tuple[BucketSummary, ParamTables | None, dict]:
     with np.load(entry / "summary.npz") as z:
         summary = BucketSummary(int(z["n"]), z["counts"], z["mass"], int(z["n_zero"]))
         params = None
@@ -162,9 +162,7 @@ def _valid(entry: Path, data: CheckpointData) -> bool:
     return meta.get("format") == LAYOUT_FORMAT and meta.get("n") == data.architecture.input_dim
 
 
-def _stream_ranking(
-    data: CheckpointData, source: str, summary: BucketSummary, params: Optional[ParamTables]
-) -> Ranking:
+def _stream_ranking(data: CheckpointData, source: str, summary: BucketSummary, params: ParamTables | None) -> Ranking:
     return Ranking.from_stream(
         summary,
         lambda: iter_part_importance(data, source),
@@ -174,7 +172,7 @@ def _stream_ranking(
     )
 
 
-def summarised(data: CheckpointData, source: str, progress: Optional[ProgressFn]) -> Ranking:
+def summarised(data: CheckpointData, source: str, progress: ProgressFn | None) -> Ranking:
     entry = _entry(data, source, "summary")
     if not _valid(entry, data):
         summary, params = _summary_pass(data, source, progress), None
@@ -222,7 +220,7 @@ def _layout_valid(entry: Path, data: CheckpointData, dims: int) -> bool:
 
 
 def attach_layout(
-    data: CheckpointData, source: str, ranking: Ranking, progress: Optional[ProgressFn], dims: Optional[int] = None
+    data: CheckpointData, source: str, ranking: Ranking, progress: ProgressFn | None, dims: int | None = None
 ) -> None:
     """Build (or load) the layout of ``ranking``'s first ``dims`` dims (default: all) and attach it."""
     dims = ranking.size if dims is None else dims

@@ -9,17 +9,17 @@ this module only orders and runs them, so it depends on nothing above it.
 from __future__ import annotations
 
 import threading
-from typing import Callable, List, Optional, Set, Tuple
+from collections.abc import Callable
 
 __all__ = ["Key", "cancel", "schedule", "wait_for_layouts"]
 
 #: ``(weight file identity, source)``: what a job builds.
-Key = Tuple[str, str]
+Key = tuple[str, str]
 
 _lock = threading.Lock()
-_queue: List[Tuple[Key, Callable[[], None]]] = []
-_queued: Set[Key] = set()
-_worker: Optional[threading.Thread] = None
+_queue: list[tuple[Key, Callable[[], None]]] = []
+_queued: set[Key] = set()
+_worker: threading.Thread | None = None
 _idle = threading.Condition(_lock)
 
 
@@ -62,7 +62,7 @@ def cancel(identity: str, timeout: float) -> None:
         _idle.wait_for(lambda: not any(k[0] == identity for k in _queued), timeout)
 
 
-def wait_for_layouts(timeout: Optional[float] = None) -> bool:
+def wait_for_layouts(timeout: float | None = None) -> bool:
     """Wait until the queued background builds have finished (tests, benchmarks); False on timeout."""
     with _lock:
         return _idle.wait_for(lambda: not _queue and not _queued, timeout)

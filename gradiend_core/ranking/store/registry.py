@@ -29,7 +29,6 @@ from __future__ import annotations
 import shutil
 import threading
 from functools import partial
-from typing import Dict, Optional, Tuple
 
 from ...checkpoint import CheckpointData
 from ...util.cache import cache_dir
@@ -40,9 +39,9 @@ from .prefetch import cancel, schedule
 
 __all__ = ["clear_memory", "discard", "forget", "prefetch", "ranking_for", "resident_bytes"]
 
-_registry: Dict[Tuple[str, str], Ranking] = {}
+_registry: dict[tuple[str, str], Ranking] = {}
 _registry_lock = threading.Lock()
-_key_locks: Dict[Tuple[str, str], threading.Lock] = {}
+_key_locks: dict[tuple[str, str], threading.Lock] = {}
 
 
 def clear_memory() -> None:
@@ -67,7 +66,7 @@ def discard(identity: str, timeout: float = 600.0) -> None:
     shutil.rmtree(cache_dir("rankings", identity), ignore_errors=True)
 
 
-def resident_bytes(identity: Optional[str] = None) -> int:
+def resident_bytes(identity: str | None = None) -> int:
     """Bytes held in memory by this process's rankings (of one weight file, or all)."""
     with _registry_lock:
         rankings = [r for k, r in _registry.items() if identity is None or k[0] == identity]
@@ -80,7 +79,7 @@ def _in_memory(data: CheckpointData, source: str) -> Ranking:
 
 
 def ranking_for(
-    data: CheckpointData, source: str, *, layout: str = "now", progress: Optional[ProgressFn] = None
+    data: CheckpointData, source: str, *, layout: str = "now", progress: ProgressFn | None = None
 ) -> Ranking:
     """The ranking of ``source``'s importance for a checkpoint, from the cache or built now.
 
@@ -131,7 +130,7 @@ def _lay_out(data: CheckpointData, source: str) -> None:
         attach_layout(data, source, ranking, None, partial_layout_dims(ranking.summary))
 
 
-def prefetch(data: CheckpointData, sources, max_layout_bytes: Optional[int] = None) -> None:
+def prefetch(data: CheckpointData, sources, max_layout_bytes: int | None = None) -> None:
     """Build the rankings (summary and layout) of ``sources`` in the background, so switching to
     one of them later costs a bucket, not a pass. Skipped when their layouts would take more than
     ``max_layout_bytes`` of cache (default: a quarter of the cache budget)."""

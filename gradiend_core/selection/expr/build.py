@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from typing import Iterable, Optional, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 from ...errors import SelectionError
 from ...space.layers import parse_param_name
@@ -32,10 +32,10 @@ __all__ = [
 #: Pointing operations: ``include`` (|), ``exclude`` (& ~), ``intersect`` (&), ``invert`` (~).
 OPS = ("include", "exclude", "intersect", "invert")
 
-Expr = Union[str, Node, None]
+Expr = str | Node | None
 
 
-def _tree(expr: Expr) -> Optional[Node]:
+def _tree(expr: Expr) -> Node | None:
     if expr is None or (isinstance(expr, str) and not expr.strip()):
         return None
     return parse(expr)
@@ -153,7 +153,7 @@ def _exact_regex(names: Sequence[str]) -> str:
     return "^" + re.escape(first[:pre]) + "(?:" + mids + ")" + re.escape(first[len(first) - suf :]) + "$"
 
 
-def params_term(names: Iterable[str], param_map: Optional[ParamMap] = None) -> str:
+def params_term(names: Iterable[str], param_map: ParamMap | None = None) -> str:
     """``name(...)`` selecting exactly these parameters (e.g. selected table rows or heatmap cells).
 
     Args:
@@ -179,7 +179,7 @@ def params_term(names: Iterable[str], param_map: Optional[ParamMap] = None) -> s
     return name_term(_exact_regex(wanted))
 
 
-def _as_set(v: Union[str, Iterable[str], None]) -> Optional[set]:
+def _as_set(v: str | Iterable[str] | None) -> set | None:
     if v is None:
         return None
     return {v} if isinstance(v, str) else {str(x) for x in v}
@@ -187,8 +187,8 @@ def _as_set(v: Union[str, Iterable[str], None]) -> Optional[set]:
 
 def cell_term(
     param_map: ParamMap,
-    layers: Union[str, Iterable[str], None] = None,
-    components: Union[str, Iterable[str], None] = None,
+    layers: str | Iterable[str] | None = None,
+    components: str | Iterable[str] | None = None,
 ) -> str:
     """``name(...)`` selecting exactly the parameters of layer x component cells.
 

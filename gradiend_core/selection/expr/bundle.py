@@ -23,9 +23,10 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,7 +71,7 @@ class MaskBundle:
     name: str
     expression: str
     mask: np.ndarray
-    base_model: Optional[str]
+    base_model: str | None
     base_params_sha256: str
 
     @property
@@ -78,7 +79,7 @@ class MaskBundle:
         """:func:`gradiend_core.selection.masks.sha256_mask` of :attr:`mask`."""
         return sha256_mask(self.mask)  # type: ignore[return-value]
 
-    def metadata(self) -> Dict[str, str]:
+    def metadata(self) -> dict[str, str]:
         """The safetensors header metadata (see the module docstring)."""
         return {
             "format": BUNDLE_FORMAT,
@@ -97,7 +98,7 @@ class MaskBundle:
 
         return save({"mask": torch.from_numpy(np.ascontiguousarray(self.mask, dtype=bool))}, self.metadata())
 
-    def local_mask(self, param_map: ParamMap, metadata: Optional[Mapping[str, Any]] = None) -> np.ndarray:
+    def local_mask(self, param_map: ParamMap, metadata: Mapping[str, Any] | None = None) -> np.ndarray:
         """The mask in a model's current input space, bool ``(input_dim,)``.
 
         Raises:
@@ -109,7 +110,7 @@ class MaskBundle:
         return global_mask_to_local(param_map, self.mask)
 
 
-def make_mask_bundle(name: str, result: Any, base_model: Optional[str] = None) -> MaskBundle:
+def make_mask_bundle(name: str, result: Any, base_model: str | None = None) -> MaskBundle:
     """A bundle from an evaluated expression.
 
     Args:
@@ -125,7 +126,7 @@ def make_mask_bundle(name: str, result: Any, base_model: Optional[str] = None) -
     return MaskBundle(name.strip(), result.expression, result.global_mask(), base_model, space_digest(result.param_map))
 
 
-def save_mask_bundle(bundle: MaskBundle, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+def save_mask_bundle(bundle: MaskBundle, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a bundle atomically (temporary file in the same directory, then rename).
 
     Args:
@@ -159,7 +160,7 @@ def save_mask_bundle(bundle: MaskBundle, path: Union[str, os.PathLike], overwrit
     return p
 
 
-def _header(raw: bytes, where: str) -> Dict[str, str]:
+def _header(raw: bytes, where: str) -> dict[str, str]:
     # The safetensors layout is specified: an 8-byte little-endian header length, then the JSON
     # header. ``safetensors.torch.load`` drops the metadata of in-memory files, so it is read here.
     if len(raw) < 8:
@@ -172,7 +173,7 @@ def _header(raw: bytes, where: str) -> Dict[str, str]:
     return dict(head.get("__metadata__") or {})
 
 
-def load_mask_bundle(source: Union[str, os.PathLike, bytes]) -> MaskBundle:
+def load_mask_bundle(source: str | os.PathLike | bytes) -> MaskBundle:
     """Read a bundle from a file or from its bytes (e.g. an upload).
 
     Raises:
@@ -215,7 +216,7 @@ def load_mask_bundle(source: Union[str, os.PathLike, bytes]) -> MaskBundle:
     )
 
 
-def _problem(meta: Mapping[str, str], param_map: ParamMap, metadata: Mapping[str, Any]) -> Optional[str]:
+def _problem(meta: Mapping[str, str], param_map: ParamMap, metadata: Mapping[str, Any]) -> str | None:
     if meta.get("base_params_sha256") and meta["base_params_sha256"] != space_digest(param_map):
         return "it was saved from a model whose mapped parameters (names or shapes) differ from this model's."
     mine = metadata.get("base_model") or metadata.get("base_model_id")
@@ -224,7 +225,7 @@ def _problem(meta: Mapping[str, str], param_map: ParamMap, metadata: Mapping[str
     return None
 
 
-def bundle_problem(path: Union[str, os.PathLike], param_map: ParamMap, metadata: Mapping[str, Any]) -> Optional[str]:
+def bundle_problem(path: str | os.PathLike, param_map: ParamMap, metadata: Mapping[str, Any]) -> str | None:
     """Why a saved mask file does not fit a model (``None`` if it fits, or is not a saved mask)."""
     p = Path(path)
     if not p.name.lower().endswith(".safetensors"):

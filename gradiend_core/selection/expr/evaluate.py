@@ -26,9 +26,9 @@ array is built unless a ``file()`` holds one.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ from .syntax import Above, And, File, MaskExprError, Model, Name, Node, Not, Or,
 
 __all__ = ["MaskResult", "apply_mask_expr", "evaluate_mask_expr"]
 
-ImportanceLike = Union[Ranking, np.ndarray, torch.Tensor]
+ImportanceLike = Ranking | np.ndarray | torch.Tensor
 #: ``ranking_for(checkpoint, part) -> Ranking`` (see :data:`gradiend_core.pruning.plan.RankingFor`).
 RankingFor = Callable[[CheckpointData, str], Ranking]
 
@@ -67,7 +67,7 @@ class MaskResult:
 
     mask: np.ndarray
     expression: str
-    term_counts: Dict[str, int]
+    term_counts: dict[str, int]
     sha256: str
     param_map: ParamMap = field(repr=False, compare=False)
 
@@ -85,7 +85,7 @@ class MaskResult:
         maps no input dim)."""
         return local_mask_to_global(self.param_map, self.mask)
 
-    def to_dict(self) -> Dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         """JSON-ready summary: expression, kept, input_dim, unpruned_length, term_counts, sha256."""
         return {
             "expression": self.expression,
@@ -98,14 +98,14 @@ class MaskResult:
 
 
 def evaluate_mask_expr(
-    expression: Union[str, Node],
+    expression: str | Node,
     data: CheckpointData,
     *,
-    importance: Optional[Mapping[str, ImportanceLike]] = None,
-    load_checkpoint: Optional[Callable[[str], CheckpointData]] = None,
-    resolve_path: Optional[Callable[[str], Path]] = None,
+    importance: Mapping[str, ImportanceLike] | None = None,
+    load_checkpoint: Callable[[str], CheckpointData] | None = None,
+    resolve_path: Callable[[str], Path] | None = None,
     allow_empty: bool = False,
-    ranking_for: Optional[RankingFor] = None,
+    ranking_for: RankingFor | None = None,
 ) -> MaskResult:
     """Evaluate a mask expression on a checkpoint (see the module docstring for the terms).
 
@@ -154,12 +154,12 @@ def evaluate_mask_expr(
 
 
 def apply_mask_expr(
-    mask_expr: Union[str, Node, MaskResult, None],
+    mask_expr: str | Node | MaskResult | None,
     data: CheckpointData,
-    mask: Optional[np.ndarray] = None,
-    importance: Optional[Mapping[str, ImportanceLike]] = None,
+    mask: np.ndarray | None = None,
+    importance: Mapping[str, ImportanceLike] | None = None,
     **evaluate_kwargs,
-) -> Tuple[Optional[np.ndarray], Optional[MaskResult]]:
+) -> tuple[np.ndarray | None, MaskResult | None]:
     """AND a mask expression into an optional mask: the mask step of mask -> threshold -> topk.
 
     Args:
@@ -207,12 +207,12 @@ class _Evaluator:
         self.load = load_checkpoint
         self.resolve = resolve_path or (lambda p: Path(p).expanduser())
         self.ranking_for = ranking_for
-        self.rankings: Dict[str, Ranking] = {}
-        self.others: Dict[str, CheckpointData] = {}
-        self.counts: Dict[str, int] = {}
+        self.rankings: dict[str, Ranking] = {}
+        self.others: dict[str, CheckpointData] = {}
+        self.counts: dict[str, int] = {}
 
     # -------------------------------------------------------------------- errors
-    def fail(self, term: Term, problem: str, hint: str = "", arg: Optional[int] = None) -> MaskExprError:
+    def fail(self, term: Term, problem: str, hint: str = "", arg: int | None = None) -> MaskExprError:
         if arg is not None and arg < len(term.arg_pos):
             return MaskExprError(self.src, term.arg_pos[arg], problem, hint)
         return MaskExprError(self.src, term.pos, problem, hint, term.end - term.pos)

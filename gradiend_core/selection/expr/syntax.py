@@ -32,8 +32,8 @@ import difflib
 import math
 import numbers
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import List, Sequence, Tuple, Union
 
 from ...errors import SelectionError
 from ..rule import TopK, parse_topk
@@ -121,7 +121,7 @@ class _Tok:
     text: str  # source text
     pos: int
     value: str = ""  # decoded string value
-    value_pos: Tuple[int, ...] = ()  # source offset of each character of ``value``
+    value_pos: tuple[int, ...] = ()  # source offset of each character of ``value``
 
 
 _NUMBER = re.compile(r"[+-]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?%?")
@@ -130,8 +130,8 @@ _PUNCT = {"(": "(", ")": ")", ",": ",", "&": "&", "|": "|", "~": "~"}
 _ALIASES = {"!": "'~' (not)", "-": "'& ~' (and not)", "^": "'&', '|' and '~'", "+": "'|' (or)"}
 
 
-def _tokenize(src: str) -> List[_Tok]:
-    toks: List[_Tok] = []
+def _tokenize(src: str) -> list[_Tok]:
+    toks: list[_Tok] = []
     i, n = 0, len(src)
     while i < n:
         c = src[i]
@@ -169,8 +169,8 @@ def _tokenize(src: str) -> List[_Tok]:
 
 def _string(src: str, start: int) -> _Tok:
     quote_char = src[start]
-    chars: List[str] = []
-    where: List[int] = []
+    chars: list[str] = []
+    where: list[int] = []
     i = start + 1
     while i < len(src):
         c = src[i]
@@ -214,7 +214,7 @@ def quote(value: str) -> str:
 
 
 # -------------------------------------------------------------------------------------- nodes
-def _num(v: Union[int, float]) -> str:
+def _num(v: int | float) -> str:
     """A topk as text: an int stays a count, a float stays a fraction (``1`` and ``1.0`` differ)."""
     return str(int(v)) if isinstance(v, numbers.Integral) else repr(float(v))
 
@@ -247,7 +247,7 @@ class Term(Node):
 
     pos: int = field(default=-1, kw_only=True)
     end: int = field(default=-1, kw_only=True)
-    arg_pos: Tuple[int, ...] = field(default=(), kw_only=True)
+    arg_pos: tuple[int, ...] = field(default=(), kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
@@ -297,19 +297,19 @@ class Not(Node):
 
 @dataclass(frozen=True, eq=False)
 class And(Node):
-    operands: Tuple[Node, ...]
+    operands: tuple[Node, ...]
     pos: int = field(default=-1, kw_only=True)
 
 
 @dataclass(frozen=True, eq=False)
 class Or(Node):
-    operands: Tuple[Node, ...]
+    operands: tuple[Node, ...]
     pos: int = field(default=-1, kw_only=True)
 
 
 def _flat(cls, operands: Sequence[Node], pos: int = -1) -> Node:
     """``cls(operands)`` with nested ``cls`` nodes spliced in (``&`` and ``|`` are associative)."""
-    out: List[Node] = []
+    out: list[Node] = []
     for o in operands:
         out.extend(o.operands if isinstance(o, cls) else (o,))
     return out[0] if len(out) == 1 else cls(tuple(out), pos=pos)
@@ -510,10 +510,10 @@ class _Parser:
             (f"Did you mean {close[0]!r}? " if close else "") + f"The functions are {_SIGNATURES}.",
         )
 
-    def _arguments(self, name: str, signature: str) -> Tuple[List[_Tok], _Tok]:
+    def _arguments(self, name: str, signature: str) -> tuple[list[_Tok], _Tok]:
         """The argument tokens from the current ``(`` through its ``)``, and the ``)``."""
         open_tok = self.take()
-        args: List[_Tok] = []
+        args: list[_Tok] = []
         if self.tok.kind != ")":
             while True:
                 args.append(self._argument(open_tok, name, signature))
@@ -646,7 +646,7 @@ def _describe(t: _Tok) -> str:
     return repr(t.text)
 
 
-def parse(expression: Union[str, Node]) -> Node:
+def parse(expression: str | Node) -> Node:
     """Parse a mask expression into its syntax tree (a :class:`Node` is returned as is).
 
     Raises:
@@ -661,7 +661,7 @@ def parse(expression: Union[str, Node]) -> Node:
     return _Parser(expression).parse()
 
 
-def normalise(expression: Union[str, Node]) -> str:
+def normalise(expression: str | Node) -> str:
     """The canonical text of an expression (parse, then :func:`to_text`).
 
     Raises:
