@@ -196,7 +196,7 @@ def test_the_cache_is_bounded_in_bytes_least_recently_used_first(tmp_path):
         e = root / f"id{i}" / "decoder-weight.layout"
         e.mkdir(parents=True)
         (e / "order.npy").write_bytes(b"x" * size)
-        (e / ".last-used").write_text(str(100 + i))
+        os.utime(e, (100 + i, 100 + i))  # last used: the entry directory's modification time
         entries.append(e)
     assert dir_bytes(root) > 9000
     removed = evict(root, budget=5500)

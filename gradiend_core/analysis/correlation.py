@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ranking.ranking import Ranking
+from ..ranking.samples import EXACT_LIMIT, SAMPLE_SIZE, SCATTER_SIZE, SEED, sample_indices
 
 __all__ = [
     "EXACT_LIMIT",
@@ -30,23 +31,6 @@ __all__ = [
 
 #: An importance vector, or a :class:`~gradiend_core.ranking.ranking.Ranking` read only at the dims used.
 Importance = np.ndarray | Ranking
-
-#: Largest input_dim for which Spearman's rho is computed on every dim.
-EXACT_LIMIT = 2_000_000
-#: Dims sampled above :data:`EXACT_LIMIT`.
-SAMPLE_SIZE = 1_000_000
-#: Points in a scatter sample.
-SCATTER_SIZE = 5_000
-SEED = 0
-
-
-def sample_indices(n: int, size: int, seed: int = SEED) -> np.ndarray:
-    """Sorted int64 indices of a seeded uniform sample of ``min(size, n)`` of ``range(n)``
-    without replacement (all indices when ``size >= n``)."""
-    if size >= n:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
 def _length(v: Importance) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from ..errors import CheckpointError
 from .format import DEC_B, DEC_W, ENC_W, Architecture, expected_weight_shapes
 from .tensor_files import ProgressFn, SafetensorsFile, load_tensor_file
 
-__all__ = ["BLOCK_DIMS", "WeightBlock", "WeightSource", "file_identity", "part_tensors"]
+__all__ = ["BLOCK_DIMS", "WeightBlock", "WeightSource", "file_identity", "file_stat_key", "part_tensors"]
 
 #: Input dims per block of a streaming pass (bounds the temporaries to a few tens of MB).
 BLOCK_DIMS = 1 << 22
@@ -35,15 +35,42 @@ BLOCK_DIMS = 1 << 22
 _GATHER_GAP = 4096
 
 
-def file_identity(path: Path) -> str:
-    """A digest that changes when the file changes: path, size, mtime (ns) and the first MiB.
+#: Bytes of each sampled block of :func:`file_identity` (besides the whole first MiB).
+_SAMPLE_BLOCK = 1 << 16
+#: Sampled blocks spread over the file.
+_SAMPLE_BLOCKS = 16
 
-    Cheap (one small read) yet robust to a file being replaced by another of the same size.
+
+def file_stat_key(path: Path) -> str:
+    """What the file system says about a file that a user cannot set back: device, inode, size,
+    modification and inode change time (ns). Rewriting bytes changes the change time even when the
+    modification time is restored (``touch -d``, ``cp -p``, ``rsync -t``); replacing the file changes
+    the inode."""
+    st = os.stat(path)
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+
+
+def file_identity(path: Path) -> str:
+    """A digest that changes whenever the file's bytes can have changed.
+
+    It covers the resolved path, :func:`file_stat_key` (device, inode, size, modification and
+    change time) and the bytes of the first MiB, of 16 blocks of 64 KiB spread evenly over the
+    file and of its last 64 KiB (about 2 MiB read, in 18 positional reads). The change time alone
+    catches every rewrite on a local file system; the sampled bytes catch rewrites on file systems
+    whose times are coarse or not kept.
     """
-    st = path.stat()
-    h = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
+    path = Path(path)
+    h = hashlib.sha256(f"{path.resolve()}|{file_stat_key(path)}".encode())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        h.update(os.pread(fd, 1 << 20, 0))
+        if size > 1 << 20:
+            for i in range(_SAMPLE_BLOCKS + 1):
+                at = (1 << 20) + (size - (1 << 20) - _SAMPLE_BLOCK) * i // _SAMPLE_BLOCKS
+                h.update(os.pread(fd, _SAMPLE_BLOCK, max(at, 1 << 20)))
+    finally:
+        os.close(fd)
     return h.hexdigest()[:32]
 
 
@@ -82,6 +109,7 @@ class WeightSource:
         self._st: SafetensorsFile | None = None
         self._pickled: dict[str, torch.Tensor] | None = None
         self._identity: str | None = None
+        self._stat_key = file_stat_key(self.path) if self.path.exists() else ""
         if self.path.suffix == ".safetensors":
             if not self.path.is_file():
                 raise CheckpointError(f"{self.path}: file is missing; the checkpoint is incomplete, copy it again.")
@@ -139,17 +167,41 @@ class WeightSource:
             for block in iter(lambda: f.read(1 << 24), b""):
                 h.update(block)
         digest = h.hexdigest()
+        self.check_unchanged()  # a digest of bytes that changed while hashing is no digest of the file
         try:
-            where.write_text(digest)
+            tmp = where.with_name(f".{where.name}.{os.getpid()}.tmp")
+            tmp.write_text(digest)
+            os.replace(tmp, where)  # never truncated in place: a reader sees the old or the new text
         except OSError:
             pass
         return digest
 
     def identity(self) -> str:
-        """:func:`file_identity` of the weight file (computed once per source)."""
+        """:func:`file_identity` of the weight file (computed once per source; see
+        :meth:`check_unchanged`)."""
         if self._identity is None:
             self._identity = file_identity(self.path)
         return self._identity
+
+    def unchanged(self) -> bool:
+        """Whether the weight file is still the one this source opened (same device, inode, size,
+        modification and change time)."""
+        try:
+            return file_stat_key(self.path) == self._stat_key
+        except OSError:
+            return False
+
+    def check_unchanged(self) -> None:
+        """Raise unless the weight file is still the one this source opened.
+
+        Raises:
+            CheckpointError: when it was rewritten, replaced or removed since: what was read from it
+                may mix old and new bytes, so the checkpoint must be opened again.
+        """
+        if not self.unchanged():
+            raise CheckpointError(
+                f"{self.path} changed while it was open (rewritten, replaced or removed); open the checkpoint again."
+            )
 
     # ------------------------------------------------------------------------------ reads
     def _cast(self, key: str, t: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import SelectionError
-from .keys import N_BUCKETS, ZERO_BUCKET, bucket_of, finite_or_zero, mass_weights, sort_keys
-from .tables import ParamTables
+from .bounds import Bounds, count_at_least_range, top_mass_range, value_range_at, widen
+from .keys import N_BUCKETS, NAN_BUCKET, ZERO_BUCKET, bucket_of, finite_or_zero, mass_weights, sort_keys
+from .tables import FineCounts, ParamTables
 
 if TYPE_CHECKING:  # a view is made by its ranking (Ranking.dims), which imports this module
     from .ranking import Ranking
@@ -65,6 +66,25 @@ def _sorted_union(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
     return np.flatnonzero(flags).astype(np.int64, copy=False)
 
 
+def _whole_parameters(mask: np.ndarray, params: ParamTables | None) -> np.ndarray | None:
+    """The parameters ``mask`` keeps (bool ``(P,)``) when it keeps each parameter whole or not at
+    all and the tables hold mass, else ``None``. Reads the mask only (no weights)."""
+    if params is None or params.mass is None:
+        return None
+    m = np.asarray(mask)
+    offsets = params.offsets
+    rows = np.zeros(offsets.size - 1, dtype=bool)
+    for i in range(rows.size):
+        seg = m[offsets[i] : offsets[i + 1]]
+        if seg.size == 0:
+            continue
+        first = bool(seg[0])
+        if (first and not seg.all()) or (not first and seg.any()):
+            return None
+        rows[i] = first
+    return rows
+
+
 class RankedDims:
     """A set of dims (all, or those a mask keeps) of one :class:`Ranking`, in rank order.
 
@@ -87,13 +107,19 @@ class RankedDims:
         #: int64 ``(P,)`` members per parameter (``None`` when the ranking knows no parameters)
         self.param_members: np.ndarray | None = None
         self._params: ParamTables | None = None  # a mask's own tables (without one: the ranking's)
+        #: the members' dims per fine bin (bounds of boundary answers), or ``None``
+        self.fine: FineCounts | None = None
         if mask is None:
             self.counts, self.mass = ranking.counts, ranking.mass
+            self.fine = ranking.summary.fine
             if ranking.param_offsets is not None:
                 self.param_members = np.diff(np.asarray(ranking.param_offsets, dtype=np.int64))
+        elif _whole_parameters(mask, ranking.params) is not None:
+            self._from_tables(ranking.params, _whole_parameters(mask, ranking.params))
         else:
             self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
             self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
+            self.fine = FineCounts(0, np.zeros(0, dtype=np.int64))
             # per-parameter answers of a masked selection then cost O(buckets), as without a mask
             own = ranking.params
             self._params = None if own is None else ParamTables.accumulator(own.offsets, own.occupied)
@@ -106,6 +132,7 @@ class RankedDims:
                 b = bucket_of(kept)
                 self.counts += np.bincount(b, minlength=N_BUCKETS)
                 self.mass += np.bincount(b, weights=mass_weights(kept), minlength=N_BUCKETS)
+                self.fine = self.fine.merged(FineCounts.of_values(kept))
                 if self._params is not None:
                     self._params.add(start, kept, b, keep=m)
                 if offsets is not None:  # members per parameter: a mask that keeps all it holds
@@ -119,6 +146,21 @@ class RankedDims:
         self._last_top: tuple[int, np.ndarray] | None = None
         self._last_ranked: tuple[int, np.ndarray, np.ndarray] | None = None
         self._last_top_members: tuple[int, np.ndarray, np.ndarray] | None = None  # (k, dims, values)
+
+    def _from_tables(self, own: ParamTables, rows: np.ndarray) -> None:
+        """The sums of a mask that keeps whole parameters (``rows``, bool ``(P,)``), from the
+        per-parameter tables: no pass over the weights. Fine bins are not kept per parameter, so
+        bounds of this view are bucket-wide."""
+        counts = np.where(rows[:, None], own.counts, 0)
+        mass = None if own.mass is None else np.where(rows[:, None], own.mass, 0.0)
+        self._params = ParamTables(own.offsets, own.occupied, counts, mass)
+        self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
+        self.counts[own.occupied] = counts.sum(axis=0)
+        self.mass = np.zeros(N_BUCKETS, dtype=np.float64)
+        if mass is not None:
+            self.mass[own.occupied] = mass.sum(axis=0)
+        self.fine = None
+        self.param_members = np.where(rows, np.diff(own.offsets), 0).astype(np.int64)
 
     @property
     def params(self) -> ParamTables | None:
@@ -158,6 +200,87 @@ class RankedDims:
             return idx, vals
         keep = np.asarray(self.mask)[idx]
         return idx[keep], vals[keep]
+
+    def cheap_members(self, bucket: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`members` of ``bucket`` when they cost no pass over the weights (the layout covers
+        the bucket, or it was sorted before), else ``None``."""
+        ranking = self.ranking
+        with ranking._lock:
+            cached = bucket in ranking._sorted
+        if cached or ranking.layout_covers(bucket):
+            try:
+                return self.members(bucket)
+            except OSError:  # a damaged layout: detached, the answer is bounded instead
+                return None
+        return None
+
+    # ------------------------------------------------------------------------------ bounds
+    def count_at_least_bounds(self, threshold: float) -> Bounds:
+        """Bounds of :meth:`count_at_least` (exact when the threshold's bucket is at hand or the
+        fine bins decide it); no pass over the weights."""
+        kt = int(sort_keys(np.array([threshold], dtype=np.float32))[0])
+        b = kt >> 16
+        above = int(self._above[b])
+        if not self.counts[b]:
+            return Bounds.of(above)
+        members = self.cheap_members(b)
+        if members is not None:
+            return Bounds.of(above + int(np.count_nonzero(sort_keys(members[1]) >= kt)))
+        lo, hi = count_at_least_range(self.fine, b, int(self.counts[b]), kt)
+        return Bounds(above + lo, above + hi)
+
+    def mass_top_bounds(self, k: int) -> Bounds:
+        """Bounds of :meth:`mass_top` (float64); no pass over the weights."""
+        k = min(int(k), self.n)
+        if k <= 0:
+            return Bounds.of(0.0)
+        b, r = self.boundary(k)
+        members = self.cheap_members(b)
+        if members is not None:
+            return Bounds.of(self.mass_top(k))
+        above = float(self.mass[b + 1 :].sum())
+        if r == int(self.counts[b]):  # the whole bucket is taken: its mass is known
+            return Bounds.of(self.mass_top(k) if self.cheap_members(b) else above + float(self.mass[b]))
+        lo, hi = top_mass_range(self.fine, b, int(self.counts[b]), r)
+        if lo == hi == 0.0:
+            return Bounds.of(above + 0.0)
+        return Bounds(*widen(above + lo, above + hi, self.n))
+
+    def value_at_bounds(self, rank: int) -> Bounds:
+        """Bounds of :meth:`value_at` (the importance at 0-based ``rank``)."""
+        b, r = self.boundary(rank + 1)
+        members = self.cheap_members(b)
+        if members is not None:
+            return Bounds.of(float(members[1][r - 1]))
+        if b == NAN_BUCKET:
+            return Bounds.of(float("nan"))
+        lo, hi = value_range_at(self.fine, b, int(self.counts[b]), r)
+        return Bounds(lo, hi)
+
+    def param_counts_top_bounds(self, k: int) -> Bounds:
+        """Bounds of ``param_counts_top(k)[0]`` (int64 ``(P,)`` each), from the per-parameter
+        tables alone: the parameters' members of the boundary bucket split the ``r`` taken in some
+        unknown way, except in the NaN bucket (ranked by index alone)."""
+        params = self.params
+        if params is None:
+            raise SelectionError("per-parameter bounds need the per-parameter tables of the open pass.")
+        k = min(int(k), self.n)
+        p = len(params.offsets) - 1
+        if k <= 0:
+            return Bounds.of(np.zeros(p, dtype=np.int64))
+        b, r = self.boundary(k)
+        if self.cheap_members(b) is not None:
+            return Bounds.of(self.param_counts_top(k, with_mass=False)[0])
+        above, _ = params.above(b)
+        col = params._column[b]
+        inside = params.counts[:, col] if col >= 0 else np.zeros(p, dtype=np.int64)
+        if b == NAN_BUCKET:  # NaN members rank by index: the parameters fill in order
+            taken = np.minimum(inside, np.maximum(0, r - np.concatenate([[0], np.cumsum(inside)[:-1]])))
+            return Bounds.of(above + taken)
+        total = int(self.counts[b])
+        lo = np.maximum(0, r - (total - inside))
+        hi = np.minimum(inside, r)
+        return Bounds(above + lo, above + hi)
 
     def boundary(self, k: int) -> tuple[int, int]:
         """``(bucket, r)``: the bucket holding rank ``k - 1`` and how many of its members the top

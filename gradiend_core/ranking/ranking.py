@@ -216,6 +216,26 @@ class Ranking:
         """Whether ``bucket``'s dims (and those of every bucket above it) are in the layout."""
         return self.order is not None and int(self._seg_start[bucket]) + int(self.counts[bucket]) <= self.layout_dims
 
+    def detach_layout(self) -> None:
+        """Stop reading the layout (a damaged file): answers stream the importance again."""
+        self.order = None
+        self.values = None
+        self.layout_dims = 0
+
+    def _read_layout(self, start: int, stop: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """``(order, values)`` of layout positions ``start .. stop``, or ``None`` (and the layout
+        detached) when a layout file turns out damaged; the caller then streams."""
+        order, values = self.order, self.values
+        if order is None or values is None:
+            return None
+        try:
+            return np.asarray(order[start:stop], dtype=np.int64), np.asarray(values[start:stop], dtype=np.float32)
+        except OSError:  # LayoutDamaged, or a file removed under us
+            if self._stream is None:
+                raise
+            self.detach_layout()
+            return None
+
     @classmethod
     def coerce(cls, importance: Ranking | np.ndarray | torch.Tensor) -> Ranking:
         """``importance`` itself if it is a :class:`Ranking`, else a ranking of the vector."""
@@ -252,17 +272,15 @@ class Ranking:
         """
         if self.layout_covers(bucket):
             s, e = self.segment(bucket)
-            dims_above = np.asarray(self.order[:s] if above else self.order[:0], dtype=np.int64)
-            vals_above = np.asarray(self.values[:s] if above else self.values[:0], dtype=np.float32)
-            if mask is not None:
-                inside = np.asarray(mask)[dims_above]
-                dims_above, vals_above = dims_above[inside], vals_above[inside]
-            return (
-                dims_above,
-                vals_above,
-                np.asarray(self.order[s:e], dtype=np.int64),
-                np.asarray(self.values[s:e], dtype=np.float32),
-            )
+            read = self._read_layout(0 if above else s, e)
+            if read is not None:
+                order, values = read
+                cut = s if above else 0
+                dims_above, vals_above = order[:cut], values[:cut]
+                if mask is not None:
+                    inside = np.asarray(mask)[dims_above]
+                    dims_above, vals_above = dims_above[inside], vals_above[inside]
+                return dims_above, vals_above, order[cut:], values[cut:]
         hi, hi_vals, idx, vals = [], [], [], []
         for start, v in self.scan():
             b = bucket_of(v)
@@ -282,10 +300,11 @@ class Ranking:
     def collect_from(self, lowest: int) -> tuple[np.ndarray, np.ndarray]:
         """``(indices, values)`` of every dim in buckets ``>= lowest``, in exact rank order: the top
         of the ranking in one read of the layout, or one streaming pass without one."""
+        read = None
         if self.layout_covers(lowest):
-            stop = int(self._seg_start[lowest]) + int(self.counts[lowest])
-            idx = np.asarray(self.order[:stop], dtype=np.int64)
-            vals = np.asarray(self.values[:stop], dtype=np.float32)
+            read = self._read_layout(0, int(self._seg_start[lowest]) + int(self.counts[lowest]))
+        if read is not None:
+            idx, vals = read
         else:
             parts_i, parts_v = [], []
             for start, v in self.scan():

@@ -10,9 +10,77 @@ from .keys import N_BUCKETS, bucket_of, mass_weights
 
 __all__ = [
     "BucketSummary",
+    "FineCounts",
     "ParamTables",
     "summarise",
 ]
+
+
+#: Fine bins are ``key >> FINE_SHIFT``: 16 per value bucket (see :mod:`gradiend_core.ranking.kernels`).
+FINE_SHIFT = 12
+FINE_PER_BUCKET = 1 << (16 - FINE_SHIFT)
+
+
+class FineCounts:
+    """Dims per fine bin (``sort_keys(v) >> 12``, 16 per bucket, each 1/2048 of an octave wide) over
+    a window of bins; NaN is not counted here (bucket 0 alone holds it).
+
+    They bound what a bucket's members would tell exactly: how many dims lie at or above a
+    threshold, the importance of the top ``r`` of a bucket, the value at a rank (see
+    :mod:`gradiend_core.ranking.bounds`).
+
+    Attributes:
+        lo: the first fine bin of the window.
+        counts: int64 ``(m,)``, dims in fine bins ``lo .. lo + m``.
+    """
+
+    def __init__(self, lo: int, counts: np.ndarray):
+        counts = np.asarray(counts, dtype=np.int64)
+        nz = np.flatnonzero(counts)
+        if nz.size:  # trim to the occupied bins
+            lo, counts = lo + int(nz[0]), counts[int(nz[0]) : int(nz[-1]) + 1]
+        else:
+            lo, counts = 0, counts[:0]
+        self.lo = int(lo)
+        self.counts = np.ascontiguousarray(counts)
+
+    @classmethod
+    def of_values(cls, values: np.ndarray) -> FineCounts:
+        """The fine counts of float32 ``values`` (NaN left out)."""
+        from .keys import sort_keys
+
+        v = np.asarray(values, dtype=np.float32)
+        keys = sort_keys(v[~np.isnan(v)]).astype(np.int64) >> FINE_SHIFT
+        if keys.size == 0:
+            return cls(0, np.zeros(0, dtype=np.int64))
+        lo = int(keys.min())
+        return cls(lo, np.bincount(keys - lo))
+
+    def merged(self, other: FineCounts) -> FineCounts:
+        """The sum of two fine counts."""
+        if other.counts.size == 0:
+            return self
+        if self.counts.size == 0:
+            return other
+        lo = min(self.lo, other.lo)
+        hi = max(self.lo + self.counts.size, other.lo + other.counts.size)
+        out = np.zeros(hi - lo, dtype=np.int64)
+        out[self.lo - lo : self.lo - lo + self.counts.size] += self.counts
+        out[other.lo - lo : other.lo - lo + other.counts.size] += other.counts
+        return FineCounts(lo, out)
+
+    def of_bucket(self, bucket: int) -> np.ndarray:
+        """int64 ``(16,)``: dims in each fine bin of ``bucket``, lowest bin first."""
+        first = int(bucket) * FINE_PER_BUCKET
+        out = np.zeros(FINE_PER_BUCKET, dtype=np.int64)
+        a, b = max(first, self.lo), min(first + FINE_PER_BUCKET, self.lo + self.counts.size)
+        if a < b:
+            out[a - first : b - first] = self.counts[a - self.lo : b - self.lo]
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.counts.nbytes)
 
 
 @dataclass(frozen=True)
@@ -24,26 +92,30 @@ class BucketSummary:
         counts: int64 ``(N_BUCKETS,)``, dims per bucket.
         mass: float64 ``(N_BUCKETS,)``, finite importance per bucket.
         n_zero: dims with importance exactly 0 (they share :data:`ZERO_BUCKET` with subnormals).
+        fine: the dims per fine bin (:class:`FineCounts`), or ``None`` when not counted.
     """
 
     n: int
     counts: np.ndarray
     mass: np.ndarray
     n_zero: int
+    fine: Optional[FineCounts] = None
 
 
 def summarise(blocks) -> BucketSummary:
     """Accumulate a :class:`BucketSummary` over ``blocks`` (float32 arrays, in local order)."""
     counts = np.zeros(N_BUCKETS, dtype=np.int64)
     mass = np.zeros(N_BUCKETS, dtype=np.float64)
+    fine = FineCounts(0, np.zeros(0, dtype=np.int64))
     n = n_zero = 0
     for v in blocks:
         b = bucket_of(v)
         counts += np.bincount(b, minlength=N_BUCKETS)
         mass += np.bincount(b, weights=mass_weights(v), minlength=N_BUCKETS)
+        fine = fine.merged(FineCounts.of_values(v))
         n += v.size
         n_zero += int(np.count_nonzero(v == 0))
-    return BucketSummary(n, counts, mass, n_zero)
+    return BucketSummary(n, counts, mass, n_zero, fine)
 
 
 class ParamTables:

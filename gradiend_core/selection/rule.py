@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..errors import SelectionError
+from ..ranking.bounds import Bounds
 from ..ranking.keys import sort_keys
 from ..ranking.ranked_dims import RankedDims
 from ..ranking.ranking import Ranking
@@ -42,10 +43,12 @@ from ..ranking.ranking import Ranking
 __all__ = [
     "Ranking",
     "Selection",
+    "SelectionBounds",
     "TopK",
     "parse_topk",
     "resolve_k",
     "select",
+    "select_bounds",
     "sort_keys",
     "topk_indices",
     "validate_mask",
@@ -280,6 +283,73 @@ def select(
         _nothing_passes(threshold, dims, keep_mask is not None)
     k = n_left if topk is None else resolve_k(topk, n_left)
     return Selection(n, dims.n, n_left, k, topk, dims)
+
+
+@dataclass(frozen=True, eq=False)
+class SelectionBounds:
+    """What :func:`select` would answer, bounded without reading any bucket's members.
+
+    Attributes:
+        input_dim, n_after_mask, topk, dims: as for :class:`Selection` (exact).
+        n_after_threshold: :class:`~gradiend_core.ranking.bounds.Bounds` of the dims left after
+            mask and threshold (exact without a threshold).
+        k: bounds of the kept dims (exact when ``n_after_threshold`` is).
+    """
+
+    input_dim: int
+    n_after_mask: int
+    n_after_threshold: Bounds
+    k: Bounds
+    topk: Optional[TopK]
+    dims: RankedDims
+
+    def kept_mass(self) -> Bounds:
+        """Bounds of :attr:`Selection.kept_mass` (importance is non-negative, so it grows with k)."""
+        lo, hi = self.dims.mass_top_bounds(int(self.k.lo)), self.dims.mass_top_bounds(int(self.k.hi))
+        return Bounds(min(lo.lo, hi.lo), max(lo.hi, hi.hi))
+
+    def param_counts(self) -> Bounds:
+        """Bounds of the kept dims per parameter, int64 ``(P,)`` each (see
+        :meth:`~gradiend_core.ranking.ranked_dims.RankedDims.param_counts_top_bounds`)."""
+        lo, hi = self.dims.param_counts_top_bounds(int(self.k.lo)), self.dims.param_counts_top_bounds(int(self.k.hi))
+        return Bounds(lo.lo, hi.hi)
+
+    def selection(self) -> Optional[Selection]:
+        """The exact :class:`Selection` when the count is known (always without a threshold), else ``None``."""
+        if not self.n_after_threshold.exact:
+            return None
+        return Selection(
+            self.input_dim, self.n_after_mask, int(self.n_after_threshold.lo), int(self.k.lo), self.topk, self.dims
+        )
+
+
+def select_bounds(
+    importance: Union[Ranking, np.ndarray, torch.Tensor],
+    *,
+    mask: object = None,
+    threshold: object = None,
+    topk: object = None,
+) -> SelectionBounds:
+    """:func:`select`'s answer, bounded from the summaries alone (no pass over the weights, no
+    bucket's members read unless a layout holds them): the rule applied to the bounds of the count
+    a threshold leaves. Exact when no threshold is given or its fine bin decides it.
+
+    Raises:
+        SelectionError: for invalid arguments, as :func:`select`; when nothing can pass (the
+            largest importance is known to be below the threshold).
+    """
+    topk = validate_topk(topk)
+    threshold = validate_threshold(threshold)
+    if mask is None and threshold is None and topk is None:
+        raise SelectionError("give at least one of mask, threshold and topk.")
+    ranking = Ranking.coerce(importance)
+    keep_mask = validate_mask(mask, ranking.size)
+    dims = ranking.dims(keep_mask)
+    left = Bounds.of(dims.n) if threshold is None else dims.count_at_least_bounds(threshold)
+    if left.hi == 0:
+        _nothing_passes(threshold, dims, keep_mask is not None)
+    k = left if topk is None else Bounds(resolve_k(topk, int(left.lo)), resolve_k(topk, int(left.hi)))
+    return SelectionBounds(ranking.size, dims.n, left, k, topk, dims)
 
 
 def _nothing_passes(threshold: float, dims: RankedDims, masked: bool) -> None:

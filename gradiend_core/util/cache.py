@@ -13,15 +13,93 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import tempfile
+import threading
 import time
+import warnings
 from pathlib import Path
 
 from .units import parse_bytes
 
-__all__ = ["DEFAULT_BUDGET", "cache_budget", "cache_dir", "dir_bytes", "evict", "touch"]
+__all__ = [
+    "BUILDING_PREFIX",
+    "CacheWarning",
+    "DEFAULT_BUDGET",
+    "building_dir",
+    "cache_budget",
+    "cache_dir",
+    "dir_bytes",
+    "evict",
+    "touch",
+    "usable_cache_dir",
+    "warn_once",
+]
 
 DEFAULT_BUDGET = 16 * 1024**3
-_USED = ".last-used"
+#: Prefix of an entry being built (``.building-<host>-<pid>-<random>``): never evicted while its
+#: builder lives; removed once it is dead.
+BUILDING_PREFIX = ".building-"
+#: A build directory older than this is removed whoever made it (a builder on another host).
+STALE_BUILD_SECONDS = 24 * 3600
+
+
+class CacheWarning(UserWarning):
+    """The user cache could not be used as it is (unwritable, full, or a damaged entry)."""
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(key: str, text: str) -> None:
+    """Warn with ``text`` (one line, a :class:`CacheWarning`) the first time ``key`` is seen in
+    this process."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(text, CacheWarning, stacklevel=3)
+
+
+def usable_cache_dir(*parts: str) -> Path | None:
+    """:func:`cache_dir`, or ``None`` (after one warning) when it cannot be created or written."""
+    try:
+        path = cache_dir(*parts)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"{path} is not writable")
+        return path
+    except (OSError, ValueError) as e:
+        warn_once(
+            "cache-unusable", f"the gradiend-core cache is not usable ({e}); working without it (nothing is kept)."
+        )
+        return None
+
+
+def building_dir(parent: Path) -> Path:
+    """A new build directory in ``parent``, named for its builder (host and process)."""
+    host = socket.gethostname().replace("-", "_")
+    return Path(tempfile.mkdtemp(prefix=f"{BUILDING_PREFIX}{host}-{os.getpid()}-", dir=parent))
+
+
+def _build_is_stale(path: Path) -> bool:
+    """Whether a build directory's builder is gone (same host, dead process) or it is very old."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        return False
+    if age > STALE_BUILD_SECONDS:
+        return True
+    parts = path.name[len(BUILDING_PREFIX) :].split("-")
+    if len(parts) < 3 or parts[0] != socket.gethostname().replace("-", "_"):
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
 
 
 def cache_dir(*parts: str) -> Path:
@@ -60,25 +138,37 @@ def dir_bytes(path: Path) -> int:
 
 
 def touch(entry: Path) -> None:
-    """Mark a cache entry as used now (for least-recently-used eviction)."""
+    """Mark a cache entry as used now (for least-recently-used eviction): its directory's
+    modification time (no file is written, so nothing is ever truncated in place)."""
     try:
-        (entry / _USED).write_text(str(time.time()))
+        os.utime(entry)
     except OSError:
         pass
 
 
 def _last_used(entry: Path) -> float:
     try:
-        return float((entry / _USED).read_text())
-    except (OSError, ValueError):
-        return entry.stat().st_mtime if entry.exists() else 0.0
+        return entry.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def evict(root: Path, budget: int | None = None, keep: tuple[Path, ...] = ()) -> list[Path]:
     """Remove the least recently used entries (subdirectories two levels below ``root``) until the
-    rest fit in ``budget`` bytes; entries in ``keep`` stay. Returns the removed entries."""
+    rest fit in ``budget`` bytes; entries in ``keep`` stay, and so do builds in progress (those of
+    dead builders are removed). Returns the removed entries."""
     budget = cache_budget() if budget is None else budget
-    entries = [e for d in root.iterdir() if d.is_dir() for e in d.iterdir() if e.is_dir()] if root.is_dir() else []
+    try:
+        found = [e for d in root.iterdir() if d.is_dir() for e in d.iterdir() if e.is_dir()] if root.is_dir() else []
+    except OSError:  # another process removed a directory while it was listed
+        found = []
+    entries = []
+    for e in found:
+        if e.name.startswith(BUILDING_PREFIX):
+            if _build_is_stale(e):
+                shutil.rmtree(e, ignore_errors=True)
+            continue  # a build in progress is never evicted
+        entries.append(e)
     sizes = {e: dir_bytes(e) for e in entries}
     total = sum(sizes.values())
     removed = []

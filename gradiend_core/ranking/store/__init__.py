@@ -7,7 +7,7 @@ the cache entries are in :mod:`.disk`, the background builds in :mod:`.prefetch`
 
 from .disk import LAYOUT_FORMAT, ProgressFn
 from .prefetch import wait_for_layouts
-from .registry import clear_memory, discard, forget, prefetch, ranking_for, resident_bytes
+from .registry import clear_memory, discard, forget, open_rankings, prefetch, ranking_for, resident_bytes
 
 __all__ = [
     "LAYOUT_FORMAT",
@@ -15,6 +15,7 @@ __all__ = [
     "clear_memory",
     "discard",
     "forget",
+    "open_rankings",
     "prefetch",
     "ranking_for",
     "resident_bytes",

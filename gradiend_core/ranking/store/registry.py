@@ -3,23 +3,22 @@
 :func:`ranking_for` gives the :class:`~gradiend_core.ranking.ranking.Ranking` of one importance source of
 a checkpoint. For a weight part of a checkpoint whose weights are not in memory it takes:
 
-1. **summary pass** - the importance is computed block by block from the weight file (only the
-   tensors the part needs) and counted per value bucket. Memory: one block. This alone answers
-   every count, share and histogram; the dims of the bucket a cut falls in (and the kept index
-   set, from which per-parameter counts follow) are found by one more pass.
-2. **layout pass** (optional, e.g. in the background) - the importance is streamed again and every
-   dim is written to its bucket's place in two files, ``order`` (local index) and ``values``, with
-   positional writes; the finished ranking reads them through read-only memory maps, so a cut,
-   a count above a threshold or the top of the ranking costs one bucket, not a pass. When the
+1. **the open pass** (:mod:`.scan`) - each tensor of the weight file is read once, block by block,
+   and every block feeds all four parts: per-bucket and per-fine-bin counts, per-bucket mass,
+   per-(parameter, bucket) tables and the sampled values of rank statistics. The first request of
+   any part runs it and registers all four rankings, so a change of part, topk, threshold or the
+   views that compare parts need no other pass for counts, shares, per-parameter counts and
+   histograms; where a cut's bucket would need its members, bounds answer at once
+   (:mod:`gradiend_core.ranking.bounds`). Progress is reported through ``progress``.
+2. **layout pass** (optional, e.g. in the background) - one part's importance is streamed again
+   and every dim is written to its bucket's place in two files, ``order`` (local index) and
+   ``values``, with positional writes; the ranking reads them with checked positional reads, so a
+   cut, a count above a threshold or the top of the ranking costs one bucket, not a pass. When the
    whole layout (8 bytes per dim) would take more than half the cache budget, a background build
-   lays out only the highest buckets, up to a quarter of the dims and of that budget share: the
-   cuts users make (topk of a few percent) stay one-bucket reads; cuts below stream a pass.
+   lays out only the highest buckets, up to a quarter of the dims and of that budget share.
 
-Both are kept in the user cache (:mod:`gradiend_core.util.cache`), keyed by the weight file's identity
-(path, size, modification time and its first MiB) and the source, and reused by later runs: a
-checkpoint summarised before opens without reading its weights. Each entry is written into a
-temporary directory and renamed into place, so a crash leaves no half-written entry, and two
-processes building the same entry at once both succeed.
+Both are kept in the user cache, keyed and checked as :mod:`.disk` says, and reused by later runs:
+a checkpoint summarised before opens without reading its weights.
 
 The pre-prune ``gradient-mean`` and checkpoints held in memory are ranked in memory.
 """
@@ -31,17 +30,26 @@ import threading
 from functools import partial
 
 from ...checkpoint import CheckpointData
-from ...util.cache import cache_dir
-from ..importance import GRADIENT_MEAN, source_importance, validate_source
+from ...util.cache import usable_cache_dir
+from ..importance import (
+    GRADIENT_MEAN,
+    PARTS,
+    iter_part_importance,
+    part_importance_at,
+    source_importance,
+    validate_source,
+)
 from ..ranking import Ranking
-from .disk import ProgressFn, attach_layout, layout_fits, partial_layout_dims, summarised
+from ..samples import SampledValues
+from .disk import ProgressFn, attach_layout, layout_fits, load_or_scan, partial_layout_dims
 from .prefetch import cancel, schedule
 
-__all__ = ["clear_memory", "discard", "forget", "prefetch", "ranking_for", "resident_bytes"]
+__all__ = ["clear_memory", "discard", "forget", "open_rankings", "prefetch", "ranking_for", "resident_bytes"]
 
 _registry: dict[tuple[str, str], Ranking] = {}
 _registry_lock = threading.Lock()
 _key_locks: dict[tuple[str, str], threading.Lock] = {}
+_file_locks: dict[str, threading.Lock] = {}
 
 
 def clear_memory() -> None:
@@ -63,7 +71,9 @@ def discard(identity: str, timeout: float = 600.0) -> None:
     background builds of it are dropped; one in progress is waited for (up to ``timeout`` s)."""
     cancel(identity, timeout)
     forget(identity)
-    shutil.rmtree(cache_dir("rankings", identity), ignore_errors=True)
+    root = usable_cache_dir("rankings")
+    if root is not None:
+        shutil.rmtree(root / identity, ignore_errors=True)
 
 
 def resident_bytes(identity: str | None = None) -> int:
@@ -76,6 +86,48 @@ def resident_bytes(identity: str | None = None) -> int:
 # ------------------------------------------------------------------------------------ public
 def _in_memory(data: CheckpointData, source: str) -> Ranking:
     return Ranking(source_importance(data, source), data.param_map.local_offsets)
+
+
+def open_rankings(data: CheckpointData, progress: ProgressFn | None = None) -> dict[str, Ranking]:
+    """The rankings of all four parts of a checkpoint whose weights are in their file, from one
+    open pass (:mod:`.scan`; from the cache when summarised before), shared by every caller.
+
+    Args:
+        data: opened with :func:`~gradiend_core.checkpoint.open_checkpoint`.
+        progress: optional ``progress(fraction, text)`` while the pass runs (not called when the
+            cache answers).
+
+    Returns:
+        ``{part: Ranking}`` for the four parts. Counts, shares, per-parameter counts and histograms
+        of any cut are answered from their summaries; answers that need a boundary bucket's members
+        are bounded at once (``RankedDims.*_bounds``) and exact with a layout or one more pass.
+
+    Raises:
+        CheckpointError: for unreadable weights, or a weight file that changed since it was opened.
+    """
+    data.weights.check_unchanged()
+    identity = data.weights.identity()
+    with _registry_lock:
+        lock = _file_locks.setdefault(identity, threading.Lock())
+    with lock:
+        with _registry_lock:
+            have = {p: _registry.get((identity, p)) for p in PARTS}
+        if all(r is not None for r in have.values()):
+            return have  # type: ignore[return-value]
+        scan = load_or_scan(data, progress)
+        out = {}
+        for p, part in scan.parts.items():
+            out[p] = Ranking.from_stream(
+                part.summary,
+                partial(iter_part_importance, data, p),
+                part.params,
+                SampledValues(scan.sample, part.sample, partial(part_importance_at, data, p)),
+                data.param_map.local_offsets,
+            )
+        with _registry_lock:
+            for p, r in out.items():
+                out[p] = _registry.setdefault((identity, p), r)
+        return out
 
 
 def ranking_for(
@@ -106,13 +158,19 @@ def ranking_for(
     if data.weights is None:
         return _in_memory(data, source)  # a model built in memory: nothing to key it by
     in_memory = source == GRADIENT_MEAN or data.loaded
+    if not in_memory:
+        data.weights.check_unchanged()  # a rewritten file is never answered from what it held before
     key = (data.weights.identity(), source)
+    with _registry_lock:
+        ranking = _registry.get(key)
+    if ranking is None and not in_memory:
+        ranking = open_rankings(data, progress)[source]
     with _registry_lock:
         lock = _key_locks.setdefault(key, threading.Lock())
     with lock:
         ranking = _registry.get(key)
         if ranking is None:
-            ranking = _in_memory(data, source) if in_memory else summarised(data, source, progress)
+            ranking = _in_memory(data, source)
             with _registry_lock:
                 _registry[key] = ranking
         if layout == "now" and not ranking.has_layout:
