@@ -41,6 +41,10 @@ _SAMPLE_BLOCK = 1 << 16
 _SAMPLE_BLOCKS = 16
 
 
+def _digest_check(identity: str, digest: str) -> str:
+    return hashlib.sha256(f"{identity}:{digest}".encode()).hexdigest()[:16]
+
+
 def file_stat_key(path: Path) -> str:
     """What the file system says about a file that a user cannot set back: device, inode, size,
     modification and inode change time (ns). Rewriting bytes changes the change time even when the
@@ -153,13 +157,15 @@ class WeightSource:
     def sha256(self) -> str:
         """Hex sha256 of the weight file, computed once per file identity and kept in the user
         cache (a 10^9-dim checkpoint takes tens of seconds to hash; a second export takes none)."""
-        from ..util.cache import cache_dir
+        from ..util.cache import usable_cache_dir
 
-        where = cache_dir("sha256") / self.identity()
+        root = usable_cache_dir("sha256")
+        where = root / self.identity() if root is not None else None
         try:
-            cached = where.read_text().strip()
-            if len(cached) == 64:
-                return cached
+            cached = where.read_text().split() if where is not None else []
+            # "<digest> <check>": the check (sha256 of identity and digest) refuses a damaged or edited file
+            if len(cached) == 2 and cached[1] == _digest_check(self.identity(), cached[0]):
+                return cached[0]
         except OSError:
             pass
         h = hashlib.sha256()
@@ -168,12 +174,13 @@ class WeightSource:
                 h.update(block)
         digest = h.hexdigest()
         self.check_unchanged()  # a digest of bytes that changed while hashing is no digest of the file
-        try:
-            tmp = where.with_name(f".{where.name}.{os.getpid()}.tmp")
-            tmp.write_text(digest)
-            os.replace(tmp, where)  # never truncated in place: a reader sees the old or the new text
-        except OSError:
-            pass
+        if where is not None:
+            try:
+                tmp = where.with_name(f".{where.name}.{os.getpid()}.tmp")
+                tmp.write_text(f"{digest} {_digest_check(self.identity(), digest)}")
+                os.replace(tmp, where)  # never truncated in place: a reader sees the old or the new text
+            except OSError:
+                pass
         return digest
 
     def identity(self) -> str:

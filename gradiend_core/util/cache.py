@@ -11,26 +11,27 @@ checkpoint opened before opens at once. Nothing is ever written inside a checkpo
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 from .units import parse_bytes
 
 __all__ = [
     "BUILDING_PREFIX",
-    "CacheWarning",
     "DEFAULT_BUDGET",
+    "LOG",
     "building_dir",
     "cache_budget",
     "cache_dir",
     "dir_bytes",
     "evict",
+    "notices",
     "touch",
     "usable_cache_dir",
     "warn_once",
@@ -44,22 +45,26 @@ BUILDING_PREFIX = ".building-"
 STALE_BUILD_SECONDS = 24 * 3600
 
 
-class CacheWarning(UserWarning):
-    """The user cache could not be used as it is (unwritable, full, or a damaged entry)."""
-
-
-_warned: set[str] = set()
+#: Where cache problems are said: one line each (Python prints a logger's warnings without a
+#: handler as the bare message on stderr); :func:`notices` lists them for a page to show.
+LOG = logging.getLogger("gradiend_core.cache")
+_warned: dict[str, str] = {}
 _warned_lock = threading.Lock()
 
 
 def warn_once(key: str, text: str) -> None:
-    """Warn with ``text`` (one line, a :class:`CacheWarning`) the first time ``key`` is seen in
-    this process."""
+    """Say ``text`` (one line, a warning of :data:`LOG`) the first time ``key`` is seen in this process."""
     with _warned_lock:
         if key in _warned:
             return
-        _warned.add(key)
-    warnings.warn(text, CacheWarning, stacklevel=3)
+        _warned[key] = text
+    LOG.warning("gradiend-core: %s", text)
+
+
+def notices() -> list[str]:
+    """What :func:`warn_once` said in this process, oldest first."""
+    with _warned_lock:
+        return list(_warned.values())
 
 
 def usable_cache_dir(*parts: str) -> Path | None:

@@ -21,7 +21,7 @@ per-parameter tables depend; ``meta.json`` holds :data:`LAYOUT_FORMAT`, the iden
 to their buckets) and with the weight file at a few sampled dims. A layout's bucket slices are
 read with positional reads (never memory-mapped: a file truncated by another process then gives
 a short read, not a SIGBUS) and each must match its CRC-32. A damaged entry is removed and rebuilt
-with a one-line :class:`~gradiend_core.util.cache.CacheWarning`; answers never come from it.
+with a one-line warning (:func:`~gradiend_core.util.cache.warn_once`); answers never come from it.
 
 **Writing.** Each entry is written into a build directory (``.building-<host>-<pid>-*``, never
 evicted while its builder lives, removed once it died) and renamed into place; nothing is ever
@@ -420,6 +420,8 @@ def _open_layout(entry: Path, data: CheckpointData, dims: int) -> tuple[LayoutFi
                 )
                 shape, _, dtype = read_header(f)  # the header only
                 offset = f.tell()
+                if os.fstat(f.fileno()).st_size != offset + int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                    raise ValueError(f"{name} has another size than its header says")
             if shape != (int(meta["layout_dims"]),) or int(seg_starts[-1]) != shape[0]:
                 raise ValueError(f"{name} has another length than its entry says")
             files.append((entry / name, offset, dtype, shape[0]))
