@@ -222,7 +222,7 @@ class Ranking:
         self.values = None
         self.layout_dims = 0
 
-    def _read_layout(self, start: int, stop: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    def _read_layout(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray] | None:
         """``(order, values)`` of layout positions ``start .. stop``, or ``None`` (and the layout
         detached) when a layout file turns out damaged; the caller then streams."""
         order, values = self.order, self.values

@@ -99,7 +99,7 @@ class BucketSummary:
     counts: np.ndarray
     mass: np.ndarray
     n_zero: int
-    fine: Optional[FineCounts] = None
+    fine: FineCounts | None = None
 
 
 def summarise(blocks) -> BucketSummary:

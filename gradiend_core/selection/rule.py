@@ -300,7 +300,7 @@ class SelectionBounds:
     n_after_mask: int
     n_after_threshold: Bounds
     k: Bounds
-    topk: Optional[TopK]
+    topk: TopK | None
     dims: RankedDims
 
     def kept_mass(self) -> Bounds:
@@ -314,7 +314,7 @@ class SelectionBounds:
         lo, hi = self.dims.param_counts_top_bounds(int(self.k.lo)), self.dims.param_counts_top_bounds(int(self.k.hi))
         return Bounds(lo.lo, hi.hi)
 
-    def selection(self) -> Optional[Selection]:
+    def selection(self) -> Selection | None:
         """The exact :class:`Selection` when the count is known (always without a threshold), else ``None``."""
         if not self.n_after_threshold.exact:
             return None
@@ -324,7 +324,7 @@ class SelectionBounds:
 
 
 def select_bounds(
-    importance: Union[Ranking, np.ndarray, torch.Tensor],
+    importance: Ranking | np.ndarray | torch.Tensor,
     *,
     mask: object = None,
     threshold: object = None,
