@@ -16,6 +16,7 @@ from test_rank_store import SETTINGS, SPECIAL, _write, checkpoints
 import gradiend_core.checkpoint.weights as weights_mod
 from gradiend_core.checkpoint import open_checkpoint
 from gradiend_core.checkpoint.tensor_files import SafetensorsFile
+from gradiend_core.pruning.reduction import model_disk_bytes_bounds, reduction_report
 from gradiend_core.ranking import kernels, store
 from gradiend_core.ranking.bounds import Bounds
 from gradiend_core.ranking.importance import PARTS, weight_importance
@@ -192,6 +193,10 @@ def test_every_fast_path_selects_exactly_what_select_on_the_vector_selects(tmp_p
             _check_bounds(streamed.dims(mask), ref_dims, imp, sel_ref.k, threshold)
             hist = bounds.dims.bucket_counts_top(sel_ref.k)
             np.testing.assert_array_equal(hist, ref_dims.bucket_counts_top(sel_ref.k))
+        disk = model_disk_bytes_bounds(lazy, bounds)
+        exact_disk = reduction_report(lazy, sel_ref, ref, part).model_disk_bytes_after
+        assert disk.lo <= exact_disk <= disk.hi
+        assert disk.shown(format_bytes) in (None, format_bytes(exact_disk))
         sel = select(streamed, mask=mask, threshold=threshold, topk=topk)
         assert sel.k == sel_ref.k and sel.n_after_threshold == sel_ref.n_after_threshold
         np.testing.assert_array_equal(sel.keep, sel_ref.keep)

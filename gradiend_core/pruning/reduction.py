@@ -14,11 +14,14 @@ import numpy as np
 
 from ..checkpoint import CARRIED_JSON_FILES, CheckpointData, planned_file_sizes
 from ..checkpoint.sizes import DiskSize, directory_disk_size, gradiend_param_counts, memory_bytes, weight_specs
+from ..ranking.bounds import Bounds
 from ..ranking.keys import finite_or_zero
 from ..ranking.ranking import Ranking
-from ..selection.rule import Selection
+from ..selection.rule import Selection, SelectionBounds
 
 __all__ = [
+    "MAPPING_TEXT_SLACK",
+    "model_disk_bytes_bounds",
     "ReductionReport",
     "export_disk_size",
     "importance_kept",
@@ -180,3 +183,54 @@ def preview_disk_sizes(data: CheckpointData, report: ReductionReport) -> tuple[D
     """``(before, after)`` of the preview: the source checkpoint's files on disk (the size the
     checkpoint header shows) and the files an export of the selection writes."""
     return directory_disk_size(data.path), export_disk_size(report)
+
+
+#: Bytes of text (config.json entry, safetensors header entry, digits of data offsets) one
+#: parameter's count can move by within a range of counts: a generous bound (see below).
+MAPPING_TEXT_SLACK = 256
+
+
+def model_disk_bytes_bounds(data: CheckpointData, bounds: SelectionBounds) -> Bounds:
+    """Bounds of :attr:`ReductionReport.model_disk_bytes_after` (config, weights, mapping files) of
+    a selection known by its bounds, without the kept dims per parameter.
+
+    The weights' size depends on ``k`` alone. A parameter's mapping bytes grow with its kept count
+    (indices: 4 or 8 bytes each; past 80 % of its entries a mask of one byte per entry, larger still)
+    except at "every entry kept", where nothing is stored; so the sizes at the per-parameter lower
+    counts (every-entry parameters at their full count) and upper counts (one below full) bound
+    the data bytes. Text bytes (digits of counts and offsets, the repr's name, a header entry) move
+    by at most :data:`MAPPING_TEXT_SLACK` per parameter whose count is not known, and by at most 64
+    per other parameter (offsets' digits), which widens the bounds.
+
+    Returns:
+        :class:`~gradiend_core.ranking.bounds.Bounds` of int bytes; exact when ``k`` and every
+        per-parameter count are exact.
+    """
+    if not bounds.k.exact:
+        lo_k, hi_k = int(bounds.k.lo), int(bounds.k.hi)
+    else:
+        lo_k = hi_k = int(bounds.k.lo)
+    counts = bounds.param_counts()
+    lo_c, hi_c = np.asarray(counts.lo, dtype=np.int64), np.asarray(counts.hi, dtype=np.int64)
+    full = np.array([e.num_selected for e in data.param_map], dtype=np.int64)
+    low = np.where(hi_c == full, full, lo_c)  # "all" stores nothing: the least
+    high = np.where((hi_c == full) & (lo_c < full), full - 1, hi_c)
+
+    def size(k: int, per_param: np.ndarray) -> int:
+        arch = dataclasses.replace(data.architecture, input_dim=k)
+        weights = data.weight_dtypes()
+        files = planned_file_sizes(
+            arch,
+            data.param_map.planned(per_param),
+            weight_specs(arch, weights),
+            data.metadata,
+            data.carried_side_files(),
+        )
+        return sum(v for name, v in files.items() if name not in CARRIED_JSON_FILES)
+
+    if lo_k == hi_k and np.array_equal(lo_c, hi_c):
+        exact = size(lo_k, lo_c)
+        return Bounds(exact, exact)
+    unknown = int(np.count_nonzero(lo_c != hi_c))
+    slack = MAPPING_TEXT_SLACK * unknown + 64 * full.size + (64 if lo_k != hi_k else 0)
+    return Bounds(max(0, size(lo_k, low) - slack), size(hi_k, high) + slack)
