@@ -271,3 +271,32 @@ def test_without_weights_in_a_file_rankings_are_in_memory(tmp_path):
     }
     r = Ranking(weight_importance(state, "decoder-weight"))
     assert select_bounds(r, topk=2).k.value == 2
+
+
+def test_the_top_sets_of_all_four_parts_take_one_pass(tmp_path, monkeypatch):
+    """Compare parts needs every part's top-k set: one read of the weight file serves all four."""
+    from gradiend_core.analysis.overlap import part_topk_sets
+    from gradiend_core.checkpoint.weights import WeightSource
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    state = {
+        "encoder.0.linear.weight": torch.from_numpy(rng.standard_normal((2, n)).astype(np.float32)),
+        "encoder.0.linear.bias": torch.zeros(2),
+        "decoder.0.linear.weight": torch.from_numpy(rng.standard_normal((n, 2)).astype(np.float32)),
+        "decoder.0.linear.bias": torch.from_numpy(rng.standard_normal(n).astype(np.float32)),
+    }
+    from gradiend_core.checkpoint.format import Architecture
+    from gradiend_core.space.param_map import ParamMap
+
+    path = _write(tmp_path, Architecture(n, 2), ParamMap.full([("a", (2000,)), ("b", (3000,))]), state)
+    rankings = store.open_rankings(open_checkpoint(path))
+    passes = []
+    real = WeightSource.blocks
+    monkeypatch.setattr(WeightSource, "blocks", lambda self, *a, **k: passes.append(1) or real(self, *a, **k))
+    for topk in (0.05, 777, 1.0, 1):
+        sets = part_topk_sets(rankings, topk)
+        for part in PARTS:
+            imp = weight_importance(state, part)
+            np.testing.assert_array_equal(sets[part], select(Ranking(imp), topk=topk).keep)
+    assert len(passes) <= 4  # at most one per topk (1.0 and repeated answers cost none)

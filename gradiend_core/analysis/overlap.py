@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ranking.importance import PARTS
+from ..ranking.ranked_dims import top_many
 from ..ranking.ranking import Ranking
 from ..selection.rule import select
 
@@ -45,7 +46,13 @@ def part_topk_sets(rankings: Mapping[str, Ranking], topk: object) -> dict[str, n
         SelectionError: for an invalid ``topk``.
     """
     names = sorted(rankings, key=lambda p: PARTS.index(p) if p in PARTS else len(PARTS))
-    return {p: select(rankings[p], topk=topk).keep for p in names}
+    # one pass over the weights for the parts that need one (not one each)
+    requests = {}
+    for p in names:
+        sel = select(rankings[p], topk=topk)
+        requests[p] = (sel.dims, sel.k)
+    got = top_many(requests)
+    return {p: got[p] for p in names}
 
 
 def _check_sets(sets: Mapping[str, np.ndarray], universe: int) -> tuple[tuple[str, ...], list]:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # a view is made by its ranking (Ranking.dims), which imports
 __all__ = [
     "LAST_ANSWER_BYTES",
     "RankedDims",
+    "top_many",
 ]
 
 
@@ -450,3 +451,60 @@ class RankedDims:
             if mass is None or not with_mass
             else mass + np.bincount(pid, weights=finite_or_zero(vals[:r]), minlength=p),
         )
+
+
+def top_many(requests: dict[str, tuple[RankedDims, int]]) -> dict[str, np.ndarray]:
+    """:meth:`RankedDims.top` of several rankings of one checkpoint (the four parts, say), with one
+    pass over the weights for all of those that need one, instead of one pass each.
+
+    Rankings of the open pass share a joint stream (``Ranking.joint``: every block of the weight
+    file read once, all parts computed from it); answers already at hand (a layout that covers the
+    boundary, the last answer) cost no pass.
+
+    Args:
+        requests: ``{name: (unmasked dims, k)}``.
+
+    Returns:
+        ``{name: sorted int64 local indices}``, as :meth:`RankedDims.top` returns them.
+    """
+    out: dict[str, np.ndarray] = {}
+    pending: dict[str, tuple[RankedDims, int, int, int]] = {}
+    for name, (dims, k) in requests.items():
+        k = min(int(k), dims.n)
+        last = dims._last_top
+        cheap = k <= 0 or k == dims.n or (last is not None and last[0] == k)
+        joint = getattr(dims.ranking, "joint", None)
+        if cheap or dims.mask is not None or joint is None or dims.ranking.layout_covers(dims.boundary(k)[0]):
+            out[name] = dims.top(k)
+            continue
+        b, r = dims.boundary(k)
+        pending[name] = (dims, k, b, r)
+    if not pending:
+        return out
+    joints = {id(d.ranking.joint[1]): d.ranking.joint for d, *_ in pending.values()}
+    if len(joints) != 1:  # rankings of different files: one pass each
+        return {**out, **{name: dims.top(k) for name, (dims, k, _, _) in pending.items()}}
+    (_, stream) = next(iter(joints.values()))
+    parts = {name: dims.ranking.joint[0] for name, (dims, *_) in pending.items()}
+    above: dict[str, list] = {name: [] for name in pending}
+    edge: dict[str, list] = {name: [] for name in pending}
+    for start, values in stream(sorted(set(parts.values()))):
+        for name, (dims, _, b, _) in pending.items():
+            v = values[parts[name]]
+            bk = bucket_of(v)
+            dt = np.int32 if dims.ranking.size < 2**31 else np.int64
+            above[name].append((np.flatnonzero(bk > b) + start).astype(dt))
+            hit = np.flatnonzero(bk == b)
+            edge[name].append((hit + start, v[hit]))
+    for name, (dims, k, b, r) in pending.items():
+        idx = np.concatenate([e[0] for e in edge[name]]).astype(np.int64)
+        vals = np.concatenate([e[1] for e in edge[name]]).astype(np.float32)
+        cut_idx, _ = dims.ranking.bucket_sorted(b, (idx, vals))
+        whole = np.concatenate(above[name]) if above[name] else np.empty(0, dtype=np.int64)
+        res = _sorted_union(whole.astype(np.int64, copy=False), cut_idx[:r], dims.ranking.size)
+        res.flags.writeable = False
+        if res.nbytes <= LAST_ANSWER_BYTES:
+            dims._last_top, dims._last_top_members = (k, res), None
+            _kept_answers(dims)
+        out[name] = res
+    return out

@@ -164,6 +164,9 @@ class Ranking:
         self.param_offsets = params.offsets if params is not None else param_offsets
         self._values_at = values_at
         self._stream = stream
+        #: ``(part, joint stream)`` when several rankings share one read of the weights (see
+        #: :func:`~gradiend_core.ranking.ranked_dims.top_many`), else ``None``
+        self.joint = None
         desc = np.concatenate([[0], np.cumsum(self.counts[::-1])])
         self._seg_start = desc[::-1][1:].copy()  # start of bucket b's segment = dims in buckets above b
         self._lock = threading.Lock()  # sessions of one server share rankings

@@ -29,6 +29,8 @@ import shutil
 import threading
 from functools import partial
 
+import torch
+
 from ...checkpoint import CheckpointData
 from ...util.cache import usable_cache_dir
 from ..importance import (
@@ -88,6 +90,20 @@ def _in_memory(data: CheckpointData, source: str) -> Ranking:
     return Ranking(source_importance(data, source), data.param_map.local_offsets)
 
 
+def _joint_blocks(data: CheckpointData, parts):
+    """``(start, {part: float32 importance})`` over the input space: each tensor read once per block."""
+    from ...checkpoint import DEC_B, DEC_W, ENC_W
+    from ..importance import part_importance
+
+    for block in data.weights.blocks((ENC_W, DEC_W, DEC_B)):
+        m = block.stop - block.start
+        yield (
+            block.start,
+            {p: part_importance(block.enc_w, block.dec_w, block.dec_b, p, m).to(torch.float32).numpy() for p in parts},
+        )
+    data.weights.check_unchanged()
+
+
 def open_rankings(data: CheckpointData, progress: ProgressFn | None = None) -> dict[str, Ranking]:
     """The rankings of all four parts of a checkpoint whose weights are in their file, from one
     open pass (:mod:`.scan`; from the cache when summarised before), shared by every caller.
@@ -116,6 +132,7 @@ def open_rankings(data: CheckpointData, progress: ProgressFn | None = None) -> d
             return have  # type: ignore[return-value]
         scan = load_or_scan(data, progress)
         out = {}
+        joint = partial(_joint_blocks, data)
         for p, part in scan.parts.items():
             out[p] = Ranking.from_stream(
                 part.summary,
@@ -124,6 +141,7 @@ def open_rankings(data: CheckpointData, progress: ProgressFn | None = None) -> d
                 SampledValues(scan.sample, part.sample, partial(part_importance_at, data, p)),
                 data.param_map.local_offsets,
             )
+            out[p].joint = (p, joint)  # one pass for several parts (ranked_dims.top_many)
         with _registry_lock:
             for p, r in out.items():
                 out[p] = _registry.setdefault((identity, p), r)
