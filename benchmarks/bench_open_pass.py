@@ -53,6 +53,7 @@ def measure(path: str) -> dict:
     from gradiend_core.analysis.correlation import spearman_matrix
     from gradiend_core.checkpoint import open_checkpoint
     from gradiend_core.errors import SelectionError
+    from gradiend_core.pruning.reduction import model_disk_bytes_bounds
     from gradiend_core.ranking import store
     from gradiend_core.ranking.importance import PARTS
     from gradiend_core.selection.rule import select, select_bounds
@@ -88,7 +89,7 @@ def measure(path: str) -> dict:
                     "k": k,
                     "kept_shown": mass.shown(format_percent),
                     "per_param_exact": per_param.exact,
-                    "disk_text_exact": per_param.map(lambda c: format_bytes(4 * int(c.sum()))).shown(str) is not None,
+                    "disk_shown": model_disk_bytes_bounds(data, b).shown(format_bytes),
                 }
             )
         for t_ in (1e-6, 1e-4, 1e-3, 1e-2):

@@ -235,6 +235,8 @@ class RankedDims:
         k = min(int(k), self.n)
         if k <= 0:
             return Bounds.of(0.0)
+        if k == self.n:
+            return Bounds.of(self.mass_top(k))
         b, r = self.boundary(k)
         members = self.cheap_members(b)
         if members is not None:
@@ -389,6 +391,8 @@ class RankedDims:
         k = min(int(k), self.n)
         if k <= 0:
             return 0.0
+        if k == self.n:  # everything: the same sum as the total, so a share of all reads exactly 1
+            return float(self.mass.sum())
         b, r = self.boundary(k)
         above = float(self.mass[b + 1 :].sum())
         return above + float(finite_or_zero(self.members(b)[1][:r]).sum())

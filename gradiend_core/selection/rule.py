@@ -347,15 +347,21 @@ def select_bounds(
     dims = ranking.dims(keep_mask)
     left = Bounds.of(dims.n) if threshold is None else dims.count_at_least_bounds(threshold)
     if left.hi == 0:
-        _nothing_passes(threshold, dims, keep_mask is not None)
+        _nothing_passes(threshold, dims, keep_mask is not None, bounded=True)
     k = left if topk is None else Bounds(resolve_k(topk, int(left.lo)), resolve_k(topk, int(left.hi)))
     return SelectionBounds(ranking.size, dims.n, left, k, topk, dims)
 
 
-def _nothing_passes(threshold: float, dims: RankedDims, masked: bool) -> None:
+def _nothing_passes(threshold: float, dims: RankedDims, masked: bool, bounded: bool = False) -> None:
     scope = "among the dimensions the mask keeps" if masked else "in this part"
-    largest = dims.value_at(0) if dims.n > int(dims.counts[0]) else float("nan")  # bucket 0 holds NaN only
-    if np.isnan(largest):
+    largest: object = float("nan")
+    if dims.n > int(dims.counts[0]):  # bucket 0 holds NaN only
+        if bounded:  # no pass over the weights for the message: the value's fine bin
+            b = dims.value_at_bounds(0)
+            largest = b.lo if b.exact else f"between {b.lo!r} and {b.hi!r}"
+        else:
+            largest = dims.value_at(0)
+    if isinstance(largest, float) and np.isnan(largest):
         raise SelectionError(
             f"threshold {threshold!r} keeps nothing: every importance value {scope} is NaN, and NaN never passes "
             "a threshold. Use topk, or fix the weights."
