@@ -101,7 +101,11 @@ def _check_answers(data, truth, rng, sizes) -> None:
 
 
 def _cache_files(root: Path):
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """The files below ``root`` (a reader in another process may remove a damaged entry meanwhile)."""
+    out = []
+    for dirpath, _, files in os.walk(root):  # os.walk skips what vanishes while it walks
+        out += [Path(dirpath) / f for f in files]
+    return sorted(p for p in out if p.is_file())
 
 
 @pytest.fixture
