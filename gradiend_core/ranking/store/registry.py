@@ -121,6 +121,8 @@ def open_rankings(data: CheckpointData, progress: ProgressFn | None = None) -> d
     Raises:
         CheckpointError: for unreadable weights, or a weight file that changed since it was opened.
     """
+    if data.weights is None or data.loaded:  # weights in memory: ranked in memory, part by part
+        return {p: ranking_for(data, p) for p in PARTS}
     data.weights.check_unchanged()
     identity = data.weights.identity()
     with _registry_lock:
